@@ -1,0 +1,6 @@
+//! catalogsync: a Kubernetes operator for SaaS application provisioning and
+//! synchronization into an identity domain, over SCIM 2.0.
+
+pub mod api;
+pub mod crdgen;
+pub mod telemetry;

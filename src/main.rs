@@ -1,1 +1,57 @@
-fn main() {}
+//! The `catalogsync` binary: the controller, the sync Job entrypoint and the CRD printer.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use catalogsync::{crdgen, telemetry};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "catalogsync",
+    version,
+    about = "SaaS application provisioning and synchronization for an identity domain, the Kubernetes way"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "CATALOGSYNC_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: telemetry::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print every CRD as YAML (or write one file per CRD into a directory).
+    Crds {
+        /// Write `<crd name>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Crds { out_dir } => match out_dir {
+            None => {
+                print!("{}", crdgen::to_yaml());
+                ExitCode::SUCCESS
+            }
+            Some(dir) => match crdgen::write_dir(&dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing CRDs to {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            },
+        },
+    }
+}

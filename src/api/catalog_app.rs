@@ -1,0 +1,195 @@
+//! CatalogApp: a SaaS application from the app catalog integrated into an identity domain.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Connection, Counts, Limits, LocalRef, Progress, conditions_schema};
+use super::sync_run::{Direction, RunPhase};
+
+/// The annotation whose new value requests an on-demand run (an opaque token, e.g. a timestamp).
+pub const REQUESTED_AT_ANNOTATION: &str = "catalogsync.io/requested-at";
+
+/// A SaaS application integrated into an identity domain and reached over SCIM 2.0.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "catalogsync.io",
+    version = "v1alpha1",
+    kind = "CatalogApp",
+    doc = "A SaaS application from the app catalog, integrated into an identity domain: provisioning and synchronization settings.",
+    namespaced,
+    status = "CatalogAppStatus",
+    shortname = "capp",
+    category = "catalogsync",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Provisioning","type":"string","jsonPath":".status.conditions[?(@.type==\"ProvisioningEnabled\")].status"}"#,
+    printcolumn = r#"{"name":"Synchronization","type":"string","jsonPath":".status.conditions[?(@.type==\"SynchronizationEnabled\")].status"}"#,
+    printcolumn = r#"{"name":"Last run","type":"string","jsonPath":".status.lastRun.phase"}"#,
+    printcolumn = r#"{"name":"Next sync","type":"date","jsonPath":".status.nextSyncTime","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.synchronization) || !self.synchronization.enabled || (has(self.provisioning) && self.provisioning.enabled)",
+    "message": "synchronization can only be enabled after provisioning is enabled",
+    "fieldPath": ".synchronization.enabled"
+}]))]
+pub struct CatalogAppSpec {
+    /// The IdentityDomain (same namespace) this app is integrated into.
+    pub identity_domain_ref: LocalRef,
+    /// Entry of the built-in app catalog that describes this app's SCIM conventions.
+    #[serde(default = "default_catalog_item")]
+    pub catalog_item: String,
+    /// The app's SCIM 2.0 endpoint.
+    pub connection: Connection,
+    /// Pauses everything for this app: no scheduling, and an active run is cancelled.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Provisioning: accounts in the app for the users granted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<Provisioning>,
+    /// Synchronization: import the app's accounts into the identity domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronization: Option<Synchronization>,
+}
+
+fn default_catalog_item() -> String {
+    "GenericSCIM".into()
+}
+
+/// An operation provisioning may perform in the app.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Operation {
+    /// Create an account for a granted user.
+    Create,
+    /// Update an account whose mapped attributes differ.
+    Update,
+    /// Deactivate the account of a user no longer granted, or inactive.
+    Deactivate,
+    /// Delete the account of a user no longer granted.
+    Delete,
+}
+
+/// One attribute mapping from the identity domain user to the app account.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributeMapping {
+    /// SCIM attribute path of the user in the identity domain, e.g. `name.givenName`.
+    pub domain_attribute: String,
+    /// SCIM attribute path of the account in the app, e.g. `name.givenName`.
+    pub app_attribute: String,
+}
+
+/// Provisioning settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Provisioning {
+    /// Turns provisioning on.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Display name of the grant group in the identity domain; its members hold an
+    /// account in the app. Default: `catalogsync-<namespace>-<app name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_group: Option<String>,
+    /// Operations provisioning may perform.
+    #[serde(default = "default_operations")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub operations: Vec<Operation>,
+    /// Cron expression (five fields, UTC) for provisioning runs. Absent = on demand only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Maximum creates and deletes per provisioning run. Absent = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+    /// Attribute mappings replacing the catalog entry's defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attribute_mappings: Vec<AttributeMapping>,
+}
+
+fn default_operations() -> Vec<Operation> {
+    vec![Operation::Create, Operation::Update, Operation::Deactivate]
+}
+
+/// Synchronization settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Synchronization {
+    /// Turns synchronization on. Requires provisioning to be enabled.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The SyncPolicy (same namespace) that says how and when to synchronize.
+    pub policy_ref: LocalRef,
+}
+
+/// A run in progress.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveRun {
+    /// Name of the SyncRun.
+    pub name: String,
+    /// Import or Provision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Progress of the run's current stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// Summary of a finished run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// Name of the SyncRun.
+    pub name: String,
+    /// Final phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RunPhase>,
+    /// When the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// The run's counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Counts>,
+    /// The run's one-line outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Observed state of a CatalogApp.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogAppStatus {
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions: Ready, ProvisioningEnabled, SynchronizationEnabled, Synchronizing,
+    /// LimitExceeded, and Reconciling/Stalled while true.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The run in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_run: Option<ActiveRun>,
+    /// The last finished synchronization (Import) run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RunSummary>,
+    /// The last finished provisioning run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_provisioning_run: Option<RunSummary>,
+    /// When the next scheduled synchronization run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_sync_time: Option<Time>,
+    /// When the next scheduled provisioning run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_provisioning_time: Option<Time>,
+    /// Echo of the last handled `catalogsync.io/requested-at` annotation value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_requested_at: Option<String>,
+    /// SCIM id of the grant group in the identity domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_group_id: Option<String>,
+}

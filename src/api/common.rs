@@ -1,0 +1,250 @@
+//! Types shared by several kinds: secret references, auth, limits, counts.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of every catalogsync kind.
+pub const GROUP: &str = "catalogsync.io";
+
+/// A reference to one key of a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret, in the same namespace as the referring object.
+    pub name: String,
+    /// Key within the Secret's data.
+    pub key: String,
+}
+
+/// A reference to a whole Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret, in the same namespace as the referring object.
+    pub name: String,
+}
+
+/// A reference to another catalogsync object in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalRef {
+    /// Name of the referenced object, in the same namespace.
+    pub name: String,
+}
+
+/// Bearer-token authentication.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BearerTokenAuth {
+    /// The Secret key holding the token.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// HTTP basic authentication.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuth {
+    /// A Secret with the keys `username` and `password`.
+    pub secret_ref: SecretRef,
+}
+
+/// OAuth 2.0 client-credentials grant (RFC 6749 section 4.4).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuth2ClientCredentialsAuth {
+    /// The token endpoint.
+    #[serde(rename = "tokenURL")]
+    pub token_url: String,
+    /// A Secret with the keys `clientId` and `clientSecret`.
+    pub secret_ref: SecretRef,
+    /// Scopes to request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+/// How to authenticate to a SCIM service provider. Exactly one method must be set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.bearerToken), has(self.basic), has(self.oauth2ClientCredentials)].filter(x, x).size() == 1",
+    "message": "exactly one auth method must be set: bearerToken, basic or oauth2ClientCredentials"
+}]))]
+pub struct Auth {
+    /// A bearer token read from a Secret key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<BearerTokenAuth>,
+    /// Username and password read from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic: Option<BasicAuth>,
+    /// OAuth 2.0 client credentials read from a Secret.
+    #[serde(
+        default,
+        rename = "oauth2ClientCredentials",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub oauth2_client_credentials: Option<OAuth2ClientCredentialsAuth>,
+}
+
+impl Auth {
+    /// The names of the Secrets this auth reads, for watches and job env.
+    pub fn secret_names(&self) -> Vec<&str> {
+        let mut names = Vec::new();
+        if let Some(b) = &self.bearer_token {
+            names.push(b.secret_ref.name.as_str());
+        }
+        if let Some(b) = &self.basic {
+            names.push(b.secret_ref.name.as_str());
+        }
+        if let Some(o) = &self.oauth2_client_credentials {
+            names.push(o.secret_ref.name.as_str());
+        }
+        names
+    }
+}
+
+/// TLS settings for a SCIM endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tls {
+    /// A Secret key holding PEM CA certificates to trust in addition to the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A SCIM 2.0 endpoint: base URL, credentials and TLS.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Connection {
+    /// SCIM 2.0 base URL (the one that `/Users` and `/ServiceProviderConfig` are relative to).
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.startsWith('https://') || self.startsWith('http://')",
+        "message": "url must start with https:// or http://"
+    }]))]
+    pub url: String,
+    /// How to authenticate. Credentials are only ever read from Secrets.
+    pub auth: Auth,
+    /// TLS settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+
+/// What a run does when its plan exceeds a limit.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum WhenExceeded {
+    /// Apply nothing; the run ends `LimitExceeded` with the planned and allowed numbers.
+    #[default]
+    Abort,
+    /// Apply exactly up to the limit, never one more, then end `LimitExceeded`.
+    ApplyUpToLimit,
+}
+
+/// Maximum numbers of creates and deletes a run may make. Absent = no limit.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Maximum number of objects created in one run (users in the identity domain for an
+    /// import, accounts in the app for provisioning). Absent = no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_creates: Option<i64>,
+    /// Maximum number of deletes in one run: records removed, users deactivated or deleted
+    /// (import); accounts deactivated or deleted (provisioning). Absent = no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_deletes: Option<i64>,
+    /// What to do when the plan exceeds a limit.
+    #[serde(default)]
+    pub when_exceeded: WhenExceeded,
+}
+
+/// Progress of an active run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Items processed so far in the current stage.
+    pub processed: i64,
+    /// Items to process in the current stage.
+    pub total: i64,
+    /// processed / total, in percent (0–100).
+    pub percent: i32,
+}
+
+impl Progress {
+    pub fn new(processed: u64, total: u64) -> Self {
+        let percent = if total == 0 {
+            100
+        } else {
+            ((processed.min(total) * 100) / total) as i32
+        };
+        Progress {
+            processed: processed as i64,
+            total: total as i64,
+            percent,
+        }
+    }
+}
+
+/// The counts a run reports. Import runs fill the first part, provisioning runs the second.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    /// Accounts listed in the app.
+    #[serde(default)]
+    pub app_accounts: i64,
+    /// Users listed in the identity domain.
+    #[serde(default)]
+    pub domain_users: i64,
+    /// Accounts already recorded (linked) before this run.
+    #[serde(default)]
+    pub already_linked: i64,
+    /// Accounts linked by this run (exact match, or a create that met an existing user).
+    #[serde(default)]
+    pub linked: i64,
+    /// Objects created by this run.
+    #[serde(default)]
+    pub created: i64,
+    /// Objects updated by this run.
+    #[serde(default)]
+    pub updated: i64,
+    /// Records removed, users deactivated or deleted, or accounts deactivated or deleted.
+    #[serde(default)]
+    pub deleted: i64,
+    /// Accounts with no matching user, left alone.
+    #[serde(default)]
+    pub unmatched: i64,
+    /// Accounts that match several users: reported, never acted on.
+    #[serde(default)]
+    pub disputed: i64,
+    /// Items whose change failed.
+    #[serde(default)]
+    pub failed: i64,
+}
+
+/// The creates and deletes a plan contains, counted against the limits.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedCounts {
+    /// Creates the plan contains.
+    pub creates: i64,
+    /// Deletes the plan contains.
+    pub deletes: i64,
+    /// Links the plan contains (not limited).
+    #[serde(default)]
+    pub links: i64,
+    /// Updates the plan contains (not limited).
+    #[serde(default)]
+    pub updates: i64,
+}
+
+/// Adds `x-kubernetes-list-type: map` keyed by `type` to a condition list, so that
+/// server-side apply merges conditions by type.
+pub fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<Condition>>();
+    schema.insert("x-kubernetes-list-type".into(), "map".into());
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
+    schema
+}
