@@ -2,5 +2,7 @@
 //! synchronization into an identity domain, over SCIM 2.0.
 
 pub mod api;
+pub mod conditions;
 pub mod crdgen;
+pub mod status;
 pub mod telemetry;
