@@ -172,11 +172,10 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(processed: u64, total: u64) -> Self {
-        let percent = if total == 0 {
-            100
-        } else {
-            ((processed.min(total) * 100) / total) as i32
-        };
+        // An empty stage is complete.
+        let percent = (processed.min(total) * 100)
+            .checked_div(total)
+            .unwrap_or(100) as i32;
         Progress {
             processed: processed as i64,
             total: total as i64,
