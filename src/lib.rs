@@ -4,5 +4,7 @@
 pub mod api;
 pub mod conditions;
 pub mod crdgen;
+pub mod credentials;
+pub mod exit_code;
 pub mod status;
 pub mod telemetry;

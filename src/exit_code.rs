@@ -1,0 +1,13 @@
+//! Exit codes of `catalogsync sync`. The Job's podFailurePolicy maps
+//! [`LIMIT_EXCEEDED`] to FailJob, so a run stopped on a limit is never retried.
+
+/// The run succeeded (or a plan was computed).
+pub const SUCCESS: u8 = 0;
+/// The run failed; the Job may retry within its backoffLimit.
+pub const FAILED: u8 = 1;
+/// Bad invocation or configuration that retrying cannot fix.
+pub const INVALID: u8 = 2;
+/// The run stopped on a limit (`LimitExceeded`).
+pub const LIMIT_EXCEEDED: u8 = 3;
+/// The run was cancelled (SIGTERM) and wrote its final status.
+pub const CANCELLED: u8 = 4;
