@@ -392,12 +392,17 @@ pub fn parse_yaml(yaml: &str) -> Result<Vec<DynamicObject>> {
     Ok(objects)
 }
 
-/// The CRDs of every `*.yaml` file in `dir`, in file-name order.
-pub fn read_crds(dir: &Path) -> Result<Vec<CustomResourceDefinition>> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<io::Result<_>>()?;
+/// The CRDs of a YAML file, or of every `*.yaml` file of a directory in
+/// file-name order.
+pub fn read_crds(path: &Path) -> Result<Vec<CustomResourceDefinition>> {
+    let mut files: Vec<PathBuf> = if path.is_dir() {
+        fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<io::Result<_>>()?
+    } else {
+        vec![path.to_path_buf()]
+    };
     files.retain(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"));
     files.sort();
     let mut crds = Vec::new();
@@ -411,7 +416,7 @@ pub fn read_crds(dir: &Path) -> Result<Vec<CustomResourceDefinition>> {
             );
         }
     }
-    ensure!(!crds.is_empty(), "no CRDs in {}", dir.display());
+    ensure!(!crds.is_empty(), "no CRDs in {}", path.display());
     Ok(crds)
 }
 
@@ -661,4 +666,19 @@ fn remove_stale_dirs() {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// Asserts that RBAC forbade an API call (HTTP 403).
+#[track_caller]
+pub fn assert_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    }
+}
+
+/// Asserts that an API call succeeded and returns its result.
+#[track_caller]
+pub fn assert_allowed<T>(result: Result<T, kube::Error>, what: &str) -> T {
+    result.unwrap_or_else(|e| panic!("{what}: expected success, got {e}"))
 }
