@@ -73,3 +73,25 @@ async fn crds_are_established_and_follow_the_contract() {
         );
     }
 }
+
+#[tokio::test]
+async fn catalogapp_synchronization_requires_provisioning() {
+    let cp = control_plane().await;
+    let ns = cp.new_namespace("crd-validation").await;
+    let app = r#"
+apiVersion: catalogsync.io/v1alpha1
+kind: CatalogApp
+metadata: {name: sync-without-provisioning}
+spec:
+  identityDomainRef: {name: corp}
+  catalogItem: GenericSCIM
+  connection: {url: "https://scim.example.com/v2", auth: {bearerToken: {secretRef: {name: s, key: token}}}}
+  provisioning: {enabled: false}
+  synchronization: {enabled: true}
+"#;
+    let message = cp.apply_yaml_expect_rejection(&ns, app).await;
+    assert!(
+        message.contains("synchronization can only be enabled when provisioning is enabled"),
+        "{message}"
+    );
+}

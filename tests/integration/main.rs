@@ -2,6 +2,7 @@
 //! (etcd + kube-apiserver, see `harness`). One test binary, one control plane
 //! shared by all tests; each test works in its own namespace.
 
+mod clients;
 mod crds;
 mod deploy;
 mod examples;

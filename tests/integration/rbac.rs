@@ -70,6 +70,15 @@ async fn namespace_with_examples(cp: &ControlPlane, prefix: &str) -> String {
     ns
 }
 
+/// A scheduled SyncRun of the example app `slack`.
+fn sync_run(name: &str) -> DynamicObject {
+    from_json(json!({
+        "apiVersion": "catalogsync.io/v1alpha1", "kind": "SyncRun",
+        "metadata": {"name": name},
+        "spec": {"appRef": {"name": "slack"}, "direction": "Import", "mode": "Apply", "trigger": "Schedule"}
+    }))
+}
+
 fn sync_job(name: &str) -> Job {
     from_json(json!({
         "metadata": {"name": name},
@@ -163,10 +172,7 @@ async fn sync_job_account_reads_its_app_and_reports_progress_only() {
             .await,
         "patch catalogapps/status",
     );
-    let run: DynamicObject = from_json(json!({
-        "apiVersion": "catalogsync.io/v1alpha1", "kind": "SyncRun",
-        "metadata": {"name": "sneaky"}, "spec": {"appRef": {"name": "slack"}}
-    }));
+    let run = sync_run("sneaky");
     assert_forbidden(
         runs.create(&PostParams::default(), &run).await,
         "create syncrun",
@@ -233,10 +239,7 @@ async fn controller_account_runs_syncs_and_cannot_escalate() {
 
     // Run syncs: SyncRuns and their Jobs.
     let runs = catalogsync(&ctl, &ns, "SyncRun", "syncruns");
-    let run: DynamicObject = from_json(json!({
-        "apiVersion": "catalogsync.io/v1alpha1", "kind": "SyncRun",
-        "metadata": {"name": "scheduled"}, "spec": {"appRef": {"name": "slack"}, "trigger": "Schedule"}
-    }));
+    let run = sync_run("scheduled");
     assert_allowed(
         runs.create(&PostParams::default(), &run).await,
         "create syncrun",
