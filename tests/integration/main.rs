@@ -1,1 +1,10 @@
-fn main() {}
+//! Integration tests of catalogsync against a real local control plane
+//! (etcd + kube-apiserver, see `harness`). One test binary, one control plane
+//! shared by all tests; each test works in its own namespace.
+
+mod clients;
+mod crds;
+mod deploy;
+mod examples;
+mod harness;
+mod rbac;
