@@ -1,0 +1,458 @@
+//! Builds the batch/v1 Job that executes a SyncRun. Pure: no I/O, so every field
+//! (the restricted Pod Security fields above all) is unit-tested.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{CatalogApp, IdentityDomain, SyncPolicy, SyncRun};
+use crate::credentials::{self, Side};
+use crate::exit_code;
+
+/// Label on SyncRuns and Jobs: the CatalogApp they belong to.
+pub const APP_LABEL: &str = "catalogsync.io/app";
+/// Label on Jobs and their Pods: the SyncRun they execute.
+pub const RUN_LABEL: &str = "catalogsync.io/run";
+/// Name of the Job's only container.
+pub const CONTAINER: &str = "sync";
+/// The non-root user of the distroless image.
+pub const RUN_AS_USER: i64 = 65532;
+
+/// Attempts after the first failed pod; exit codes that retrying cannot fix fail at once.
+const BACKOFF_LIMIT: i32 = 2;
+/// Finished Jobs are removed after a day; the SyncRun keeps the outcome.
+const TTL_AFTER_FINISHED: i32 = 24 * 3600;
+/// Used when the policy is absent (provisioning runs) or its timeout unreadable.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Settings from the controller's command line.
+#[derive(Clone, Debug)]
+pub struct JobConfig {
+    /// Image that contains the `catalogsync` binary.
+    pub image: String,
+    /// ServiceAccount of the Job's pod.
+    pub service_account: String,
+}
+
+/// Parses a Go-style duration such as `90m`, `1h30m` or `500ms`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            _ => return None,
+        };
+        total = total.checked_add(unit)?;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+/// The labels of a run's Job and Pod. Only ours: user labels (e.g. Argo CD's
+/// tracking label) are never copied onto children.
+pub fn labels(run: &SyncRun) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (RUN_LABEL.to_string(), run.name_any()),
+        (APP_LABEL.to_string(), run.spec.app_ref.name.clone()),
+    ])
+}
+
+/// The Job for `run`, named like the run and controlled by it.
+pub fn build(
+    run: &SyncRun,
+    app: &CatalogApp,
+    domain: &IdentityDomain,
+    policy: Option<&SyncPolicy>,
+    config: &JobConfig,
+) -> Job {
+    let ns = run.namespace().unwrap_or_default();
+    let name = run.name_any();
+    let timeout = policy
+        .and_then(|p| parse_duration(&p.spec.timeout))
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_TIMEOUT);
+
+    let mut env = vec![EnvVar {
+        name: "CATALOGSYNC_LOG_FORMAT".into(),
+        value: Some("json".into()),
+        ..Default::default()
+    }];
+    env.extend(credentials::env_vars(
+        Side::Domain,
+        &domain.spec.auth,
+        domain.spec.tls.as_ref(),
+    ));
+    env.extend(credentials::env_vars(
+        Side::App,
+        &app.spec.connection.auth,
+        app.spec.connection.tls.as_ref(),
+    ));
+
+    let quantities = |cpu: &str, mem: &str| {
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(mem.into())),
+        ])
+    };
+    let container = Container {
+        name: CONTAINER.into(),
+        image: Some(config.image.clone()),
+        command: Some(vec!["catalogsync".into()]),
+        args: Some(vec!["sync".into(), "--run".into(), format!("{ns}/{name}")]),
+        env: Some(env),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities("100m", "128Mi")),
+            limits: Some(quantities("1", "512Mi")),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            seccomp_profile: Some(runtime_default()),
+            ..Default::default()
+        }),
+        // A writable scratch dir despite the read-only root filesystem.
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        }]),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+
+    let pod = PodSpec {
+        restart_policy: Some("Never".into()),
+        service_account_name: Some(config.service_account.clone()),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            seccomp_profile: Some(runtime_default()),
+            ..Default::default()
+        }),
+        containers: vec![container],
+        volumes: Some(vec![Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("64Mi".into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        // The engine stops cleanly on SIGTERM and writes Cancelled.
+        termination_grace_period_seconds: Some(30),
+        ..Default::default()
+    };
+
+    let labels = labels(run);
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(ns),
+            labels: Some(labels.clone()),
+            owner_references: run.controller_owner_ref(&()).map(|r| vec![r]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(BACKOFF_LIMIT),
+            active_deadline_seconds: Some(timeout.as_secs().max(1) as i64),
+            ttl_seconds_after_finished: Some(TTL_AFTER_FINISHED),
+            pod_failure_policy: Some(pod_failure_policy()),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..Default::default()
+    }
+}
+
+/// Exit codes that retrying cannot change fail the Job at once; evictions and
+/// other disruptions do not count against the backoff limit.
+fn pod_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(CONTAINER.into()),
+                    operator: "In".into(),
+                    values: vec![
+                        exit_code::INVALID.into(),
+                        exit_code::LIMIT_EXCEEDED.into(),
+                        exit_code::CANCELLED.into(),
+                    ],
+                }),
+                on_pod_conditions: None,
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_exit_codes: None,
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: Some("True".into()),
+                }]),
+            },
+        ],
+    }
+}
+
+/// The run a Job belongs to, by the Job's controller owner reference.
+pub fn run_of(job: &Job) -> Option<String> {
+    job.owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == SyncRun::kind(&()))
+        .map(|o| o.name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::*;
+
+    fn objects() -> (SyncRun, CatalogApp, IdentityDomain, SyncPolicy) {
+        let yaml = |s: &str| serde_yaml::from_str::<serde_json::Value>(s).unwrap();
+        let mut app: CatalogApp = serde_json::from_value(yaml(
+            r#"
+metadata: {name: slack, namespace: team-a, uid: u-app,
+  labels: {argocd.argoproj.io/instance: team-a, team: a},
+  annotations: {argocd.argoproj.io/tracking-id: "x"}}
+spec:
+  identityDomainRef: {name: corp}
+  connection:
+    url: https://slack.example/scim/v2
+    auth: {bearerToken: {secretRef: {name: slack-scim, key: token}}}
+"#,
+        ))
+        .unwrap();
+        app.meta_mut().generation = Some(1);
+        let domain: IdentityDomain = serde_json::from_value(yaml(
+            r#"
+metadata: {name: corp, namespace: team-a}
+spec:
+  url: https://iam.example/admin/v1
+  auth: {basic: {secretRef: {name: corp-iam}}}
+  tls: {caSecretRef: {name: corp-ca, key: ca.crt}}
+"#,
+        ))
+        .unwrap();
+        let policy: SyncPolicy = serde_json::from_value(yaml(
+            r#"
+metadata: {name: default, namespace: team-a}
+spec: {timeout: 1h30m}
+"#,
+        ))
+        .unwrap();
+        let run: SyncRun = serde_json::from_value(yaml(
+            r#"
+metadata: {name: slack-29451660, namespace: team-a, uid: u-run,
+  labels: {catalogsync.io/app: slack, argocd.argoproj.io/instance: team-a}}
+spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
+"#,
+        ))
+        .unwrap();
+        (run, app, domain, policy)
+    }
+
+    fn config() -> JobConfig {
+        JobConfig {
+            image: "registry.example/catalogsync:1.2.3".into(),
+            service_account: "catalogsync-sync-job".into(),
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("h"), None);
+        assert_eq!(parse_duration("5d"), None);
+    }
+
+    #[test]
+    fn job_runs_the_sync_entrypoint_owned_by_the_run() {
+        let (run, app, domain, policy) = objects();
+        let job = build(&run, &app, &domain, Some(&policy), &config());
+        assert_eq!(job.metadata.name.as_deref(), Some("slack-29451660"));
+        assert_eq!(job.metadata.namespace.as_deref(), Some("team-a"));
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("SyncRun", "slack-29451660", "u-run")
+        );
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(run_of(&job).as_deref(), Some("slack-29451660"));
+
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(2));
+        assert_eq!(spec.active_deadline_seconds, Some(5400));
+        assert!(spec.ttl_seconds_after_finished.unwrap() > 0);
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some("catalogsync-sync-job")
+        );
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("registry.example/catalogsync:1.2.3"));
+        assert_eq!(c.command.as_deref(), Some(&["catalogsync".to_string()][..]));
+        assert_eq!(
+            c.args.as_deref().unwrap(),
+            ["sync", "--run", "team-a/slack-29451660"]
+        );
+        let res = c.resources.as_ref().unwrap();
+        assert!(res.requests.as_ref().unwrap().contains_key("memory"));
+        assert!(res.limits.as_ref().unwrap().contains_key("memory"));
+    }
+
+    #[test]
+    fn credentials_come_from_secret_refs_only() {
+        let (run, app, domain, policy) = objects();
+        let job = build(&run, &app, &domain, Some(&policy), &config());
+        let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let secret_backed: Vec<(String, String, String)> = env
+            .iter()
+            .filter_map(|e| {
+                let s = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                Some((e.name.clone(), s.name.clone(), s.key.clone()))
+            })
+            .collect();
+        assert_eq!(
+            secret_backed,
+            [
+                ("CATALOGSYNC_DOMAIN_USERNAME".into(), "corp-iam".into(), "username".into()),
+                ("CATALOGSYNC_DOMAIN_PASSWORD".into(), "corp-iam".into(), "password".into()),
+                ("CATALOGSYNC_DOMAIN_CA_CERT".into(), "corp-ca".into(), "ca.crt".into()),
+                ("CATALOGSYNC_APP_TOKEN".into(), "slack-scim".into(), "token".into()),
+            ]
+        );
+        // No literal secret values: every other variable is plain configuration.
+        assert!(
+            env.iter()
+                .filter(|e| e.value.is_some())
+                .all(|e| e.name == "CATALOGSYNC_LOG_FORMAT")
+        );
+    }
+
+    #[test]
+    fn pod_passes_the_restricted_pod_security_standard() {
+        let (run, app, domain, policy) = objects();
+        let job = build(&run, &app, &domain, Some(&policy), &config());
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(65532));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        assert!(pod.host_network.is_none() && pod.host_pid.is_none() && pod.host_ipc.is_none());
+        for v in pod.volumes.as_deref().unwrap_or_default() {
+            assert!(v.host_path.is_none(), "no hostPath volumes");
+        }
+        for c in &pod.containers {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false));
+            assert_eq!(sc.read_only_root_filesystem, Some(true));
+            assert_eq!(sc.run_as_non_root, Some(true));
+            assert_ne!(sc.privileged, Some(true));
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_deref(),
+                Some(&["ALL".to_string()][..])
+            );
+            assert!(sc.capabilities.as_ref().unwrap().add.is_none());
+            assert!(c.ports.is_none(), "no host ports");
+        }
+    }
+
+    #[test]
+    fn pod_failure_policy_fails_fast_on_unretryable_exit_codes() {
+        let (run, app, domain, policy) = objects();
+        let job = build(&run, &app, &domain, Some(&policy), &config());
+        let pfp = job.spec.unwrap().pod_failure_policy.unwrap();
+        let fail = &pfp.rules[0];
+        assert_eq!(fail.action, "FailJob");
+        let codes = &fail.on_exit_codes.as_ref().unwrap().values;
+        assert!(codes.contains(&(exit_code::LIMIT_EXCEEDED as i32)));
+        assert!(codes.contains(&(exit_code::INVALID as i32)));
+        assert!(!codes.contains(&(exit_code::FAILED as i32)), "plain failures retry");
+        let ignore = &pfp.rules[1];
+        assert_eq!(ignore.action, "Ignore");
+        assert_eq!(
+            ignore.on_pod_conditions.as_ref().unwrap()[0].type_,
+            "DisruptionTarget"
+        );
+    }
+
+    #[test]
+    fn only_our_labels_reach_the_job_and_pod() {
+        let (run, app, domain, policy) = objects();
+        let job = build(&run, &app, &domain, Some(&policy), &config());
+        let want = BTreeMap::from([
+            (RUN_LABEL.to_string(), "slack-29451660".to_string()),
+            (APP_LABEL.to_string(), "slack".to_string()),
+        ]);
+        assert_eq!(job.metadata.labels.as_ref(), Some(&want));
+        assert!(job.metadata.annotations.is_none());
+        let tpl = job.spec.unwrap().template.metadata.unwrap();
+        assert_eq!(tpl.labels.as_ref(), Some(&want));
+        assert!(tpl.annotations.is_none());
+    }
+
+    #[test]
+    fn default_timeout_without_a_policy() {
+        let (run, app, domain, _) = objects();
+        let job = build(&run, &app, &domain, None, &config());
+        assert_eq!(job.spec.unwrap().active_deadline_seconds, Some(3600));
+    }
+}
