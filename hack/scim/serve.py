@@ -324,6 +324,15 @@ def load_auth(args) -> dict[str, Any]:
     return {}
 
 
+def exit_on_stdin_eof() -> None:
+    def watch():
+        while sys.stdin.buffer.read(4096):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("tenants", nargs="+", metavar="TENANT")
@@ -336,7 +345,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--token-ttl", type=int, default=3600)
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--exit-on-stdin-eof",
+        action="store_true",
+        help="exit when stdin closes, so a test process that dies takes the server along",
+    )
     args = parser.parse_args()
+    if args.exit_on_stdin_eof:
+        exit_on_stdin_eof()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         stream=sys.stderr,
