@@ -3,8 +3,16 @@
 
 pub mod api;
 pub mod conditions;
+pub mod controller;
 pub mod crdgen;
 pub mod credentials;
+pub mod devrunner;
 pub mod exit_code;
+pub mod http;
+pub mod job_builder;
+pub mod leader;
+pub mod metrics;
+pub mod schedule;
+pub mod scim;
 pub mod status;
 pub mod telemetry;

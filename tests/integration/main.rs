@@ -8,3 +8,5 @@ mod deploy;
 mod examples;
 mod harness;
 mod rbac;
+mod scim_client;
+mod scim_server;
