@@ -2,9 +2,12 @@
 //! synchronization into an identity domain, over SCIM 2.0.
 
 pub mod api;
+pub mod budget;
 pub mod conditions;
 pub mod crdgen;
 pub mod credentials;
 pub mod exit_code;
+pub mod matching;
+pub mod plan;
 pub mod status;
 pub mod telemetry;
