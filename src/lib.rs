@@ -9,5 +9,6 @@ pub mod credentials;
 pub mod exit_code;
 pub mod matching;
 pub mod plan;
+pub mod scim;
 pub mod status;
 pub mod telemetry;
