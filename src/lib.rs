@@ -2,6 +2,7 @@
 //! synchronization into an identity domain, over SCIM 2.0.
 
 pub mod api;
+pub mod budget;
 pub mod conditions;
 pub mod controller;
 pub mod crdgen;
@@ -11,7 +12,9 @@ pub mod exit_code;
 pub mod http;
 pub mod job_builder;
 pub mod leader;
+pub mod matching;
 pub mod metrics;
+pub mod plan;
 pub mod schedule;
 pub mod scim;
 pub mod status;
