@@ -59,7 +59,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         }
         let n: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
@@ -234,7 +236,7 @@ fn pod_failure_policy() -> PodFailurePolicy {
                 on_exit_codes: None,
                 on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
                     type_: "DisruptionTarget".into(),
-                    status: Some("True".into()),
+                    status: "True".into(),
                 }]),
             },
         ],
@@ -289,7 +291,7 @@ spec: {timeout: 1h30m}
         .unwrap();
         let run: SyncRun = serde_json::from_value(yaml(
             r#"
-metadata: {name: slack-29451660, namespace: team-a, uid: u-run,
+metadata: {name: slack-29454360, namespace: team-a, uid: u-run,
   labels: {catalogsync.io/app: slack, argocd.argoproj.io/instance: team-a}}
 spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
 "#,
@@ -320,15 +322,15 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
     fn job_runs_the_sync_entrypoint_owned_by_the_run() {
         let (run, app, domain, policy) = objects();
         let job = build(&run, &app, &domain, Some(&policy), &config());
-        assert_eq!(job.metadata.name.as_deref(), Some("slack-29451660"));
+        assert_eq!(job.metadata.name.as_deref(), Some("slack-29454360"));
         assert_eq!(job.metadata.namespace.as_deref(), Some("team-a"));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
-            ("SyncRun", "slack-29451660", "u-run")
+            ("SyncRun", "slack-29454360", "u-run")
         );
         assert_eq!(owner.controller, Some(true));
-        assert_eq!(run_of(&job).as_deref(), Some("slack-29451660"));
+        assert_eq!(run_of(&job).as_deref(), Some("slack-29454360"));
 
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(2));
@@ -341,11 +343,14 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
             Some("catalogsync-sync-job")
         );
         let c = &pod.containers[0];
-        assert_eq!(c.image.as_deref(), Some("registry.example/catalogsync:1.2.3"));
+        assert_eq!(
+            c.image.as_deref(),
+            Some("registry.example/catalogsync:1.2.3")
+        );
         assert_eq!(c.command.as_deref(), Some(&["catalogsync".to_string()][..]));
         assert_eq!(
             c.args.as_deref().unwrap(),
-            ["sync", "--run", "team-a/slack-29451660"]
+            ["sync", "--run", "team-a/slack-29454360"]
         );
         let res = c.resources.as_ref().unwrap();
         assert!(res.requests.as_ref().unwrap().contains_key("memory"));
@@ -370,10 +375,26 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
         assert_eq!(
             secret_backed,
             [
-                ("CATALOGSYNC_DOMAIN_USERNAME".into(), "corp-iam".into(), "username".into()),
-                ("CATALOGSYNC_DOMAIN_PASSWORD".into(), "corp-iam".into(), "password".into()),
-                ("CATALOGSYNC_DOMAIN_CA_CERT".into(), "corp-ca".into(), "ca.crt".into()),
-                ("CATALOGSYNC_APP_TOKEN".into(), "slack-scim".into(), "token".into()),
+                (
+                    "CATALOGSYNC_DOMAIN_USERNAME".into(),
+                    "corp-iam".into(),
+                    "username".into()
+                ),
+                (
+                    "CATALOGSYNC_DOMAIN_PASSWORD".into(),
+                    "corp-iam".into(),
+                    "password".into()
+                ),
+                (
+                    "CATALOGSYNC_DOMAIN_CA_CERT".into(),
+                    "corp-ca".into(),
+                    "ca.crt".into()
+                ),
+                (
+                    "CATALOGSYNC_APP_TOKEN".into(),
+                    "slack-scim".into(),
+                    "token".into()
+                ),
             ]
         );
         // No literal secret values: every other variable is plain configuration.
@@ -425,7 +446,10 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
         let codes = &fail.on_exit_codes.as_ref().unwrap().values;
         assert!(codes.contains(&(exit_code::LIMIT_EXCEEDED as i32)));
         assert!(codes.contains(&(exit_code::INVALID as i32)));
-        assert!(!codes.contains(&(exit_code::FAILED as i32)), "plain failures retry");
+        assert!(
+            !codes.contains(&(exit_code::FAILED as i32)),
+            "plain failures retry"
+        );
         let ignore = &pfp.rules[1];
         assert_eq!(ignore.action, "Ignore");
         assert_eq!(
@@ -439,7 +463,7 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
         let (run, app, domain, policy) = objects();
         let job = build(&run, &app, &domain, Some(&policy), &config());
         let want = BTreeMap::from([
-            (RUN_LABEL.to_string(), "slack-29451660".to_string()),
+            (RUN_LABEL.to_string(), "slack-29454360".to_string()),
             (APP_LABEL.to_string(), "slack".to_string()),
         ]);
         assert_eq!(job.metadata.labels.as_ref(), Some(&want));

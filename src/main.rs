@@ -1,10 +1,18 @@
 //! The `catalogsync` binary: the controller, the sync Job entrypoint and the CRD printer.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
-use catalogsync::{crdgen, telemetry};
-use clap::{Parser, Subcommand};
+use catalogsync::controller::{self, Config};
+use catalogsync::job_builder::JobConfig;
+use catalogsync::leader::LeaseConfig;
+use catalogsync::metrics::Metrics;
+use catalogsync::{crdgen, devrunner, http, telemetry};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,6 +42,127 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Run the controller (reconciles every catalogsync kind, runs SyncRuns as Jobs).
+    Controller(ControllerArgs),
+    /// DEVELOPMENT TOOLING, not for production: run the catalogsync Jobs of a local
+    /// control plane (which has no kubelet) as processes on this machine.
+    DevJobRunner(DevJobRunnerArgs),
+}
+
+#[derive(Args, Debug)]
+struct ControllerArgs {
+    /// Elect a leader among replicas through a Lease; only the leader acts.
+    #[arg(long, env = "CATALOGSYNC_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "catalogsync-system")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "catalogsync-controller")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: the pod name, else host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Image of the sync Jobs (it must contain the `catalogsync` binary).
+    #[arg(long, env = "CATALOGSYNC_JOB_IMAGE", default_value = concat!("catalogsync:", env!("CARGO_PKG_VERSION")))]
+    job_image: String,
+    /// ServiceAccount of the sync Jobs' pods.
+    #[arg(
+        long,
+        env = "CATALOGSYNC_JOB_SERVICE_ACCOUNT",
+        default_value = "catalogsync-sync-job"
+    )]
+    job_service_account: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "CATALOGSYNC_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Seconds between connectivity rechecks when nothing changes.
+    #[arg(long, default_value_t = 300)]
+    recheck_seconds: u64,
+}
+
+#[derive(Args, Debug)]
+struct DevJobRunnerArgs {
+    /// The binary standing for the image's `catalogsync` (default: this executable).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Passed to the processes as KUBECONFIG (default: this process's KUBECONFIG).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Only run Jobs of this namespace.
+    #[arg(long)]
+    namespace: Option<String>,
+}
+
+/// A watch channel that turns true on SIGTERM or Ctrl-C.
+fn shutdown_channel() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        controller::shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let shutdown = shutdown_channel();
+    let mut http_stop = shutdown.clone();
+    let server = tokio::spawn(http::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        ready.clone(),
+        async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        },
+    ));
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let lease = args.leader_elect.then(|| LeaseConfig {
+        name: args.lease_name.clone(),
+        ..LeaseConfig::new(&args.lease_namespace, &identity)
+    });
+    let config = Config {
+        job: JobConfig {
+            image: args.job_image,
+            service_account: args.job_service_account,
+        },
+        recheck: Duration::from_secs(args.recheck_seconds.max(1)),
+    };
+    let result = controller::run(client, metrics, config, lease, shutdown, Some(ready)).await;
+    server.abort();
+    result
+}
+
+async fn run_dev_job_runner(args: DevJobRunnerArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await?;
+    let binary = match args.binary {
+        Some(b) => b,
+        None => std::env::current_exe()?,
+    };
+    let config = devrunner::RunnerConfig {
+        binary,
+        kubeconfig: args.kubeconfig,
+        namespace: args.namespace,
+        grace: Duration::from_secs(30),
+    };
+    devrunner::run(client, config, shutdown_channel()).await
+}
+
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "exiting");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -53,5 +182,7 @@ fn main() -> ExitCode {
                 }
             },
         },
+        Command::Controller(args) => block_on(run_controller(args)),
+        Command::DevJobRunner(args) => block_on(run_dev_job_runner(args)),
     }
 }

@@ -192,10 +192,21 @@ mod tests {
         m.reconcile_failure("CatalogApp", "kube");
         m.run_finished("Import", "Succeeded");
         let text = m.render();
-        assert!(text.contains("catalogsync_reconciles_total{kind=\"CatalogApp\"} 1"), "{text}");
-        assert!(text.contains("catalogsync_reconcile_errors_total{kind=\"CatalogApp\",reason=\"kube\"} 1"));
-        assert!(text.contains("catalogsync_runs_total{direction=\"Import\",outcome=\"Succeeded\"} 1"));
-        assert!(text.contains("catalogsync_reconcile_duration_seconds_count{kind=\"CatalogApp\"} 1"));
+        assert!(
+            text.contains("catalogsync_reconciles_total{kind=\"CatalogApp\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "catalogsync_reconcile_errors_total{kind=\"CatalogApp\",reason=\"kube\"} 1"
+            )
+        );
+        assert!(
+            text.contains("catalogsync_runs_total{direction=\"Import\",outcome=\"Succeeded\"} 1")
+        );
+        assert!(
+            text.contains("catalogsync_reconcile_duration_seconds_count{kind=\"CatalogApp\"} 1")
+        );
     }
 
     #[test]

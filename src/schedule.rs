@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn slot_tokens_are_stable_and_distinct() {
-        assert_eq!(slot_token(t("2026-01-01T10:00:00Z")), "29451660");
+        assert_eq!(slot_token(t("2026-01-01T10:00:00Z")), "29454360");
         assert_ne!(
             slot_token(t("2026-01-01T10:00:00Z")),
             slot_token(t("2026-01-01T10:01:00Z"))

@@ -186,6 +186,12 @@ pub struct CatalogAppStatus {
     /// When the next scheduled provisioning run starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_provisioning_time: Option<Time>,
+    /// The latest synchronization schedule slot handled (run, or skipped under Forbid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// The latest provisioning schedule slot handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_provisioning_schedule_time: Option<Time>,
     /// Echo of the last handled `catalogsync.io/requested-at` annotation value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_requested_at: Option<String>,

@@ -1,0 +1,495 @@
+use super::*;
+use crate::conditions::is_true;
+use serde_json::json;
+
+const APP_CREATED: &str = "2026-01-01T00:00:00Z";
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+fn app(sync: bool, extra: serde_json::Value) -> CatalogApp {
+    let mut v = json!({
+        "metadata": {"name": "slack", "namespace": "team-a", "uid": "u-app", "generation": 3,
+                     "creationTimestamp": APP_CREATED,
+                     "labels": {"argocd.argoproj.io/instance": "team-a"}},
+        "spec": {
+            "identityDomainRef": {"name": "corp"},
+            "connection": {"url": "https://slack.example/scim",
+                           "auth": {"bearerToken": {"secretRef": {"name": "s", "key": "token"}}}},
+            "provisioning": {"enabled": true},
+            "synchronization": {"enabled": sync, "policyRef": {"name": "default"}}
+        }
+    });
+    merge(&mut v, extra);
+    serde_json::from_value(v).unwrap()
+}
+
+fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+fn policy(spec: serde_json::Value) -> SyncPolicy {
+    serde_json::from_value(
+        json!({"metadata": {"name": "default", "namespace": "team-a"}, "spec": spec}),
+    )
+    .unwrap()
+}
+
+fn run(name: &str, dir: Direction, phase: Option<RunPhase>, created: &str) -> SyncRun {
+    let mut r: SyncRun = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "team-a", "creationTimestamp": created},
+        "spec": {"appRef": {"name": "slack"}, "direction": dir}
+    }))
+    .unwrap();
+    r.status = phase.map(|p| SyncRunStatus {
+        phase: Some(p),
+        completion_time: p.is_finished().then(|| Time(created.parse().unwrap())),
+        ..Default::default()
+    });
+    r
+}
+
+fn ready() -> ProvisioningState {
+    ProvisioningState::Ready {
+        grant_group_id: "g-1".into(),
+    }
+}
+
+fn decide_at(
+    app: &CatalogApp,
+    now: &str,
+    prov: &ProvisioningState,
+    policy: Option<&SyncPolicy>,
+    runs: &[SyncRun],
+) -> Plan {
+    decide(&Inputs {
+        app,
+        now: t(now),
+        provisioning: prov,
+        policy: match policy {
+            Some(p) => PolicyState::Found(p),
+            None => PolicyState::NotFound("default"),
+        },
+        runs,
+    })
+}
+
+fn cond<'a>(
+    plan: &'a Plan,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    conditions::find(&plan.status.conditions, type_).unwrap_or_else(|| panic!("{type_} missing"))
+}
+
+fn with_status(mut a: CatalogApp, plan: &Plan) -> CatalogApp {
+    a.status = Some(plan.status.clone());
+    a
+}
+
+#[test]
+fn everything_disabled_is_ready_and_idle() {
+    let a = app(false, json!({"spec": {"provisioning": {"enabled": false}}}));
+    let p = decide_at(
+        &a,
+        "2026-01-01T10:00:00Z",
+        &ProvisioningState::Disabled,
+        None,
+        &[],
+    );
+    assert!(p.create.is_empty() && p.cancel.is_empty());
+    assert_eq!(p.status.observed_generation, Some(3));
+    assert!(is_true(&p.status.conditions, READY));
+    assert_eq!(cond(&p, PROVISIONING_ENABLED).reason, "Disabled");
+    assert_eq!(cond(&p, SYNCHRONIZATION_ENABLED).reason, "Disabled");
+    assert_eq!(cond(&p, SYNCHRONIZING).status, "False");
+    assert!(conditions::find(&p.status.conditions, STALLED).is_none());
+    assert!(conditions::find(&p.status.conditions, "Reconciling").is_none());
+}
+
+#[test]
+fn provisioning_failure_is_reported_with_its_reason_and_blocks_sync() {
+    let a = app(true, json!({}));
+    let pol = policy(json!({"schedule": "0 * * * *"}));
+    let failed = ProvisioningState::Failed(Failure::new("Unauthorized", "app: HTTP 401"));
+    let p = decide_at(&a, "2026-01-01T10:00:30Z", &failed, Some(&pol), &[]);
+    assert_eq!(cond(&p, PROVISIONING_ENABLED).reason, "Unauthorized");
+    assert_eq!(cond(&p, READY).reason, "Unauthorized");
+    assert_eq!(cond(&p, READY).status, "False");
+    assert_eq!(
+        cond(&p, SYNCHRONIZATION_ENABLED).reason,
+        "ProvisioningNotEnabled"
+    );
+    assert!(p.create.is_empty(), "no runs while provisioning fails");
+}
+
+#[test]
+fn missing_policy_then_found() {
+    let a = app(true, json!({}));
+    let p = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), None, &[]);
+    assert_eq!(cond(&p, SYNCHRONIZATION_ENABLED).reason, "PolicyNotFound");
+    assert_eq!(cond(&p, READY).reason, "PolicyNotFound");
+    let pol = policy(json!({}));
+    let a = with_status(a, &p);
+    let p = decide_at(&a, "2026-01-01T10:00:10Z", &ready(), Some(&pol), &[]);
+    assert!(is_true(&p.status.conditions, SYNCHRONIZATION_ENABLED));
+    assert!(is_true(&p.status.conditions, READY));
+}
+
+#[test]
+fn invalid_schedule_stalls() {
+    let a = app(true, json!({}));
+    let pol = policy(json!({"schedule": "every day"}));
+    let p = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), Some(&pol), &[]);
+    assert_eq!(cond(&p, STALLED).reason, "InvalidSchedule");
+    assert_eq!(cond(&p, SYNCHRONIZATION_ENABLED).reason, "InvalidSchedule");
+    assert_eq!(cond(&p, READY).status, "False");
+    assert!(p.create.is_empty());
+}
+
+#[test]
+fn scheduled_slot_creates_one_deterministic_run() {
+    let a = app(true, json!({}));
+    let pol = policy(json!({"schedule": "0 * * * *"}));
+    let p = decide_at(&a, "2026-01-01T10:00:30Z", &ready(), Some(&pol), &[]);
+    assert_eq!(
+        p.create,
+        [NewRun {
+            name: "slack-29454360".into(),
+            direction: Direction::Import,
+            trigger: Trigger::Schedule
+        }]
+    );
+    assert_eq!(
+        p.status.last_schedule_time,
+        Some(Time("2026-01-01T10:00:00Z".parse().unwrap()))
+    );
+    assert_eq!(
+        p.status.next_sync_time,
+        Some(Time("2026-01-01T11:00:00Z".parse().unwrap()))
+    );
+    assert!(is_true(&p.status.conditions, SYNCHRONIZING));
+    // Same moment after a restart, the run exists: nothing new.
+    let existing = run(
+        "slack-29454360",
+        Direction::Import,
+        None,
+        "2026-01-01T10:00:31Z",
+    );
+    let p2 = decide_at(
+        &a,
+        "2026-01-01T10:00:40Z",
+        &ready(),
+        Some(&pol),
+        std::slice::from_ref(&existing),
+    );
+    assert!(p2.create.is_empty());
+    // And with the slot recorded as handled, nothing either.
+    let a = with_status(a, &p);
+    let p3 = decide_at(
+        &a,
+        "2026-01-01T10:02:00Z",
+        &ready(),
+        Some(&pol),
+        &[existing],
+    );
+    assert!(p3.create.is_empty());
+}
+
+#[test]
+fn no_catch_up_burst_after_downtime() {
+    let mut a = app(true, json!({}));
+    a.status = Some(CatalogAppStatus {
+        last_schedule_time: Some(Time("2026-01-01T05:00:00Z".parse().unwrap())),
+        ..Default::default()
+    });
+    let pol = policy(json!({"schedule": "0 * * * *"}));
+    let p = decide_at(&a, "2026-01-01T10:30:00Z", &ready(), Some(&pol), &[]);
+    assert!(p.create.is_empty(), "{:?}", p.create);
+    assert_eq!(
+        p.status.next_sync_time,
+        Some(Time("2026-01-01T11:00:00Z".parse().unwrap()))
+    );
+    assert!(p.requeue <= Duration::from_secs(30 * 60 + 1));
+}
+
+#[test]
+fn requested_at_creates_exactly_one_run_and_is_echoed() {
+    let a = app(
+        true,
+        json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: "1700000000"}}}),
+    );
+    let pol = policy(json!({}));
+    let p = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), Some(&pol), &[]);
+    assert_eq!(p.create.len(), 1);
+    assert_eq!(p.create[0].trigger, Trigger::Requested);
+    assert!(p.create[0].name.starts_with("slack-r"));
+    assert_eq!(
+        p.status.last_handled_requested_at.as_deref(),
+        Some("1700000000")
+    );
+    let r = run(
+        &p.create[0].name,
+        Direction::Import,
+        Some(RunPhase::Succeeded),
+        "2026-01-01T10:00:01Z",
+    );
+    let a2 = with_status(a.clone(), &p);
+    let p2 = decide_at(&a2, "2026-01-01T10:05:00Z", &ready(), Some(&pol), &[r]);
+    assert!(p2.create.is_empty(), "handled once");
+    // A new token is a new request with a new name.
+    let mut a3 = a2.clone();
+    a3.annotations_mut()
+        .insert(REQUESTED_AT_ANNOTATION.into(), "1700000999".into());
+    let p3 = decide_at(&a3, "2026-01-01T10:06:00Z", &ready(), Some(&pol), &[]);
+    assert_eq!(p3.create.len(), 1);
+    assert_ne!(p3.create[0].name, p.create[0].name);
+}
+
+#[test]
+fn forbid_skips_a_slot_and_defers_a_request_while_a_run_is_active() {
+    let a = app(
+        true,
+        json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: "x"}}}),
+    );
+    let pol = policy(json!({"schedule": "0 * * * *"}));
+    let active = run(
+        "slack-old",
+        Direction::Import,
+        Some(RunPhase::Running),
+        "2026-01-01T09:59:00Z",
+    );
+    let p = decide_at(&a, "2026-01-01T10:00:30Z", &ready(), Some(&pol), &[active]);
+    assert!(p.create.is_empty());
+    assert!(p.cancel.is_empty());
+    assert_eq!(
+        p.status.last_handled_requested_at, None,
+        "the request waits"
+    );
+    assert!(p.requeue <= Duration::from_secs(30));
+    assert_eq!(cond(&p, SYNCHRONIZING).status, "True");
+}
+
+#[test]
+fn replace_cancels_the_active_run() {
+    let a = app(true, json!({}));
+    let pol = policy(json!({"schedule": "0 * * * *", "concurrencyPolicy": "Replace"}));
+    let active = run(
+        "slack-old",
+        Direction::Import,
+        Some(RunPhase::Running),
+        "2026-01-01T09:00:00Z",
+    );
+    let p = decide_at(&a, "2026-01-01T10:00:30Z", &ready(), Some(&pol), &[active]);
+    assert_eq!(p.cancel.len(), 1);
+    assert_eq!(p.cancel[0].0, "slack-old");
+    assert!(p.cancel[0].1.contains("replaced"));
+    assert_eq!(p.create.len(), 1);
+}
+
+#[test]
+fn disabling_or_suspending_cancels_the_active_run() {
+    let pol = policy(json!({"schedule": "0 * * * *"}));
+    let active = run(
+        "slack-1",
+        Direction::Import,
+        Some(RunPhase::Running),
+        "2026-01-01T09:00:00Z",
+    );
+    let a = app(false, json!({}));
+    let p = decide_at(
+        &a,
+        "2026-01-01T10:00:30Z",
+        &ready(),
+        Some(&pol),
+        std::slice::from_ref(&active),
+    );
+    assert_eq!(
+        p.cancel,
+        [(
+            "slack-1".to_string(),
+            "cancelled: synchronization was disabled".to_string()
+        )]
+    );
+    assert!(p.create.is_empty());
+    assert_eq!(cond(&p, SYNCHRONIZATION_ENABLED).reason, "Disabled");
+    assert_eq!(cond(&p, SYNCHRONIZING).status, "False");
+    assert_eq!(p.status.next_sync_time, None, "no schedule while disabled");
+
+    let a = app(true, json!({"spec": {"suspend": true}}));
+    let p = decide_at(&a, "2026-01-01T10:00:30Z", &ready(), Some(&pol), &[active]);
+    assert_eq!(p.cancel.len(), 1);
+    assert_eq!(cond(&p, SYNCHRONIZATION_ENABLED).reason, "Suspended");
+    assert!(p.create.is_empty());
+}
+
+#[test]
+fn history_limits_prune_the_oldest_finished_runs() {
+    let a = app(true, json!({}));
+    let pol = policy(json!({"successfulRunsHistoryLimit": 2, "failedRunsHistoryLimit": 1}));
+    let mut runs = Vec::new();
+    for i in 0..4 {
+        runs.push(run(
+            &format!("ok-{i}"),
+            Direction::Import,
+            Some(RunPhase::Succeeded),
+            &format!("2026-01-01T0{i}:00:00Z"),
+        ));
+    }
+    runs.push(run(
+        "bad-0",
+        Direction::Import,
+        Some(RunPhase::Failed),
+        "2026-01-01T00:30:00Z",
+    ));
+    runs.push(run(
+        "bad-1",
+        Direction::Import,
+        Some(RunPhase::LimitExceeded),
+        "2026-01-01T01:30:00Z",
+    ));
+    runs.push(run(
+        "active",
+        Direction::Import,
+        Some(RunPhase::Running),
+        "2026-01-01T00:10:00Z",
+    ));
+    let p = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), Some(&pol), &runs);
+    let mut pruned = p.prune.clone();
+    pruned.sort();
+    assert_eq!(pruned, ["bad-0", "ok-0", "ok-1"]);
+}
+
+#[test]
+fn steady_state_makes_no_changes() {
+    let pol = policy(json!({"schedule": "0 * * * *"}));
+    let done = run(
+        "slack-29451600",
+        Direction::Import,
+        Some(RunPhase::Succeeded),
+        "2026-01-01T09:00:00Z",
+    );
+    let a = app(true, json!({}));
+    let p1 = decide_at(
+        &a,
+        "2026-01-01T09:30:00Z",
+        &ready(),
+        Some(&pol),
+        std::slice::from_ref(&done),
+    );
+    let a = with_status(a, &p1);
+    let p2 = decide_at(&a, "2026-01-01T09:40:00Z", &ready(), Some(&pol), &[done]);
+    assert_eq!(p1.status, p2.status, "identical status: no write");
+    assert!(p2.events.is_empty(), "{:?}", p2.events);
+    assert!(p2.create.is_empty() && p2.cancel.is_empty() && p2.prune.is_empty());
+}
+
+#[test]
+fn last_run_and_limit_exceeded_mirror_the_runs() {
+    let a = app(true, json!({}));
+    let pol = policy(json!({}));
+    let mut r = run(
+        "slack-9",
+        Direction::Import,
+        Some(RunPhase::LimitExceeded),
+        "2026-01-01T09:00:00Z",
+    );
+    let st = r.status.as_mut().unwrap();
+    st.planned = Some(PlannedCounts {
+        creates: 150,
+        deletes: 3,
+        ..Default::default()
+    });
+    st.limits = Some(AppliedLimits {
+        max_creates: Some(100),
+        max_deletes: None,
+    });
+    let p = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), Some(&pol), &[r]);
+    let c = cond(&p, LIMIT_EXCEEDED);
+    assert_eq!(c.status, "True");
+    assert!(
+        c.message.contains("150") && c.message.contains("100"),
+        "{}",
+        c.message
+    );
+    assert_eq!(
+        p.status.last_run.as_ref().unwrap().phase,
+        Some(RunPhase::LimitExceeded)
+    );
+    assert!(p.events.iter().any(|e| e.reason == "LimitExceeded"));
+    assert_eq!(p.finished, [(Direction::Import, RunPhase::LimitExceeded)]);
+    assert!(
+        is_true(&p.status.conditions, READY),
+        "a limit is an outcome, not a misconfiguration"
+    );
+}
+
+#[test]
+fn active_run_progress_is_mirrored() {
+    let a = app(true, json!({}));
+    let pol = policy(json!({}));
+    let mut r = run(
+        "slack-5",
+        Direction::Import,
+        Some(RunPhase::Running),
+        "2026-01-01T09:00:00Z",
+    );
+    r.status.as_mut().unwrap().progress = Some(Progress::new(4200, 10000));
+    let p = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), Some(&pol), &[r]);
+    let active = p.status.active_run.as_ref().unwrap();
+    assert_eq!(active.name, "slack-5");
+    assert_eq!(active.progress.as_ref().unwrap().percent, 42);
+    assert!(cond(&p, SYNCHRONIZING).message.contains("4200/10000 (42%)"));
+}
+
+#[test]
+fn provisioning_schedule_shares_the_lane_code() {
+    let a = app(
+        false,
+        json!({"spec": {"provisioning": {"enabled": true, "schedule": "*/15 * * * *"}}}),
+    );
+    let p = decide_at(&a, "2026-01-01T10:15:10Z", &ready(), None, &[]);
+    assert_eq!(p.create.len(), 1);
+    assert_eq!(p.create[0].direction, Direction::Provision);
+    assert!(p.create[0].name.starts_with("slack-p"));
+    assert!(p.status.next_provisioning_time.is_some());
+}
+
+#[test]
+fn new_runs_carry_only_our_label_and_the_owner() {
+    let a = app(true, json!({}));
+    let r = new_run(
+        &a,
+        &NewRun {
+            name: "slack-1".into(),
+            direction: Direction::Import,
+            trigger: Trigger::Schedule,
+        },
+    );
+    assert_eq!(
+        r.metadata.labels,
+        Some([(APP_LABEL.to_string(), "slack".to_string())].into())
+    );
+    assert!(r.metadata.annotations.is_none());
+    let o = &r.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (o.kind.as_str(), o.uid.as_str(), o.controller),
+        ("CatalogApp", "u-app", Some(true))
+    );
+}
+
+#[test]
+fn run_names_fit_a_job_name() {
+    let long = "a".repeat(80);
+    let n = run_name(&long, "29454360");
+    assert!(n.len() <= 63, "{}", n.len());
+    assert!(n.ends_with("-29454360"));
+    assert_eq!(run_name("slack", "r1234abcd"), "slack-r1234abcd");
+}

@@ -1,0 +1,170 @@
+//! IdentityDomain: tests connectivity and credentials (GET ServiceProviderConfig)
+//! and records the capabilities; rechecked periodically and on Secret changes.
+
+use std::sync::Arc;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use super::connectivity::{self, Failure};
+use super::{Context, Error, Ev, Result, now_time};
+use crate::api::{Capabilities, IdentityDomain, IdentityDomainStatus};
+use crate::conditions::{self, Cond, READY};
+use crate::status;
+
+/// The status for a check outcome, plus the events the change deserves. Pure.
+pub fn decide(
+    domain: &IdentityDomain,
+    outcome: &std::result::Result<Capabilities, Failure>,
+    now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> (IdentityDomainStatus, Vec<Ev>) {
+    let old = domain.status.clone().unwrap_or_default();
+    let (cond, capabilities) = match outcome {
+        Ok(caps) => (
+            Cond::truthy(
+                READY,
+                "Connected",
+                format!("connected to {}; credentials accepted", domain.spec.url),
+            ),
+            Some(caps.clone()),
+        ),
+        // Capabilities stay as last seen: they describe the server, not this failure.
+        Err(f) => (
+            Cond::falsy(READY, f.reason, &f.message),
+            old.capabilities.clone(),
+        ),
+    };
+    let mut events = Vec::new();
+    match (conditions::find(&old.conditions, READY), outcome) {
+        (Some(prev), Err(f)) if prev.status == "True" => {
+            events.push(Ev::warning("ConnectivityLost", &f.message))
+        }
+        (Some(prev), Ok(_)) if prev.status == "False" => {
+            events.push(Ev::normal("ConnectivityRestored", &cond.message))
+        }
+        _ => {}
+    }
+    let status = IdentityDomainStatus {
+        observed_generation: domain.metadata.generation,
+        conditions: conditions::merge(&old.conditions, &[cond], domain.metadata.generation, now),
+        capabilities,
+    };
+    (status, events)
+}
+
+pub async fn reconcile(domain: Arc<IdentityDomain>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile("IdentityDomain");
+    let ns = domain
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(domain.name_any()))?;
+    let name = domain.name_any();
+    let key = format!("{ns}/{name}");
+    let fingerprint = format!("{:?}", domain.metadata.generation);
+    let outcome = match ctx.domain_probes.get(&key, &fingerprint) {
+        Some(o) => o,
+        None => {
+            let spec = &domain.spec;
+            let o = match connectivity::client_for(
+                &ctx.client,
+                &ns,
+                &spec.url,
+                &spec.auth,
+                spec.tls.as_ref(),
+            )
+            .await?
+            {
+                Ok(client) => connectivity::probe(&client).await,
+                Err(f) => Err(f),
+            };
+            ctx.domain_probes.put(&key, &fingerprint, o.clone());
+            o
+        }
+    };
+    let (status, events) = decide(&domain, &outcome, &now_time());
+    if domain.status.as_ref() != Some(&status) {
+        let api: Api<IdentityDomain> = Api::namespaced(ctx.client.clone(), &ns);
+        status::apply(
+            &api,
+            &name,
+            status::CONTROLLER_MANAGER,
+            serde_json::to_value(&status).expect("status serializes"),
+        )
+        .await?;
+    }
+    let reference = domain.object_ref(&());
+    for ev in &events {
+        ctx.publish(&reference, ev).await;
+    }
+    Ok(Action::requeue(ctx.config.recheck))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain(status: Option<IdentityDomainStatus>) -> IdentityDomain {
+        let mut d: IdentityDomain = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "corp", "namespace": "ns", "generation": 2},
+            "spec": {"url": "https://iam.example/scim",
+                     "auth": {"bearerToken": {"secretRef": {"name": "s", "key": "token"}}}}
+        }))
+        .unwrap();
+        d.status = status;
+        d
+    }
+
+    fn t(s: &str) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(s.parse().unwrap())
+    }
+
+    #[test]
+    fn failure_sets_reason_and_message_and_keeps_capabilities() {
+        let caps = Capabilities {
+            patch: true,
+            max_results: 1000,
+            ..Default::default()
+        };
+        let (ok, ev) = decide(&domain(None), &Ok(caps.clone()), &t("2026-01-01T00:00:00Z"));
+        assert!(ev.is_empty(), "no event for the first observation");
+        assert_eq!(ok.observed_generation, Some(2));
+        assert!(conditions::is_true(&ok.conditions, READY));
+        let failure = Failure::new("Unauthorized", "GET /ServiceProviderConfig: HTTP 401");
+        let (bad, ev) = decide(
+            &domain(Some(ok.clone())),
+            &Err(failure),
+            &t("2026-01-01T01:00:00Z"),
+        );
+        let ready = conditions::find(&bad.conditions, READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Unauthorized")
+        );
+        assert!(ready.message.contains("401"));
+        assert_eq!(bad.capabilities, Some(caps.clone()));
+        assert_eq!(ev[0].reason, "ConnectivityLost");
+        let (again, ev) = decide(
+            &domain(Some(bad.clone())),
+            &Ok(caps),
+            &t("2026-01-01T02:00:00Z"),
+        );
+        assert_eq!(ev[0].reason, "ConnectivityRestored");
+        assert!(conditions::is_true(&again.conditions, READY));
+    }
+
+    #[test]
+    fn unchanged_outcome_gives_the_identical_status() {
+        let (first, _) = decide(
+            &domain(None),
+            &Ok(Capabilities::default()),
+            &t("2026-01-01T00:00:00Z"),
+        );
+        let (second, ev) = decide(
+            &domain(Some(first.clone())),
+            &Ok(Capabilities::default()),
+            &t("2026-01-01T05:00:00Z"),
+        );
+        assert_eq!(first, second, "no status write when nothing changed");
+        assert!(ev.is_empty());
+    }
+}

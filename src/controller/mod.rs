@@ -1,0 +1,361 @@
+//! The controller: one kube-rs Controller per kind, sharing a [`Context`].
+//!
+//! Each reconcile is a pipeline — dereference (read what the object refers
+//! to), decide (a pure function), apply (create/delete children), update
+//! status (server-side apply, only when it changed).
+
+pub mod catalog_app;
+pub mod connectivity;
+pub mod identity_domain;
+pub mod sync_run;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::watch;
+
+use crate::api::{Capabilities, CatalogApp, IdentityDomain, SyncPolicy, SyncRun};
+use crate::credentials;
+use crate::job_builder::{JobConfig, RUN_LABEL};
+use crate::metrics::Metrics;
+use connectivity::{Failure, ProbeCache};
+
+/// Errors of a reconcile; each carries a metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0} has no namespace")]
+    NoNamespace(String),
+}
+
+impl Error {
+    /// A short, bounded label for `catalogsync_reconcile_errors_total{reason}`.
+    pub fn metric_label(&self) -> String {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => format!("api_{}", s.reason.to_lowercase()),
+            Error::Kube(_) => "kube".into(),
+            Error::NoNamespace(_) => "no_namespace".into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The controller's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub job: JobConfig,
+    /// How often connectivity is rechecked when nothing changes.
+    pub recheck: Duration,
+}
+
+/// An event to publish about the reconciled object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ev {
+    pub type_: EventType,
+    pub reason: String,
+    pub note: String,
+}
+
+impl Ev {
+    pub fn normal(reason: &str, note: impl Into<String>) -> Self {
+        Ev {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: note.into(),
+        }
+    }
+    pub fn warning(reason: &str, note: impl Into<String>) -> Self {
+        Ev {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: note.into(),
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub config: Config,
+    pub domain_probes: ProbeCache<std::result::Result<Capabilities, Failure>>,
+    pub app_probes: ProbeCache<catalog_app::ProvisioningState>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, config: Config) -> Self {
+        let reporter = Reporter {
+            controller: "catalogsync-controller".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            domain_probes: ProbeCache::new(config.recheck),
+            app_probes: ProbeCache::new(config.recheck),
+            client,
+            metrics,
+            config,
+        }
+    }
+
+    /// Publishes an event; a failure to do so is logged, never fatal.
+    pub async fn publish(&self, reference: &ObjectReference, ev: &Ev) {
+        let event = Event {
+            type_: ev.type_,
+            reason: ev.reason.clone(),
+            note: Some(truncate(&ev.note, 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, reference).await {
+            tracing::warn!(error = %e, reason = %ev.reason, "publishing an event failed");
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Now, to the second (the API server stores times to the second, so a finer
+/// time would make every status differ from the stored one).
+pub fn now_time() -> Time {
+    to_time(Utc::now())
+}
+
+pub fn to_time(t: DateTime<Utc>) -> Time {
+    Time(jiff::Timestamp::from_second(t.timestamp()).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
+}
+
+pub fn time_of(t: &Time) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.0.as_second(), 0)
+}
+
+fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |obj, err, ctx| {
+        let _ = obj;
+        tracing::warn!(kind, error = %err, "reconcile failed");
+        ctx.metrics.reconcile_failure(kind, &err.metric_label());
+        Action::requeue(Duration::from_secs(15))
+    }
+}
+
+/// Runs the controllers until `shutdown` turns true.
+pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
+    let client = ctx.client.clone();
+    let stop = move || {
+        let mut rx = shutdown.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let wc = watcher::Config::default();
+
+    // IdentityDomain: re-test when a referenced Secret changes.
+    let domains = Controller::new(Api::<IdentityDomain>::all(client.clone()), wc.clone());
+    let domain_store = domains.store();
+    let c = ctx.clone();
+    let domains = domains
+        .watches(Api::<Secret>::all(client.clone()), wc.clone(), move |s| {
+            let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+            let hits: Vec<_> = domain_store
+                .state()
+                .into_iter()
+                .filter(|d| d.namespace().as_deref() == Some(ns.as_str()))
+                .filter(|d| {
+                    credentials::secret_names(&d.spec.auth, d.spec.tls.as_ref()).contains(&name)
+                })
+                .map(|d| {
+                    c.domain_probes
+                        .invalidate(&format!("{ns}/{}", d.name_any()));
+                    ObjectRef::from_obj(&*d)
+                })
+                .collect();
+            hits
+        })
+        .graceful_shutdown_on(stop())
+        .run(
+            identity_domain::reconcile,
+            error_policy("IdentityDomain"),
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+
+    // CatalogApp: its runs (by spec.appRef, so hand-made runs count too), its
+    // Secrets, its domain and its policy.
+    let apps = Controller::new(Api::<CatalogApp>::all(client.clone()), wc.clone());
+    let app_store = apps.store();
+    let (s1, s2, s3) = (app_store.clone(), app_store.clone(), app_store);
+    let c = ctx.clone();
+    let apps = apps
+        .watches(Api::<SyncRun>::all(client.clone()), wc.clone(), |r| {
+            r.namespace()
+                .map(|ns| ObjectRef::<CatalogApp>::new(&r.spec.app_ref.name).within(&ns))
+        })
+        .watches(Api::<Secret>::all(client.clone()), wc.clone(), move |s| {
+            let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+            s1.state()
+                .into_iter()
+                .filter(|a| a.namespace().as_deref() == Some(ns.as_str()))
+                .filter(|a| {
+                    let conn = &a.spec.connection;
+                    credentials::secret_names(&conn.auth, conn.tls.as_ref()).contains(&name)
+                })
+                .map(|a| {
+                    c.app_probes.invalidate(&format!("{ns}/{}", a.name_any()));
+                    ObjectRef::from_obj(&*a)
+                })
+                .collect::<Vec<_>>()
+        })
+        .watches(
+            Api::<IdentityDomain>::all(client.clone()),
+            wc.clone(),
+            move |d| {
+                let ns = d.namespace();
+                s2.state()
+                    .into_iter()
+                    .filter(|a| a.namespace() == ns)
+                    .filter(|a| a.spec.identity_domain_ref.name == d.name_any())
+                    .map(|a| ObjectRef::from_obj(&*a))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            Api::<SyncPolicy>::all(client.clone()),
+            wc.clone(),
+            move |p| {
+                let ns = p.namespace();
+                s3.state()
+                    .into_iter()
+                    .filter(|a| a.namespace() == ns)
+                    .filter(|a| {
+                        a.spec
+                            .synchronization
+                            .as_ref()
+                            .is_some_and(|s| s.policy_ref.name == p.name_any())
+                    })
+                    .map(|a| ObjectRef::from_obj(&*a))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(stop())
+        .run(
+            catalog_app::reconcile,
+            error_policy("CatalogApp"),
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+
+    // SyncRun: its Job.
+    let runs = Controller::new(Api::<SyncRun>::all(client.clone()), wc.clone())
+        .owns(
+            Api::<Job>::all(client.clone()),
+            watcher::Config::default().labels(RUN_LABEL),
+        )
+        .graceful_shutdown_on(stop())
+        .run(sync_run::reconcile, error_policy("SyncRun"), ctx.clone())
+        .for_each(|_| async {});
+
+    tokio::join!(domains, apps, runs);
+}
+
+/// Runs the controllers, with leader election when `lease` is set, until
+/// `shutdown` turns true. Returns an error when leadership is lost (the
+/// process should exit and start over as a candidate).
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    config: Config,
+    lease: Option<crate::leader::LeaseConfig>,
+    shutdown: watch::Receiver<bool>,
+    ready: Option<Arc<std::sync::atomic::AtomicBool>>,
+) -> anyhow::Result<()> {
+    let ctx = Arc::new(Context::new(client.clone(), metrics, config));
+    let set_ready = |v: bool| {
+        if let Some(r) = &ready {
+            r.store(v, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    let Some(lease) = lease else {
+        set_ready(true);
+        run_controllers(ctx, shutdown).await;
+        return Ok(());
+    };
+    // A standby replica is healthy and ready; it just does not act.
+    set_ready(true);
+    let mut leadership = crate::leader::Leadership::start(client, &lease).await?;
+    let mut sd = shutdown.clone();
+    tokio::select! {
+        acquired = leadership.acquired() => acquired?,
+        _ = sd.wait_for(|s| *s) => {
+            leadership.release().await;
+            return Ok(());
+        }
+    }
+    tracing::info!(identity = %lease.identity, "acquired leadership; starting controllers");
+    // Stop the controllers on shutdown or on lost leadership, whichever first.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let controllers = tokio::spawn(run_controllers(ctx, stop_rx));
+    let lost = tokio::select! {
+        _ = sd.wait_for(|s| *s) => false,
+        _ = leadership.lost() => true,
+    };
+    let _ = stop_tx.send(true);
+    let _ = controllers.await;
+    leadership.release().await;
+    if lost {
+        anyhow::bail!(
+            "lost leadership of lease {}/{}",
+            lease.namespace,
+            lease.name
+        );
+    }
+    Ok(())
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing the SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// The Resource trait's object reference, for events.
+pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    obj.object_ref(&())
+}

@@ -1,0 +1,313 @@
+//! SyncRun: creates the run's Job and ends the run when its Job ends without
+//! the run having reported an outcome (OOMKilled, deadline, image errors, a pod
+//! that never wrote). The Job writes Running, progress and the final phase.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::{Context, Error, Ev, Result, now_time};
+use crate::api::{CatalogApp, Direction, IdentityDomain, RunPhase, SyncPolicy, SyncRun};
+use crate::job_builder;
+use crate::status;
+
+/// How a Job ended, as the Job controller reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobEnd {
+    Complete,
+    Failed { reason: String, message: String },
+}
+
+/// The end of a Job, from its `Complete`/`Failed` conditions. Pure.
+pub fn job_end(job: &Job) -> Option<JobEnd> {
+    let conds = job.status.as_ref()?.conditions.as_ref()?;
+    let is = |t: &str| conds.iter().find(|c| c.type_ == t && c.status == "True");
+    if let Some(c) = is("Failed") {
+        return Some(JobEnd::Failed {
+            reason: c.reason.clone().unwrap_or_else(|| "JobFailed".into()),
+            message: c.message.clone().unwrap_or_default(),
+        });
+    }
+    is("Complete").map(|_| JobEnd::Complete)
+}
+
+/// Writes a final phase (the fields the controller owns at the end of a run).
+pub async fn finish(
+    ctx: &Context,
+    run: &SyncRun,
+    phase: RunPhase,
+    reason: &str,
+    message: &str,
+    job_name: Option<&str>,
+) -> Result<()> {
+    let ns = run
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(run.name_any()))?;
+    let mut body = json!({
+        "phase": phase,
+        "completionTime": now_time(),
+        "message": message,
+        "conditions": [{
+            "type": if phase == RunPhase::Cancelled { "Cancelled" } else { "Failed" },
+            "status": "True",
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now_time(),
+        }],
+    });
+    if let Some(j) = job_name {
+        body["jobName"] = json!(j);
+    }
+    let api: Api<SyncRun> = Api::namespaced(ctx.client.clone(), &ns);
+    status::apply(&api, &run.name_any(), status::CONTROLLER_MANAGER, body).await?;
+    let ev = match phase {
+        RunPhase::Cancelled => Ev::normal("RunCancelled", message),
+        _ => Ev::warning("RunFailed", message),
+    };
+    ctx.publish(&run.object_ref(&()), &ev).await;
+    Ok(())
+}
+
+/// The reason a run may not start now (the app switched it off), if any.
+fn switched_off(app: &CatalogApp, direction: Direction) -> Option<&'static str> {
+    let prov = app.spec.provisioning.as_ref().is_some_and(|p| p.enabled);
+    let sync = app.spec.synchronization.as_ref().is_some_and(|s| s.enabled);
+    if app.spec.suspend {
+        Some("cancelled: the app is suspended")
+    } else if !prov {
+        Some("cancelled: provisioning is disabled")
+    } else if direction == Direction::Import && !sync {
+        Some("cancelled: synchronization is disabled")
+    } else {
+        None
+    }
+}
+
+pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile("SyncRun");
+    let ns = run
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(run.name_any()))?;
+    let name = run.name_any();
+    let st = run.status.clone().unwrap_or_default();
+    if st.phase.is_some_and(RunPhase::is_finished) || run.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let runs: Api<SyncRun> = Api::namespaced(ctx.client.clone(), &ns);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let job = jobs.get_opt(&name).await?;
+
+    let Some(job) = job else {
+        if st.job_name.is_some() {
+            // Its Job was created and is gone: deleted by hand, or the run was
+            // cancelled meanwhile. Re-read so a just-written outcome wins.
+            let fresh = runs.get(&name).await?;
+            if fresh
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(RunPhase::is_finished)
+            {
+                return Ok(Action::await_change());
+            }
+            finish(
+                &ctx,
+                &fresh,
+                RunPhase::Failed,
+                "JobDeleted",
+                &format!("Job {name} was deleted before the run reported an outcome"),
+                Some(&name),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        // Dereference, validate, build, apply.
+        let apps: Api<CatalogApp> = Api::namespaced(ctx.client.clone(), &ns);
+        let app_name = &run.spec.app_ref.name;
+        let Some(app) = apps.get_opt(app_name).await? else {
+            finish(
+                &ctx,
+                &run,
+                RunPhase::Failed,
+                "AppNotFound",
+                &format!("CatalogApp {app_name:?} not found"),
+                None,
+            )
+            .await?;
+            return Ok(Action::await_change());
+        };
+        if let Some(why) = switched_off(&app, run.spec.direction) {
+            finish(&ctx, &run, RunPhase::Cancelled, "Cancelled", why, None).await?;
+            return Ok(Action::await_change());
+        }
+        let domains: Api<IdentityDomain> = Api::namespaced(ctx.client.clone(), &ns);
+        let domain_name = &app.spec.identity_domain_ref.name;
+        let Some(domain) = domains.get_opt(domain_name).await? else {
+            finish(
+                &ctx,
+                &run,
+                RunPhase::Failed,
+                "IdentityDomainNotFound",
+                &format!("IdentityDomain {domain_name:?} not found"),
+                None,
+            )
+            .await?;
+            return Ok(Action::await_change());
+        };
+        let policy_name = app
+            .spec
+            .synchronization
+            .as_ref()
+            .map(|s| s.policy_ref.name.clone());
+        let policy = match &policy_name {
+            Some(p) => {
+                Api::<SyncPolicy>::namespaced(ctx.client.clone(), &ns)
+                    .get_opt(p)
+                    .await?
+            }
+            None => None,
+        };
+        if run.spec.direction == Direction::Import && policy.is_none() {
+            finish(
+                &ctx,
+                &run,
+                RunPhase::Failed,
+                "PolicyNotFound",
+                &format!("SyncPolicy {:?} not found", policy_name.unwrap_or_default()),
+                None,
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        let job = job_builder::build(&run, &app, &domain, policy.as_ref(), &ctx.config.job);
+        match jobs.create(&PostParams::default(), &job).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        status::apply(
+            &runs,
+            &name,
+            status::CONTROLLER_MANAGER,
+            json!({"phase": RunPhase::Pending, "jobName": name}),
+        )
+        .await?;
+        ctx.publish(
+            &run.object_ref(&()),
+            &Ev::normal("JobCreated", format!("created Job {name}")),
+        )
+        .await;
+        return Ok(Action::await_change());
+    };
+
+    if job_builder::run_of(&job).as_deref() != Some(name.as_str())
+        || job
+            .owner_references()
+            .iter()
+            .all(|o| Some(&o.uid) != run.uid().as_ref())
+    {
+        finish(
+            &ctx,
+            &run,
+            RunPhase::Failed,
+            "JobConflict",
+            &format!("a Job named {name} exists that does not belong to this run"),
+            None,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    if st.job_name.is_none() {
+        // Created before a restart, status not yet written: write it unless
+        // the Job has moved the run on meanwhile.
+        let fresh = runs.get(&name).await?;
+        if fresh.status.as_ref().and_then(|s| s.phase).is_none() {
+            status::apply(
+                &runs,
+                &name,
+                status::CONTROLLER_MANAGER,
+                json!({"phase": RunPhase::Pending, "jobName": name}),
+            )
+            .await?;
+        }
+    }
+    let Some(end) = job_end(&job) else {
+        return Ok(Action::await_change());
+    };
+    // The Job has ended; the run's own final write happens before its process
+    // exits, so a fresh read tells whether it reported.
+    let fresh = runs.get(&name).await?;
+    if fresh
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(RunPhase::is_finished)
+    {
+        return Ok(Action::await_change());
+    }
+    let (reason, message) = match end {
+        JobEnd::Complete => (
+            "NoOutcome".to_string(),
+            format!("Job {name} completed but the run never reported an outcome"),
+        ),
+        JobEnd::Failed { reason, message } => {
+            let msg = if message.is_empty() {
+                format!("Job {name} failed: {reason}")
+            } else {
+                format!("Job {name} failed ({reason}): {message}")
+            };
+            (reason, msg)
+        }
+    };
+    finish(
+        &ctx,
+        &fresh,
+        RunPhase::Failed,
+        &reason,
+        &message,
+        Some(&name),
+    )
+    .await?;
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(conditions: serde_json::Value) -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": "j"},
+            "status": {"conditions": conditions}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn job_end_from_conditions() {
+        assert_eq!(job_end(&job(json!([]))), None);
+        assert_eq!(
+            job_end(&job(json!([{"type": "Complete", "status": "True"}]))),
+            Some(JobEnd::Complete)
+        );
+        assert_eq!(
+            job_end(&job(json!([
+                {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded"},
+                {"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                 "message": "Job was active longer than specified deadline"}
+            ]))),
+            Some(JobEnd::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "Job was active longer than specified deadline".into()
+            })
+        );
+        assert_eq!(
+            job_end(&job(json!([{"type": "Failed", "status": "False"}]))),
+            None
+        );
+    }
+}
