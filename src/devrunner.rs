@@ -126,7 +126,7 @@ pub async fn run(
     tracing::warn!("dev-job-runner: development tooling; runs Jobs as local processes");
     loop {
         let event = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = crate::controller::stopped(&mut shutdown) => break,
             e = events.next() => e,
         };
         let Some(event) = event else { break };

@@ -79,6 +79,9 @@ struct ControllerArgs {
     /// Seconds between connectivity rechecks when nothing changes.
     #[arg(long, default_value_t = 300)]
     recheck_seconds: u64,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "CATALOGSYNC_WATCH_NAMESPACE")]
+    namespace: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -133,6 +136,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             service_account: args.job_service_account,
         },
         recheck: Duration::from_secs(args.recheck_seconds.max(1)),
+        namespace: args.namespace,
     };
     let result = controller::run(client, metrics, config, lease, shutdown, Some(ready)).await;
     server.abort();

@@ -106,9 +106,22 @@ pub async fn client_for(
     )
 }
 
-/// GETs the ServiceProviderConfig: the connectivity and credentials test.
+/// GETs the ServiceProviderConfig, then one user: the connectivity and
+/// credentials test. Many providers serve the ServiceProviderConfig without
+/// authentication (RFC 7644 section 4), so only the second request proves the
+/// credentials.
 pub async fn probe(client: &ScimClient) -> Result<Capabilities, Failure> {
     let caps = client.capabilities().await.map_err(|e| scim_failure(&e))?;
+    client
+        .send(
+            reqwest::Method::GET,
+            "/Users",
+            &[("count", "1".to_string()), ("attributes", "id".to_string())],
+            None,
+            None,
+        )
+        .await
+        .map_err(|e| scim_failure(&e))?;
     Ok(Capabilities {
         patch: caps.patch,
         bulk: caps.bulk,

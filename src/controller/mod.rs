@@ -59,6 +59,8 @@ pub struct Config {
     pub job: JobConfig,
     /// How often connectivity is rechecked when nothing changes.
     pub recheck: Duration,
+    /// Watch only this namespace (all when unset).
+    pub namespace: Option<String>,
 }
 
 /// An event to publish about the reconciled object.
@@ -161,23 +163,33 @@ fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) 
     }
 }
 
+/// An Api over all namespaces, or the one the controller is restricted to.
+fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// Runs the controllers until `shutdown` turns true.
 pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
     let client = ctx.client.clone();
+    let ns = ctx.config.namespace.clone();
     let stop = move || {
         let mut rx = shutdown.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
+        async move { stopped(&mut rx).await }
     };
     let wc = watcher::Config::default();
 
     // IdentityDomain: re-test when a referenced Secret changes.
-    let domains = Controller::new(Api::<IdentityDomain>::all(client.clone()), wc.clone());
+    let domains = Controller::new(scoped::<IdentityDomain>(&client, &ns), wc.clone());
     let domain_store = domains.store();
     let c = ctx.clone();
     let domains = domains
-        .watches(Api::<Secret>::all(client.clone()), wc.clone(), move |s| {
+        .watches(scoped::<Secret>(&client, &ns), wc.clone(), move |s| {
             let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
             let hits: Vec<_> = domain_store
                 .state()
@@ -204,16 +216,16 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
 
     // CatalogApp: its runs (by spec.appRef, so hand-made runs count too), its
     // Secrets, its domain and its policy.
-    let apps = Controller::new(Api::<CatalogApp>::all(client.clone()), wc.clone());
+    let apps = Controller::new(scoped::<CatalogApp>(&client, &ns), wc.clone());
     let app_store = apps.store();
     let (s1, s2, s3) = (app_store.clone(), app_store.clone(), app_store);
     let c = ctx.clone();
     let apps = apps
-        .watches(Api::<SyncRun>::all(client.clone()), wc.clone(), |r| {
+        .watches(scoped::<SyncRun>(&client, &ns), wc.clone(), |r| {
             r.namespace()
                 .map(|ns| ObjectRef::<CatalogApp>::new(&r.spec.app_ref.name).within(&ns))
         })
-        .watches(Api::<Secret>::all(client.clone()), wc.clone(), move |s| {
+        .watches(scoped::<Secret>(&client, &ns), wc.clone(), move |s| {
             let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
             s1.state()
                 .into_iter()
@@ -229,7 +241,7 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
                 .collect::<Vec<_>>()
         })
         .watches(
-            Api::<IdentityDomain>::all(client.clone()),
+            scoped::<IdentityDomain>(&client, &ns),
             wc.clone(),
             move |d| {
                 let ns = d.namespace();
@@ -241,24 +253,20 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
                     .collect::<Vec<_>>()
             },
         )
-        .watches(
-            Api::<SyncPolicy>::all(client.clone()),
-            wc.clone(),
-            move |p| {
-                let ns = p.namespace();
-                s3.state()
-                    .into_iter()
-                    .filter(|a| a.namespace() == ns)
-                    .filter(|a| {
-                        a.spec
-                            .synchronization
-                            .as_ref()
-                            .is_some_and(|s| s.policy_ref.name == p.name_any())
-                    })
-                    .map(|a| ObjectRef::from_obj(&*a))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches(scoped::<SyncPolicy>(&client, &ns), wc.clone(), move |p| {
+            let ns = p.namespace();
+            s3.state()
+                .into_iter()
+                .filter(|a| a.namespace() == ns)
+                .filter(|a| {
+                    a.spec
+                        .synchronization
+                        .as_ref()
+                        .is_some_and(|s| s.policy_ref.name == p.name_any())
+                })
+                .map(|a| ObjectRef::from_obj(&*a))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(stop())
         .run(
             catalog_app::reconcile,
@@ -268,9 +276,9 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
         .for_each(|_| async {});
 
     // SyncRun: its Job.
-    let runs = Controller::new(Api::<SyncRun>::all(client.clone()), wc.clone())
+    let runs = Controller::new(scoped::<SyncRun>(&client, &ns), wc.clone())
         .owns(
-            Api::<Job>::all(client.clone()),
+            scoped::<Job>(&client, &ns),
             watcher::Config::default().labels(RUN_LABEL),
         )
         .graceful_shutdown_on(stop())
@@ -308,7 +316,7 @@ pub async fn run(
     let mut sd = shutdown.clone();
     tokio::select! {
         acquired = leadership.acquired() => acquired?,
-        _ = sd.wait_for(|s| *s) => {
+        _ = stopped(&mut sd) => {
             leadership.release().await;
             return Ok(());
         }
@@ -318,7 +326,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let controllers = tokio::spawn(run_controllers(ctx, stop_rx));
     let lost = tokio::select! {
-        _ = sd.wait_for(|s| *s) => false,
+        _ = stopped(&mut sd) => false,
         _ = leadership.lost() => true,
     };
     let _ = stop_tx.send(true);
@@ -332,6 +340,12 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// Resolves once the shutdown flag is true (or its sender is gone).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    // The guard wait_for returns is not Send: drop it here.
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
 /// Waits for SIGTERM or Ctrl-C.

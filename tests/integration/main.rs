@@ -3,6 +3,7 @@
 //! shared by all tests; each test works in its own namespace.
 
 mod clients;
+mod controller;
 mod crds;
 mod deploy;
 mod examples;

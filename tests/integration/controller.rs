@@ -1,0 +1,1035 @@
+//! The controller on the real control plane against real SCIM servers. Each
+//! test runs its own controller in-process, restricted to the test's namespace.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use catalogsync::api::{
+    CatalogApp, Direction, IdentityDomain, RunPhase, SyncPolicy, SyncRun, Trigger,
+};
+use catalogsync::conditions::find;
+use catalogsync::controller::{self, Config};
+use catalogsync::job_builder::{APP_LABEL, JobConfig, RUN_LABEL};
+use catalogsync::leader::LeaseConfig;
+use catalogsync::metrics::Metrics;
+use catalogsync::scim::{self, ClientOptions, ScimClient};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::harness::{ControlPlane, control_plane};
+use crate::scim_server::ScimServer;
+
+const JOB_IMAGE: &str = "registry.example/catalogsync:test";
+
+/// A controller running in this process; stopped when dropped.
+pub struct RunningController {
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningController {
+    pub fn start(client: Client, ns: &str, recheck: Duration, lease: Option<LeaseConfig>) -> Self {
+        let (stop, rx) = watch::channel(false);
+        let config = Config {
+            job: JobConfig {
+                image: JOB_IMAGE.into(),
+                service_account: "catalogsync-sync-job".into(),
+            },
+            recheck,
+            namespace: Some(ns.into()),
+        };
+        let task = tokio::spawn(controller::run(
+            client,
+            Arc::new(Metrics::default()),
+            config,
+            lease,
+            rx,
+            None,
+        ));
+        RunningController {
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Graceful shutdown; waits for it to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let r = tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("controller stops within 30s");
+            r.expect("controller task").expect("controller result");
+        }
+    }
+}
+
+impl Drop for RunningController {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+struct Env {
+    cp: &'static ControlPlane,
+    ns: String,
+    client: Client,
+    scim: ScimServer,
+}
+
+impl Env {
+    async fn new(prefix: &str) -> Env {
+        let cp = control_plane().await;
+        let ns = cp.new_namespace(prefix).await;
+        let scim = tokio::task::spawn_blocking(|| ScimServer::start(&["iam", "app"]))
+            .await
+            .unwrap();
+        Env {
+            cp,
+            client: cp.admin_client(),
+            ns,
+            scim,
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn apply(&self, yaml: &str) {
+        self.cp
+            .apply_yaml(&self.ns, yaml)
+            .await
+            .unwrap_or_else(|e| panic!("apply: {e}\n{yaml}"));
+    }
+
+    async fn secret(&self, name: &str, token: &str) {
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{token: {token}}}\n"
+        ))
+        .await;
+    }
+
+    async fn domain(&self, url: &str) {
+        self.apply(&format!(
+            r#"
+apiVersion: catalogsync.io/v1alpha1
+kind: IdentityDomain
+metadata: {{name: corp}}
+spec:
+  url: {url}
+  auth: {{bearerToken: {{secretRef: {{name: iam-token, key: token}}}}}}
+"#
+        ))
+        .await;
+    }
+
+    /// Secrets, a Ready domain, and the app `slack` (labels a GitOps tool would set).
+    async fn app(&self, sync: bool) {
+        self.app_with_token(sync, &self.scim.token("app")).await;
+    }
+
+    async fn app_with_token(&self, sync: bool, app_token: &str) {
+        self.secret("iam-token", &self.scim.token("iam")).await;
+        self.secret("app-token", app_token).await;
+        self.domain(&self.scim.base_url("iam")).await;
+        self.apply(&format!(
+            r#"
+apiVersion: catalogsync.io/v1alpha1
+kind: CatalogApp
+metadata:
+  name: slack
+  labels: {{argocd.argoproj.io/instance: team-a}}
+  annotations: {{argocd.argoproj.io/tracking-id: "team-a:catalogsync.io/CatalogApp:x/slack"}}
+spec:
+  identityDomainRef: {{name: corp}}
+  connection:
+    url: {}
+    auth: {{bearerToken: {{secretRef: {{name: app-token, key: token}}}}}}
+  provisioning: {{enabled: true}}
+  synchronization: {{enabled: {sync}, policyRef: {{name: default}}}}
+"#,
+            self.scim.base_url("app")
+        ))
+        .await;
+    }
+
+    async fn policy(&self, extra: &str) {
+        self.apply(&format!(
+            "apiVersion: catalogsync.io/v1alpha1\nkind: SyncPolicy\nmetadata: {{name: default}}\nspec: {{{extra}}}\n"
+        ))
+        .await;
+    }
+
+    async fn get_app(&self) -> CatalogApp {
+        self.api::<CatalogApp>()
+            .get("slack")
+            .await
+            .expect("get app")
+    }
+
+    async fn wait_app(&self, what: &str, pred: impl Fn(&CatalogApp) -> bool) -> CatalogApp {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let a = self.get_app().await;
+            if pred(&a) {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; status: {:#?}",
+                a.status
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn runs(&self) -> Vec<SyncRun> {
+        self.api::<SyncRun>()
+            .list(&ListParams::default())
+            .await
+            .expect("list runs")
+            .items
+    }
+
+    async fn request_run(&self, token: &str) {
+        self.api::<CatalogApp>()
+            .patch(
+                "slack",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"catalogsync.io/requested-at": token}}}),
+                ),
+            )
+            .await
+            .expect("annotate");
+    }
+
+    async fn patch_app_spec(&self, spec: serde_json::Value) {
+        self.api::<CatalogApp>()
+            .patch(
+                "slack",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .expect("patch app");
+    }
+
+    /// Writes run status as the sync Job does (its own field manager).
+    async fn job_writes(&self, run: &str, status: serde_json::Value) {
+        catalogsync::status::apply(
+            &self.api::<SyncRun>(),
+            run,
+            catalogsync::status::JOB_MANAGER,
+            status,
+        )
+        .await
+        .expect("job status write");
+    }
+}
+
+fn cond_reason(
+    conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    t: &str,
+) -> Option<(String, String)> {
+    find(conds, t).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+fn app_cond(a: &CatalogApp, t: &str) -> Option<(String, String)> {
+    cond_reason(&a.status.clone().unwrap_or_default().conditions, t)
+}
+
+fn tf(status: &str, reason: &str) -> Option<(String, String)> {
+    Some((status.into(), reason.into()))
+}
+
+fn phase(r: &SyncRun) -> Option<RunPhase> {
+    r.status.as_ref().and_then(|s| s.phase)
+}
+
+#[tokio::test]
+async fn identity_domain_reports_credential_problems_and_recovers_without_restart() {
+    let env = Env::new("ctl-domain").await;
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let domains = env.api::<IdentityDomain>();
+    let ready = |reason: &'static str| {
+        let domains = domains.clone();
+        move || {
+            let domains = domains.clone();
+            async move {
+                let d = domains.get("corp").await.ok()?;
+                let st = d.status.clone()?;
+                let c = find(&st.conditions, "Ready")?;
+                (c.reason == reason && st.observed_generation == d.metadata.generation).then_some(d)
+            }
+        }
+    };
+
+    // No Secret yet.
+    env.domain(&env.scim.base_url("iam")).await;
+    let d = eventually(30, "Ready=False SecretNotFound", ready("SecretNotFound")).await;
+    let c = find(&d.status.unwrap().conditions, "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(c.status, "False");
+    assert!(c.message.contains("iam-token"), "{}", c.message);
+
+    // A wrong token.
+    env.secret("iam-token", "not-the-token").await;
+    let d = eventually(30, "Ready=False Unauthorized", ready("Unauthorized")).await;
+    assert!(
+        find(&d.status.unwrap().conditions, "Ready")
+            .unwrap()
+            .message
+            .contains("401")
+    );
+
+    // The right token: recovers through the Secret watch, no restart.
+    env.secret("iam-token", &env.scim.token("iam")).await;
+    let d = eventually(30, "Ready=True", ready("Connected")).await;
+    let st = d.status.unwrap();
+    assert_eq!(find(&st.conditions, "Ready").unwrap().status, "True");
+    let caps = st.capabilities.expect("capabilities recorded");
+    assert!(caps.patch && caps.filter, "{caps:?}");
+
+    // Nothing listens there.
+    domains
+        .patch(
+            "corp",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"url": "http://127.0.0.1:9/scim/v2"}})),
+        )
+        .await
+        .unwrap();
+    let d = eventually(
+        40,
+        "Ready=False ConnectivityFailed",
+        ready("ConnectivityFailed"),
+    )
+    .await;
+    assert!(
+        d.status.unwrap().capabilities.is_some(),
+        "last known capabilities kept"
+    );
+
+    // Events tell the story.
+    let events = env
+        .cp
+        .kubectl([
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            &env.ns,
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .await;
+    let reasons = String::from_utf8_lossy(&events.stdout).to_string();
+    assert!(reasons.contains("ConnectivityRestored"), "{reasons}");
+    assert!(reasons.contains("ConnectivityLost"), "{reasons}");
+}
+
+#[tokio::test]
+async fn provisioning_creates_the_grant_group_and_kubectl_wait_ready_works() {
+    let env = Env::new("ctl-prov").await;
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    // The app first points at a wrong token: Unauthorized, stable reason.
+    env.app_with_token(false, "wrong").await;
+    let a = env
+        .wait_app("ProvisioningEnabled False Unauthorized", |a| {
+            app_cond(a, "ProvisioningEnabled") == tf("False", "Unauthorized")
+        })
+        .await;
+    assert_eq!(app_cond(&a, "Ready"), tf("False", "Unauthorized"));
+
+    env.secret("app-token", &env.scim.token("app")).await;
+    let out = env
+        .cp
+        .kubectl([
+            "wait",
+            "--for=condition=Ready",
+            "catalogapp/slack",
+            "-n",
+            &env.ns,
+            "--timeout=60s",
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = env.get_app().await;
+    let st = a.status.clone().unwrap();
+    assert_eq!(st.observed_generation, a.metadata.generation);
+    assert_eq!(app_cond(&a, "ProvisioningEnabled"), tf("True", "Enabled"));
+    assert_eq!(
+        app_cond(&a, "SynchronizationEnabled"),
+        tf("False", "Disabled")
+    );
+    assert!(find(&st.conditions, "Stalled").is_none());
+    assert!(find(&st.conditions, "Reconciling").is_none());
+
+    // The grant group exists in the identity domain, under the recorded id.
+    let group_id = st.grant_group_id.expect("grantGroupId");
+    let iam = ScimClient::with_options(ClientOptions::new(
+        env.scim.base_url("iam"),
+        scim::Auth::Bearer(env.scim.token("iam")),
+    ))
+    .unwrap();
+    let group = iam
+        .get("Groups", &group_id, &[])
+        .await
+        .unwrap()
+        .expect("group exists");
+    assert_eq!(
+        group["displayName"],
+        format!("catalogsync-{}-slack", env.ns)
+    );
+}
+
+#[tokio::test]
+async fn requested_run_creates_exactly_one_run_and_a_restricted_job() {
+    let env = Env::new("ctl-request").await;
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    env.policy("timeout: 30m").await;
+    env.app(true).await;
+    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
+        .await;
+
+    env.request_run("1700000000").await;
+    let a = env
+        .wait_app("request echoed", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.last_handled_requested_at.as_deref())
+                == Some("1700000000")
+        })
+        .await;
+    assert_eq!(
+        app_cond(&a, "Synchronizing").map(|c| c.0),
+        Some("True".into())
+    );
+    let run = eventually(30, "run Pending with jobName", || async {
+        let runs = env.runs().await;
+        assert!(
+            runs.len() <= 1,
+            "exactly one run: {:?}",
+            runs.iter().map(|r| r.name_any()).collect::<Vec<_>>()
+        );
+        runs.into_iter().find(|r| {
+            phase(r) == Some(RunPhase::Pending)
+                && r.status
+                    .as_ref()
+                    .and_then(|s| s.job_name.as_ref())
+                    .is_some()
+        })
+    })
+    .await;
+    assert_eq!(run.spec.trigger, Trigger::Requested);
+    assert_eq!(run.spec.direction, Direction::Import);
+    assert_eq!(
+        run.labels().get(APP_LABEL).map(String::as_str),
+        Some("slack")
+    );
+    assert!(!run.labels().contains_key("argocd.argoproj.io/instance"));
+    assert!(run.annotations().is_empty());
+    let owner = &run.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("CatalogApp", "slack")
+    );
+
+    // The Job: owned by the run, our labels only, restricted pod, secrets by reference.
+    let job = env.api::<Job>().get(&run.name_any()).await.expect("job");
+    let owner = &job.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("SyncRun", run.uid().unwrap().as_str(), Some(true))
+    );
+    assert_eq!(job.labels().get(RUN_LABEL), Some(&run.name_any()));
+    assert!(!job.labels().contains_key("argocd.argoproj.io/instance"));
+    let spec = job.spec.unwrap();
+    assert_eq!(spec.backoff_limit, Some(2));
+    assert_eq!(spec.active_deadline_seconds, Some(1800));
+    assert!(spec.ttl_seconds_after_finished.is_some());
+    assert!(spec.pod_failure_policy.is_some());
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("catalogsync-sync-job")
+    );
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    let c = &pod.containers[0];
+    assert_eq!(c.image.as_deref(), Some(JOB_IMAGE));
+    let args = c.args.clone().unwrap();
+    assert_eq!(
+        args,
+        ["sync", "--run", &format!("{}/{}", env.ns, run.name_any())]
+    );
+    let env_vars = c.env.clone().unwrap();
+    let token = env_vars
+        .iter()
+        .find(|e| e.name == "CATALOGSYNC_APP_TOKEN")
+        .unwrap();
+    assert!(token.value.is_none());
+    assert_eq!(
+        token
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap()
+            .name,
+        "app-token"
+    );
+
+    // The API server's own Pod Security admission agrees the pod is restricted.
+    let check_ns = env.cp.new_namespace("ctl-pss").await;
+    env.cp
+        .kubectl([
+            "label",
+            "ns",
+            &check_ns,
+            "pod-security.kubernetes.io/enforce=restricted",
+        ])
+        .await;
+    let pod_obj = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "pss-check"},
+        "spec": serde_json::to_value(&pod).unwrap(),
+    });
+    let created = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(env.client.clone(), &check_ns)
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &serde_json::from_value(pod_obj).unwrap(),
+        )
+        .await;
+    assert!(
+        created.is_ok(),
+        "restricted namespace rejects the Job pod: {created:?}"
+    );
+
+    // Quiet afterwards: still exactly one run.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.runs().await.len(), 1);
+}
+
+#[tokio::test]
+async fn scheduled_run_then_disabling_cancels_it_and_enabling_resumes() {
+    let env = Env::new("ctl-sched").await;
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    // Every 5 seconds (seconds field) so the test does not wait for a minute.
+    env.policy("schedule: \"*/5 * * * * *\"").await;
+    env.app(true).await;
+    let run = eventually(60, "a scheduled run with its Job", || async {
+        let r = env.runs().await.into_iter().next()?;
+        (r.status.as_ref()?.job_name.is_some()).then_some(r)
+    })
+    .await;
+    assert_eq!(run.spec.trigger, Trigger::Schedule);
+    let a = env.get_app().await;
+    assert!(a.status.as_ref().unwrap().next_sync_time.is_some());
+    // Forbid: the active run blocks the following slots.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        env.runs().await.len(),
+        1,
+        "Forbid: no second run while one is active"
+    );
+
+    // The Job reports progress; the app mirrors it.
+    env.job_writes(
+        &run.name_any(),
+        json!({"phase": "Running", "progress": {"processed": 42, "total": 100, "percent": 42}}),
+    )
+    .await;
+    let a = env
+        .wait_app("progress mirrored", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.active_run.as_ref())
+                .and_then(|r| r.progress.as_ref())
+                .map(|p| p.percent)
+                == Some(42)
+        })
+        .await;
+    assert!(
+        find(&a.status.unwrap().conditions, "Synchronizing")
+            .unwrap()
+            .message
+            .contains("42%")
+    );
+
+    // Turning synchronization off cancels the run and deletes its Job.
+    env.patch_app_spec(json!({"synchronization": {"enabled": false}}))
+        .await;
+    let cancelled = eventually(30, "run Cancelled", || async {
+        let r = env.api::<SyncRun>().get(&run.name_any()).await.ok()?;
+        (phase(&r) == Some(RunPhase::Cancelled)).then_some(r)
+    })
+    .await;
+    assert!(
+        cancelled
+            .status
+            .unwrap()
+            .message
+            .unwrap()
+            .contains("disabled")
+    );
+    eventually(30, "Job deleted", || async {
+        env.api::<Job>()
+            .get_opt(&run.name_any())
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let a = env
+        .wait_app("SynchronizationEnabled False Disabled", |a| {
+            app_cond(a, "SynchronizationEnabled") == tf("False", "Disabled")
+                && a.status
+                    .as_ref()
+                    .unwrap()
+                    .last_run
+                    .as_ref()
+                    .and_then(|r| r.phase)
+                    == Some(RunPhase::Cancelled)
+        })
+        .await;
+    assert_eq!(app_cond(&a, "Synchronizing").unwrap().0, "False");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(env.runs().await.len(), 1, "no scheduling while disabled");
+
+    // On again: the schedule resumes.
+    env.patch_app_spec(json!({"synchronization": {"enabled": true}}))
+        .await;
+    eventually(30, "a new scheduled run", || async {
+        (env.runs().await.len() >= 2).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn suspend_stops_scheduling_and_cancels_the_active_run() {
+    let env = Env::new("ctl-suspend").await;
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    env.policy("").await;
+    env.app(true).await;
+    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
+        .await;
+    env.request_run("one").await;
+    let run = eventually(30, "a run", || async {
+        env.runs().await.into_iter().next()
+    })
+    .await;
+    env.patch_app_spec(json!({"suspend": true})).await;
+    eventually(30, "run Cancelled", || async {
+        let r = env.api::<SyncRun>().get(&run.name_any()).await.ok()?;
+        (phase(&r) == Some(RunPhase::Cancelled)).then_some(())
+    })
+    .await;
+    let a = env
+        .wait_app("Suspended", |a| {
+            app_cond(a, "SynchronizationEnabled") == tf("False", "Suspended")
+        })
+        .await;
+    assert_eq!(app_cond(&a, "Ready").unwrap().0, "True");
+    // A request while suspended waits.
+    env.request_run("two").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.runs().await.len(), 1);
+    assert_eq!(
+        env.get_app()
+            .await
+            .status
+            .unwrap()
+            .last_handled_requested_at
+            .as_deref(),
+        Some("one")
+    );
+    // Resumed: the pending request runs.
+    env.patch_app_spec(json!({"suspend": false})).await;
+    env.wait_app("request two handled", |a| {
+        a.status
+            .as_ref()
+            .and_then(|s| s.last_handled_requested_at.as_deref())
+            == Some("two")
+    })
+    .await;
+    assert_eq!(env.runs().await.len(), 2);
+}
+
+#[tokio::test]
+async fn missing_policy_is_reported_until_it_exists() {
+    let env = Env::new("ctl-policy").await;
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    env.app(true).await;
+    let a = env
+        .wait_app("PolicyNotFound", |a| {
+            app_cond(a, "SynchronizationEnabled") == tf("False", "PolicyNotFound")
+        })
+        .await;
+    assert_eq!(app_cond(&a, "Ready"), tf("False", "PolicyNotFound"));
+    env.policy("schedule: \"0 3 * * *\"").await;
+    let a = env
+        .wait_app("recovered", |a| {
+            app_cond(a, "SynchronizationEnabled") == tf("True", "Enabled")
+        })
+        .await;
+    assert_eq!(app_cond(&a, "Ready"), tf("True", "Ready"));
+    assert!(a.status.unwrap().next_sync_time.is_some());
+
+    // An invalid schedule stalls.
+    env.policy("schedule: \"every tuesday\"").await;
+    let a = env
+        .wait_app("Stalled", |a| {
+            app_cond(a, "Stalled") == tf("True", "InvalidSchedule")
+        })
+        .await;
+    assert_eq!(app_cond(&a, "Ready"), tf("False", "InvalidSchedule"));
+}
+
+#[tokio::test]
+async fn run_history_is_pruned_to_the_limits() {
+    let env = Env::new("ctl-prune").await;
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    env.policy("successfulRunsHistoryLimit: 1, failedRunsHistoryLimit: 1")
+        .await;
+    env.app(true).await;
+    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
+        .await;
+    for (i, outcome) in ["Succeeded", "Failed", "Succeeded", "Failed", "Succeeded"]
+        .iter()
+        .enumerate()
+    {
+        env.request_run(&format!("req-{i}")).await;
+        let run = eventually(30, "the requested run", || async {
+            let a = env.get_app().await;
+            let want = format!("req-{i}");
+            if a.status
+                .as_ref()
+                .and_then(|s| s.last_handled_requested_at.as_ref())
+                != Some(&want)
+            {
+                return None;
+            }
+            env.runs()
+                .await
+                .into_iter()
+                .find(|r| !phase(r).is_some_and(RunPhase::is_finished))
+        })
+        .await;
+        env.job_writes(
+            &run.name_any(),
+            json!({"phase": outcome, "completionTime": format!("2026-01-01T00:00:0{i}Z")}),
+        )
+        .await;
+        // Let the app see it ended before the next request (Forbid would hold it).
+        env.wait_app("run ended", |a| {
+            a.status.as_ref().is_some_and(|s| s.active_run.is_none())
+        })
+        .await;
+    }
+    let runs = eventually(30, "pruned to 1 + 1", || async {
+        let runs = env.runs().await;
+        (runs.len() == 2).then_some(runs)
+    })
+    .await;
+    let mut phases: Vec<_> = runs.iter().filter_map(phase).collect();
+    phases.sort_by_key(|p| format!("{p:?}"));
+    assert_eq!(phases, [RunPhase::Failed, RunPhase::Succeeded]);
+    let a = env.get_app().await;
+    assert_eq!(
+        a.status.unwrap().last_run.unwrap().phase,
+        Some(RunPhase::Succeeded)
+    );
+}
+
+#[tokio::test]
+async fn job_failing_without_an_outcome_fails_the_run_with_the_jobs_reason() {
+    let env = Env::new("ctl-jobfail").await;
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    env.policy("").await;
+    env.app(true).await;
+    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
+        .await;
+    env.request_run("x").await;
+    let run = eventually(30, "run with Job", || async {
+        let r = env.runs().await.into_iter().next()?;
+        r.status.as_ref()?.job_name.clone().map(|_| r)
+    })
+    .await;
+    env.job_writes(&run.name_any(), json!({"phase": "Running"}))
+        .await;
+    // The Job controller gives up (deadline); the pod never wrote an outcome.
+    let t = "2026-01-01T00:00:00Z";
+    env.api::<Job>()
+        .patch_status(
+            &run.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "startTime": t, "failed": 1,
+                "conditions": [
+                    {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline", "lastTransitionTime": t},
+                    {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline", "lastTransitionTime": t}
+                ]}})),
+        )
+        .await
+        .expect("job status");
+    let failed = eventually(30, "run Failed", || async {
+        let r = env.api::<SyncRun>().get(&run.name_any()).await.ok()?;
+        (phase(&r) == Some(RunPhase::Failed)).then_some(r)
+    })
+    .await;
+    let msg = failed.status.unwrap().message.unwrap();
+    assert!(
+        msg.contains("DeadlineExceeded") && msg.contains("deadline"),
+        "{msg}"
+    );
+    let a = env
+        .wait_app("lastRun Failed", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.last_run.as_ref())
+                .and_then(|r| r.phase)
+                == Some(RunPhase::Failed)
+        })
+        .await;
+    assert_eq!(app_cond(&a, "Synchronizing").unwrap().0, "False");
+}
+
+#[tokio::test]
+async fn controller_restart_mid_run_creates_no_duplicate_and_keeps_status() {
+    let env = Env::new("ctl-restart").await;
+    let ctl = RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    env.policy("schedule: \"*/3 * * * * *\"").await;
+    env.app(true).await;
+    let run = eventually(60, "scheduled run with Job", || async {
+        let r = env.runs().await.into_iter().next()?;
+        r.status.as_ref()?.job_name.clone().map(|_| r)
+    })
+    .await;
+    env.job_writes(
+        &run.name_any(),
+        json!({"phase": "Running", "progress": {"processed": 1, "total": 2, "percent": 50}}),
+    )
+    .await;
+    env.wait_app("active run mirrored", |a| {
+        a.status
+            .as_ref()
+            .and_then(|s| s.active_run.as_ref())
+            .is_some_and(|r| r.progress.is_some())
+    })
+    .await;
+    ctl.shutdown().await;
+
+    let before = env.api::<SyncRun>().get(&run.name_any()).await.unwrap();
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let runs = env.runs().await;
+    assert_eq!(runs.len(), 1, "no duplicate after a restart");
+    let after = &runs[0];
+    assert_eq!(
+        phase(after),
+        Some(RunPhase::Running),
+        "the run's status is intact"
+    );
+    assert_eq!(after.status, before.status);
+    assert_eq!(
+        env.api::<Job>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn two_controllers_elect_one_leader_and_hand_over() {
+    let env = Env::new("ctl-leader").await;
+    let lease = |id: &str| LeaseConfig {
+        duration: Duration::from_secs(6),
+        grace: Duration::from_secs(2),
+        ..LeaseConfig::new(&env.ns, id)
+    };
+    let a = RunningController::start(
+        env.client.clone(),
+        &env.ns,
+        Duration::from_secs(300),
+        Some(lease("replica-a")),
+    );
+    let leases = env.api::<Lease>();
+    let holder = || async {
+        leases
+            .get_opt("catalogsync-controller")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
+    };
+    eventually(30, "replica-a leads", || async {
+        (holder().await.as_deref() == Some("replica-a")).then_some(())
+    })
+    .await;
+    let b = RunningController::start(
+        env.client.clone(),
+        &env.ns,
+        Duration::from_secs(300),
+        Some(lease("replica-b")),
+    );
+    env.policy("").await;
+    env.app(false).await;
+    env.wait_app("Ready through the leader", |a| {
+        app_cond(a, "Ready") == tf("True", "Ready")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        holder().await.as_deref(),
+        Some("replica-a"),
+        "the standby does not take over a live lease"
+    );
+    let managers: Vec<String> = env
+        .get_app()
+        .await
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.iter().any(|m| m == "catalogsync-controller"),
+        "{managers:?}"
+    );
+
+    // The leader stops and releases the lease: the standby takes over and acts.
+    a.shutdown().await;
+    eventually(30, "replica-b leads", || async {
+        (holder().await.as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    env.patch_app_spec(json!({"synchronization": {"enabled": true}}))
+        .await;
+    env.wait_app("the new leader reconciles", |a| {
+        a.status.as_ref().and_then(|s| s.observed_generation) == a.metadata.generation
+            && app_cond(a, "SynchronizationEnabled") == tf("True", "Enabled")
+    })
+    .await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn steady_state_makes_no_writes() {
+    let env = Env::new("ctl-quiet").await;
+    // Rechecks every second: many reconciles, none of which may write.
+    let _ctl = RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(1), None);
+    env.policy("schedule: \"0 3 * * *\"").await;
+    env.app(true).await;
+    env.wait_app("Ready", |a| {
+        app_cond(a, "Ready") == tf("True", "Ready")
+            && app_cond(a, "SynchronizationEnabled") == tf("True", "Enabled")
+    })
+    .await;
+    env.request_run("once").await;
+    let run = eventually(30, "run with Job", || async {
+        let r = env.runs().await.into_iter().next()?;
+        r.status.as_ref()?.job_name.clone().map(|_| r)
+    })
+    .await;
+    env.job_writes(
+        &run.name_any(),
+        json!({"phase": "Succeeded", "completionTime": "2026-01-01T00:00:00Z"}),
+    )
+    .await;
+    env.wait_app("idle", |a| {
+        a.status
+            .as_ref()
+            .is_some_and(|s| s.active_run.is_none() && s.last_run.is_some())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let versions = || async {
+        let mut v = vec![
+            env.get_app().await.resource_version(),
+            env.api::<IdentityDomain>()
+                .get("corp")
+                .await
+                .unwrap()
+                .resource_version(),
+            env.api::<SyncPolicy>()
+                .get("default")
+                .await
+                .unwrap()
+                .resource_version(),
+        ];
+        v.extend(env.runs().await.iter().map(|r| r.resource_version()));
+        v.extend(
+            env.api::<Job>()
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|j| j.resource_version()),
+        );
+        v.extend(
+            env.api::<Secret>()
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|s| s.resource_version()),
+        );
+        v
+    };
+    let before = versions().await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(versions().await, before, "no writes while nothing changes");
+}
