@@ -6,6 +6,7 @@ mod clients;
 mod controller;
 mod crds;
 mod deploy;
+mod devrunner;
 mod examples;
 mod harness;
 mod rbac;
