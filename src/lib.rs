@@ -11,4 +11,5 @@ pub mod matching;
 pub mod plan;
 pub mod scim;
 pub mod status;
+pub mod sync;
 pub mod telemetry;
