@@ -174,50 +174,54 @@ async fn list(r: &ImportRun) -> Result<Listed, ImportError> {
     let domain_attrs = r.rules.domain_attributes();
     let app_attrs = r.rules.app_attributes();
     let totals = Mutex::new((0u64, 0u64));
-    let domain_side = async {
-        let attrs: Vec<&str> = domain_attrs.iter().map(String::as_str).collect();
-        let mut pager = r
-            .domain
-            .pager("Users", &attrs, None)
-            .await
-            .map_err(ImportError::Domain)?;
-        let mut users = Vec::new();
-        while let Some(page) = pager.next_page().await.map_err(ImportError::Domain)? {
-            let n = page.len() as u64;
-            // Convert each page at once: only compact structs stay in memory.
-            users.extend(page.iter().filter_map(|v| r.rules.domain_user(v)));
-            report_listing(r, &totals, 0, n, pager.stats().total_results);
-        }
-        Ok::<_, ImportError>(users)
-    };
-    let app_side = async {
-        let attrs: Vec<&str> = app_attrs.iter().map(String::as_str).collect();
-        let mut pager = r
-            .app
-            .pager("Users", &attrs, None)
-            .await
-            .map_err(ImportError::App)?;
-        let mut accounts = Vec::new();
-        while let Some(page) = pager.next_page().await.map_err(ImportError::App)? {
-            let n = page.len() as u64;
-            accounts.extend(page.iter().filter_map(|v| r.rules.app_account(v)));
-            report_listing(r, &totals, 1, n, pager.stats().total_results);
-        }
-        if !pager.stats().consistent {
-            tracing::warn!(
-                stats = ?pager.stats(),
-                "the app listing changed while it was read; deletion candidates are confirmed one by one"
-            );
-        }
-        Ok::<_, ImportError>(accounts)
-    };
-    let (users, accounts) = tokio::try_join!(domain_side, app_side)?;
+    let domain_side = list_side(r, &r.domain, &domain_attrs, &totals, 0, |v| {
+        r.rules.domain_user(v)
+    });
+    let app_side = list_side(r, &r.app, &app_attrs, &totals, 1, |v| {
+        r.rules.app_account(v)
+    });
+    let (users, accounts) = tokio::join!(domain_side, app_side);
+    let users = users.map_err(ImportError::Domain)?;
+    let accounts = accounts.map_err(ImportError::App)?;
     Ok(Listed {
         group_id,
         members,
         users,
         accounts,
     })
+}
+
+/// Lists one side's users, converting each page at once so that only compact structs
+/// stay in memory.
+async fn list_side<T>(
+    r: &ImportRun,
+    client: &ScimClient,
+    attrs: &[String],
+    totals: &Mutex<(u64, u64)>,
+    side: usize,
+    convert: impl Fn(&Value) -> Option<T>,
+) -> Result<Vec<T>, ScimError> {
+    let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+    let mut pager = client.pager(USERS, &attrs, None).await?;
+    let mut out = Vec::new();
+    while let Some(page) = pager.next_page().await? {
+        out.extend(page.iter().filter_map(&convert));
+        report_listing(
+            r,
+            totals,
+            side,
+            page.len() as u64,
+            pager.stats().total_results,
+        );
+    }
+    if !pager.stats().consistent {
+        tracing::warn!(
+            side,
+            stats = ?pager.stats(),
+            "the listing changed while it was read; deletion candidates are confirmed one by one"
+        );
+    }
+    Ok(out)
 }
 
 /// Listing progress: objects read over both sides' totalResults.
