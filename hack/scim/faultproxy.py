@@ -19,6 +19,7 @@ Prints ``FAULTPROXY_READY port=<port>`` when listening.
 import argparse
 import http.client
 import json
+import os
 import random
 import signal
 import sys
@@ -26,6 +27,8 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+from lifecycle import exit_on_stdin_eof
 
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
@@ -50,6 +53,8 @@ class Plan:
                 self.requests = 0
                 self.injected = {}
                 self.fail = {}
+                self.rate429 = self.rate5xx = 0.0
+                self.retry_after = "1"
             if "fail" in body:
                 self.fail = {int(k): v for k, v in body["fail"].items()}
             self.rate429 = float(body.get("rate429", self.rate429))
@@ -153,15 +158,21 @@ def main() -> None:
     parser.add_argument("--retry-after", default="1", help="seconds or an HTTP date")
     parser.add_argument("--fail", default="", help="N=STATUS,... e.g. 1=429,2=503,5=drop")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--exit-on-stdin-eof",
+        action="store_true",
+        help="exit when stdin closes, so a test process that dies takes the server along",
+    )
     args = parser.parse_args()
+    if args.exit_on_stdin_eof:
+        exit_on_stdin_eof()
 
     plan = Plan(args.rate_429, args.rate_5xx, args.retry_after, args.seed)
     if args.fail:
         plan.update({"fail": dict(item.split("=", 1) for item in args.fail.split(","))})
-        plan.fail = {k: (v if v == "drop" else int(v)) for k, v in plan.fail.items()}
     server = ThreadingHTTPServer((args.host, args.port), make_handler(args.upstream, plan))
     server.daemon_threads = True
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     print(f"FAULTPROXY_READY port={server.server_address[1]}", flush=True)
     try:
         server.serve_forever()

@@ -1,1 +1,2 @@
-fn main() {}
+mod scim_client;
+mod scim_server;
