@@ -11,3 +11,4 @@ mod harness;
 mod rbac;
 mod scim_client;
 mod scim_server;
+mod sync_engine;
