@@ -189,7 +189,12 @@ impl World {
             .env_remove("CATALOGSYNC_DOMAIN_TOKEN")
             .env_remove("CATALOGSYNC_APP_TOKEN")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // The engine logs to stdout; CATALOGSYNC_TEST_LOGS=1 shows them.
+            .stdout(if std::env::var_os("CATALOGSYNC_TEST_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         cmd
