@@ -630,3 +630,72 @@ async fn missing_grant_group_fails_clearly() {
     );
     assert_eq!(condition(&s, "Failed").status, "True");
 }
+
+/// The real Job path: the `catalogsync-sync-job` identity of `deploy/` (RBAC enforced,
+/// no Secret access) with SCIM credentials in the environment, as the Job builder sets them.
+#[tokio::test]
+async fn runs_as_the_sync_job_identity_with_credentials_from_env() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+
+    let w = World::new("sync-jobid", json!({}), None, Via::Direct).await;
+    let deploy = crate::harness::repo_path("deploy").display().to_string();
+    let out =
+        w.cp.kubectl(["apply", "-k", &deploy, "--server-side", "--force-conflicts"])
+            .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sa = "catalogsync-sync-job";
+    create::<ServiceAccount>(w.cp, &w.ns, json!({"metadata": {"name": sa}})).await;
+    create::<RoleBinding>(
+        w.cp,
+        &w.ns,
+        json!({"metadata": {"name": sa},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": sa},
+               "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": w.ns}]}),
+    )
+    .await;
+    let token = Api::<ServiceAccount>::namespaced(w.cp.admin_client(), &w.ns)
+        .create_token_request(
+            sa,
+            &PostParams::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let mut kubeconfig: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(w.cp.kubeconfig_path()).unwrap()).unwrap();
+    kubeconfig["users"][0]["user"]["token"] = serde_yaml::Value::String(token);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+
+    let users = w.seed("idp", &[("alice", "alice@corp.example")]).await;
+    w.seed("app", &[("alice", "alice@corp.example")]).await;
+    w.new_run("as-job", "Apply").await;
+    let status = w
+        .command("as-job")
+        .env("KUBECONFIG", &path)
+        .env("CATALOGSYNC_DOMAIN_TOKEN", w.server.token("idp"))
+        .env("CATALOGSYNC_APP_TOKEN", w.server.token("app"))
+        .status()
+        .await
+        .unwrap();
+    let s = w.status("as-job").await;
+    assert_eq!(status.code(), Some(0), "{s:?}");
+    assert_eq!(s.counts.unwrap().linked, 1);
+    assert_eq!(w.members().await, users.into_iter().collect());
+}
