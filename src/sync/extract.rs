@@ -14,6 +14,8 @@ pub struct Rules {
     pub app: Vec<AttrPath>,
     pub domain: Vec<AttrPath>,
     pub case_sensitive: Vec<bool>,
+    /// Keep the attributes a CreateUser copies (only when the policy creates users).
+    pub copy_attributes: bool,
 }
 
 impl Rules {
@@ -23,6 +25,7 @@ impl Rules {
             app: Vec::new(),
             domain: Vec::new(),
             case_sensitive: Vec::new(),
+            copy_attributes: true,
         };
         for r in rules {
             out.app
@@ -44,19 +47,20 @@ impl Rules {
         dedup(a)
     }
 
-    /// `attributes=` of the app account listing: matching plus what a CreateUser copies.
+    /// Whether accounts keep the attributes a CreateUser copies.
+    pub fn with_copied_attributes(mut self, copy: bool) -> Self {
+        self.copy_attributes = copy;
+        self
+    }
+
+    /// `attributes=` of the app account listing: matching, plus what a CreateUser copies
+    /// when the policy creates users.
     pub fn app_attributes(&self) -> Vec<String> {
-        let mut a: Vec<String> = [
-            "userName",
-            "externalId",
-            "active",
-            "displayName",
-            "name",
-            "emails",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut wanted = vec!["userName", "externalId", "active"];
+        if self.copy_attributes {
+            wanted.extend(["displayName", "name", "emails"]);
+        }
+        let mut a: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
         a.extend(self.app.iter().map(AttrPath::request_attribute));
         dedup(a)
     }
@@ -79,11 +83,15 @@ impl Rules {
             external_id: str_of(v, "externalId").filter(|s| !s.is_empty()),
             active: v.get("active").and_then(Value::as_bool).unwrap_or(true),
             keys: self.app.iter().map(|p| p.values(v)).collect(),
-            attrs: UserAttrs {
-                display_name: str_of(v, "displayName"),
-                given_name: v.get("name").and_then(|n| str_of(n, "givenName")),
-                family_name: v.get("name").and_then(|n| str_of(n, "familyName")),
-                email: primary_email(v),
+            attrs: if self.copy_attributes {
+                UserAttrs {
+                    display_name: str_of(v, "displayName"),
+                    given_name: v.get("name").and_then(|n| str_of(n, "givenName")),
+                    family_name: v.get("name").and_then(|n| str_of(n, "familyName")),
+                    email: primary_email(v),
+                }
+            } else {
+                UserAttrs::default()
             },
         })
     }
@@ -214,6 +222,16 @@ mod tests {
         let app = r.app_attributes();
         assert!(app.contains(&"emails".to_string()));
         assert_eq!(app.iter().filter(|a| *a == "userName").count(), 1);
+        // Without CreateUser only matching's attributes are read.
+        let lean = r.with_copied_attributes(false);
+        assert_eq!(
+            lean.app_attributes(),
+            ["userName", "externalId", "active", "emails"]
+        );
+        let acct = lean
+            .app_account(&json!({"id": "a", "userName": "x", "displayName": "X"}))
+            .unwrap();
+        assert_eq!(acct.attrs, UserAttrs::default());
     }
 
     #[test]

@@ -201,7 +201,9 @@ async fn prepare_import(
         .await
         .map_err(|e| kube_err(&format!("SyncPolicy {policy_name}"), e))?;
     let p = policy.spec;
-    let rules = extract::Rules::parse(&p.matching).map_err(Invalid::config)?;
+    let rules = extract::Rules::parse(&p.matching)
+        .map_err(Invalid::config)?
+        .with_copied_attributes(p.on_no_match == crate::api::OnNoMatch::CreateUser);
     let timeout = parse_duration(&p.timeout)
         .ok_or_else(|| Invalid::config(format!("timeout {:?} is not a duration", p.timeout)))?;
     let parallelism = p.parallelism.clamp(1, 256) as usize;

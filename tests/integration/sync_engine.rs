@@ -699,3 +699,74 @@ async fn runs_as_the_sync_job_identity_with_credentials_from_env() {
     assert_eq!(s.counts.unwrap().linked, 1);
     assert_eq!(w.members().await, users.into_iter().collect());
 }
+
+/// onAccountDeleted DeactivateUser and DeleteUser, with a deletes limit applied exactly.
+#[tokio::test]
+async fn deleted_accounts_deactivate_or_delete_their_users() {
+    use kube::api::{Patch, PatchParams};
+    let w = World::new(
+        "sync-deletes",
+        json!({"onAccountDeleted": "DeactivateUser",
+               "limits": {"maxDeletes": 1, "whenExceeded": "ApplyUpToLimit"}}),
+        None,
+        Via::Direct,
+    )
+    .await;
+    let users = w
+        .seed(
+            "idp",
+            &[
+                ("u1", "u1@corp.example"),
+                ("u2", "u2@corp.example"),
+                ("u3", "u3@corp.example"),
+                ("u4", "u4@corp.example"),
+            ],
+        )
+        .await;
+    w.add_members(&users).await;
+    w.seed(
+        "app",
+        &[("u1", "u1@corp.example"), ("u2", "u2@corp.example")],
+    )
+    .await;
+
+    let (code, s) = w.run("deactivate", "Apply").await;
+    assert_eq!(code, exit_code::LIMIT_EXCEEDED as i32, "{s:?}");
+    assert_eq!(s.counts.as_ref().unwrap().deleted, 1);
+    assert_eq!(
+        condition(&s, "LimitExceeded").message,
+        "planned 2 deletes, allowed 1"
+    );
+    let members = w.members().await;
+    assert_eq!(members.len(), 3);
+    let gone: Vec<&String> = users[2..]
+        .iter()
+        .filter(|u| !members.contains(*u))
+        .collect();
+    assert_eq!(gone.len(), 1);
+    let deactivated = w.idp.get("Users", gone[0], &[]).await.unwrap().unwrap();
+    assert_eq!(deactivated["active"], json!(false), "{deactivated}");
+
+    Api::<SyncPolicy>::namespaced(w.cp.admin_client(), &w.ns)
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"onAccountDeleted": "DeleteUser", "limits": null}})),
+        )
+        .await
+        .unwrap();
+    let (code, s) = w.run("delete", "Apply").await;
+    assert_eq!(code, 0, "{s:?}");
+    assert_eq!(s.counts.unwrap().deleted, 1);
+    let left: HashSet<String> = users[..2].iter().cloned().collect();
+    assert_eq!(w.members().await, left);
+    let other = users[2..].iter().find(|u| *u != gone[0]).unwrap();
+    assert!(
+        w.idp.get("Users", other, &[]).await.unwrap().is_none(),
+        "deleted"
+    );
+    assert!(
+        w.idp.get("Users", gone[0], &[]).await.unwrap().is_some(),
+        "only deactivated"
+    );
+}
