@@ -15,9 +15,10 @@ use crate::scim::path::quote;
 use crate::scim::{ScimClient, ScimError};
 
 use super::extract::{self, Rules};
-use super::outcome::{FailureGuard, Observed};
+use super::outcome::Observed;
 use super::progress::Tracker;
-use super::stop::{Stop, StopReason};
+use super::stop::Stop;
+use super::writes::{self, Writes};
 
 /// Membership values per group PATCH call of the engine: large, since a PATCH costs the
 /// same for 1 or 1,000 members, yet small enough that progress moves on huge runs.
@@ -158,7 +159,7 @@ pub async fn run(r: &ImportRun) -> Result<Observed, ImportError> {
         users: &listed.users,
         creates,
         deletes,
-        guard: FailureGuard::new(r.max_failure_percent),
+        w: Writes::new(r.tracker.clone(), r.stop.clone(), r.max_failure_percent),
         pending_links: Mutex::new(Vec::new()),
         pending_removals: Mutex::new(Vec::new()),
     };
@@ -174,10 +175,10 @@ async fn list(r: &ImportRun) -> Result<Listed, ImportError> {
     let domain_attrs = r.rules.domain_attributes();
     let app_attrs = r.rules.app_attributes();
     let totals = Mutex::new((0u64, 0u64));
-    let domain_side = list_side(r, &r.domain, &domain_attrs, &totals, 0, |v| {
+    let domain_side = list_side(&r.tracker, &r.domain, &domain_attrs, &totals, 0, |v| {
         r.rules.domain_user(v)
     });
-    let app_side = list_side(r, &r.app, &app_attrs, &totals, 1, |v| {
+    let app_side = list_side(&r.tracker, &r.app, &app_attrs, &totals, 1, |v| {
         r.rules.app_account(v)
     });
     let (users, accounts) = tokio::join!(domain_side, app_side);
@@ -193,8 +194,8 @@ async fn list(r: &ImportRun) -> Result<Listed, ImportError> {
 
 /// Lists one side's users, converting each page at once so that only compact structs
 /// stay in memory.
-async fn list_side<T>(
-    r: &ImportRun,
+pub(super) async fn list_side<T>(
+    tracker: &Tracker,
     client: &ScimClient,
     attrs: &[String],
     totals: &Mutex<(u64, u64)>,
@@ -226,7 +227,7 @@ async fn list_side<T>(
 
 /// Listing progress: objects read over both sides' totalResults.
 fn report_listing(
-    r: &ImportRun,
+    tracker: &Tracker,
     totals: &Mutex<(u64, u64)>,
     side: usize,
     n: u64,
@@ -243,14 +244,14 @@ fn report_listing(
         }
         t.0 + t.1
     };
-    r.tracker.update(|s| {
+    tracker.update(|s| {
         s.processed += n;
         s.total = sum.max(s.processed);
     });
 }
 
 /// Finds the grant group by display name and reads its members.
-async fn grant_group(
+pub(super) async fn grant_group(
     domain: &ScimClient,
     name: &str,
 ) -> Result<(String, Vec<String>), ImportError> {
@@ -359,33 +360,12 @@ struct Applier<'a> {
     users: &'a [DomainUser],
     creates: Budget,
     deletes: Budget,
-    guard: FailureGuard,
+    w: Writes,
     pending_links: Mutex<Vec<PendingLink>>,
     pending_removals: Mutex<Vec<PendingRemoval>>,
 }
 
-/// A 4xx other than 429 answered on the first try: the write certainly did not happen.
-fn certainly_not_applied(e: &ScimError) -> bool {
-    matches!(e, ScimError::Status { status, .. } if (400..500).contains(status) && *status != 429)
-}
-
 impl Applier<'_> {
-    fn stopping(&self) -> bool {
-        self.r.stop.is_stopped()
-    }
-
-    fn failed(&self, n: u64, action: &str, subject: &str, e: &dyn std::fmt::Display) {
-        tracing::warn!(action, subject, error = %e, "change failed");
-        self.r.tracker.fail(n, action, subject, e.to_string());
-        if self.guard.record(n, n) {
-            self.r.stop.stop(StopReason::TooManyFailures);
-        }
-    }
-
-    fn succeeded(&self, n: u64) {
-        self.guard.record(n, 0);
-    }
-
     fn account_subject(&self, a: u32) -> String {
         let a = &self.accounts[a as usize];
         if a.user_name.is_empty() {
@@ -405,7 +385,7 @@ impl Applier<'_> {
     async fn apply(&self, plan: &ImportPlan) {
         // 1. Links of exact matches: a few large membership PATCHes.
         for chunk in plan.links.chunks(MEMBERS_PER_CALL) {
-            if self.stopping() {
+            if self.w.stopping() {
                 break;
             }
             let ids: Vec<String> = chunk
@@ -416,9 +396,11 @@ impl Applier<'_> {
             match self.r.domain.add_members(self.group_id, &ids).await {
                 Ok(_) => {
                     self.r.tracker.update(|s| s.counts.linked += n as i64);
-                    self.succeeded(n);
+                    self.w.succeeded(n);
                 }
-                Err(e) => self.failed(n, "Link", &self.account_subject(chunk[0].0), &e),
+                Err(e) => self
+                    .w
+                    .failed(n, "Link", &self.account_subject(chunk[0].0), &e),
             }
             self.r.tracker.advance(n);
         }
@@ -449,7 +431,7 @@ impl Applier<'_> {
     }
 
     async fn create(&self, a: u32) {
-        if self.stopping() {
+        if self.w.stopping() {
             return;
         }
         if !self.creates.try_reserve(1) {
@@ -466,17 +448,19 @@ impl Applier<'_> {
             Ok(v) => match v.get("id").and_then(Value::as_str) {
                 Some(id) => {
                     self.r.tracker.update(|s| s.counts.created += 1);
-                    self.succeeded(1);
+                    self.w.succeeded(1);
                     self.push_link(id.to_string(), subject, false);
                 }
-                None => self.failed(1, "CreateUser", &subject, &"the created user has no id"),
+                None => self
+                    .w
+                    .failed(1, "CreateUser", &subject, &"the created user has no id"),
             },
             Err(e) if e.is_uniqueness() => self.create_conflict(account, subject, e).await,
             Err(e) => {
-                if certainly_not_applied(&e) {
+                if writes::certainly_not_applied(&e) {
                     self.creates.release(1);
                 }
-                self.failed(1, "CreateUser", &subject, &e);
+                self.w.failed(1, "CreateUser", &subject, &e);
             }
         }
         self.r.tracker.advance(1);
@@ -502,10 +486,12 @@ impl Applier<'_> {
         };
         let Some(user) = existing else {
             // Not found: we cannot tell whether our create happened, so keep the budget.
-            return self.failed(1, "CreateUser", &subject, &e);
+            return self.w.failed(1, "CreateUser", &subject, &e);
         };
         let Some(id) = user.get("id").and_then(Value::as_str) else {
-            return self.failed(1, "CreateUser", &subject, &"the existing user has no id");
+            return self
+                .w
+                .failed(1, "CreateUser", &subject, &"the existing user has no id");
         };
         let ours = user.get("externalId").and_then(Value::as_str) == Some(account.id.as_str());
         if ours {
@@ -513,7 +499,7 @@ impl Applier<'_> {
         } else {
             self.creates.release(1);
         }
-        self.succeeded(1);
+        self.w.succeeded(1);
         self.push_link(id.to_string(), subject, !ours);
     }
 
@@ -529,7 +515,7 @@ impl Applier<'_> {
     }
 
     async fn delete(&self, d: &Deletion, on: OnAccountDeleted) {
-        if self.stopping() {
+        if self.w.stopping() {
             return;
         }
         if !self.deletes.try_reserve(1) {
@@ -572,7 +558,7 @@ impl Applier<'_> {
             // A user already gone needs only its record removed; the record counts.
             Ok(()) => {
                 self.r.tracker.update(|s| s.counts.deleted += 1);
-                self.succeeded(1);
+                self.w.succeeded(1);
                 self.pending_removals
                     .lock()
                     .expect("removals lock")
@@ -584,7 +570,7 @@ impl Applier<'_> {
             }
             Err(e) if e.kind() == Some(crate::scim::ErrorKind::NotFound) => {
                 self.r.tracker.update(|s| s.counts.deleted += 1);
-                self.succeeded(1);
+                self.w.succeeded(1);
                 self.pending_removals
                     .lock()
                     .expect("removals lock")
@@ -595,10 +581,10 @@ impl Applier<'_> {
                     });
             }
             Err(e) => {
-                if certainly_not_applied(&e) {
+                if writes::certainly_not_applied(&e) {
                     self.deletes.release(1);
                 }
-                self.failed(1, action, &subject, &e);
+                self.w.failed(1, action, &subject, &e);
             }
         }
         self.r.tracker.advance(1);
@@ -611,7 +597,9 @@ impl Applier<'_> {
             let links = chunk.iter().filter(|p| p.counts_as_link).count() as i64;
             match self.r.domain.add_members(self.group_id, &ids).await {
                 Ok(_) => self.r.tracker.update(|s| s.counts.linked += links),
-                Err(e) => self.failed(chunk.len() as u64, "Record", &chunk[0].subject, &e),
+                Err(e) => self
+                    .w
+                    .failed(chunk.len() as u64, "Record", &chunk[0].subject, &e),
             }
         }
     }
@@ -619,7 +607,7 @@ impl Applier<'_> {
     async fn flush_removals(&self) {
         let mut pending =
             std::mem::take(&mut *self.pending_removals.lock().expect("removals lock"));
-        if self.stopping() {
+        if self.w.stopping() {
             // Record-only removals not yet sent are writes not yet issued: give them back.
             let before = pending.len();
             pending.retain(|p| p.counted);
@@ -635,14 +623,15 @@ impl Applier<'_> {
                     self.r
                         .tracker
                         .update(|s| s.counts.deleted += uncounted as i64);
-                    self.succeeded(uncounted);
+                    self.w.succeeded(uncounted);
                 }
                 Err(e) => {
                     if uncounted > 0 {
-                        if certainly_not_applied(&e) {
+                        if writes::certainly_not_applied(&e) {
                             self.deletes.release(uncounted);
                         }
-                        self.failed(uncounted, "RemoveRecord", &chunk[0].subject, &e);
+                        self.w
+                            .failed(uncounted, "RemoveRecord", &chunk[0].subject, &e);
                     } else {
                         // The users were deactivated/deleted; a stale record is retried next run.
                         tracing::warn!(error = %e, "removing records of deleted users failed");

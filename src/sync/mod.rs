@@ -8,6 +8,7 @@ pub mod import;
 pub mod outcome;
 pub mod progress;
 pub mod stop;
+pub mod writes;
 
 use std::time::Duration;
 
