@@ -208,7 +208,7 @@ pub(super) async fn list_side<T>(
     while let Some(page) = pager.next_page().await? {
         out.extend(page.iter().filter_map(&convert));
         report_listing(
-            r,
+            tracker,
             totals,
             side,
             page.len() as u64,
