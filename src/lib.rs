@@ -18,4 +18,5 @@ pub mod plan;
 pub mod schedule;
 pub mod scim;
 pub mod status;
+pub mod sync;
 pub mod telemetry;

@@ -11,7 +11,7 @@ use catalogsync::controller::{self, Config};
 use catalogsync::job_builder::JobConfig;
 use catalogsync::leader::LeaseConfig;
 use catalogsync::metrics::Metrics;
-use catalogsync::{crdgen, devrunner, http, telemetry};
+use catalogsync::{crdgen, devrunner, exit_code, http, sync, telemetry};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -41,6 +41,12 @@ enum Command {
         /// Write `<crd name>.yaml` files into this directory instead of printing.
         #[arg(long)]
         out_dir: Option<PathBuf>,
+    },
+    /// Execute one SyncRun (the sync Job's entrypoint; also runs by hand with a kubeconfig).
+    Sync {
+        /// The SyncRun, as NAMESPACE/NAME.
+        #[arg(long)]
+        run: String,
     },
     /// Run the controller (reconciles every catalogsync kind, runs SyncRuns as Jobs).
     Controller(ControllerArgs),
@@ -173,6 +179,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
+        Command::Sync { run } => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: starting the async runtime: {e}");
+                    return ExitCode::from(exit_code::FAILED);
+                }
+            };
+            ExitCode::from(rt.block_on(sync::main(&run)))
+        }
         Command::Crds { out_dir } => match out_dir {
             None => {
                 print!("{}", crdgen::to_yaml());

@@ -28,6 +28,8 @@ from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from lifecycle import exit_on_stdin_eof
+
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
     "te", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
@@ -146,15 +148,6 @@ def make_handler(upstream: str, plan: Plan):
     return Handler
 
 
-def exit_on_stdin_eof() -> None:
-    def watch():
-        while sys.stdin.buffer.read(4096):
-            pass
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:8080")
@@ -179,7 +172,7 @@ def main() -> None:
         plan.update({"fail": dict(item.split("=", 1) for item in args.fail.split(","))})
     server = ThreadingHTTPServer((args.host, args.port), make_handler(args.upstream, plan))
     server.daemon_threads = True
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     print(f"FAULTPROXY_READY port={server.server_address[1]}", flush=True)
     try:
         server.serve_forever()

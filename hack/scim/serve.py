@@ -65,6 +65,8 @@ from scim2_server.utils import load_default_resource_types
 from scim2_server.utils import load_default_schemas
 from scim2_server.utils import load_default_service_provider_config
 
+from lifecycle import exit_on_stdin_eof
+
 log = logging.getLogger("serve")
 
 BEARER = AuthenticationScheme(
@@ -324,15 +326,6 @@ def load_auth(args) -> dict[str, Any]:
     return {}
 
 
-def exit_on_stdin_eof() -> None:
-    def watch():
-        while sys.stdin.buffer.read(4096):
-            pass
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("tenants", nargs="+", metavar="TENANT")
@@ -396,7 +389,8 @@ def main() -> None:
 
     def stop(*_):
         server.close()
-        sys.exit(0)
+        # Skip interpreter teardown: freeing 100k resources takes seconds, and nothing needs flushing.
+        os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -1,6 +1,7 @@
 //! Integration tests of catalogsync against a real local control plane
-//! (etcd + kube-apiserver, see `harness`). One test binary, one control plane
-//! shared by all tests; each test works in its own namespace.
+//! (etcd + kube-apiserver, see `harness`) and real SCIM servers (see `scim_server`).
+//! One test binary, one control plane shared by all tests; each test works in its own
+//! namespace.
 
 mod clients;
 mod controller;
@@ -12,3 +13,4 @@ mod harness;
 mod rbac;
 mod scim_client;
 mod scim_server;
+mod sync_engine;

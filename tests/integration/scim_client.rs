@@ -400,3 +400,145 @@ async fn retries_429_5xx_and_dropped_connections_through_the_fault_proxy() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Costs of the real server, for the numbers in the docs. Run with
+/// `cargo test --test integration scim_costs -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: ~1 min, prints measurements"]
+async fn scim_costs() {
+    const N: usize = 20_000;
+    let server = ScimServer::start_with(
+        vec![TenantSpec::new("idx"), TenantSpec::new("cur").cursor()],
+        None,
+    );
+    let t = Instant::now();
+    let ids = server.seed_users("idx", "user", N).await;
+    println!("seed {N} users (server-side): {:.2?}", t.elapsed());
+    server.seed_users("cur", "user", N).await;
+
+    for tenant in ["idx", "cur"] {
+        let c = client(&server, tenant);
+        c.service_provider_config().await.unwrap();
+        for attrs in [&["userName", "emails"][..], &[][..]] {
+            let t = Instant::now();
+            let (users, stats) = c.list(USERS, attrs, None).await.unwrap();
+            let el = t.elapsed();
+            println!(
+                "list {tenant} attrs={attrs:?}: {} users, {} pages, {:.2?} total, {:.0?}/page",
+                users.len(),
+                stats.pages,
+                el,
+                el / stats.pages as u32
+            );
+        }
+    }
+
+    let c = client(&server, "idx");
+    for i in 0..2 {
+        let t = Instant::now();
+        let (found, _) = c
+            .list(USERS, &["userName"], Some(r#"userName eq "user012345""#))
+            .await
+            .unwrap();
+        println!(
+            "filter userName eq (#{i}): {} found, {:.2?}",
+            found.len(),
+            t.elapsed()
+        );
+    }
+    let t = Instant::now();
+    let (found, _) = c
+        .list(
+            USERS,
+            &["userName"],
+            Some(r#"emails.value eq "user012345@example.com""#),
+        )
+        .await
+        .unwrap();
+    println!(
+        "filter emails.value eq: {} found, {:.2?}",
+        found.len(),
+        t.elapsed()
+    );
+    let t = Instant::now();
+    for id in &ids[..100] {
+        c.get(USERS, id, &["userName"]).await.unwrap().unwrap();
+    }
+    println!("GET by id: {:.2?} each", t.elapsed() / 100);
+    let t = Instant::now();
+    assert!(c.get(USERS, "missing", &[]).await.unwrap().is_none());
+    println!("GET 404: {:.2?}", t.elapsed());
+
+    let gid = c.create(GROUPS, &Group::new("big")).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = Instant::now();
+    let sent = c.add_members(&gid, &ids[..10_000]).await.unwrap();
+    println!("add 10,000 members: {sent} request(s), {:.2?}", t.elapsed());
+    let t = Instant::now();
+    c.add_members(&gid, &ids[10_000..10_001]).await.unwrap();
+    println!("add 1 member to a 10,000-member group: {:.2?}", t.elapsed());
+    let t = Instant::now();
+    c.add_members(&gid, &ids[10_001..11_001]).await.unwrap();
+    println!(
+        "add 1,000 members to a 10,001-member group: {:.2?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let (m, _) = c.group_members(&gid).await.unwrap().unwrap();
+    println!("read {} members: {:.2?}", m.len(), t.elapsed());
+    let t = Instant::now();
+    c.remove_members(&gid, &ids[..1000]).await.unwrap();
+    println!(
+        "remove 1,000 members (read + replace under If-Match): {:.2?}",
+        t.elapsed()
+    );
+    let mut opts = ClientOptions::new(server.base_url("idx"), Auth::Bearer(server.token("idx")));
+    opts.member_removal = MemberRemoval::Filter;
+    let fc = ScimClient::with_options(opts).unwrap();
+    for n in [1usize, 10, 100] {
+        let from = 1000 + n;
+        let t = Instant::now();
+        fc.remove_members(&gid, &ids[from..from + n]).await.unwrap();
+        println!(
+            "remove {n} members by value filter (1 operation): {:.2?}",
+            t.elapsed()
+        );
+    }
+
+    let ops: Vec<BulkOperation> = (0..5000)
+        .map(|i| {
+            BulkOperation::post(
+                USERS,
+                format!("b{i}"),
+                serde_json::to_value(User::new(format!("bulk{i}"))).unwrap(),
+            )
+        })
+        .collect();
+    let t = Instant::now();
+    let out = c.bulk(&ops).await.unwrap();
+    let el = t.elapsed();
+    assert!(out.iter().all(|o| o.status == 201));
+    println!(
+        "bulk create 5,000 users: {el:.2?} ({:.0} users/s)",
+        5000.0 / el.as_secs_f64()
+    );
+
+    let t = Instant::now();
+    let futs = (0..1000).map(|i| {
+        let c = c.clone();
+        async move {
+            c.create(USERS, &User::new(format!("single{i}")))
+                .await
+                .map(|_| ())
+        }
+    });
+    futures::future::try_join_all(futs).await.unwrap();
+    let el = t.elapsed();
+    println!(
+        "1,000 single POSTs, parallelism 4: {el:.2?} ({:.0} users/s)",
+        1000.0 / el.as_secs_f64()
+    );
+    println!("requests made by the main client: {}", c.requests());
+}

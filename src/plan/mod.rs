@@ -1,6 +1,8 @@
 //! Plans: what a run will change, computed in full before any write so that limits are
 //! checked against the whole plan. Pure functions over the matching results.
 
+pub mod provision;
+
 use std::collections::HashSet;
 
 use crate::api::{Counts, OnAccountDeleted, OnExactMatch, OnNoMatch, PlannedCounts, RunItem};

@@ -1,0 +1,373 @@
+//! The Provision plan (identity domain → app): the grant group's members should hold an
+//! account, with the mapped attributes; accounts this operator provisioned for users no
+//! longer granted are deactivated or deleted. Pure.
+//!
+//! Ownership: an account belongs to the domain user whose id is its `externalId` (set at
+//! creation); an account without one is adopted by the member with the same userName
+//! (case-insensitive). Accounts whose `externalId` is no domain user are left alone: the
+//! operator did not provision them.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::api::{Counts, Operation, PlannedCounts, RunItem};
+
+use super::ITEMS_PER_KIND;
+
+/// A domain user as provisioning needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProvUser {
+    pub id: String,
+    pub user_name: String,
+    pub active: bool,
+    /// Values of each mapping's `domainAttribute`.
+    pub values: Vec<Vec<String>>,
+}
+
+/// An app account as provisioning needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProvAccount {
+    pub id: String,
+    pub user_name: String,
+    pub external_id: Option<String>,
+    pub active: bool,
+    /// Values of each mapping's `appAttribute`.
+    pub values: Vec<Vec<String>>,
+}
+
+/// An update: the account's mapped attributes that differ, and whether `active` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Update {
+    pub user: u32,
+    pub account: u32,
+    /// Indexes of the mappings whose values differ.
+    pub mappings: Vec<usize>,
+    /// The account's `active` must follow the user's.
+    pub active: Option<bool>,
+    /// An adopted account gets the user's id as `externalId`.
+    pub set_external_id: bool,
+}
+
+/// The Provision plan. Indexes point into the members and accounts given to [`provision`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProvisionPlan {
+    /// Members without an account.
+    pub creates: Vec<u32>,
+    pub updates: Vec<Update>,
+    /// Accounts of users no longer granted (or inactive members' accounts when Update is
+    /// not allowed), to deactivate.
+    pub deactivations: Vec<u32>,
+    /// Accounts of users no longer granted, to delete.
+    pub deletions: Vec<u32>,
+    /// Changes the allowed operations do not cover (reported, not applied).
+    pub not_allowed: u64,
+    pub counts: Counts,
+}
+
+fn same_values(a: &[String], b: &[String]) -> bool {
+    let norm = |v: &[String]| {
+        let mut v: Vec<String> = v
+            .iter()
+            .map(|s| s.trim().to_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    norm(a) == norm(b)
+}
+
+/// Computes the Provision plan. `members` are the grant group's users; `domain_ids` every
+/// domain user id (to tell a revoked user's account from an account we never provisioned).
+pub fn provision(
+    members: &[ProvUser],
+    domain_ids: &HashSet<String>,
+    accounts: &[ProvAccount],
+    operations: &[Operation],
+) -> ProvisionPlan {
+    let allowed = |o: Operation| operations.contains(&o);
+    let mut plan = ProvisionPlan::default();
+    plan.counts.app_accounts = accounts.len() as i64;
+    plan.counts.domain_users = members.len() as i64;
+
+    let member_by_id: HashMap<&str, u32> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id.as_str(), i as u32))
+        .collect();
+    let mut member_by_name: HashMap<String, Vec<u32>> = HashMap::new();
+    for (i, m) in members.iter().enumerate() {
+        member_by_name
+            .entry(m.user_name.to_lowercase())
+            .or_default()
+            .push(i as u32);
+    }
+    // Each member's account: by externalId first, then adoption by userName.
+    let mut account_of: Vec<Option<u32>> = vec![None; members.len()];
+    let mut adopted = vec![false; members.len()];
+    let mut revoked = Vec::new();
+    let mut adoptable = Vec::new();
+    for (a, acct) in accounts.iter().enumerate() {
+        let a = a as u32;
+        match acct.external_id.as_deref() {
+            Some(ext) => match member_by_id.get(ext) {
+                Some(&m) if account_of[m as usize].is_none() => account_of[m as usize] = Some(a),
+                // A second account for the same member: leave it for a human.
+                Some(_) => plan.counts.disputed += 1,
+                None if domain_ids.contains(ext) => revoked.push(a),
+                None => plan.counts.unmatched += 1,
+            },
+            None => adoptable.push(a),
+        }
+    }
+    for a in adoptable {
+        let name = accounts[a as usize].user_name.to_lowercase();
+        match member_by_name.get(&name).map(Vec::as_slice) {
+            Some([m]) if account_of[*m as usize].is_none() => {
+                account_of[*m as usize] = Some(a);
+                adopted[*m as usize] = true;
+            }
+            Some([_]) | Some([_, _, ..]) => plan.counts.disputed += 1,
+            _ => plan.counts.unmatched += 1,
+        }
+    }
+
+    for (m, user) in members.iter().enumerate() {
+        let m = m as u32;
+        match account_of[m as usize] {
+            None if user.active => {
+                if allowed(Operation::Create) {
+                    plan.creates.push(m);
+                } else {
+                    plan.not_allowed += 1;
+                }
+            }
+            // An inactive member gets no new account.
+            None => {}
+            Some(a) => {
+                let acct = &accounts[a as usize];
+                let mappings: Vec<usize> = (0..user.values.len())
+                    .filter(|&i| {
+                        !same_values(
+                            &user.values[i],
+                            acct.values.get(i).map(Vec::as_slice).unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                let active = (acct.active != user.active).then_some(user.active);
+                let set_external_id = adopted[m as usize];
+                if mappings.is_empty() && active.is_none() && !set_external_id {
+                    plan.counts.already_linked += 1;
+                } else if allowed(Operation::Update) {
+                    plan.updates.push(Update {
+                        user: m,
+                        account: a,
+                        mappings,
+                        active,
+                        set_external_id,
+                    });
+                } else if active == Some(false) && allowed(Operation::Deactivate) {
+                    plan.deactivations.push(a);
+                } else {
+                    plan.not_allowed += 1;
+                }
+            }
+        }
+    }
+    for a in revoked {
+        if allowed(Operation::Delete) {
+            plan.deletions.push(a);
+        } else if !accounts[a as usize].active {
+            // Already deactivated: nothing left to do.
+        } else if allowed(Operation::Deactivate) {
+            plan.deactivations.push(a);
+        } else {
+            plan.not_allowed += 1;
+        }
+    }
+    plan
+}
+
+impl ProvisionPlan {
+    /// Creates and deletes (deactivations count as deletes) against the limits.
+    pub fn planned(&self) -> PlannedCounts {
+        PlannedCounts {
+            creates: self.creates.len() as i64,
+            deletes: (self.deactivations.len() + self.deletions.len()) as i64,
+            links: 0,
+            updates: self.updates.len() as i64,
+        }
+    }
+
+    /// The first items of each kind, for `status.planItems`.
+    pub fn items(&self, members: &[ProvUser], accounts: &[ProvAccount]) -> Vec<RunItem> {
+        let user = |m: u32| members[m as usize].user_name.clone();
+        let acct = |a: u32| accounts[a as usize].user_name.clone();
+        let item = |action: &str, subject: String, reason: &str| RunItem {
+            action: action.into(),
+            subject,
+            reason: Some(reason.into()),
+        };
+        let mut out = Vec::new();
+        out.extend(
+            self.creates
+                .iter()
+                .take(ITEMS_PER_KIND)
+                .map(|&m| item("CreateAccount", user(m), "granted, no account")),
+        );
+        out.extend(self.updates.iter().take(ITEMS_PER_KIND).map(|u| {
+            item(
+                "UpdateAccount",
+                user(u.user),
+                "mapped attributes or active differ",
+            )
+        }));
+        out.extend(self.deactivations.iter().take(ITEMS_PER_KIND).map(|&a| {
+            item(
+                "DeactivateAccount",
+                acct(a),
+                "no longer granted or inactive",
+            )
+        }));
+        out.extend(
+            self.deletions
+                .iter()
+                .take(ITEMS_PER_KIND)
+                .map(|&a| item("DeleteAccount", acct(a), "no longer granted")),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str, name: &str, active: bool, email: &str) -> ProvUser {
+        ProvUser {
+            id: id.into(),
+            user_name: name.into(),
+            active,
+            values: vec![vec![name.into()], vec![email.into()]],
+        }
+    }
+    fn account(id: &str, name: &str, ext: Option<&str>, active: bool, email: &str) -> ProvAccount {
+        ProvAccount {
+            id: id.into(),
+            user_name: name.into(),
+            external_id: ext.map(Into::into),
+            active,
+            values: vec![vec![name.into()], vec![email.into()]],
+        }
+    }
+    const ALL: [Operation; 4] = [
+        Operation::Create,
+        Operation::Update,
+        Operation::Deactivate,
+        Operation::Delete,
+    ];
+
+    /// members: alice (in sync), bob (email changed), carol (no account), dave (inactive,
+    /// active account), erin (account adopted by userName); non-member frank has an account
+    /// we provisioned; grace's account was never ours.
+    fn fixture(ops: &[Operation]) -> ProvisionPlan {
+        let members = vec![
+            user("u-alice", "alice", true, "alice@x"),
+            user("u-bob", "bob", true, "bob@new"),
+            user("u-carol", "carol", true, "carol@x"),
+            user("u-dave", "dave", false, "dave@x"),
+            user("u-erin", "erin", true, "erin@x"),
+        ];
+        let domain_ids: HashSet<String> =
+            ["u-alice", "u-bob", "u-carol", "u-dave", "u-erin", "u-frank"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let accounts = vec![
+            account("a1", "ALICE", Some("u-alice"), true, "Alice@X"),
+            account("a2", "bob", Some("u-bob"), true, "bob@old"),
+            account("a4", "dave", Some("u-dave"), true, "dave@x"),
+            account("a5", "Erin", None, true, "erin@x"),
+            account("a6", "frank", Some("u-frank"), true, "frank@x"),
+            account("a7", "grace", Some("someone-else"), true, "grace@x"),
+        ];
+        provision(&members, &domain_ids, &accounts, ops)
+    }
+
+    #[test]
+    fn full_operations() {
+        let p = fixture(&ALL);
+        assert_eq!(p.creates, [2]);
+        assert_eq!(
+            p.updates,
+            [
+                Update {
+                    user: 1,
+                    account: 1,
+                    mappings: vec![1],
+                    active: None,
+                    set_external_id: false
+                },
+                Update {
+                    user: 3,
+                    account: 2,
+                    mappings: vec![],
+                    active: Some(false),
+                    set_external_id: false
+                },
+                Update {
+                    user: 4,
+                    account: 3,
+                    mappings: vec![],
+                    active: None,
+                    set_external_id: true
+                }
+            ]
+        );
+        assert!(p.deactivations.is_empty());
+        assert_eq!(p.deletions, [4]);
+        assert_eq!(
+            p.counts.already_linked, 1,
+            "alice (values compare case-insensitively)"
+        );
+        assert_eq!(p.counts.unmatched, 1, "grace is not ours");
+        assert_eq!(
+            p.planned(),
+            PlannedCounts {
+                creates: 1,
+                deletes: 1,
+                links: 0,
+                updates: 3
+            }
+        );
+    }
+
+    #[test]
+    fn default_operations_deactivate_instead_of_delete() {
+        let p = fixture(&[Operation::Create, Operation::Update, Operation::Deactivate]);
+        assert!(p.deletions.is_empty());
+        assert_eq!(p.deactivations, [4]);
+    }
+
+    #[test]
+    fn without_update_an_inactive_member_is_deactivated_and_drift_is_reported() {
+        let p = fixture(&[Operation::Deactivate]);
+        assert!(p.creates.is_empty() && p.updates.is_empty());
+        assert_eq!(p.deactivations, [2, 4]);
+        assert_eq!(p.not_allowed, 3, "carol's create, bob's and erin's updates");
+    }
+
+    #[test]
+    fn two_accounts_for_one_member_are_disputed() {
+        let members = vec![user("u1", "alice", true, "a@x")];
+        let ids: HashSet<String> = ["u1".to_string()].into();
+        let accounts = vec![
+            account("a1", "alice", Some("u1"), true, "a@x"),
+            account("a2", "alice2", Some("u1"), true, "a@x"),
+        ];
+        let p = provision(&members, &ids, &accounts, &ALL);
+        assert_eq!(p.counts.disputed, 1);
+        assert_eq!(p.counts.already_linked, 1);
+        assert!(p.creates.is_empty() && p.deletions.is_empty());
+    }
+}
