@@ -1033,3 +1033,62 @@ async fn steady_state_makes_no_writes() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(versions().await, before, "no writes while nothing changes");
 }
+
+#[tokio::test]
+async fn end_to_end_a_requested_run_executes_through_the_dev_job_runner() {
+    let env = Env::new("ctl-e2e").await;
+    // The same 20 people exist in the app and the identity domain: the import links them.
+    env.scim.seed_users("app", "user", 20).await;
+    env.scim.seed_users("iam", "user", 20).await;
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (stop, rx) = watch::channel(false);
+    let runner = tokio::spawn(catalogsync::devrunner::run(
+        env.client.clone(),
+        catalogsync::devrunner::RunnerConfig {
+            binary: env!("CARGO_BIN_EXE_catalogsync").into(),
+            kubeconfig: Some(env.cp.kubeconfig_path().to_path_buf()),
+            namespace: Some(env.ns.clone()),
+            grace: Duration::from_secs(5),
+        },
+        rx,
+    ));
+    env.policy("").await;
+    env.app(true).await;
+    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
+        .await;
+    env.request_run("e2e").await;
+    let a = env
+        .wait_app("lastRun Succeeded", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.last_run.as_ref())
+                .and_then(|r| r.phase)
+                == Some(RunPhase::Succeeded)
+        })
+        .await;
+    let st = a.status.unwrap();
+    let last = st.last_run.unwrap();
+    let counts = last.counts.expect("counts mirrored");
+    assert_eq!(counts.app_accounts, 20, "{counts:?}");
+    assert_eq!(counts.linked + counts.already_linked, 20, "{counts:?}");
+    assert!(last.start_time.is_some() && last.completion_time.is_some());
+    assert!(st.active_run.is_none());
+    assert_eq!(
+        find(&st.conditions, "Synchronizing").unwrap().status,
+        "False"
+    );
+    assert_eq!(
+        find(&st.conditions, "LimitExceeded").unwrap().status,
+        "False"
+    );
+    let job = env.api::<Job>().get(&last.name).await.unwrap();
+    let complete = job.status.unwrap().conditions.unwrap();
+    assert!(
+        complete
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True")
+    );
+    let _ = stop.send(true);
+    runner.await.unwrap().unwrap();
+}
