@@ -173,6 +173,21 @@ impl Metrics {
         }
     }
 
+    /// Removes the series of every app not in `apps` (namespace, name).
+    pub fn retain_apps(&self, apps: &[(String, String)]) {
+        let mut series = self.app_series.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<(String, String)> = series
+            .keys()
+            .filter(|k| !apps.contains(k))
+            .cloned()
+            .collect();
+        for key in gone {
+            for l in series.remove(&key).unwrap_or_default() {
+                self.conditions.remove(&l);
+            }
+        }
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -229,5 +244,7 @@ mod tests {
         let text = m.render();
         assert!(!text.contains("name=\"slack\""), "{text}");
         assert!(text.contains("name=\"jira\""));
+        m.retain_apps(&[]);
+        assert!(!m.render().contains("name=\"jira\""));
     }
 }

@@ -798,22 +798,12 @@ pub async fn reconcile(app: Arc<CatalogApp>, ctx: Arc<Context>) -> Result<Action
         .ok_or_else(|| Error::NoNamespace(app.name_any()))?;
     let name = app.name_any();
     if app.metadata.deletion_timestamp.is_some() {
-        ctx.metrics.remove_app(&ns, &name);
         return Ok(Action::await_change());
     }
 
     // Dereference.
     let provisioning = check_provisioning(&ctx, &app, &ns).await?;
-    let policies: Api<SyncPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-    let policy_name = app
-        .spec
-        .synchronization
-        .as_ref()
-        .map(|s| s.policy_ref.name.clone());
-    let policy = match &policy_name {
-        Some(p) => policies.get_opt(p).await?,
-        None => None,
-    };
+    let (policy_name, policy) = super::policy_of(&ctx, &app, &ns).await?;
     let policy_state = match (&policy_name, &policy) {
         (None, _) => PolicyState::NotReferenced,
         (Some(_), Some(p)) => PolicyState::Found(p),

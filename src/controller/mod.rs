@@ -9,6 +9,7 @@ pub mod connectivity;
 pub mod identity_domain;
 pub mod sync_run;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::watcher::{self, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::watch;
 
@@ -163,6 +164,61 @@ fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) 
     }
 }
 
+/// The SyncPolicy an app references: its name (if any) and the object (if found).
+pub async fn policy_of(
+    ctx: &Context,
+    app: &CatalogApp,
+    ns: &str,
+) -> Result<(Option<String>, Option<SyncPolicy>)> {
+    let Some(name) = app
+        .spec
+        .synchronization
+        .as_ref()
+        .map(|s| s.policy_ref.name.clone())
+    else {
+        return Ok((None, None));
+    };
+    let policy = Api::<SyncPolicy>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&name)
+        .await?;
+    Ok((Some(name), policy))
+}
+
+/// Removes the metrics of deleted apps. Reconciles never see a deletion (no
+/// finalizers, which would leave namespaces stuck), so a watch does it.
+async fn forget_deleted_apps(
+    api: Api<kube::core::PartialObjectMeta<CatalogApp>>,
+    metrics: Arc<Metrics>,
+    mut stop: impl Future<Output = ()> + Unpin,
+) {
+    use kube::runtime::watcher::Event;
+    let mut events = watcher(api, watcher::Config::default()).boxed();
+    let mut listed = Vec::new();
+    loop {
+        let event = tokio::select! {
+            _ = &mut stop => return,
+            e = events.next() => e,
+        };
+        match event {
+            Some(Ok(Event::Delete(m))) => {
+                metrics.remove_app(&m.namespace().unwrap_or_default(), &m.name_any())
+            }
+            Some(Ok(Event::Init)) => listed.clear(),
+            Some(Ok(Event::InitApply(m))) => {
+                listed.push((m.namespace().unwrap_or_default(), m.name_any()))
+            }
+            // After a relist, apps deleted meanwhile are those not listed.
+            Some(Ok(Event::InitDone)) => metrics.retain_apps(&listed),
+            Some(Ok(Event::Apply(_))) => {}
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "CatalogApp metadata watch");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            None => return,
+        }
+    }
+}
+
 /// An Api over all namespaces, or the one the controller is restricted to.
 fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
 where
@@ -285,7 +341,13 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
         .run(sync_run::reconcile, error_policy("SyncRun"), ctx.clone())
         .for_each(|_| async {});
 
-    tokio::join!(domains, apps, runs);
+    let forget = forget_deleted_apps(
+        scoped::<kube::core::PartialObjectMeta<CatalogApp>>(&client, &ns),
+        ctx.metrics.clone(),
+        Box::pin(stop()),
+    );
+
+    tokio::join!(domains, apps, runs, forget);
 }
 
 /// Runs the controllers, with leader election when `lease` is set, until

@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error, Ev, Result, now_time};
-use crate::api::{CatalogApp, Direction, IdentityDomain, RunPhase, SyncPolicy, SyncRun};
+use crate::api::{CatalogApp, Direction, IdentityDomain, RunPhase, SyncRun};
 use crate::job_builder;
 use crate::status;
 
@@ -87,6 +87,68 @@ fn switched_off(app: &CatalogApp, direction: Direction) -> Option<&'static str> 
     }
 }
 
+/// Why a run ends before its Job exists.
+struct Ending {
+    phase: RunPhase,
+    reason: &'static str,
+    message: String,
+}
+
+impl Ending {
+    fn failed(reason: &'static str, message: String) -> Self {
+        Ending {
+            phase: RunPhase::Failed,
+            reason,
+            message,
+        }
+    }
+}
+
+/// Reads the app, its domain and policy, and builds the run's Job — or says
+/// why the run cannot have one.
+async fn build_job(
+    ctx: &Context,
+    run: &SyncRun,
+    ns: &str,
+) -> Result<std::result::Result<Job, Ending>> {
+    let app_name = &run.spec.app_ref.name;
+    let Some(app) = Api::<CatalogApp>::namespaced(ctx.client.clone(), ns)
+        .get_opt(app_name)
+        .await?
+    else {
+        let msg = format!("CatalogApp {app_name:?} not found");
+        return Ok(Err(Ending::failed("AppNotFound", msg)));
+    };
+    if let Some(why) = switched_off(&app, run.spec.direction) {
+        return Ok(Err(Ending {
+            phase: RunPhase::Cancelled,
+            reason: "Cancelled",
+            message: why.into(),
+        }));
+    }
+    let domain_name = &app.spec.identity_domain_ref.name;
+    let Some(domain) = Api::<IdentityDomain>::namespaced(ctx.client.clone(), ns)
+        .get_opt(domain_name)
+        .await?
+    else {
+        let msg = format!("IdentityDomain {domain_name:?} not found");
+        return Ok(Err(Ending::failed("IdentityDomainNotFound", msg)));
+    };
+    let (policy_name, policy) = super::policy_of(ctx, &app, ns).await?;
+    // Provisioning runs work without a policy (default timeout); imports need it.
+    if run.spec.direction == Direction::Import && policy.is_none() {
+        let msg = format!("SyncPolicy {:?} not found", policy_name.unwrap_or_default());
+        return Ok(Err(Ending::failed("PolicyNotFound", msg)));
+    }
+    Ok(Ok(job_builder::build(
+        run,
+        &app,
+        &domain,
+        policy.as_ref(),
+        &ctx.config.job,
+    )))
+}
+
 pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("SyncRun");
     let ns = run
@@ -126,64 +188,13 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
             return Ok(Action::await_change());
         }
         // Dereference, validate, build, apply.
-        let apps: Api<CatalogApp> = Api::namespaced(ctx.client.clone(), &ns);
-        let app_name = &run.spec.app_ref.name;
-        let Some(app) = apps.get_opt(app_name).await? else {
-            finish(
-                &ctx,
-                &run,
-                RunPhase::Failed,
-                "AppNotFound",
-                &format!("CatalogApp {app_name:?} not found"),
-                None,
-            )
-            .await?;
-            return Ok(Action::await_change());
-        };
-        if let Some(why) = switched_off(&app, run.spec.direction) {
-            finish(&ctx, &run, RunPhase::Cancelled, "Cancelled", why, None).await?;
-            return Ok(Action::await_change());
-        }
-        let domains: Api<IdentityDomain> = Api::namespaced(ctx.client.clone(), &ns);
-        let domain_name = &app.spec.identity_domain_ref.name;
-        let Some(domain) = domains.get_opt(domain_name).await? else {
-            finish(
-                &ctx,
-                &run,
-                RunPhase::Failed,
-                "IdentityDomainNotFound",
-                &format!("IdentityDomain {domain_name:?} not found"),
-                None,
-            )
-            .await?;
-            return Ok(Action::await_change());
-        };
-        let policy_name = app
-            .spec
-            .synchronization
-            .as_ref()
-            .map(|s| s.policy_ref.name.clone());
-        let policy = match &policy_name {
-            Some(p) => {
-                Api::<SyncPolicy>::namespaced(ctx.client.clone(), &ns)
-                    .get_opt(p)
-                    .await?
+        let job = match build_job(&ctx, &run, &ns).await? {
+            Ok(job) => job,
+            Err(end) => {
+                finish(&ctx, &run, end.phase, end.reason, &end.message, None).await?;
+                return Ok(Action::await_change());
             }
-            None => None,
         };
-        if run.spec.direction == Direction::Import && policy.is_none() {
-            finish(
-                &ctx,
-                &run,
-                RunPhase::Failed,
-                "PolicyNotFound",
-                &format!("SyncPolicy {:?} not found", policy_name.unwrap_or_default()),
-                None,
-            )
-            .await?;
-            return Ok(Action::await_change());
-        }
-        let job = job_builder::build(&run, &app, &domain, policy.as_ref(), &ctx.config.job);
         match jobs.create(&PostParams::default(), &job).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
