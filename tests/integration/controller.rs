@@ -268,6 +268,13 @@ fn app_cond(a: &CatalogApp, t: &str) -> Option<(String, String)> {
     cond_reason(&a.status.clone().unwrap_or_default().conditions, t)
 }
 
+fn app_message(a: &CatalogApp, t: &str) -> String {
+    let conds = a.status.clone().unwrap_or_default().conditions;
+    find(&conds, t)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 fn tf(status: &str, reason: &str) -> Option<(String, String)> {
     Some((status.into(), reason.into()))
 }
@@ -364,6 +371,39 @@ async fn provisioning_creates_the_grant_group_and_kubectl_wait_ready_works() {
     let env = Env::new("ctl-prov").await;
     let _ctl =
         RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    // The app before its identity domain: IdentityDomainNotFound.
+    env.apply(&format!(
+        r#"
+apiVersion: catalogsync.io/v1alpha1
+kind: CatalogApp
+metadata: {{name: slack}}
+spec:
+  identityDomainRef: {{name: corp}}
+  connection:
+    url: {}
+    auth: {{bearerToken: {{secretRef: {{name: app-token, key: token}}}}}}
+  provisioning: {{enabled: true}}
+"#,
+        env.scim.base_url("app")
+    ))
+    .await;
+    env.wait_app("IdentityDomainNotFound", |a| {
+        app_cond(a, "ProvisioningEnabled") == tf("False", "IdentityDomainNotFound")
+    })
+    .await;
+    // The domain exists but cannot connect (its Secret is missing): IdentityDomainNotReady.
+    env.domain(&env.scim.base_url("iam")).await;
+    let a = env
+        .wait_app("IdentityDomainNotReady", |a| {
+            app_cond(a, "ProvisioningEnabled") == tf("False", "IdentityDomainNotReady")
+        })
+        .await;
+    let msg = app_message(&a, "ProvisioningEnabled");
+    assert!(
+        msg.contains("iam-token"),
+        "the domain's cause is passed on: {msg}"
+    );
+
     // The app first points at a wrong token: Unauthorized, stable reason.
     env.app_with_token(false, "wrong").await;
     let a = env
@@ -1091,4 +1131,187 @@ async fn end_to_end_a_requested_run_executes_through_the_dev_job_runner() {
     );
     let _ = stop.send(true);
     runner.await.unwrap().unwrap();
+}
+
+/// `deploy/` applied for real (CRDs, RBAC, namespace), once per process.
+async fn deploy(cp: &ControlPlane) {
+    static DEPLOYED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DEPLOYED
+        .get_or_init(|| async {
+            let dir = crate::harness::repo_path("deploy").display().to_string();
+            let out = cp
+                .kubectl(["apply", "-k", &dir, "--server-side", "--force-conflicts"])
+                .await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        })
+        .await;
+}
+
+/// A kubeconfig for `client`'s token (the ServiceAccount the binary runs as).
+fn kubeconfig_with_token(cp: &ControlPlane, token: &str, path: &std::path::Path) {
+    let admin = std::fs::read_to_string(cp.kubeconfig_path()).unwrap();
+    let mut cfg: serde_yaml::Value = serde_yaml::from_str(&admin).unwrap();
+    cfg["users"][0]["user"]["token"] = serde_yaml::Value::String(token.into());
+    std::fs::write(path, serde_yaml::to_string(&cfg).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn the_binary_runs_with_deploy_rbac_serves_metrics_and_shuts_down_gracefully() {
+    let env = Env::new("ctl-binary").await;
+    deploy(env.cp).await;
+    // The controller's own identity, with the least-privilege RBAC of deploy/.
+    let sa = "catalogsync-controller";
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(env.client.clone(), "catalogsync-system");
+    let token = sas
+        .create_token_request(
+            sa,
+            &PostParams::default(),
+            &serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).unwrap(),
+        )
+        .await
+        .expect("token for the controller account")
+        .status
+        .unwrap()
+        .token;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    kubeconfig_with_token(env.cp, &token, &kubeconfig);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lease_name = format!("catalogsync-{}", env.ns);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_catalogsync"))
+        .args([
+            "controller",
+            "--leader-elect",
+            "--lease-namespace",
+            "catalogsync-system",
+            "--lease-name",
+            &lease_name,
+            "--identity",
+            "binary-under-test",
+            "--namespace",
+            &env.ns,
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--job-image",
+            JOB_IMAGE,
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the controller binary");
+
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .ok()?;
+            Some((r.status().as_u16(), r.text().await.ok()?))
+        }
+    };
+    eventually(30, "/healthz", || async {
+        (get("/healthz").await?.0 == 200).then_some(())
+    })
+    .await;
+    eventually(30, "/readyz", || async {
+        (get("/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+
+    env.policy("").await;
+    env.app(true).await;
+    env.wait_app("Ready (as the controller account)", |a| {
+        app_cond(a, "Ready") == tf("True", "Ready")
+    })
+    .await;
+    env.request_run("rbac").await;
+    let run = eventually(30, "run with Job", || async {
+        let r = env.runs().await.into_iter().next()?;
+        r.status.as_ref()?.job_name.clone().map(|_| r)
+    })
+    .await;
+    env.api::<Job>()
+        .get(&run.name_any())
+        .await
+        .expect("Job created by the controller account");
+    let events = env
+        .cp
+        .kubectl([
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            &env.ns,
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .await;
+    assert!(String::from_utf8_lossy(&events.stdout).contains("RunStarted"));
+
+    let (_, metrics) = get("/metrics").await.expect("/metrics");
+    assert!(
+        metrics.contains("catalogsync_reconciles_total{kind=\"CatalogApp\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "catalogsync_app_condition{{namespace=\"{}\",name=\"slack\",condition=\"Ready\"}} 1",
+            env.ns
+        )),
+        "{metrics}"
+    );
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "catalogsync-system");
+    let holder = leases
+        .get(&lease_name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity;
+    assert_eq!(holder.as_deref(), Some("binary-under-test"));
+
+    // A deleted app's series go away.
+    env.api::<CatalogApp>()
+        .delete("slack", &Default::default())
+        .await
+        .unwrap();
+    eventually(30, "the app's metrics removed", || async {
+        let (_, m) = get("/metrics").await?;
+        (!m.contains("name=\"slack\"")).then_some(())
+    })
+    .await;
+
+    // SIGTERM: controllers stop, the lease is released, the process exits 0.
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits within 20s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let holder = leases
+        .get(&lease_name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity;
+    assert_ne!(
+        holder.as_deref(),
+        Some("binary-under-test"),
+        "lease released"
+    );
 }
