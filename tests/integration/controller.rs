@@ -220,6 +220,15 @@ spec:
             .items
     }
 
+    /// The first run, once the controller has recorded its Job.
+    async fn first_run_with_job(&self, secs: u64) -> SyncRun {
+        eventually(secs, "a run with its Job", || async {
+            let r = self.runs().await.into_iter().next()?;
+            r.status.as_ref()?.job_name.clone().map(|_| r)
+        })
+        .await
+    }
+
     async fn request_run(&self, token: &str) {
         self.api::<CatalogApp>()
             .patch(
@@ -837,11 +846,7 @@ async fn job_failing_without_an_outcome_fails_the_run_with_the_jobs_reason() {
     env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
         .await;
     env.request_run("x").await;
-    let run = eventually(30, "run with Job", || async {
-        let r = env.runs().await.into_iter().next()?;
-        r.status.as_ref()?.job_name.clone().map(|_| r)
-    })
-    .await;
+    let run = env.first_run_with_job(30).await;
     env.job_writes(&run.name_any(), json!({"phase": "Running"}))
         .await;
     // The Job controller gives up (deadline); the pod never wrote an outcome.
@@ -887,11 +892,7 @@ async fn controller_restart_mid_run_creates_no_duplicate_and_keeps_status() {
     let ctl = RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
     env.policy("schedule: \"*/3 * * * * *\"").await;
     env.app(true).await;
-    let run = eventually(60, "scheduled run with Job", || async {
-        let r = env.runs().await.into_iter().next()?;
-        r.status.as_ref()?.job_name.clone().map(|_| r)
-    })
-    .await;
+    let run = env.first_run_with_job(60).await;
     env.job_writes(
         &run.name_any(),
         json!({"phase": "Running", "progress": {"processed": 1, "total": 2, "percent": 50}}),
@@ -1016,11 +1017,7 @@ async fn steady_state_makes_no_writes() {
     })
     .await;
     env.request_run("once").await;
-    let run = eventually(30, "run with Job", || async {
-        let r = env.runs().await.into_iter().next()?;
-        r.status.as_ref()?.job_name.clone().map(|_| r)
-    })
-    .await;
+    let run = env.first_run_with_job(30).await;
     env.job_writes(
         &run.name_any(),
         json!({"phase": "Succeeded", "completionTime": "2026-01-01T00:00:00Z"}),
@@ -1238,11 +1235,7 @@ async fn the_binary_runs_with_deploy_rbac_serves_metrics_and_shuts_down_graceful
     })
     .await;
     env.request_run("rbac").await;
-    let run = eventually(30, "run with Job", || async {
-        let r = env.runs().await.into_iter().next()?;
-        r.status.as_ref()?.job_name.clone().map(|_| r)
-    })
-    .await;
+    let run = env.first_run_with_job(30).await;
     env.api::<Job>()
         .get(&run.name_any())
         .await
