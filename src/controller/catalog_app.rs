@@ -104,7 +104,7 @@ fn phase(run: &SyncRun) -> Option<RunPhase> {
 }
 
 fn is_active(run: &SyncRun) -> bool {
-    !phase(run).is_some_and(RunPhase::is_finished)
+    !super::sync_run::is_finished(run)
 }
 
 fn created(run: &SyncRun) -> Option<jiff::Timestamp> {

@@ -72,6 +72,14 @@ pub async fn finish(
     Ok(())
 }
 
+/// True once the run's phase is final.
+pub fn is_finished(run: &SyncRun) -> bool {
+    run.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(RunPhase::is_finished)
+}
+
 /// The reason a run may not start now (the app switched it off), if any.
 fn switched_off(app: &CatalogApp, direction: Direction) -> Option<&'static str> {
     let prov = app.spec.provisioning.as_ref().is_some_and(|p| p.enabled);
@@ -168,12 +176,7 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
             // Its Job was created and is gone: deleted by hand, or the run was
             // cancelled meanwhile. Re-read so a just-written outcome wins.
             let fresh = runs.get(&name).await?;
-            if fresh
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .is_some_and(RunPhase::is_finished)
-            {
+            if is_finished(&fresh) {
                 return Ok(Action::await_change());
             }
             finish(
@@ -252,12 +255,7 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
     // The Job has ended; the run's own final write happens before its process
     // exits, so a fresh read tells whether it reported.
     let fresh = runs.get(&name).await?;
-    if fresh
-        .status
-        .as_ref()
-        .and_then(|s| s.phase)
-        .is_some_and(RunPhase::is_finished)
-    {
+    if is_finished(&fresh) {
         return Ok(Action::await_change());
     }
     let (reason, message) = match end {

@@ -220,6 +220,22 @@ spec:
             .items
     }
 
+    /// The reasons of the events in the namespace, as kubectl shows them.
+    async fn event_reasons(&self) -> String {
+        let out = self
+            .cp
+            .kubectl([
+                "get",
+                "events.events.k8s.io",
+                "-n",
+                &self.ns,
+                "-o",
+                "jsonpath={.items[*].reason}",
+            ])
+            .await;
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The first run, once the controller has recorded its Job.
     async fn first_run_with_job(&self, secs: u64) -> SyncRun {
         eventually(secs, "a run with its Job", || async {
@@ -359,20 +375,9 @@ async fn identity_domain_reports_credential_problems_and_recovers_without_restar
     );
 
     // Events tell the story.
-    let events = env
-        .cp
-        .kubectl([
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            &env.ns,
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ])
-        .await;
-    let reasons = String::from_utf8_lossy(&events.stdout).to_string();
-    assert!(reasons.contains("ConnectivityRestored"), "{reasons}");
-    assert!(reasons.contains("ConnectivityLost"), "{reasons}");
+    let events = env.event_reasons().await;
+    assert!(events.contains("ConnectivityRestored"), "{events}");
+    assert!(events.contains("ConnectivityLost"), "{events}");
 }
 
 #[tokio::test]
@@ -685,6 +690,8 @@ async fn scheduled_run_then_disabling_cancels_it_and_enabling_resumes() {
         })
         .await;
     assert_eq!(app_cond(&a, "Synchronizing").unwrap().0, "False");
+    let events = env.event_reasons().await;
+    assert!(events.contains("RunCancelled"), "{events}");
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(env.runs().await.len(), 1, "no scheduling while disabled");
 
@@ -884,6 +891,43 @@ async fn job_failing_without_an_outcome_fails_the_run_with_the_jobs_reason() {
         })
         .await;
     assert_eq!(app_cond(&a, "Synchronizing").unwrap().0, "False");
+    let events = env.event_reasons().await;
+    assert!(events.contains("RunFailed"), "{events}");
+}
+
+#[tokio::test]
+async fn a_run_stopped_on_a_limit_sets_limit_exceeded_with_planned_and_allowed() {
+    let env = Env::new("ctl-limit").await;
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    env.policy("limits: {maxCreates: 100}").await;
+    env.app(true).await;
+    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
+        .await;
+    env.request_run("limit").await;
+    let run = env.first_run_with_job(30).await;
+    env.job_writes(
+        &run.name_any(),
+        json!({"phase": "LimitExceeded", "completionTime": "2026-01-01T00:00:00Z",
+               "planned": {"creates": 150, "deletes": 2},
+               "limits": {"maxCreates": 100}}),
+    )
+    .await;
+    let a = env
+        .wait_app("LimitExceeded True", |a| {
+            app_cond(a, "LimitExceeded") == tf("True", "LimitExceeded")
+        })
+        .await;
+    let msg = app_message(&a, "LimitExceeded");
+    assert!(msg.contains("150") && msg.contains("100"), "{msg}");
+    assert_eq!(app_cond(&a, "Ready"), tf("True", "Ready"));
+    eventually(10, "LimitExceeded event", || async {
+        env.event_reasons()
+            .await
+            .contains("LimitExceeded")
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -1203,6 +1247,8 @@ async fn the_binary_runs_with_deploy_rbac_serves_metrics_and_shuts_down_graceful
         ])
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(dir.path().join("log")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
         .kill_on_drop(true)
         .spawn()
         .expect("start the controller binary");
@@ -1219,10 +1265,22 @@ async fn the_binary_runs_with_deploy_rbac_serves_metrics_and_shuts_down_graceful
             Some((r.status().as_u16(), r.text().await.ok()?))
         }
     };
-    eventually(30, "/healthz", || async {
-        (get("/healthz").await?.0 == 200).then_some(())
-    })
-    .await;
+    let log = |dir: &std::path::Path| {
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        format!("{}{}", read("log"), read("err"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get("/healthz").await.map(|r| r.0) != Some(200) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the controller exited with {status}:\n{}", log(dir.path()));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no /healthz after 60s:\n{}",
+            log(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     eventually(30, "/readyz", || async {
         (get("/readyz").await?.0 == 200).then_some(())
     })
@@ -1240,18 +1298,8 @@ async fn the_binary_runs_with_deploy_rbac_serves_metrics_and_shuts_down_graceful
         .get(&run.name_any())
         .await
         .expect("Job created by the controller account");
-    let events = env
-        .cp
-        .kubectl([
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            &env.ns,
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ])
-        .await;
-    assert!(String::from_utf8_lossy(&events.stdout).contains("RunStarted"));
+    let events = env.event_reasons().await;
+    assert!(events.contains("RunStarted"), "{events}");
 
     let (_, metrics) = get("/metrics").await.expect("/metrics");
     assert!(
