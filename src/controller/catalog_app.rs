@@ -705,7 +705,10 @@ async fn check_provisioning(
             ),
         )),
     };
-    ctx.app_probes.put(&key, &fingerprint, state.clone());
+    // Failures are not cached: the next reconcile (at most FAILURE_RECHECK away) retries.
+    if !matches!(state, ProvisioningState::Failed(_)) {
+        ctx.app_probes.put(&key, &fingerprint, state.clone());
+    }
     Ok(state)
 }
 
@@ -883,7 +886,11 @@ pub async fn reconcile(app: Arc<CatalogApp>, ctx: Arc<Context>) -> Result<Action
         ctx.metrics
             .run_finished(&format!("{direction:?}"), &format!("{phase:?}"));
     }
-    Ok(Action::requeue(plan.requeue.max(Duration::from_secs(1))))
+    let mut requeue = plan.requeue.min(ctx.config.recheck);
+    if matches!(provisioning, ProvisioningState::Failed(_)) {
+        requeue = requeue.min(super::FAILURE_RECHECK);
+    }
+    Ok(Action::requeue(requeue.max(Duration::from_secs(1))))
 }
 
 #[cfg(test)]

@@ -54,6 +54,9 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How soon a failed connectivity check is retried when nothing else changes.
+pub const FAILURE_RECHECK: Duration = Duration::from_secs(30);
+
 /// The controller's settings.
 #[derive(Clone, Debug)]
 pub struct Config {
