@@ -7,6 +7,7 @@
 pub mod catalog_app;
 pub mod connectivity;
 pub mod identity_domain;
+pub mod sync_policy;
 pub mod sync_run;
 
 use std::future::Future;
@@ -334,6 +335,16 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
         )
         .for_each(|_| async {});
 
+    // SyncPolicy: validation only.
+    let policies = Controller::new(scoped::<SyncPolicy>(&client, &ns), wc.clone())
+        .graceful_shutdown_on(stop())
+        .run(
+            sync_policy::reconcile,
+            error_policy("SyncPolicy"),
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+
     // SyncRun: its Job.
     let runs = Controller::new(scoped::<SyncRun>(&client, &ns), wc.clone())
         .owns(
@@ -350,7 +361,7 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
         Box::pin(stop()),
     );
 
-    tokio::join!(domains, apps, runs, forget);
+    tokio::join!(domains, apps, policies, runs, forget);
 }
 
 /// Runs the controllers, with leader election when `lease` is set, until

@@ -784,6 +784,14 @@ async fn missing_policy_is_reported_until_it_exists() {
         })
         .await;
     assert_eq!(app_cond(&a, "Ready"), tf("False", "InvalidSchedule"));
+    // The policy says so itself.
+    let p = eventually(30, "policy Ready False InvalidSchedule", || async {
+        let p = env.api::<SyncPolicy>().get("default").await.ok()?;
+        let c = find(&p.status.as_ref()?.conditions, "Ready")?.clone();
+        (c.reason == "InvalidSchedule" && c.status == "False").then_some(p)
+    })
+    .await;
+    assert_eq!(p.status.unwrap().observed_generation, p.metadata.generation);
 }
 
 #[tokio::test]
