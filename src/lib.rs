@@ -2,9 +2,11 @@
 //! synchronization into an identity domain, over SCIM 2.0.
 
 pub mod api;
+pub mod catalog;
 pub mod conditions;
 pub mod crdgen;
 pub mod credentials;
 pub mod exit_code;
+pub mod mapping;
 pub mod status;
 pub mod telemetry;
