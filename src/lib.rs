@@ -2,6 +2,7 @@
 //! synchronization into an identity domain, over SCIM 2.0.
 
 pub mod api;
+pub mod apidocs;
 pub mod catalog;
 pub mod conditions;
 pub mod crdgen;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use catalogsync::{crdgen, telemetry};
+use catalogsync::{apidocs, crdgen, telemetry};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -28,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Print the API reference (Markdown) generated from the CRD schemas.
+    ApiDocs,
     /// Print every CRD as YAML (or write one file per CRD into a directory).
     Crds {
         /// Write `<crd name>.yaml` files into this directory instead of printing.
@@ -40,6 +42,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
+        Command::ApiDocs => {
+            print!("{}", apidocs::render());
+            ExitCode::SUCCESS
+        }
         Command::Crds { out_dir } => match out_dir {
             None => {
                 print!("{}", crdgen::to_yaml());
