@@ -351,6 +351,8 @@ def main() -> None:
         stream=sys.stderr,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    # "Task queue depth" warnings only say that all threads are busy, which tests do on purpose.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
     raw_auth = load_auth(args)
     secret = os.environ.get("SCIM2_SERVER_SECRET") or secrets.token_urlsafe(32)

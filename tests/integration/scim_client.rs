@@ -1,6 +1,6 @@
 //! The SCIM client against the real scim2-server (hack/scim/serve.py).
 
-use crate::scim_server::{FaultProxy, ScimServer, TenantSpec};
+use crate::scim_server::{FaultProxy, ScimServer, TenantSpec, generate_certs};
 use catalogsync::scim::model::{GROUPS, USERS};
 use catalogsync::scim::{
     Auth, BulkOperation, ClientOptions, ErrorKind, Group, MemberRemoval, PatchOp, RetryPolicy,
@@ -306,6 +306,20 @@ async fn authentication_schemes_and_401() {
     });
     assert_eq!(oauth.list(USERS, &[], None).await.unwrap().0.len(), 5);
     assert!(oauth.get(USERS, "missing", &[]).await.unwrap().is_none());
+    // The token endpoint behind a counting proxy: one token fetch serves many requests.
+    let proxy = FaultProxy::start(&server.root());
+    let counted = mk(Auth::OAuth2ClientCredentials {
+        token_url: format!("{}/app/oauth2/token", proxy.root()),
+        client_id: "cid".into(),
+        client_secret: "csecret".into(),
+        scopes: vec![],
+    });
+    for _ in 0..5 {
+        assert!(counted.get(USERS, "missing", &[]).await.unwrap().is_none());
+    }
+    assert_eq!(counted.requests(), 5);
+    assert_eq!(proxy.stats().await["requests"], 1, "the token is cached");
+
     let bad_oauth = mk(Auth::OAuth2ClientCredentials {
         token_url: server.token_url("app"),
         client_id: "cid".into(),
@@ -541,4 +555,74 @@ async fn scim_costs() {
         1000.0 / el.as_secs_f64()
     );
     println!("requests made by the main client: {}", c.requests());
+}
+
+#[tokio::test]
+async fn trusts_the_given_ca_and_only_it() {
+    let server = ScimServer::start(&["idp"]);
+    server.seed_users("idp", "tls", 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    generate_certs(dir.path());
+    let proxy = FaultProxy::start_with(&server.root(), Some(dir.path()));
+    let base = proxy.base_url("idp");
+    assert!(base.starts_with("https://"));
+    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+
+    let c = ScimClient::new(
+        &base,
+        Auth::Bearer(server.token("idp")),
+        Some(&ca),
+        Timeouts::default(),
+        2,
+    )
+    .unwrap();
+    assert_eq!(c.list(USERS, &["userName"], None).await.unwrap().0.len(), 3);
+
+    // Without the CA the certificate is not trusted.
+    let mut opts = ClientOptions::new(base, Auth::Bearer(server.token("idp")));
+    opts.retry.max_attempts = 1;
+    let untrusting = ScimClient::with_options(opts).unwrap();
+    let err = untrusting.service_provider_config().await.unwrap_err();
+    assert!(
+        matches!(err, ScimError::RetriesExhausted { ref last, .. } if matches!(**last, ScimError::Transport { .. })),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_or_contradictory_pages_are_clear_errors() {
+    let server = ScimServer::start(&["idp"]);
+    server.seed_users("idp", "user", 1500).await;
+    let proxy = FaultProxy::start(&server.root());
+    let c = client_at(&proxy.base_url("idp"), &server.token("idp"));
+    c.service_provider_config().await.unwrap();
+
+    proxy.plan(json!({"fail": {"2": "badjson"}})).await;
+    let err = c.list(USERS, &["userName"], None).await.unwrap_err();
+    assert!(matches!(err, ScimError::Protocol(_)), "{err}");
+    assert!(err.to_string().contains("malformed JSON"), "{err}");
+
+    proxy.plan(json!({"fail": {"2": "emptypage"}})).await;
+    let err = c.list(USERS, &["userName"], None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("empty page at startIndex=1001"),
+        "{err}"
+    );
+
+    proxy.plan(json!({})).await;
+    assert_eq!(
+        c.list(USERS, &["userName"], None).await.unwrap().0.len(),
+        1500
+    );
+}
+
+fn client_at(base: &str, token: &str) -> ScimClient {
+    ScimClient::new(
+        base,
+        Auth::Bearer(token.to_string()),
+        None,
+        Timeouts::default(),
+        4,
+    )
+    .expect("client")
 }
