@@ -263,6 +263,61 @@ async fn bulk_creates_in_chunks_of_max_operations() {
 }
 
 #[tokio::test]
+async fn create_many_reports_each_item_with_or_without_bulk() {
+    let server = ScimServer::start_with(
+        vec![TenantSpec::new("bulk"), TenantSpec::new("plain").no_bulk()],
+        None,
+    );
+    for (tenant, expected_requests) in [("bulk", 1), ("plain", 3)] {
+        let c = client(&server, tenant);
+        c.create(USERS, &User::new("taken")).await.unwrap();
+        c.service_provider_config().await.unwrap();
+        let before = c.requests();
+        let users: Vec<Value> = ["a", "taken", "b"]
+            .iter()
+            .map(|n| serde_json::to_value(User::new(*n)).unwrap())
+            .collect();
+        let results = c.create_many(USERS, users).await.unwrap();
+        assert_eq!(c.requests() - before, expected_requests, "{tenant}");
+        assert_eq!(results.len(), 3);
+        let a = results[0].as_ref().expect("a created");
+        assert_eq!(
+            c.get(USERS, a, &[]).await.unwrap().unwrap()["userName"],
+            "a"
+        );
+        let err = results[1].as_ref().unwrap_err();
+        assert!(err.is_uniqueness(), "{tenant}: {err}");
+        let b = results[2].as_ref().expect("b created");
+        assert_eq!(
+            c.get(USERS, b, &[]).await.unwrap().unwrap()["userName"],
+            "b"
+        );
+    }
+}
+
+#[tokio::test]
+async fn member_removal_falls_back_to_filters_without_etags() {
+    let server = ScimServer::start_with(vec![TenantSpec::new("noetag").no_etag()], None);
+    let ids = server.seed_users("noetag", "m", 50).await;
+    let c = client(&server, "noetag");
+    assert!(!c.capabilities().await.unwrap().etag);
+    let gid = c.create(GROUPS, &Group::new("g")).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.add_members(&gid, &ids).await.unwrap();
+    let before = c.requests();
+    assert_eq!(c.remove_members(&gid, &ids[..20]).await.unwrap(), 1);
+    assert_eq!(c.requests() - before, 1, "one filtered PATCH, no read");
+    let (members, version) = c.group_members(&gid).await.unwrap().unwrap();
+    assert_eq!(
+        members.iter().collect::<HashSet<_>>(),
+        ids[20..].iter().collect()
+    );
+    assert!(version.is_none());
+}
+
+#[tokio::test]
 async fn authentication_schemes_and_401() {
     let server = ScimServer::start_with(
         vec![

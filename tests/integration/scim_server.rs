@@ -93,6 +93,9 @@ pub struct TenantSpec {
     pub cursor: bool,
     pub basic: Option<(String, String)>,
     pub oauth_client: Option<(String, String)>,
+    /// Advertise no Bulk / no ETag support.
+    pub no_bulk: bool,
+    pub no_etag: bool,
 }
 
 impl TenantSpec {
@@ -104,7 +107,19 @@ impl TenantSpec {
             cursor: false,
             basic: None,
             oauth_client: None,
+            no_bulk: false,
+            no_etag: false,
         }
+    }
+
+    pub fn no_bulk(mut self) -> Self {
+        self.no_bulk = true;
+        self
+    }
+
+    pub fn no_etag(mut self) -> Self {
+        self.no_etag = true;
+        self
     }
 
     pub fn cursor(mut self) -> Self {
@@ -150,8 +165,14 @@ impl ScimServer {
             }
             auth.insert(t.name.clone(), spec);
             args.push(t.name.clone());
-            if t.cursor {
-                args.extend(["--cursor".to_string(), t.name.clone()]);
+            for (on, flag) in [
+                (t.cursor, "--cursor"),
+                (t.no_bulk, "--no-bulk"),
+                (t.no_etag, "--no-etag"),
+            ] {
+                if on {
+                    args.extend([flag.to_string(), t.name.clone()]);
+                }
             }
         }
         if let Some(m) = max_results {
