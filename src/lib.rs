@@ -9,5 +9,6 @@ pub mod crdgen;
 pub mod credentials;
 pub mod exit_code;
 pub mod mapping;
+pub mod scim;
 pub mod status;
 pub mod telemetry;

@@ -1,1 +1,4 @@
-fn main() {}
+//! The integration tests: one binary, so kube and tokio link once.
+
+mod scim_client;
+mod scim_server;
