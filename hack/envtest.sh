@@ -53,7 +53,7 @@ targets=(
 
 stamp_of() {
 	# The build inputs: the pins and the Go toolchain that compiles them.
-	(cd "$2" && sha256sum go.mod go.sum) | awk '{ print $1 }' | tr '\n' ' '
+	(cd "$1" && sha256sum go.mod go.sum) | awk '{ print $1 }' | tr '\n' ' '
 	go env GOVERSION 2>/dev/null || echo "no-go"
 }
 
@@ -62,7 +62,7 @@ for t in "${targets[@]}"; do
 	read -r name dir pkg <<<"$t"
 	bin="$cache/$name"
 	stamp="$cache/$name.stamp"
-	if [[ -x "$bin" && -f "$stamp" ]] && command -v go >/dev/null && [[ "$(cat "$stamp")" == "$(stamp_of "$name" "$dir")" ]]; then
+	if [[ -x "$bin" && -f "$stamp" ]] && command -v go >/dev/null && [[ "$(cat "$stamp")" == "$(stamp_of "$dir")" ]]; then
 		log "$name is up to date in $cache"
 		continue
 	fi
@@ -82,7 +82,7 @@ for t in "${targets[@]}"; do
 		die "building $name failed"
 	fi
 	mv -f "$tmp" "$bin"
-	stamp_of "$name" "$dir" >"$stamp"
+	stamp_of "$dir" >"$stamp"
 	log "built $name in $((SECONDS - start))s"
 done
 
