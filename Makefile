@@ -24,6 +24,8 @@ demo: setup
 ## crds: regenerate crds/ and deploy/crds.yaml from the Rust types
 crds:
 	cargo run --locked -q -- crds --out-dir crds
+	cargo run --locked -q -- crds > deploy/crds.yaml
+	cargo run --locked -q -- api-docs > docs/api.md
 
 lint:
 	cargo fmt --check

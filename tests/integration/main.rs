@@ -1,4 +1,13 @@
-//! The integration tests: one binary, so kube and tokio link once.
+//! Integration tests of catalogsync against a real local control plane (etcd +
+//! kube-apiserver, see `harness`) and real SCIM servers (see `scim_server`). One test
+//! binary, so kube and tokio link once; one control plane shared by all tests, each test
+//! in its own namespace.
 
+mod clients;
+mod crds;
+mod deploy;
+mod examples;
+mod harness;
+mod rbac;
 mod scim_client;
 mod scim_server;
