@@ -3,7 +3,6 @@
 # (scim2-server in a virtualenv) and the Rust build.
 
 SHELL := /bin/bash
-export CATALOGSYNC_CACHE ?= $(HOME)/.cache/catalogsync
 
 .PHONY: setup test demo crds lint bench
 

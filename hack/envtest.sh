@@ -9,7 +9,7 @@
 # If KUBEBUILDER_ASSETS already points at a directory with executable
 # kube-apiserver and etcd, it is used as is. Otherwise the binaries are built
 # from the Go modules pinned in hack/envtest/{kube-apiserver,etcd} into
-# ${CATALOGSYNC_CACHE:-<repo>/.cache}/envtest/<k8s-version>-<etcd-version>/.
+# ${CATALOGSYNC_CACHE:-~/.cache/catalogsync}/envtest/<k8s-version>-<etcd-version>/.
 # A stamp file records the hashes of the pinning go.mod/go.sum files, so a
 # second run with unchanged pins only checks the stamp and takes a second.
 set -euo pipefail
@@ -43,7 +43,7 @@ module_version() {
 
 k8s_version="$(module_version "$pins/kube-apiserver/go.mod" k8s.io/kubernetes)"
 etcd_version="$(module_version "$pins/etcd/go.mod" go.etcd.io/etcd/server/v3)"
-cache="${CATALOGSYNC_CACHE:-$repo/.cache}/envtest/${k8s_version}-${etcd_version}"
+cache="${CATALOGSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catalogsync}/envtest/${k8s_version}-${etcd_version}"
 
 # name, module directory, main package
 targets=(
