@@ -493,3 +493,25 @@ fn run_names_fit_a_job_name() {
     assert!(n.ends_with("-29454360"));
     assert_eq!(run_name("slack", "r1234abcd"), "slack-r1234abcd");
 }
+
+#[test]
+fn connectivity_lost_and_restored_are_events_once() {
+    let a = app(false, json!({}));
+    let p1 = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), None, &[]);
+    assert!(p1.events.is_empty());
+    let a = with_status(a, &p1);
+    let lost = ProvisioningState::Failed(Failure::new("ConnectivityFailed", "connection refused"));
+    let p2 = decide_at(&a, "2026-01-01T10:01:00Z", &lost, None, &[]);
+    assert_eq!(p2.events.len(), 1);
+    assert_eq!(p2.events[0].reason, "ConnectivityLost");
+    assert!(p2.events[0].note.contains("connection refused"));
+    let a = with_status(a, &p2);
+    let p3 = decide_at(&a, "2026-01-01T10:02:00Z", &lost, None, &[]);
+    assert!(p3.events.is_empty(), "still down: no new event");
+    assert_eq!(p2.status, p3.status, "and no status write");
+    let a = with_status(a, &p3);
+    let p4 = decide_at(&a, "2026-01-01T10:03:00Z", &ready(), None, &[]);
+    assert_eq!(p4.events[0].reason, "ConnectivityRestored");
+    let c = cond(&p4, PROVISIONING_ENABLED);
+    assert_eq!(c.last_transition_time.0.to_string(), "2026-01-01T10:03:00Z");
+}
