@@ -1364,3 +1364,85 @@ async fn the_binary_runs_with_deploy_rbac_serves_metrics_and_shuts_down_graceful
         "lease released"
     );
 }
+
+#[tokio::test]
+async fn replace_cancels_the_active_run_for_a_new_one() {
+    let env = Env::new("ctl-replace").await;
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    env.policy("concurrencyPolicy: Replace").await;
+    env.app(true).await;
+    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
+        .await;
+    env.request_run("first").await;
+    let first = env.first_run_with_job(30).await;
+    env.job_writes(&first.name_any(), json!({"phase": "Running"}))
+        .await;
+    env.request_run("second").await;
+    let replaced = eventually(30, "first run Cancelled", || async {
+        let r = env.api::<SyncRun>().get(&first.name_any()).await.ok()?;
+        (phase(&r) == Some(RunPhase::Cancelled)).then_some(r)
+    })
+    .await;
+    assert!(
+        replaced
+            .status
+            .unwrap()
+            .message
+            .unwrap()
+            .contains("replaced")
+    );
+    let a = env
+        .wait_app("second run active", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.active_run.as_ref())
+                .map(|r| &r.name)
+                .is_some_and(|n| *n != first.name_any())
+        })
+        .await;
+    assert_eq!(
+        a.status.unwrap().last_handled_requested_at.as_deref(),
+        Some("second")
+    );
+    assert_eq!(env.runs().await.len(), 2);
+}
+
+#[tokio::test]
+async fn provisioning_runs_follow_the_provisioning_schedule() {
+    let env = Env::new("ctl-provsched").await;
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    env.app(false).await;
+    env.patch_app_spec(json!({"provisioning": {"schedule": "*/5 * * * * *"}}))
+        .await;
+    let run = env.first_run_with_job(60).await;
+    assert_eq!(run.spec.direction, Direction::Provision);
+    assert_eq!(run.spec.trigger, Trigger::Schedule);
+    assert!(run.name_any().starts_with("slack-p"), "{}", run.name_any());
+    let job = env.api::<Job>().get(&run.name_any()).await.unwrap();
+    assert_eq!(
+        job.spec.unwrap().active_deadline_seconds,
+        Some(3600),
+        "no policy: the default timeout"
+    );
+    env.job_writes(
+        &run.name_any(),
+        json!({"phase": "Succeeded", "completionTime": "2026-01-01T00:00:00Z",
+               "counts": {"created": 3}}),
+    )
+    .await;
+    let a = env
+        .wait_app("lastProvisioningRun", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.last_provisioning_run.as_ref())
+                .and_then(|r| r.phase)
+                == Some(RunPhase::Succeeded)
+        })
+        .await;
+    let st = a.status.unwrap();
+    assert!(st.next_provisioning_time.is_some());
+    assert!(st.last_run.is_none(), "imports are reported apart");
+    assert_eq!(st.last_provisioning_run.unwrap().counts.unwrap().created, 3);
+}
