@@ -117,6 +117,19 @@ impl Env {
         }
     }
 
+    /// A namespace, SCIM servers and a controller (5 min rechecks) for them.
+    async fn with_controller(prefix: &str) -> (Env, RunningController) {
+        let env = Env::new(prefix).await;
+        let ctl =
+            RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+        (env, ctl)
+    }
+
+    async fn wait_ready(&self) -> CatalogApp {
+        self.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
+            .await
+    }
+
     fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
@@ -310,9 +323,7 @@ fn phase(r: &SyncRun) -> Option<RunPhase> {
 
 #[tokio::test]
 async fn identity_domain_reports_credential_problems_and_recovers_without_restart() {
-    let env = Env::new("ctl-domain").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-domain").await;
     let domains = env.api::<IdentityDomain>();
     let ready = |reason: &'static str| {
         let domains = domains.clone();
@@ -382,9 +393,7 @@ async fn identity_domain_reports_credential_problems_and_recovers_without_restar
 
 #[tokio::test]
 async fn provisioning_creates_the_grant_group_and_kubectl_wait_ready_works() {
-    let env = Env::new("ctl-prov").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-prov").await;
     // The app before its identity domain: IdentityDomainNotFound.
     env.apply(&format!(
         r#"
@@ -475,13 +484,10 @@ spec:
 
 #[tokio::test]
 async fn requested_run_creates_exactly_one_run_and_a_restricted_job() {
-    let env = Env::new("ctl-request").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-request").await;
     env.policy("timeout: 30m").await;
     env.app(true).await;
-    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
-        .await;
+    env.wait_ready().await;
 
     env.request_run("1700000000").await;
     let a = env
@@ -607,9 +613,7 @@ async fn requested_run_creates_exactly_one_run_and_a_restricted_job() {
 
 #[tokio::test]
 async fn scheduled_run_then_disabling_cancels_it_and_enabling_resumes() {
-    let env = Env::new("ctl-sched").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-sched").await;
     // Every 5 seconds (seconds field) so the test does not wait for a minute.
     env.policy("schedule: \"*/5 * * * * *\"").await;
     env.app(true).await;
@@ -706,13 +710,10 @@ async fn scheduled_run_then_disabling_cancels_it_and_enabling_resumes() {
 
 #[tokio::test]
 async fn suspend_stops_scheduling_and_cancels_the_active_run() {
-    let env = Env::new("ctl-suspend").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-suspend").await;
     env.policy("").await;
     env.app(true).await;
-    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
-        .await;
+    env.wait_ready().await;
     env.request_run("one").await;
     let run = eventually(30, "a run", || async {
         env.runs().await.into_iter().next()
@@ -757,9 +758,7 @@ async fn suspend_stops_scheduling_and_cancels_the_active_run() {
 
 #[tokio::test]
 async fn missing_policy_is_reported_until_it_exists() {
-    let env = Env::new("ctl-policy").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-policy").await;
     env.app(true).await;
     let a = env
         .wait_app("PolicyNotFound", |a| {
@@ -796,14 +795,11 @@ async fn missing_policy_is_reported_until_it_exists() {
 
 #[tokio::test]
 async fn run_history_is_pruned_to_the_limits() {
-    let env = Env::new("ctl-prune").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-prune").await;
     env.policy("successfulRunsHistoryLimit: 1, failedRunsHistoryLimit: 1")
         .await;
     env.app(true).await;
-    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
-        .await;
+    env.wait_ready().await;
     for (i, outcome) in ["Succeeded", "Failed", "Succeeded", "Failed", "Succeeded"]
         .iter()
         .enumerate()
@@ -853,13 +849,10 @@ async fn run_history_is_pruned_to_the_limits() {
 
 #[tokio::test]
 async fn job_failing_without_an_outcome_fails_the_run_with_the_jobs_reason() {
-    let env = Env::new("ctl-jobfail").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-jobfail").await;
     env.policy("").await;
     env.app(true).await;
-    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
-        .await;
+    env.wait_ready().await;
     env.request_run("x").await;
     let run = env.first_run_with_job(30).await;
     env.job_writes(&run.name_any(), json!({"phase": "Running"}))
@@ -905,13 +898,10 @@ async fn job_failing_without_an_outcome_fails_the_run_with_the_jobs_reason() {
 
 #[tokio::test]
 async fn a_run_stopped_on_a_limit_sets_limit_exceeded_with_planned_and_allowed() {
-    let env = Env::new("ctl-limit").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-limit").await;
     env.policy("limits: {maxCreates: 100}").await;
     env.app(true).await;
-    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
-        .await;
+    env.wait_ready().await;
     env.request_run("limit").await;
     let run = env.first_run_with_job(30).await;
     env.job_writes(
@@ -1144,8 +1134,7 @@ async fn end_to_end_a_requested_run_executes_through_the_dev_job_runner() {
     ));
     env.policy("").await;
     env.app(true).await;
-    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
-        .await;
+    env.wait_ready().await;
     env.request_run("e2e").await;
     let a = env
         .wait_app("lastRun Succeeded", |a| {
@@ -1367,13 +1356,10 @@ async fn the_binary_runs_with_deploy_rbac_serves_metrics_and_shuts_down_graceful
 
 #[tokio::test]
 async fn replace_cancels_the_active_run_for_a_new_one() {
-    let env = Env::new("ctl-replace").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-replace").await;
     env.policy("concurrencyPolicy: Replace").await;
     env.app(true).await;
-    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
-        .await;
+    env.wait_ready().await;
     env.request_run("first").await;
     let first = env.first_run_with_job(30).await;
     env.job_writes(&first.name_any(), json!({"phase": "Running"}))
@@ -1410,9 +1396,7 @@ async fn replace_cancels_the_active_run_for_a_new_one() {
 
 #[tokio::test]
 async fn provisioning_runs_follow_the_provisioning_schedule() {
-    let env = Env::new("ctl-provsched").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-provsched").await;
     env.app(false).await;
     env.patch_app_spec(json!({"provisioning": {"schedule": "*/5 * * * * *"}}))
         .await;
