@@ -318,7 +318,11 @@ pub fn decide(inp: &Inputs) -> Plan {
         .map(|p| p.spec.concurrency_policy)
         .unwrap_or_default();
     let mut active: Vec<&SyncRun> = inp.runs.iter().filter(|r| is_active(r)).collect();
-    active.sort_by_key(|r| std::cmp::Reverse(created(r)));
+    // The run that is executing (has a Job) first, then the newest.
+    active.sort_by_key(|r| {
+        let has_job = r.status.as_ref().is_some_and(|s| s.job_name.is_some());
+        std::cmp::Reverse((has_job, created(r)))
+    });
 
     // Cancel the active runs of lanes the user switched off.
     for lane in [&import, &provision] {

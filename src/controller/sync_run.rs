@@ -5,13 +5,15 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, PostParams};
+use std::time::Duration;
+
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error, Ev, Result, now_time};
-use crate::api::{CatalogApp, Direction, IdentityDomain, RunPhase, SyncRun};
+use crate::api::{CatalogApp, Direction, IdentityDomain, Mode, RunPhase, SyncRun};
 use crate::job_builder;
 use crate::status;
 
@@ -70,6 +72,24 @@ pub async fn finish(
     };
     ctx.publish(&run.object_ref(&()), &ev).await;
     Ok(())
+}
+
+/// The active applying run of the same app that `run` must wait for: one
+/// created earlier (name breaks ties), so of two runs exactly one proceeds. Pure.
+pub fn blocking_run<'a>(run: &SyncRun, all: &'a [SyncRun]) -> Option<&'a SyncRun> {
+    let key = |r: &SyncRun| {
+        (
+            r.metadata.creation_timestamp.clone().map(|t| t.0),
+            r.name_any(),
+        )
+    };
+    all.iter().find(|other| {
+        other.name_any() != run.name_any()
+            && other.spec.app_ref.name == run.spec.app_ref.name
+            && other.spec.mode == Mode::Apply
+            && !is_finished(other)
+            && key(other) < key(run)
+    })
 }
 
 /// True once the run's phase is final.
@@ -190,6 +210,27 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
             .await?;
             return Ok(Action::await_change());
         }
+        // One applying run per app at a time: a later one (e.g. created by hand)
+        // waits rather than racing the other over the same accounts.
+        if run.spec.mode == Mode::Apply {
+            let all = runs.list(&ListParams::default()).await?.items;
+            if let Some(other) = blocking_run(&run, &all) {
+                let message = format!(
+                    "waiting for run {} of the same app to finish",
+                    other.name_any()
+                );
+                if st.message.as_deref() != Some(message.as_str()) {
+                    status::apply(
+                        &runs,
+                        &name,
+                        status::CONTROLLER_MANAGER,
+                        json!({"phase": RunPhase::Pending, "message": message}),
+                    )
+                    .await?;
+                }
+                return Ok(Action::requeue(Duration::from_secs(10)));
+            }
+        }
         // Dereference, validate, build, apply.
         let job = match build_job(&ctx, &run, &ns).await? {
             Ok(job) => job,
@@ -294,6 +335,34 @@ mod tests {
             "status": {"conditions": conditions}
         }))
         .unwrap()
+    }
+
+    fn run(name: &str, created: &str, mode: &str, phase: Option<&str>) -> SyncRun {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns", "creationTimestamp": created},
+            "spec": {"appRef": {"name": "slack"}, "mode": mode},
+            "status": phase.map(|p| json!({"phase": p}))
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn one_applying_run_per_app_at_a_time() {
+        let a = run("a", "2026-01-01T00:00:00Z", "Apply", Some("Running"));
+        let b = run("b", "2026-01-01T00:00:05Z", "Apply", None);
+        let c = run("c", "2026-01-01T00:00:05Z", "Apply", None);
+        let all = [a.clone(), b.clone(), c.clone()];
+        assert!(blocking_run(&a, &all).is_none(), "the oldest proceeds");
+        assert_eq!(blocking_run(&b, &all).unwrap().name_any(), "a");
+        assert_eq!(blocking_run(&c, &all).unwrap().name_any(), "a");
+        // Once a ends, b (same second, earlier name) goes first.
+        let done = run("a", "2026-01-01T00:00:00Z", "Apply", Some("Succeeded"));
+        let all = [done, b.clone(), c.clone()];
+        assert!(blocking_run(&b, &all).is_none());
+        assert_eq!(blocking_run(&c, &all).unwrap().name_any(), "b");
+        // Plans never block.
+        let plan = run("p", "2025-12-31T00:00:00Z", "Plan", None);
+        assert!(blocking_run(&b, &[plan, b.clone()]).is_none());
     }
 
     #[test]

@@ -1430,3 +1430,59 @@ async fn provisioning_runs_follow_the_provisioning_schedule() {
     assert!(st.last_run.is_none(), "imports are reported apart");
     assert_eq!(st.last_provisioning_run.unwrap().counts.unwrap().created, 3);
 }
+
+#[tokio::test]
+async fn hand_made_runs_wait_for_each_other() {
+    let (env, _ctl) = Env::with_controller("ctl-manual").await;
+    env.policy("").await;
+    env.app(true).await;
+    env.wait_ready().await;
+    for name in ["manual-a", "manual-b"] {
+        env.apply(&format!(
+            "apiVersion: catalogsync.io/v1alpha1\nkind: SyncRun\nmetadata: {{name: {name}}}\nspec: {{appRef: {{name: slack}}}}\n"
+        ))
+        .await;
+        tokio::time::sleep(Duration::from_millis(1100)).await; // distinct creation seconds
+    }
+    let has_job = |name: &'static str| {
+        let jobs = env.api::<Job>();
+        async move { jobs.get_opt(name).await.unwrap().is_some() }
+    };
+    eventually(30, "manual-a has its Job", || async {
+        has_job("manual-a").await.then_some(())
+    })
+    .await;
+    let b = eventually(30, "manual-b waits", || async {
+        let r = env.api::<SyncRun>().get("manual-b").await.ok()?;
+        r.status
+            .as_ref()?
+            .message
+            .as_deref()?
+            .contains("waiting for run manual-a")
+            .then_some(r)
+    })
+    .await;
+    assert_eq!(phase(&b), Some(RunPhase::Pending));
+    assert!(
+        !has_job("manual-b").await,
+        "no second Job while the first runs"
+    );
+
+    env.job_writes(
+        "manual-a",
+        json!({"phase": "Succeeded", "completionTime": "2026-01-01T00:00:00Z"}),
+    )
+    .await;
+    eventually(40, "manual-b gets its Job", || async {
+        has_job("manual-b").await.then_some(())
+    })
+    .await;
+    let b = env.api::<SyncRun>().get("manual-b").await.unwrap();
+    let st = b.status.unwrap();
+    assert_eq!(st.job_name.as_deref(), Some("manual-b"));
+    assert!(
+        st.message.is_none(),
+        "the waiting note is gone: {:?}",
+        st.message
+    );
+}
