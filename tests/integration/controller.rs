@@ -1467,6 +1467,14 @@ async fn hand_made_runs_wait_for_each_other() {
         !has_job("manual-b").await,
         "no second Job while the first runs"
     );
+    env.wait_app("activeRun is the executing run", |a| {
+        a.status
+            .as_ref()
+            .and_then(|s| s.active_run.as_ref())
+            .map(|r| r.name.as_str())
+            == Some("manual-a")
+    })
+    .await;
 
     env.job_writes(
         "manual-a",
