@@ -1225,6 +1225,16 @@ async fn the_binary_runs_with_deploy_rbac_serves_metrics_and_shuts_down_graceful
         .unwrap()
         .port();
     let lease_name = format!("catalogsync-{}", env.ns);
+    // CARGO_TARGET_DIR may be shared with other checkouts, whose builds replace the binary.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_catalogsync"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("controller"),
+        "{} is not this checkout's build (another checkout sharing the target dir rebuilt it)",
+        env!("CARGO_BIN_EXE_catalogsync")
+    );
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_catalogsync"))
         .args([
             "controller",
