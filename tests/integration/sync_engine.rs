@@ -182,7 +182,7 @@ impl World {
     }
 
     fn command(&self, run: &str) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_catalogsync"));
+        let mut cmd = tokio::process::Command::new(binary());
         cmd.args(["sync", "--run", &format!("{}/{run}", self.ns)])
             .env("KUBECONFIG", self.cp.kubeconfig_path())
             .env("RUST_LOG", "info")
@@ -218,6 +218,29 @@ impl World {
             .status
             .expect("the run has a status")
     }
+}
+
+/// A private copy of the built binary, taken on first use: worktrees sharing one
+/// CARGO_TARGET_DIR overwrite each other's `catalogsync` while tests run.
+fn binary() -> &'static std::path::Path {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let path = dir.join("catalogsync");
+        std::fs::copy(env!("CARGO_BIN_EXE_catalogsync"), &path).unwrap();
+        let ok = std::process::Command::new(&path)
+            .args(["sync", "--help"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            ok,
+            "the built catalogsync has no sync subcommand (replaced by another build?)"
+        );
+        path
+    })
 }
 
 async fn create<K>(cp: &ControlPlane, ns: &str, v: Value) -> K
@@ -768,5 +791,112 @@ async fn deleted_accounts_deactivate_or_delete_their_users() {
     assert!(
         w.idp.get("Users", gone[0], &[]).await.unwrap().is_some(),
         "only deactivated"
+    );
+}
+
+/// Provisioning (direction Provision): members get accounts with the mapped attributes and
+/// externalId, drift is updated, a revoked user's account is deactivated, accounts the
+/// operator never provisioned are left alone; a rerun has nothing to do.
+#[tokio::test]
+async fn provision_follows_the_grant_group() {
+    let w = World::new("sync-provision", json!({}), None, Via::Direct).await;
+    let users = w
+        .seed(
+            "idp",
+            &[
+                ("alice", "alice@corp.example"),
+                ("bob", "bob.new@corp.example"),
+                ("carol", "carol@corp.example"),
+                ("dave", "dave@corp.example"),
+            ],
+        )
+        .await;
+    w.add_members(&users[..3]).await;
+    let accounts: Vec<Value> = vec![
+        json!({"userName": "bob", "externalId": users[1], "active": true,
+               "emails": [{"value": "bob.old@corp.example", "primary": true}]}),
+        json!({"userName": "dave", "externalId": users[3], "active": true}),
+        json!({"userName": "grace", "active": true}),
+    ];
+    let app_ids = w
+        .server
+        .seed("app", json!({"Users": accounts, "returnIds": true}))
+        .await;
+    let wr = &w;
+    let run = |name: &'static str, mode: &'static str| async move {
+        create::<SyncRun>(
+            wr.cp,
+            &wr.ns,
+            json!({"metadata": {"name": name},
+                   "spec": {"appRef": {"name": "slack"}, "direction": "Provision", "mode": mode}}),
+        )
+        .await;
+        let st = wr.command(name).status().await.unwrap();
+        (st.code().unwrap(), wr.status(name).await)
+    };
+
+    let (code, s) = run("prov-plan", "Plan").await;
+    assert_eq!(code, 0, "{s:?}");
+    let p = s.planned.unwrap();
+    assert_eq!((p.creates, p.updates, p.deletes), (2, 1, 1));
+    assert_eq!(
+        w.user_names(&w.app).await.len(),
+        3,
+        "a plan changes nothing"
+    );
+
+    let (code, s) = run("prov-apply", "Apply").await;
+    assert_eq!(code, 0, "{s:?}");
+    let c = s.counts.unwrap();
+    assert_eq!(
+        (c.created, c.updated, c.deleted, c.failed),
+        (2, 1, 1, 0),
+        "{c:?}"
+    );
+    let (accts, _) = w
+        .app
+        .list(
+            "Users",
+            &["userName", "externalId", "active", "emails"],
+            None,
+        )
+        .await
+        .unwrap();
+    let by_name = |n: &str| accts.iter().find(|a| a["userName"] == n).cloned().unwrap();
+    assert_eq!(by_name("alice")["externalId"], json!(users[0]));
+    assert_eq!(
+        by_name("alice")["emails"][0]["value"],
+        json!("alice@corp.example")
+    );
+    assert_eq!(
+        by_name("bob")["emails"][0]["value"],
+        json!("bob.new@corp.example")
+    );
+    assert_eq!(
+        by_name("dave")["active"],
+        json!(false),
+        "revoked: deactivated"
+    );
+    assert_eq!(
+        by_name("grace")["active"],
+        json!(true),
+        "never ours: untouched"
+    );
+    assert_eq!(accts.len(), 5);
+    assert!(
+        w.app
+            .get("Users", &app_ids[1], &[])
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let (code, s) = run("prov-again", "Apply").await;
+    assert_eq!(code, 0, "{s:?}");
+    let c = s.counts.unwrap();
+    assert_eq!(
+        (c.already_linked, c.created, c.updated, c.deleted),
+        (3, 0, 0, 0),
+        "a rerun has nothing to do: {c:?}"
     );
 }
