@@ -361,6 +361,8 @@ async fn run_stages(
         Err(inv) => return (Outcome::failed(inv.message), inv.code),
     };
     let (timeout, max_failure_percent) = (loaded.timeout.clone(), loaded.max_failure_percent);
+    let (domain, app) = (loaded.domain.clone(), loaded.app_client.clone());
+    let started = std::time::Instant::now();
     let result = match run.spec.direction {
         Direction::Import => match prepare_import(loaded, run, tracker, stop) {
             Ok(ir) => import::run(&ir).await,
@@ -371,6 +373,15 @@ async fn run_stages(
             Err(inv) => return (Outcome::failed(inv.message), inv.code),
         },
     };
+    // Cost of the run, for capacity planning: requests per side, retries, wall time.
+    tracing::info!(
+        domain_requests = domain.requests(),
+        domain_retries = domain.retries(),
+        app_requests = app.requests(),
+        app_retries = app.retries(),
+        seconds = started.elapsed().as_secs_f64(),
+        "SCIM traffic"
+    );
     let observed = match result {
         Ok(o) => o,
         Err(import::ImportError::Stopped) => outcome::Observed {

@@ -900,3 +900,24 @@ async fn provision_follows_the_grant_group() {
         "a rerun has nothing to do: {c:?}"
     );
 }
+
+/// Throughput on a large tenant pair (run by hand: `cargo test --test integration
+/// large_import -- --ignored --nocapture`, with CATALOGSYNC_TEST_LOGS=1 for the traffic).
+#[tokio::test]
+#[ignore = "slow: 20,000 accounts"]
+async fn large_import_links_everything_in_few_requests() {
+    let n = 20_000;
+    let w = World::new("sync-large", json!({"parallelism": 8}), None, Via::Direct).await;
+    w.server.seed_users("idp", "u", n).await;
+    w.server.seed_users("app", "u", n).await;
+    let started = Instant::now();
+    let (code, s) = w.run("large", "Apply").await;
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(code, 0, "{s:?}");
+    assert_eq!(s.counts.unwrap().linked, n as i64);
+    assert_eq!(w.members().await.len(), n);
+    eprintln!(
+        "imported {n} accounts in {secs:.1}s ({:.0}/s)",
+        n as f64 / secs
+    );
+}
