@@ -107,10 +107,21 @@ pub async fn run(r: &ImportRun) -> Result<Observed, ImportError> {
     drop(classification);
     r.c.tracker
         .stage(Stage::Planning, plan.deletions.len() as u64);
-    let still_there = tokio::select! {
-        c = confirm_deletions(r, &mut plan, &listed.users) => c?,
+    let candidates = std::mem::take(&mut plan.deletions);
+    let confirm = confirm_deletions(
+        &r.c.domain,
+        &r.c.app,
+        &r.rules,
+        candidates,
+        &listed.users,
+        r.c.parallelism,
+        || r.c.tracker.advance(1),
+    );
+    let (confirmed, still_there) = tokio::select! {
+        c = confirm => c?,
         _ = r.c.stop.stopped() => return Err(ImportError::Stopped),
     };
+    plan.deletions = confirmed;
     plan.counts.already_linked += still_there as i64;
 
     let planned = plan.planned();
@@ -280,58 +291,60 @@ pub(super) async fn grant_group(
 }
 
 /// Keeps only the deletion candidates whose account is really gone: index pagination is
-/// not a snapshot, so an account can be missed by the listing. One filtered query per
-/// candidate (never per account); returns how many were still there.
-async fn confirm_deletions(
-    r: &ImportRun,
-    plan: &mut ImportPlan,
+/// not a snapshot, so the listing can miss an account. One filtered query in the app per
+/// candidate (never per account): its user id as externalId, or any of its rule values.
+/// Returns the confirmed deletions and how many candidates still had an account.
+pub async fn confirm_deletions(
+    domain: &ScimClient,
+    app: &ScimClient,
+    rules: &Rules,
+    candidates: Vec<Deletion>,
     users: &[DomainUser],
-) -> Result<usize, ImportError> {
-    if plan.deletions.is_empty() {
-        return Ok(0);
-    }
-    let checks = futures::stream::iter(plan.deletions.iter().map(|d| async move {
+    parallelism: usize,
+    on_checked: impl Fn(),
+) -> Result<(Vec<Deletion>, usize), ImportError> {
+    let on_checked = &on_checked;
+    let checks = futures::stream::iter(candidates.iter().map(|d| async move {
         let fetched;
         let user = match d.user {
             Some(u) => Some(&users[u as usize]),
             None => {
                 // A member the user listing missed (or a deleted user): read it for its values.
-                fetched =
-                    r.c.domain
-                        .get(USERS, &d.user_id, &[])
-                        .await
-                        .map_err(ImportError::Domain)?
-                        .and_then(|v| r.rules.domain_user(&v));
+                fetched = domain
+                    .get(USERS, &d.user_id, &[])
+                    .await
+                    .map_err(ImportError::Domain)?
+                    .and_then(|v| rules.domain_user(&v));
                 fetched.as_ref()
             }
         };
-        let filter = r.rules.confirmation_filter(&d.user_id, user);
-        let (found, _) =
-            r.c.app
-                .list("Users", &["id"], Some(&filter))
-                .await
-                .map_err(ImportError::App)?;
-        r.c.tracker.advance(1);
+        let filter = rules.confirmation_filter(&d.user_id, user);
+        let (found, _) = app
+            .list(USERS, &["id"], Some(&filter))
+            .await
+            .map_err(ImportError::App)?;
+        on_checked();
         Ok::<bool, ImportError>(found.is_empty())
     }))
-    .buffered(r.c.parallelism.max(1))
+    .buffered(parallelism.max(1))
     .collect::<Vec<_>>()
     .await;
-    let mut gone = Vec::with_capacity(checks.len());
-    for c in checks {
-        gone.push(c?);
+    let mut confirmed = Vec::with_capacity(candidates.len());
+    let mut still_there = 0;
+    for (d, gone) in candidates.into_iter().zip(checks) {
+        if gone? {
+            confirmed.push(d);
+        } else {
+            still_there += 1;
+        }
     }
-    let before = plan.deletions.len();
-    let mut keep = gone.into_iter();
-    plan.deletions.retain(|_| keep.next().unwrap_or(false));
-    let still_there = before - plan.deletions.len();
     if still_there > 0 {
         tracing::info!(
             still_there,
             "deletion candidates whose account still exists"
         );
     }
-    Ok(still_there)
+    Ok((confirmed, still_there))
 }
 
 /// A member to add after the parallel stage, and whether it counts as a link (a 409 met an

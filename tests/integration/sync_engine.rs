@@ -921,3 +921,98 @@ async fn large_import_links_everything_in_few_requests() {
         n as f64 / secs
     );
 }
+
+/// The confirmation of deletion candidates against a real app: a candidate whose account
+/// the listing missed is kept (found by userName, by any email, or by externalId); only
+/// accounts really gone are confirmed, including members the user listing never showed.
+#[tokio::test]
+async fn deletion_candidates_are_confirmed_against_the_app() {
+    use catalogsync::api::MatchRule;
+    use catalogsync::matching::DomainUser;
+    use catalogsync::plan::Deletion;
+    use catalogsync::sync::extract::Rules;
+    use catalogsync::sync::import::confirm_deletions;
+
+    let server = ScimServer::start(&["idp", "app"]);
+    let idp = client(&server.base_url("idp"), &server.token("idp"));
+    let app = client(&server.base_url("app"), &server.token("app"));
+    let seed = |tenant: &'static str, users: Value| {
+        let server = &server;
+        async move {
+            server
+                .seed(tenant, json!({"Users": users, "returnIds": true}))
+                .await
+        }
+    };
+    // An unlisted member (the listing missed it) whose account exists under its email.
+    let unlisted = seed(
+        "idp",
+        json!([{"userName": "hidden", "emails": [{"value": "hidden@corp.example", "primary": true}]}]),
+    )
+    .await;
+    seed(
+        "app",
+        json!([
+            {"userName": "ALICE"},
+            {"userName": "b.smith", "emails": [{"value": "other@x.example"}, {"value": "bob@corp.example", "primary": true}]},
+            {"userName": "whatever", "externalId": "u-erin"},
+            {"userName": "h", "emails": [{"value": "hidden@corp.example", "primary": true}]}
+        ]),
+    )
+    .await;
+    let rules = Rules::parse(&[
+        MatchRule {
+            app_attribute: "userName".into(),
+            domain_attribute: "userName".into(),
+            case_sensitive: false,
+        },
+        MatchRule {
+            app_attribute: "emails[primary eq true].value".into(),
+            domain_attribute: "emails.value".into(),
+            case_sensitive: false,
+        },
+    ])
+    .unwrap();
+    let user = |id: &str, name: &str, email: &str| DomainUser {
+        id: id.into(),
+        user_name: name.into(),
+        active: true,
+        keys: vec![vec![name.into()], vec![email.into()]],
+    };
+    let users = vec![
+        user("u-alice", "alice", "alice@corp.example"),
+        user("u-bob", "bob", "bob@corp.example"),
+        user("u-carol", "carol", "carol@corp.example"),
+        user("u-erin", "erin", "erin@corp.example"),
+    ];
+    let candidates: Vec<Deletion> = (0..4)
+        .map(|i| Deletion {
+            user_id: users[i].id.clone(),
+            user: Some(i as u32),
+        })
+        .chain([
+            Deletion {
+                user_id: unlisted[0].clone(),
+                user: None,
+            },
+            Deletion {
+                user_id: "u-deleted-meanwhile".into(),
+                user: None,
+            },
+        ])
+        .collect();
+    let checked = std::sync::atomic::AtomicUsize::new(0);
+    let (confirmed, still_there) =
+        confirm_deletions(&idp, &app, &rules, candidates, &users, 4, || {
+            checked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = confirmed.iter().map(|d| d.user_id.as_str()).collect();
+    assert_eq!(ids, ["u-carol", "u-deleted-meanwhile"]);
+    assert_eq!(
+        still_there, 4,
+        "alice by userName, bob by email, erin by externalId, hidden"
+    );
+    assert_eq!(checked.into_inner(), 6);
+}
