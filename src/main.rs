@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use catalogsync::{crdgen, exit_code, sync, telemetry};
+use catalogsync::{apidocs, crdgen, exit_code, sync, telemetry};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -28,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Print the API reference (Markdown) generated from the CRD schemas.
+    ApiDocs,
     /// Print every CRD as YAML (or write one file per CRD into a directory).
     Crds {
         /// Write `<crd name>.yaml` files into this directory instead of printing.
@@ -58,6 +60,10 @@ fn main() -> ExitCode {
                 }
             };
             ExitCode::from(rt.block_on(sync::main(&run)))
+        }
+        Command::ApiDocs => {
+            print!("{}", apidocs::render());
+            ExitCode::SUCCESS
         }
         Command::Crds { out_dir } => match out_dir {
             None => {
