@@ -453,7 +453,7 @@ impl Applier<'_> {
             .r
             .c
             .domain
-            .create(USERS, &extract::new_user(account))
+            .create(USERS, &extract::new_user(&self.r.rules, account))
             .await
         {
             Ok(v) => match v.get("id").and_then(Value::as_str) {

@@ -307,9 +307,16 @@ fn prepare_import(
     stop: &Stop,
 ) -> Result<import::ImportRun, Invalid> {
     let p = l.policy.clone().expect("load requires a policy for Import");
-    let rules = extract::Rules::parse(&p.matching)
-        .map_err(Invalid::config)?
-        .with_copied_attributes(p.on_no_match == crate::api::OnNoMatch::CreateUser);
+    let mut rules = extract::Rules::parse(&p.matching).map_err(Invalid::config)?;
+    if p.on_no_match == crate::api::OnNoMatch::CreateUser {
+        let import = crate::catalog::get(&l.app.spec.catalog_item)
+            .or_else(|| crate::catalog::get("GenericSCIM"))
+            .map(|e| e.import_mappings.clone())
+            .unwrap_or_default();
+        rules = rules
+            .with_import_mappings(import)
+            .map_err(Invalid::config)?;
+    }
     Ok(import::ImportRun {
         rules,
         policy: ImportPolicy {
@@ -341,9 +348,20 @@ fn prepare_provision(
         prov.attribute_mappings.clone()
     };
     let mappings = mapping::Mappings::parse(&mappings).map_err(Invalid::config)?;
+    let entry = crate::catalog::get(&l.app.spec.catalog_item);
+    // Only what both the app (its catalog entry) and the user allow.
+    let operations: Vec<_> = prov
+        .operations
+        .iter()
+        .copied()
+        .filter(|o| entry.is_none_or(|e| e.operations.contains(o)))
+        .collect();
+    let deactivate_deletes =
+        entry.is_some_and(|e| e.deactivation == crate::catalog::Deactivation::Delete);
     Ok(provision::ProvisionRun {
         mappings,
-        operations: prov.operations.clone(),
+        operations,
+        deactivate_deletes,
         c: l.common(prov.limits.clone(), run, tracker, stop),
     })
 }
