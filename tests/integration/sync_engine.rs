@@ -182,21 +182,27 @@ impl World {
     }
 
     fn command(&self, run: &str) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(binary());
-        cmd.args(["sync", "--run", &format!("{}/{run}", self.ns)])
-            .env("KUBECONFIG", self.cp.kubeconfig_path())
-            .env("RUST_LOG", "info")
-            .env_remove("CATALOGSYNC_DOMAIN_TOKEN")
-            .env_remove("CATALOGSYNC_APP_TOKEN")
-            .stdin(Stdio::null())
-            // The engine logs to stdout; CATALOGSYNC_TEST_LOGS=1 shows them.
-            .stdout(if std::env::var_os("CATALOGSYNC_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+        let mut cmd = tokio::process::Command::new("/proc/self/exe");
+        cmd.args([
+            "sync_engine::engine_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ENGINE_RUN_ENV, format!("{}/{run}", self.ns))
+        .env("KUBECONFIG", self.cp.kubeconfig_path())
+        .env("RUST_LOG", "info")
+        .env_remove("CATALOGSYNC_DOMAIN_TOKEN")
+        .env_remove("CATALOGSYNC_APP_TOKEN")
+        .stdin(Stdio::null())
+        // The engine logs to stdout; CATALOGSYNC_TEST_LOGS=1 shows them.
+        .stdout(if std::env::var_os("CATALOGSYNC_TEST_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
         cmd
     }
 
@@ -220,27 +226,26 @@ impl World {
     }
 }
 
-/// A private copy of the built binary, taken on first use: worktrees sharing one
-/// CARGO_TARGET_DIR overwrite each other's `catalogsync` while tests run.
-fn binary() -> &'static std::path::Path {
-    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let path = dir.join("catalogsync");
-        std::fs::copy(env!("CARGO_BIN_EXE_catalogsync"), &path).unwrap();
-        let ok = std::process::Command::new(&path)
-            .args(["sync", "--help"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(
-            ok,
-            "the built catalogsync has no sync subcommand (replaced by another build?)"
-        );
-        path
-    })
+/// Set in a child process of this test binary to make it run the engine (see
+/// [`engine_process`]).
+const ENGINE_RUN_ENV: &str = "CATALOGSYNC_TEST_ENGINE_RUN";
+
+/// The engine as a child process: this test binary re-executed (through /proc/self/exe,
+/// which stays this very build even if a worktree sharing CARGO_TARGET_DIR rebuilds the
+/// file), running only this test, which calls the same entry point as `catalogsync sync`
+/// and exits with its code. Without the variable it does nothing.
+#[test]
+fn engine_process() {
+    let Ok(run) = std::env::var(ENGINE_RUN_ENV) else {
+        return;
+    };
+    catalogsync::telemetry::init(Default::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let code = rt.block_on(catalogsync::sync::main(&run));
+    std::process::exit(code.into());
 }
 
 async fn create<K>(cp: &ControlPlane, ns: &str, v: Value) -> K
@@ -1015,4 +1020,30 @@ async fn deletion_candidates_are_confirmed_against_the_app() {
         "alice by userName, bob by email, erin by externalId, hidden"
     );
     assert_eq!(checked.into_inner(), 6);
+}
+
+/// The real CLI: `catalogsync sync --run` is wired to the engine (a bad reference is a
+/// configuration error, a missing run too).
+#[tokio::test]
+async fn the_cli_runs_the_engine() {
+    let cp = control_plane().await;
+    let bin = env!("CARGO_BIN_EXE_catalogsync");
+    let bad = tokio::process::Command::new(bin)
+        .args(["sync", "--run", "no-slash"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(exit_code::INVALID as i32));
+    let missing = tokio::process::Command::new(bin)
+        .args(["sync", "--run", "default/no-such-run"])
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.status.code(),
+        Some(exit_code::INVALID as i32),
+        "{}",
+        String::from_utf8_lossy(&missing.stdout)
+    );
 }
