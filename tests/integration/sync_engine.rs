@@ -949,6 +949,17 @@ async fn deletion_candidates_are_confirmed_against_the_app() {
                 .await
         }
     };
+    // A nested group in the grant group: not a user, never a deletion.
+    let nested = idp
+        .create(
+            "Groups",
+            &json!({"schemas": [scim::model::GROUP_SCHEMA], "displayName": "nested"}),
+        )
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // An unlisted member (the listing missed it) whose account exists under its email.
     let unlisted = seed(
         "idp",
@@ -1004,6 +1015,10 @@ async fn deletion_candidates_are_confirmed_against_the_app() {
                 user_id: "u-deleted-meanwhile".into(),
                 user: None,
             },
+            Deletion {
+                user_id: nested,
+                user: None,
+            },
         ])
         .collect();
     let checked = std::sync::atomic::AtomicUsize::new(0);
@@ -1019,7 +1034,7 @@ async fn deletion_candidates_are_confirmed_against_the_app() {
         still_there, 4,
         "alice by userName, bob by email, erin by externalId, hidden"
     );
-    assert_eq!(checked.into_inner(), 6);
+    assert_eq!(checked.into_inner(), 7);
 }
 
 /// The real CLI: `catalogsync sync --run` is wired to the engine (a bad reference is a
@@ -1046,4 +1061,32 @@ async fn the_cli_runs_the_engine() {
         "{}",
         String::from_utf8_lossy(&missing.stdout)
     );
+}
+
+/// The policy timeout stops a run like SIGTERM does, but ends it Failed; counts stay exact.
+#[tokio::test]
+async fn the_policy_timeout_fails_the_run_with_exact_counts() {
+    let w = World::new(
+        "sync-timeout",
+        json!({"onNoMatch": "CreateUser", "parallelism": 1, "timeout": "3s"}),
+        None,
+        Via::Direct,
+    )
+    .await;
+    w.server.seed_users("app", "acct", 3000).await;
+    let (code, s) = w.run("slow", "Apply").await;
+    assert_eq!(code, exit_code::FAILED as i32, "{s:?}");
+    assert_eq!(s.phase, Some(RunPhase::Failed));
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap()
+            .starts_with("timed out after 3s"),
+        "{:?}",
+        s.message
+    );
+    assert_eq!(condition(&s, "Failed").reason, "Timeout");
+    let created = w.user_names(&w.idp).await.len() as i64;
+    assert_eq!(s.counts.unwrap().created, created);
+    assert!(created < 3000);
 }
