@@ -1090,3 +1090,19 @@ async fn the_policy_timeout_fails_the_run_with_exact_counts() {
     assert_eq!(s.counts.unwrap().created, created);
     assert!(created < 3000);
 }
+
+/// A run whose configuration is broken fails at once with a clear message and the
+/// "invalid" exit code (retrying cannot help), before touching either side.
+#[tokio::test]
+async fn a_missing_policy_is_an_invalid_run() {
+    let w = World::new("sync-nopolicy", json!({}), None, Via::Direct).await;
+    Api::<SyncPolicy>::namespaced(w.cp.admin_client(), &w.ns)
+        .delete("default", &Default::default())
+        .await
+        .unwrap();
+    let (code, s) = w.run("orphan", "Apply").await;
+    assert_eq!(code, exit_code::INVALID as i32, "{s:?}");
+    assert_eq!(s.phase, Some(RunPhase::Failed));
+    assert_eq!(s.message.as_deref(), Some("SyncPolicy default not found"));
+    assert!(s.completion_time.is_some());
+}
