@@ -139,6 +139,21 @@ impl Invalid {
             code: exit_code::FAILED,
         }
     }
+    /// Not an error: the run must not change anything any more.
+    fn cancel(message: impl Into<String>) -> Self {
+        Invalid {
+            message: message.into(),
+            code: exit_code::CANCELLED,
+        }
+    }
+    fn outcome(self) -> (Outcome, u8) {
+        let o = if self.code == exit_code::CANCELLED {
+            Outcome::cancelled(self.message)
+        } else {
+            Outcome::failed(self.message)
+        };
+        (o, self.code)
+    }
 }
 
 fn kube_err(what: &str, e: kube::Error) -> Invalid {
@@ -194,6 +209,25 @@ async fn load(
         .get(app_name)
         .await
         .map_err(|e| kube_err(&format!("CatalogApp {app_name}"), e))?;
+    // The controller cancels runs of suspended apps; a Job starting meanwhile must not act.
+    if app.spec.suspend {
+        return Err(Invalid::cancel(format!(
+            "CatalogApp {app_name} is suspended"
+        )));
+    }
+    let enabled = match run.spec.direction {
+        Direction::Import => app.spec.synchronization.as_ref().is_some_and(|s| s.enabled),
+        Direction::Provision => app.spec.provisioning.as_ref().is_some_and(|p| p.enabled),
+    };
+    if !enabled {
+        return Err(Invalid::cancel(format!(
+            "{} is not enabled for CatalogApp {app_name}",
+            match run.spec.direction {
+                Direction::Import => "synchronization",
+                Direction::Provision => "provisioning",
+            }
+        )));
+    }
     let domains: Api<IdentityDomain> = Api::namespaced(client.clone(), namespace);
     let domain_name = &app.spec.identity_domain_ref.name;
     let domain = domains
@@ -376,7 +410,7 @@ async fn run_stages(
 ) -> (Outcome, u8) {
     let loaded = match load(client, namespace, run, stop).await {
         Ok(l) => l,
-        Err(inv) => return (Outcome::failed(inv.message), inv.code),
+        Err(inv) => return inv.outcome(),
     };
     let (timeout, max_failure_percent) = (loaded.timeout.clone(), loaded.max_failure_percent);
     let (domain, app) = (loaded.domain.clone(), loaded.app_client.clone());
@@ -384,11 +418,11 @@ async fn run_stages(
     let result = match run.spec.direction {
         Direction::Import => match prepare_import(loaded, run, tracker, stop) {
             Ok(ir) => import::run(&ir).await,
-            Err(inv) => return (Outcome::failed(inv.message), inv.code),
+            Err(inv) => return inv.outcome(),
         },
         Direction::Provision => match prepare_provision(loaded, run, tracker, stop) {
             Ok(pr) => provision::run(&pr).await,
-            Err(inv) => return (Outcome::failed(inv.message), inv.code),
+            Err(inv) => return inv.outcome(),
         },
     };
     // Cost of the run, for capacity planning: requests per side, retries, wall time.

@@ -1106,3 +1106,25 @@ async fn a_missing_policy_is_an_invalid_run() {
     assert_eq!(s.message.as_deref(), Some("SyncPolicy default not found"));
     assert!(s.completion_time.is_some());
 }
+
+/// A run of a suspended app ends Cancelled at once and changes nothing.
+#[tokio::test]
+async fn a_suspended_app_cancels_the_run() {
+    use kube::api::{Patch, PatchParams};
+    let w = World::new("sync-suspended", json!({}), None, Via::Direct).await;
+    w.seed("idp", &[("alice", "alice@corp.example")]).await;
+    w.seed("app", &[("alice", "alice@corp.example")]).await;
+    Api::<CatalogApp>::namespaced(w.cp.admin_client(), &w.ns)
+        .patch(
+            "slack",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    let (code, s) = w.run("while-suspended", "Apply").await;
+    assert_eq!(code, exit_code::CANCELLED as i32, "{s:?}");
+    assert_eq!(s.phase, Some(RunPhase::Cancelled));
+    assert_eq!(s.message.as_deref(), Some("CatalogApp slack is suspended"));
+    assert!(w.members().await.is_empty(), "nothing linked");
+}
