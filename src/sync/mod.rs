@@ -522,6 +522,7 @@ async fn execute_run(
         already_linked = fin.counts.already_linked,
         linked = fin.counts.linked,
         created = fin.counts.created,
+        updated = fin.counts.updated,
         deleted = fin.counts.deleted,
         unmatched = fin.counts.unmatched,
         disputed = fin.counts.disputed,
