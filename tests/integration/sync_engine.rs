@@ -33,6 +33,8 @@ struct World {
 enum Via {
     Direct,
     Proxy,
+    /// Only the identity domain behind the proxy.
+    ProxyDomain,
 }
 
 fn client(url: &str, token: &str) -> ScimClient {
@@ -60,6 +62,11 @@ impl World {
                 let p = FaultProxy::start(&server.root());
                 let (i, a) = (p.base_url("idp"), p.base_url("app"));
                 (Some(p), i, a)
+            }
+            Via::ProxyDomain => {
+                let p = FaultProxy::start(&server.root());
+                let i = p.base_url("idp");
+                (Some(p), i, server.base_url("app"))
             }
         };
         let admin = cp.admin_client();
@@ -264,6 +271,14 @@ where
         .create(&PostParams::default(), &obj)
         .await
         .unwrap_or_else(|e| panic!("creating {}: {e}", K::kind(&())))
+}
+
+/// The run ended Failed, with exit code 1 and a message starting with `prefix`.
+fn assert_failed(code: i32, s: &catalogsync::api::SyncRunStatus, prefix: &str) {
+    assert_eq!(code, exit_code::FAILED as i32, "{s:?}");
+    assert_eq!(s.phase, Some(RunPhase::Failed));
+    let msg = s.message.as_deref().unwrap_or_default();
+    assert!(msg.starts_with(prefix), "{msg}");
 }
 
 fn condition<'a>(
@@ -1075,16 +1090,7 @@ async fn the_policy_timeout_fails_the_run_with_exact_counts() {
     .await;
     w.server.seed_users("app", "acct", 3000).await;
     let (code, s) = w.run("slow", "Apply").await;
-    assert_eq!(code, exit_code::FAILED as i32, "{s:?}");
-    assert_eq!(s.phase, Some(RunPhase::Failed));
-    assert!(
-        s.message
-            .as_deref()
-            .unwrap()
-            .starts_with("timed out after 3s"),
-        "{:?}",
-        s.message
-    );
+    assert_failed(code, &s, "timed out after 3s");
     assert_eq!(condition(&s, "Failed").reason, "Timeout");
     let created = w.user_names(&w.idp).await.len() as i64;
     assert_eq!(s.counts.unwrap().created, created);
@@ -1127,4 +1133,34 @@ async fn a_suspended_app_cancels_the_run() {
     assert_eq!(s.phase, Some(RunPhase::Cancelled));
     assert_eq!(s.message.as_deref(), Some("CatalogApp slack is suspended"));
     assert!(w.members().await.is_empty(), "nothing linked");
+}
+
+/// Past maxFailurePercent (once 10 changes were attempted) the run stops issuing writes and
+/// ends Failed. The identity domain refuses every create (HTTP 400 from the fault proxy).
+#[tokio::test]
+async fn too_many_failures_stop_the_run() {
+    let w = World::new(
+        "sync-failures",
+        json!({"onNoMatch": "CreateUser", "parallelism": 1, "maxFailurePercent": 40}),
+        None,
+        Via::ProxyDomain,
+    )
+    .await;
+    w.server.seed_users("app", "acct", 50).await;
+    // Requests to the domain: ServiceProviderConfig, the group query, the group, one page
+    // of users; every later one (the creates) is refused.
+    let fail: serde_json::Map<String, Value> =
+        (5..=200).map(|i| (i.to_string(), json!(400))).collect();
+    w.proxy().plan(json!({"fail": fail})).await;
+    let (code, s) = w.run("refused", "Apply").await;
+    assert_failed(code, &s, "stopped: more than 40% of changes failed");
+    let c = s.counts.unwrap();
+    assert_eq!(
+        (c.created, c.failed),
+        (0, 10),
+        "stops at the 10th attempt: {c:?}"
+    );
+    assert_eq!(s.failures.len(), 10);
+    assert!(s.failures[0].reason.as_deref().unwrap().contains("400"));
+    assert!(w.user_names(&w.idp).await.is_empty());
 }
