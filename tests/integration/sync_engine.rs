@@ -33,6 +33,8 @@ struct World {
 enum Via {
     Direct,
     Proxy,
+    /// Only the identity domain behind the proxy.
+    ProxyDomain,
 }
 
 fn client(url: &str, token: &str) -> ScimClient {
@@ -60,6 +62,11 @@ impl World {
                 let p = FaultProxy::start(&server.root());
                 let (i, a) = (p.base_url("idp"), p.base_url("app"));
                 (Some(p), i, a)
+            }
+            Via::ProxyDomain => {
+                let p = FaultProxy::start(&server.root());
+                let i = p.base_url("idp");
+                (Some(p), i, server.base_url("app"))
             }
         };
         let admin = cp.admin_client();
@@ -182,21 +189,27 @@ impl World {
     }
 
     fn command(&self, run: &str) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_catalogsync"));
-        cmd.args(["sync", "--run", &format!("{}/{run}", self.ns)])
-            .env("KUBECONFIG", self.cp.kubeconfig_path())
-            .env("RUST_LOG", "info")
-            .env_remove("CATALOGSYNC_DOMAIN_TOKEN")
-            .env_remove("CATALOGSYNC_APP_TOKEN")
-            .stdin(Stdio::null())
-            // The engine logs to stdout; CATALOGSYNC_TEST_LOGS=1 shows them.
-            .stdout(if std::env::var_os("CATALOGSYNC_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+        let mut cmd = tokio::process::Command::new("/proc/self/exe");
+        cmd.args([
+            "sync_engine::engine_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ENGINE_RUN_ENV, format!("{}/{run}", self.ns))
+        .env("KUBECONFIG", self.cp.kubeconfig_path())
+        .env("RUST_LOG", "info")
+        .env_remove("CATALOGSYNC_DOMAIN_TOKEN")
+        .env_remove("CATALOGSYNC_APP_TOKEN")
+        .stdin(Stdio::null())
+        // The engine logs to stdout; CATALOGSYNC_TEST_LOGS=1 shows them.
+        .stdout(if std::env::var_os("CATALOGSYNC_TEST_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
         cmd
     }
 
@@ -220,6 +233,28 @@ impl World {
     }
 }
 
+/// Set in a child process of this test binary to make it run the engine (see
+/// [`engine_process`]).
+const ENGINE_RUN_ENV: &str = "CATALOGSYNC_TEST_ENGINE_RUN";
+
+/// The engine as a child process: this test binary re-executed (through /proc/self/exe,
+/// which stays this very build even if a worktree sharing CARGO_TARGET_DIR rebuilds the
+/// file), running only this test, which calls the same entry point as `catalogsync sync`
+/// and exits with its code. Without the variable it does nothing.
+#[test]
+fn engine_process() {
+    let Ok(run) = std::env::var(ENGINE_RUN_ENV) else {
+        return;
+    };
+    catalogsync::telemetry::init(Default::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let code = rt.block_on(catalogsync::sync::main(&run));
+    std::process::exit(code.into());
+}
+
 async fn create<K>(cp: &ControlPlane, ns: &str, v: Value) -> K
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -236,6 +271,14 @@ where
         .create(&PostParams::default(), &obj)
         .await
         .unwrap_or_else(|e| panic!("creating {}: {e}", K::kind(&())))
+}
+
+/// The run ended Failed, with exit code 1 and a message starting with `prefix`.
+fn assert_failed(code: i32, s: &catalogsync::api::SyncRunStatus, prefix: &str) {
+    assert_eq!(code, exit_code::FAILED as i32, "{s:?}");
+    assert_eq!(s.phase, Some(RunPhase::Failed));
+    let msg = s.message.as_deref().unwrap_or_default();
+    assert!(msg.starts_with(prefix), "{msg}");
 }
 
 fn condition<'a>(
@@ -769,4 +812,355 @@ async fn deleted_accounts_deactivate_or_delete_their_users() {
         w.idp.get("Users", gone[0], &[]).await.unwrap().is_some(),
         "only deactivated"
     );
+}
+
+/// Provisioning (direction Provision): members get accounts with the mapped attributes and
+/// externalId, drift is updated, a revoked user's account is deactivated, accounts the
+/// operator never provisioned are left alone; a rerun has nothing to do.
+#[tokio::test]
+async fn provision_follows_the_grant_group() {
+    let w = World::new("sync-provision", json!({}), None, Via::Direct).await;
+    let users = w
+        .seed(
+            "idp",
+            &[
+                ("alice", "alice@corp.example"),
+                ("bob", "bob.new@corp.example"),
+                ("carol", "carol@corp.example"),
+                ("dave", "dave@corp.example"),
+            ],
+        )
+        .await;
+    w.add_members(&users[..3]).await;
+    let accounts: Vec<Value> = vec![
+        json!({"userName": "bob", "externalId": users[1], "active": true,
+               "emails": [{"value": "bob.old@corp.example", "primary": true}]}),
+        json!({"userName": "dave", "externalId": users[3], "active": true}),
+        json!({"userName": "grace", "active": true}),
+    ];
+    let app_ids = w
+        .server
+        .seed("app", json!({"Users": accounts, "returnIds": true}))
+        .await;
+    let wr = &w;
+    let run = |name: &'static str, mode: &'static str| async move {
+        create::<SyncRun>(
+            wr.cp,
+            &wr.ns,
+            json!({"metadata": {"name": name},
+                   "spec": {"appRef": {"name": "slack"}, "direction": "Provision", "mode": mode}}),
+        )
+        .await;
+        let st = wr.command(name).status().await.unwrap();
+        (st.code().unwrap(), wr.status(name).await)
+    };
+
+    let (code, s) = run("prov-plan", "Plan").await;
+    assert_eq!(code, 0, "{s:?}");
+    let p = s.planned.unwrap();
+    assert_eq!((p.creates, p.updates, p.deletes), (2, 1, 1));
+    assert_eq!(
+        w.user_names(&w.app).await.len(),
+        3,
+        "a plan changes nothing"
+    );
+
+    let (code, s) = run("prov-apply", "Apply").await;
+    assert_eq!(code, 0, "{s:?}");
+    let c = s.counts.unwrap();
+    assert_eq!(
+        (c.created, c.updated, c.deleted, c.failed),
+        (2, 1, 1, 0),
+        "{c:?}"
+    );
+    let (accts, _) = w
+        .app
+        .list(
+            "Users",
+            &["userName", "externalId", "active", "emails"],
+            None,
+        )
+        .await
+        .unwrap();
+    let by_name = |n: &str| accts.iter().find(|a| a["userName"] == n).cloned().unwrap();
+    assert_eq!(by_name("alice")["externalId"], json!(users[0]));
+    assert_eq!(
+        by_name("alice")["emails"][0]["value"],
+        json!("alice@corp.example")
+    );
+    assert_eq!(
+        by_name("bob")["emails"][0]["value"],
+        json!("bob.new@corp.example")
+    );
+    assert_eq!(
+        by_name("dave")["active"],
+        json!(false),
+        "revoked: deactivated"
+    );
+    assert_eq!(
+        by_name("grace")["active"],
+        json!(true),
+        "never ours: untouched"
+    );
+    assert_eq!(accts.len(), 5);
+    assert!(
+        w.app
+            .get("Users", &app_ids[1], &[])
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let (code, s) = run("prov-again", "Apply").await;
+    assert_eq!(code, 0, "{s:?}");
+    let c = s.counts.unwrap();
+    assert_eq!(
+        (c.already_linked, c.created, c.updated, c.deleted),
+        (3, 0, 0, 0),
+        "a rerun has nothing to do: {c:?}"
+    );
+}
+
+/// Throughput on a large tenant pair (run by hand: `cargo test --test integration
+/// large_import -- --ignored --nocapture`, with CATALOGSYNC_TEST_LOGS=1 for the traffic).
+#[tokio::test]
+#[ignore = "slow: 20,000 accounts"]
+async fn large_import_links_everything_in_few_requests() {
+    let n = 20_000;
+    let w = World::new("sync-large", json!({"parallelism": 8}), None, Via::Direct).await;
+    w.server.seed_users("idp", "u", n).await;
+    w.server.seed_users("app", "u", n).await;
+    let started = Instant::now();
+    let (code, s) = w.run("large", "Apply").await;
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(code, 0, "{s:?}");
+    assert_eq!(s.counts.unwrap().linked, n as i64);
+    assert_eq!(w.members().await.len(), n);
+    eprintln!(
+        "imported {n} accounts in {secs:.1}s ({:.0}/s)",
+        n as f64 / secs
+    );
+}
+
+/// The confirmation of deletion candidates against a real app: a candidate whose account
+/// the listing missed is kept (found by userName, by any email, or by externalId); only
+/// accounts really gone are confirmed, including members the user listing never showed.
+#[tokio::test]
+async fn deletion_candidates_are_confirmed_against_the_app() {
+    use catalogsync::api::MatchRule;
+    use catalogsync::matching::DomainUser;
+    use catalogsync::plan::Deletion;
+    use catalogsync::sync::extract::Rules;
+    use catalogsync::sync::import::confirm_deletions;
+
+    let server = ScimServer::start(&["idp", "app"]);
+    let idp = client(&server.base_url("idp"), &server.token("idp"));
+    let app = client(&server.base_url("app"), &server.token("app"));
+    let seed = |tenant: &'static str, users: Value| {
+        let server = &server;
+        async move {
+            server
+                .seed(tenant, json!({"Users": users, "returnIds": true}))
+                .await
+        }
+    };
+    // A nested group in the grant group: not a user, never a deletion.
+    let nested = idp
+        .create(
+            "Groups",
+            &json!({"schemas": [scim::model::GROUP_SCHEMA], "displayName": "nested"}),
+        )
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // An unlisted member (the listing missed it) whose account exists under its email.
+    let unlisted = seed(
+        "idp",
+        json!([{"userName": "hidden", "emails": [{"value": "hidden@corp.example", "primary": true}]}]),
+    )
+    .await;
+    seed(
+        "app",
+        json!([
+            {"userName": "ALICE"},
+            {"userName": "b.smith", "emails": [{"value": "other@x.example"}, {"value": "bob@corp.example", "primary": true}]},
+            {"userName": "whatever", "externalId": "u-erin"},
+            {"userName": "h", "emails": [{"value": "hidden@corp.example", "primary": true}]}
+        ]),
+    )
+    .await;
+    let rules = Rules::parse(&[
+        MatchRule {
+            app_attribute: "userName".into(),
+            domain_attribute: "userName".into(),
+            case_sensitive: false,
+        },
+        MatchRule {
+            app_attribute: "emails[primary eq true].value".into(),
+            domain_attribute: "emails.value".into(),
+            case_sensitive: false,
+        },
+    ])
+    .unwrap();
+    let user = |id: &str, name: &str, email: &str| DomainUser {
+        id: id.into(),
+        user_name: name.into(),
+        active: true,
+        keys: vec![vec![name.into()], vec![email.into()]],
+    };
+    let users = vec![
+        user("u-alice", "alice", "alice@corp.example"),
+        user("u-bob", "bob", "bob@corp.example"),
+        user("u-carol", "carol", "carol@corp.example"),
+        user("u-erin", "erin", "erin@corp.example"),
+    ];
+    let candidates: Vec<Deletion> = (0..4)
+        .map(|i| Deletion {
+            user_id: users[i].id.clone(),
+            user: Some(i as u32),
+        })
+        .chain([
+            Deletion {
+                user_id: unlisted[0].clone(),
+                user: None,
+            },
+            Deletion {
+                user_id: "u-deleted-meanwhile".into(),
+                user: None,
+            },
+            Deletion {
+                user_id: nested,
+                user: None,
+            },
+        ])
+        .collect();
+    let checked = std::sync::atomic::AtomicUsize::new(0);
+    let (confirmed, still_there) =
+        confirm_deletions(&idp, &app, &rules, candidates, &users, 4, || {
+            checked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = confirmed.iter().map(|d| d.user_id.as_str()).collect();
+    assert_eq!(ids, ["u-carol", "u-deleted-meanwhile"]);
+    assert_eq!(
+        still_there, 4,
+        "alice by userName, bob by email, erin by externalId, hidden"
+    );
+    assert_eq!(checked.into_inner(), 7);
+}
+
+/// The real CLI: `catalogsync sync --run` is wired to the engine (a bad reference is a
+/// configuration error, a missing run too).
+#[tokio::test]
+async fn the_cli_runs_the_engine() {
+    let cp = control_plane().await;
+    let bin = env!("CARGO_BIN_EXE_catalogsync");
+    let bad = tokio::process::Command::new(bin)
+        .args(["sync", "--run", "no-slash"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(exit_code::INVALID as i32));
+    let missing = tokio::process::Command::new(bin)
+        .args(["sync", "--run", "default/no-such-run"])
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.status.code(),
+        Some(exit_code::INVALID as i32),
+        "{}",
+        String::from_utf8_lossy(&missing.stdout)
+    );
+}
+
+/// The policy timeout stops a run like SIGTERM does, but ends it Failed; counts stay exact.
+#[tokio::test]
+async fn the_policy_timeout_fails_the_run_with_exact_counts() {
+    let w = World::new(
+        "sync-timeout",
+        json!({"onNoMatch": "CreateUser", "parallelism": 1, "timeout": "3s"}),
+        None,
+        Via::Direct,
+    )
+    .await;
+    w.server.seed_users("app", "acct", 3000).await;
+    let (code, s) = w.run("slow", "Apply").await;
+    assert_failed(code, &s, "timed out after 3s");
+    assert_eq!(condition(&s, "Failed").reason, "Timeout");
+    let created = w.user_names(&w.idp).await.len() as i64;
+    assert_eq!(s.counts.unwrap().created, created);
+    assert!(created < 3000);
+}
+
+/// A run whose configuration is broken fails at once with a clear message and the
+/// "invalid" exit code (retrying cannot help), before touching either side.
+#[tokio::test]
+async fn a_missing_policy_is_an_invalid_run() {
+    let w = World::new("sync-nopolicy", json!({}), None, Via::Direct).await;
+    Api::<SyncPolicy>::namespaced(w.cp.admin_client(), &w.ns)
+        .delete("default", &Default::default())
+        .await
+        .unwrap();
+    let (code, s) = w.run("orphan", "Apply").await;
+    assert_eq!(code, exit_code::INVALID as i32, "{s:?}");
+    assert_eq!(s.phase, Some(RunPhase::Failed));
+    assert_eq!(s.message.as_deref(), Some("SyncPolicy default not found"));
+    assert!(s.completion_time.is_some());
+}
+
+/// A run of a suspended app ends Cancelled at once and changes nothing.
+#[tokio::test]
+async fn a_suspended_app_cancels_the_run() {
+    use kube::api::{Patch, PatchParams};
+    let w = World::new("sync-suspended", json!({}), None, Via::Direct).await;
+    w.seed("idp", &[("alice", "alice@corp.example")]).await;
+    w.seed("app", &[("alice", "alice@corp.example")]).await;
+    Api::<CatalogApp>::namespaced(w.cp.admin_client(), &w.ns)
+        .patch(
+            "slack",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    let (code, s) = w.run("while-suspended", "Apply").await;
+    assert_eq!(code, exit_code::CANCELLED as i32, "{s:?}");
+    assert_eq!(s.phase, Some(RunPhase::Cancelled));
+    assert_eq!(s.message.as_deref(), Some("CatalogApp slack is suspended"));
+    assert!(w.members().await.is_empty(), "nothing linked");
+}
+
+/// Past maxFailurePercent (once 10 changes were attempted) the run stops issuing writes and
+/// ends Failed. The identity domain refuses every create (HTTP 400 from the fault proxy).
+#[tokio::test]
+async fn too_many_failures_stop_the_run() {
+    let w = World::new(
+        "sync-failures",
+        json!({"onNoMatch": "CreateUser", "parallelism": 1, "maxFailurePercent": 40}),
+        None,
+        Via::ProxyDomain,
+    )
+    .await;
+    w.server.seed_users("app", "acct", 50).await;
+    // Requests to the domain: ServiceProviderConfig, the group query, the group, one page
+    // of users; every later one (the creates) is refused.
+    let fail: serde_json::Map<String, Value> =
+        (5..=200).map(|i| (i.to_string(), json!(400))).collect();
+    w.proxy().plan(json!({"fail": fail})).await;
+    let (code, s) = w.run("refused", "Apply").await;
+    assert_failed(code, &s, "stopped: more than 40% of changes failed");
+    let c = s.counts.unwrap();
+    assert_eq!(
+        (c.created, c.failed),
+        (0, 10),
+        "stops at the 10th attempt: {c:?}"
+    );
+    assert_eq!(s.failures.len(), 10);
+    assert!(s.failures[0].reason.as_deref().unwrap().contains("400"));
+    assert!(w.user_names(&w.idp).await.is_empty());
 }
