@@ -1171,6 +1171,39 @@ async fn end_to_end_a_requested_run_executes_through_the_dev_job_runner() {
     runner.await.unwrap().unwrap();
 }
 
+/// Set in a child process of this test binary to make it run the command line.
+const CLI_ARGS_ENV: &str = "CATALOGSYNC_TEST_CLI_ARGS";
+
+/// `catalogsync <args>` as a child process: this test binary re-executed through
+/// /proc/self/exe (which stays this very build even when a checkout sharing
+/// CARGO_TARGET_DIR rebuilds the files), running only [`cli_entry`].
+fn cli_process(args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("/proc/self/exe");
+    cmd.args([
+        "--exact",
+        "controller::cli_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CLI_ARGS_ENV, serde_json::to_string(args).unwrap());
+    cmd
+}
+
+/// The command line of `catalogsync`, when [`CLI_ARGS_ENV`] is set; else nothing.
+#[test]
+fn cli_entry() {
+    let Ok(args) = std::env::var(CLI_ARGS_ENV) else {
+        return;
+    };
+    let args: Vec<String> = serde_json::from_str(&args).unwrap();
+    let code = catalogsync::cli::main_from(std::iter::once("catalogsync".to_string()).chain(args));
+    std::process::exit(if code == std::process::ExitCode::SUCCESS {
+        0
+    } else {
+        1
+    });
+}
+
 /// `deploy/` applied for real (CRDs, RBAC, namespace), once per process.
 async fn deploy(cp: &ControlPlane) {
     static DEPLOYED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
@@ -1198,7 +1231,7 @@ fn kubeconfig_with_token(cp: &ControlPlane, token: &str, path: &std::path::Path)
 }
 
 #[tokio::test]
-async fn the_binary_runs_with_deploy_rbac_serves_metrics_and_shuts_down_gracefully() {
+async fn the_controller_command_runs_with_deploy_rbac_serves_metrics_and_shuts_down_gracefully() {
     let env = Env::new("ctl-binary").await;
     deploy(env.cp).await;
     // The controller's own identity, with the least-privilege RBAC of deploy/.
@@ -1225,40 +1258,29 @@ async fn the_binary_runs_with_deploy_rbac_serves_metrics_and_shuts_down_graceful
         .unwrap()
         .port();
     let lease_name = format!("catalogsync-{}", env.ns);
-    // CARGO_TARGET_DIR may be shared with other checkouts, whose builds replace the binary.
-    let help = std::process::Command::new(env!("CARGO_BIN_EXE_catalogsync"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&help.stdout).contains("controller"),
-        "{} is not this checkout's build (another checkout sharing the target dir rebuilt it)",
-        env!("CARGO_BIN_EXE_catalogsync")
-    );
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_catalogsync"))
-        .args([
-            "controller",
-            "--leader-elect",
-            "--lease-namespace",
-            "catalogsync-system",
-            "--lease-name",
-            &lease_name,
-            "--identity",
-            "binary-under-test",
-            "--namespace",
-            &env.ns,
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-            "--job-image",
-            JOB_IMAGE,
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "info")
-        .stdout(std::fs::File::create(dir.path().join("log")).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the controller binary");
+    let mut child = cli_process(&[
+        "controller",
+        "--leader-elect",
+        "--lease-namespace",
+        "catalogsync-system",
+        "--lease-name",
+        &lease_name,
+        "--identity",
+        "binary-under-test",
+        "--namespace",
+        &env.ns,
+        "--metrics-addr",
+        &format!("127.0.0.1:{port}"),
+        "--job-image",
+        JOB_IMAGE,
+    ])
+    .env("KUBECONFIG", &kubeconfig)
+    .env("RUST_LOG", "info")
+    .stdout(std::fs::File::create(dir.path().join("log")).unwrap())
+    .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
+    .kill_on_drop(true)
+    .spawn()
+    .expect("start the controller binary");
 
     let http = reqwest::Client::new();
     let get = |path: &'static str| {
