@@ -276,7 +276,11 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
 
     // CatalogApp: its runs (by spec.appRef, so hand-made runs count too), its
     // Secrets, its domain and its policy.
-    let apps = Controller::new(scoped::<CatalogApp>(&client, &ns), wc.clone());
+    // Runs report progress every second or two; a short debounce folds a burst of
+    // them into one reconcile (and one status write).
+    let apps = Controller::new(scoped::<CatalogApp>(&client, &ns), wc.clone()).with_config(
+        kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)),
+    );
     let app_store = apps.store();
     let (s1, s2, s3) = (app_store.clone(), app_store.clone(), app_store);
     let c = ctx.clone();
