@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams, PropagationPolicy};
+use kube::api::{
+    Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy,
+};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
@@ -773,6 +775,16 @@ pub async fn cancel_run(ctx: &Context, ns: &str, run: &str, message: &str) -> Re
     if !is_active(&current) {
         return Ok(());
     }
+    // Recorded on the run too: should a late progress write of the dying Job
+    // un-finish the status, the run still ends Cancelled, not Failed.
+    runs.patch(
+        run,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({
+            "metadata": {"annotations": {super::sync_run::CANCEL_ANNOTATION: message}}
+        })),
+    )
+    .await?;
     let recorded = current.status.as_ref().and_then(|s| s.job_name.clone());
     super::sync_run::finish(
         ctx,

@@ -17,6 +17,9 @@ use crate::api::{CatalogApp, Direction, IdentityDomain, Mode, RunPhase, SyncRun}
 use crate::job_builder;
 use crate::status;
 
+/// Set by the controller on a run it cancels, with the reason.
+pub const CANCEL_ANNOTATION: &str = "catalogsync.io/cancelled";
+
 /// How a Job ended, as the Job controller reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobEnd {
@@ -197,6 +200,18 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
             // cancelled meanwhile. Re-read so a just-written outcome wins.
             let fresh = runs.get(&name).await?;
             if is_finished(&fresh) {
+                return Ok(Action::await_change());
+            }
+            if let Some(why) = fresh.annotations().get(CANCEL_ANNOTATION) {
+                finish(
+                    &ctx,
+                    &fresh,
+                    RunPhase::Cancelled,
+                    "Cancelled",
+                    why,
+                    Some(&name),
+                )
+                .await?;
                 return Ok(Action::await_change());
             }
             finish(

@@ -681,6 +681,15 @@ async fn scheduled_run_then_disabling_cancels_it_and_enabling_resumes() {
             .then_some(())
     })
     .await;
+    // A late progress write of the dying Job cannot turn the cancellation into a failure.
+    env.job_writes(&run.name_any(), json!({"phase": "Running"}))
+        .await;
+    let r = eventually(30, "run Cancelled again", || async {
+        let r = env.api::<SyncRun>().get(&run.name_any()).await.ok()?;
+        (phase(&r) == Some(RunPhase::Cancelled)).then_some(r)
+    })
+    .await;
+    assert!(r.status.unwrap().message.unwrap().contains("disabled"));
     let a = env
         .wait_app("SynchronizationEnabled False Disabled", |a| {
             app_cond(a, "SynchronizationEnabled") == tf("False", "Disabled")
