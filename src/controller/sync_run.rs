@@ -95,6 +95,22 @@ pub fn blocking_run<'a>(run: &SyncRun, all: &'a [SyncRun]) -> Option<&'a SyncRun
     })
 }
 
+/// Records the Job's name and phase Pending — unless the Job already moved the
+/// run on (a fast Job can write before we do): then only the Job's name, so a
+/// late Pending never overwrites Running or an outcome.
+async fn record_job(runs: &Api<SyncRun>, name: &str) -> Result<()> {
+    let pending = json!({"phase": RunPhase::Pending, "jobName": name});
+    match status::apply_unless_owned(runs, name, status::CONTROLLER_MANAGER, pending).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let job = json!({"jobName": name});
+            status::apply(runs, name, status::CONTROLLER_MANAGER, job).await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// True once the run's phase is final.
 pub fn is_finished(run: &SyncRun) -> bool {
     run.status
@@ -259,13 +275,7 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
-        status::apply(
-            &runs,
-            &name,
-            status::CONTROLLER_MANAGER,
-            json!({"phase": RunPhase::Pending, "jobName": name}),
-        )
-        .await?;
+        record_job(&runs, &name).await?;
         ctx.publish(
             &run.object_ref(&()),
             &Ev::normal("JobCreated", format!("created Job {name}")),
@@ -294,16 +304,7 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
     if st.job_name.is_none() {
         // Created before a restart, status not yet written: write it unless
         // the Job has moved the run on meanwhile.
-        let fresh = runs.get(&name).await?;
-        if fresh.status.as_ref().and_then(|s| s.phase).is_none() {
-            status::apply(
-                &runs,
-                &name,
-                status::CONTROLLER_MANAGER,
-                json!({"phase": RunPhase::Pending, "jobName": name}),
-            )
-            .await?;
-        }
+        record_job(&runs, &name).await?;
     }
     let Some(end) = job_end(&job) else {
         return Ok(Action::await_change());

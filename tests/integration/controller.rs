@@ -1535,3 +1535,47 @@ async fn hand_made_runs_wait_for_each_other() {
         st.message
     );
 }
+
+#[tokio::test]
+async fn a_late_pending_never_overwrites_what_the_job_wrote() {
+    // The controller is down while a run's Job starts and reports (as after a crash
+    // between creating the Job and recording it).
+    let env = Env::new("ctl-late").await;
+    env.policy("").await;
+    env.app(true).await;
+    env.apply("apiVersion: catalogsync.io/v1alpha1\nkind: SyncRun\nmetadata: {name: fast}\nspec: {appRef: {name: slack}}\n")
+        .await;
+    let run = env.api::<SyncRun>().get("fast").await.unwrap();
+    let job = catalogsync::job_builder::build(
+        &run,
+        &env.get_app().await,
+        &env.api::<IdentityDomain>().get("corp").await.unwrap(),
+        Some(&env.api::<SyncPolicy>().get("default").await.unwrap()),
+        &JobConfig {
+            image: JOB_IMAGE.into(),
+            service_account: "catalogsync-sync-job".into(),
+        },
+    );
+    env.api::<Job>()
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
+    env.job_writes(
+        "fast",
+        json!({"phase": "Running", "progress": {"processed": 5, "total": 10, "percent": 50}}),
+    )
+    .await;
+
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let r = eventually(30, "jobName recorded", || async {
+        let r = env.api::<SyncRun>().get("fast").await.ok()?;
+        r.status.as_ref()?.job_name.is_some().then_some(r)
+    })
+    .await;
+    assert_eq!(phase(&r), Some(RunPhase::Running), "the Job's phase stands");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = env.api::<SyncRun>().get("fast").await.unwrap();
+    assert_eq!(phase(&r), Some(RunPhase::Running));
+    assert_eq!(r.status.unwrap().progress.unwrap().percent, 50);
+}
