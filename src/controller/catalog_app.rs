@@ -467,11 +467,19 @@ pub fn decide(inp: &Inputs) -> Plan {
             });
             Cond::truthy(SYNCHRONIZING, "RunActive", progress_text(r))
         }
-        None if !plan.create.is_empty() => Cond::truthy(
-            SYNCHRONIZING,
-            "RunActive",
-            format!("run {} created", plan.create[0].name),
-        ),
+        None if !plan.create.is_empty() => {
+            let r = &plan.create[0];
+            st.active_run = Some(ActiveRun {
+                name: r.name.clone(),
+                direction: Some(r.direction),
+                progress: None,
+            });
+            Cond::truthy(
+                SYNCHRONIZING,
+                "RunActive",
+                format!("run {} created", r.name),
+            )
+        }
         None => Cond::falsy(SYNCHRONIZING, "Idle", "no run is active"),
     };
     let last_finished = |dir: Direction| {

@@ -836,8 +836,14 @@ async fn run_history_is_pruned_to_the_limits() {
         )
         .await;
         // Let the app see it ended before the next request (Forbid would hold it).
+        let want = (run.name_any(), outcome.to_string());
         env.wait_app("run ended", |a| {
-            a.status.as_ref().is_some_and(|s| s.active_run.is_none())
+            let st = a.status.clone().unwrap_or_default();
+            st.active_run.is_none()
+                && st
+                    .last_run
+                    .map(|r| (r.name, r.phase.map(|p| format!("{p:?}"))))
+                    == Some((want.0.clone(), Some(want.1.clone())))
         })
         .await;
     }

@@ -176,6 +176,7 @@ fn scheduled_slot_creates_one_deterministic_run() {
         Some(Time("2026-01-01T11:00:00Z".parse().unwrap()))
     );
     assert!(is_true(&p.status.conditions, SYNCHRONIZING));
+    assert_eq!(p.status.active_run.as_ref().unwrap().name, "slack-29454360");
     // Same moment after a restart, the run exists: nothing new.
     let existing = run(
         "slack-29454360",
