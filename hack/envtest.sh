@@ -9,7 +9,7 @@
 # If KUBEBUILDER_ASSETS already points at a directory with executable
 # kube-apiserver and etcd, it is used as is. Otherwise the binaries are built
 # from the Go modules pinned in hack/envtest/{kube-apiserver,etcd} into
-# ${CATALOGSYNC_CACHE:-<repo>/.cache}/envtest/<k8s-version>-<etcd-version>/.
+# ${CATALOGSYNC_CACHE:-~/.cache/catalogsync}/envtest/<k8s-version>-<etcd-version>/.
 # A stamp file records the hashes of the pinning go.mod/go.sum files, so a
 # second run with unchanged pins only checks the stamp and takes a second.
 set -euo pipefail
@@ -43,7 +43,7 @@ module_version() {
 
 k8s_version="$(module_version "$pins/kube-apiserver/go.mod" k8s.io/kubernetes)"
 etcd_version="$(module_version "$pins/etcd/go.mod" go.etcd.io/etcd/server/v3)"
-cache="${CATALOGSYNC_CACHE:-$repo/.cache}/envtest/${k8s_version}-${etcd_version}"
+cache="${CATALOGSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catalogsync}/envtest/${k8s_version}-${etcd_version}"
 
 # name, module directory, main package
 targets=(
@@ -53,7 +53,7 @@ targets=(
 
 stamp_of() {
 	# The build inputs: the pins and the Go toolchain that compiles them.
-	(cd "$2" && sha256sum go.mod go.sum) | awk '{ print $1 }' | tr '\n' ' '
+	(cd "$1" && sha256sum go.mod go.sum) | awk '{ print $1 }' | tr '\n' ' '
 	go env GOVERSION 2>/dev/null || echo "no-go"
 }
 
@@ -62,7 +62,7 @@ for t in "${targets[@]}"; do
 	read -r name dir pkg <<<"$t"
 	bin="$cache/$name"
 	stamp="$cache/$name.stamp"
-	if [[ -x "$bin" && -f "$stamp" ]] && command -v go >/dev/null && [[ "$(cat "$stamp")" == "$(stamp_of "$name" "$dir")" ]]; then
+	if [[ -x "$bin" && -f "$stamp" ]] && command -v go >/dev/null && [[ "$(cat "$stamp")" == "$(stamp_of "$dir")" ]]; then
 		log "$name is up to date in $cache"
 		continue
 	fi
@@ -82,7 +82,7 @@ for t in "${targets[@]}"; do
 		die "building $name failed"
 	fi
 	mv -f "$tmp" "$bin"
-	stamp_of "$name" "$dir" >"$stamp"
+	stamp_of "$dir" >"$stamp"
 	log "built $name in $((SECONDS - start))s"
 done
 

@@ -45,24 +45,22 @@ mod tests {
     use super::*;
 
     /// `crds/` is generated; this fails when it is stale. Regenerate with
-    /// `cargo run -- crds --out-dir crds`.
+    /// `make crds`.
     #[test]
     fn checked_in_crds_are_current() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
         for crd in all() {
             let path = dir.join(file_name(&crd));
             let want = format!("---\n{}", serde_yaml::to_string(&crd).unwrap());
-            let have = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e}; run `cargo run -- crds --out-dir crds`",
-                    path.display()
-                )
-            });
-            assert!(
-                have == want,
-                "{} is stale; run `cargo run -- crds --out-dir crds`",
-                path.display()
-            );
+            let have = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}; run `make crds`", path.display()));
+            assert!(have == want, "{} is stale; run `make crds`", path.display());
         }
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crds.yaml");
+        let have = std::fs::read_to_string(&deploy).unwrap_or_default();
+        assert!(
+            have == to_yaml(),
+            "deploy/crds.yaml is stale; run `make crds`"
+        );
     }
 }

@@ -2,7 +2,9 @@
 //! synchronization into an identity domain, over SCIM 2.0.
 
 pub mod api;
+pub mod apidocs;
 pub mod budget;
+pub mod catalog;
 pub mod conditions;
 pub mod controller;
 pub mod crdgen;
@@ -12,6 +14,7 @@ pub mod exit_code;
 pub mod http;
 pub mod job_builder;
 pub mod leader;
+pub mod mapping;
 pub mod matching;
 pub mod metrics;
 pub mod plan;

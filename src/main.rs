@@ -11,7 +11,7 @@ use catalogsync::controller::{self, Config};
 use catalogsync::job_builder::JobConfig;
 use catalogsync::leader::LeaseConfig;
 use catalogsync::metrics::Metrics;
-use catalogsync::{crdgen, devrunner, exit_code, http, sync, telemetry};
+use catalogsync::{apidocs, crdgen, devrunner, exit_code, http, sync, telemetry};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -36,6 +36,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Print the API reference (Markdown) generated from the CRD schemas.
+    ApiDocs,
     /// Print every CRD as YAML (or write one file per CRD into a directory).
     Crds {
         /// Write `<crd name>.yaml` files into this directory instead of printing.
@@ -191,6 +193,10 @@ fn main() -> ExitCode {
                 }
             };
             ExitCode::from(rt.block_on(sync::main(&run)))
+        }
+        Command::ApiDocs => {
+            print!("{}", apidocs::render());
+            ExitCode::SUCCESS
         }
         Command::Crds { out_dir } => match out_dir {
             None => {

@@ -6,7 +6,12 @@ Forwards every request to --upstream unchanged, except the ones it fails:
 * the Nth requests listed in a plan (1-based, counting every proxied request),
   answered with a given status (429 carries Retry-After);
 * or at random, with --rate-429 / --rate-5xx probabilities (seeded by --seed);
-* "drop" instead of a status closes the connection without an answer.
+* "drop" instead of a status closes the connection without an answer,
+  "badjson" answers 200 with truncated JSON, "emptypage" answers an empty
+  ListResponse whose totalResults says there is more.
+
+With --tls-cert/--tls-key it serves HTTPS (for CA-pinning tests; gencert.py
+makes a CA and a certificate for 127.0.0.1).
 
 The plan can be changed at run time, so one proxy serves many tests:
 ``POST /_fault`` with JSON ``{"fail": {"3": 429, "4": 503, "7": "drop"},
@@ -22,6 +27,7 @@ import json
 import os
 import random
 import signal
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler
@@ -92,7 +98,9 @@ def make_handler(upstream: str, plan: Plan):
             pass
 
         def send_json(self, status: int, body: dict, headers: dict | None = None):
-            payload = json.dumps(body).encode()
+            self.send_raw(status, json.dumps(body).encode(), headers)
+
+        def send_raw(self, status: int, payload: bytes, headers: dict | None = None):
             self.send_response(status)
             self.send_header("Content-Type", "application/scim+json")
             self.send_header("Content-Length", str(len(payload)))
@@ -114,6 +122,16 @@ def make_handler(upstream: str, plan: Plan):
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
+            if fault == "badjson":
+                return self.send_raw(200, b'{"totalResults": 10, "Resources": [{"id": ')
+            if fault == "emptypage":
+                # A page contradicting its own totalResults.
+                return self.send_json(
+                    200,
+                    {"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                     "totalResults": 1000000, "itemsPerPage": 0, "startIndex": 1,
+                     "Resources": []},
+                )  # fmt: skip
             if fault is not None:
                 status = int(fault)
                 headers = {"Retry-After": plan.retry_after} if status == 429 else {}
@@ -158,6 +176,8 @@ def main() -> None:
     parser.add_argument("--retry-after", default="1", help="seconds or an HTTP date")
     parser.add_argument("--fail", default="", help="N=STATUS,... e.g. 1=429,2=503,5=drop")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate chain")
+    parser.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     parser.add_argument(
         "--exit-on-stdin-eof",
         action="store_true",
@@ -172,6 +192,10 @@ def main() -> None:
         plan.update({"fail": dict(item.split("=", 1) for item in args.fail.split(","))})
     server = ThreadingHTTPServer((args.host, args.port), make_handler(args.upstream, plan))
     server.daemon_threads = True
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     print(f"FAULTPROXY_READY port={server.server_address[1]}", flush=True)
     try:

@@ -29,6 +29,8 @@ Seeding many resources without one HTTP request per resource:
 * ``POST /_admin/<tenant>/reset`` empties the tenant.
 The admin endpoints take the tenant's own credentials.
 
+``--no-bulk TENANT`` / ``--no-etag TENANT`` take a capability away from a
+tenant's ServiceProviderConfig (the server then refuses it), to test fallbacks.
 ``--cursor TENANT`` makes a tenant advertise and default to cursor pagination
 (RFC 9865); ``--max-results N`` changes every tenant's ``filter.maxResults``.
 
@@ -51,6 +53,8 @@ from urllib.parse import parse_qsl
 
 import waitress
 from scim2_models import AuthenticationScheme
+from scim2_models import Bulk as BulkConfig
+from scim2_models import ETag
 from scim2_models import Group
 from scim2_models import Pagination
 from scim2_models import ScimProvider
@@ -289,8 +293,13 @@ class Server:
         return json_response(start_response, HTTPStatus.OK, body)
 
 
-def build_tenant(name: str, auth: TenantAuth, cursor: bool, max_results: int | None, secret: str) -> Tenant:
+def build_tenant(name: str, auth: TenantAuth, args, secret: str) -> Tenant:
+    cursor, max_results = name in args.cursor, args.max_results
     config = load_default_service_provider_config()
+    if name in args.no_bulk:
+        config.bulk = BulkConfig(supported=False)
+    if name in args.no_etag:
+        config.etag = ETag(supported=False)
     if max_results is not None:
         config.filter.max_results = max_results
     if cursor:
@@ -334,6 +343,10 @@ def main() -> None:
     parser.add_argument("--auth-file", help="JSON credentials by tenant (else $SCIM_AUTH)")
     parser.add_argument("--seed", action="append", default=[], metavar="TENANT=FILE")
     parser.add_argument("--cursor", action="append", default=[], metavar="TENANT")
+    parser.add_argument("--no-bulk", action="append", default=[], metavar="TENANT",
+                        help="advertise no Bulk support for TENANT")
+    parser.add_argument("--no-etag", action="append", default=[], metavar="TENANT",
+                        help="advertise no ETag support for TENANT")
     parser.add_argument("--max-results", type=int)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--token-ttl", type=int, default=3600)
@@ -351,6 +364,8 @@ def main() -> None:
         stream=sys.stderr,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    # "Task queue depth" warnings only say that all threads are busy, which tests do on purpose.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
     raw_auth = load_auth(args)
     secret = os.environ.get("SCIM2_SERVER_SECRET") or secrets.token_urlsafe(32)
@@ -365,9 +380,7 @@ def main() -> None:
             auths[name] = TenantAuth(raw_auth[name], args.token_ttl)
         except ValueError as exc:
             parser.error(f"tenant {name!r}: {exc}")
-        tenants[name] = build_tenant(
-            name, auths[name], name in args.cursor, args.max_results, secret
-        )
+        tenants[name] = build_tenant(name, auths[name], args, secret)
     for seed in args.seed:
         name, _, path = seed.partition("=")
         if name not in tenants:

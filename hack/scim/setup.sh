@@ -4,7 +4,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-cache="${CATALOGSYNC_CACHE:-$repo/.cache}"
+# Shared by every clone on this machine, so a fresh clone reuses what an earlier one built.
+cache="${CATALOGSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catalogsync}"
 venv="$cache/venv"
 req="$here/requirements.txt"
 stamp="$venv/.requirements.sha256"

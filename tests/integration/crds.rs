@@ -87,11 +87,193 @@ spec:
   catalogItem: GenericSCIM
   connection: {url: "https://scim.example.com/v2", auth: {bearerToken: {secretRef: {name: s, key: token}}}}
   provisioning: {enabled: false}
-  synchronization: {enabled: true}
+  synchronization: {enabled: true, policyRef: {name: default}}
 "#;
     let message = cp.apply_yaml_expect_rejection(&ns, app).await;
     assert!(
-        message.contains("synchronization can only be enabled when provisioning is enabled"),
+        message.contains("synchronization can only be enabled after provisioning is enabled"),
         "{message}"
     );
+}
+
+/// A valid CatalogApp with one part replaced, for the rejection table below.
+fn app_with(connection_auth: &str, provisioning: &str) -> String {
+    format!(
+        r#"
+apiVersion: catalogsync.io/v1alpha1
+kind: CatalogApp
+metadata: {{name: invalid}}
+spec:
+  identityDomainRef: {{name: corp}}
+  connection: {{url: "https://scim.example.com/v2", auth: {connection_auth}}}
+  provisioning: {provisioning}
+"#
+    )
+}
+
+fn policy_with(fields: &str) -> String {
+    format!(
+        r#"
+apiVersion: catalogsync.io/v1alpha1
+kind: SyncPolicy
+metadata: {{name: invalid}}
+spec: {fields}
+"#
+    )
+}
+
+#[tokio::test]
+async fn invalid_objects_are_rejected_with_helpful_messages() {
+    let cp = control_plane().await;
+    let ns = cp.new_namespace("crd-invalid").await;
+    let bearer = "{bearerToken: {secretRef: {name: s, key: token}}}";
+    let cases = [
+        (
+            app_with("{}", "{enabled: true}"),
+            "exactly one auth method must be set",
+        ),
+        (
+            app_with(
+                "{bearerToken: {secretRef: {name: s, key: t}}, basic: {secretRef: {name: b}}}",
+                "{enabled: true}",
+            ),
+            "exactly one auth method must be set",
+        ),
+        (
+            app_with(bearer, "{enabled: true, limits: {maxCreates: -1}}"),
+            "should be greater than or equal to 0",
+        ),
+        (
+            app_with(bearer, "{enabled: true, operations: [Create, Explode]}"),
+            "Unsupported value: \"Explode\"",
+        ),
+        (
+            app_with(bearer, "{enabled: true}").replace("https://scim", "ftp://scim"),
+            "url must start with https:// or http://",
+        ),
+        (
+            app_with(bearer, "{enabled: true}").replace(
+                "identityDomainRef",
+                "catalogItem: NoSuchApp\n  identityDomainRef",
+            ),
+            "supported values: \"GenericSCIM\"",
+        ),
+        (
+            policy_with("{parallelism: 0}"),
+            "should be greater than or equal to 1",
+        ),
+        (
+            policy_with("{parallelism: 257}"),
+            "should be less than or equal to 256",
+        ),
+        (
+            policy_with("{limits: {maxDeletes: -5}}"),
+            "should be greater than or equal to 0",
+        ),
+        (
+            policy_with("{limits: {maxCreates: 1, whenExceeded: Sometimes}}"),
+            "Unsupported value: \"Sometimes\"",
+        ),
+        (
+            policy_with("{timeout: soon}"),
+            "timeout must be a duration such as 30m, 1h or 1h30m",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let message = cp.apply_yaml_expect_rejection(&ns, &yaml).await;
+        assert!(
+            message.contains(want),
+            "expected {want:?} in the rejection of\n{yaml}\ngot: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn syncrun_spec_is_immutable() {
+    let cp = control_plane().await;
+    let ns = cp.new_namespace("crd-immutable").await;
+    let run = r#"
+apiVersion: catalogsync.io/v1alpha1
+kind: SyncRun
+metadata: {name: once}
+spec: {appRef: {name: slack}, direction: Import, mode: Plan}
+"#;
+    cp.apply_yaml(&ns, run).await.expect("a SyncRun is created");
+    let message = cp
+        .apply_yaml_expect_rejection(&ns, &run.replace("mode: Plan", "mode: Apply"))
+        .await;
+    assert!(
+        message.contains("SyncRun spec is immutable once created"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn kubectl_get_shows_the_printer_columns() {
+    let cp = control_plane().await;
+    let ns = cp.new_namespace("crd-columns").await;
+    cp.apply_yaml(
+        &ns,
+        r#"
+apiVersion: catalogsync.io/v1alpha1
+kind: SyncRun
+metadata: {name: slack-run}
+spec: {appRef: {name: slack}, direction: Import}
+---
+apiVersion: catalogsync.io/v1alpha1
+kind: CatalogApp
+metadata: {name: slack}
+spec:
+  identityDomainRef: {name: corp}
+  connection: {url: "https://scim.example.com/v2", auth: {bearerToken: {secretRef: {name: s, key: token}}}}
+"#,
+    )
+    .await
+    .expect("objects are created");
+    let header = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let first = text.lines().next().unwrap_or_default().to_string();
+        (
+            first
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>(),
+            text,
+        )
+    };
+    let (cols, _) = header(cp.kubectl(["get", "catalogapps", "-n", &ns]).await);
+    assert_eq!(
+        cols,
+        [
+            "NAME",
+            "READY",
+            "PROVISIONING",
+            "SYNCHRONIZATION",
+            "LAST",
+            "RUN",
+            "AGE"
+        ]
+    );
+    let (cols, _) = header(cp.kubectl(["get", "syncruns", "-n", &ns]).await);
+    assert_eq!(
+        cols,
+        [
+            "NAME",
+            "APP",
+            "DIRECTION",
+            "PHASE",
+            "PROGRESS",
+            "CREATED",
+            "DELETED",
+            "AGE"
+        ]
+    );
+    let (_, text) = header(cp.kubectl(["get", "catalogsync", "-n", &ns]).await);
+    assert!(text.contains("catalogapp.catalogsync.io/slack"), "{text}");
+    assert!(text.contains("syncrun.catalogsync.io/slack-run"), "{text}");
 }

@@ -1,7 +1,7 @@
-//! Integration tests of catalogsync against a real local control plane
-//! (etcd + kube-apiserver, see `harness`) and real SCIM servers (see `scim_server`).
-//! One test binary, one control plane shared by all tests; each test works in its own
-//! namespace.
+//! Integration tests of catalogsync against a real local control plane (etcd +
+//! kube-apiserver, see `harness`) and real SCIM servers (see `scim_server`). One test
+//! binary, so kube and tokio link once; one control plane shared by all tests, each test
+//! in its own namespace.
 
 mod clients;
 mod controller;

@@ -1,6 +1,6 @@
 //! The SCIM client against the real scim2-server (hack/scim/serve.py).
 
-use crate::scim_server::{FaultProxy, ScimServer, TenantSpec};
+use crate::scim_server::{FaultProxy, ScimServer, TenantSpec, generate_certs};
 use catalogsync::scim::model::{GROUPS, USERS};
 use catalogsync::scim::{
     Auth, BulkOperation, ClientOptions, ErrorKind, Group, MemberRemoval, PatchOp, RetryPolicy,
@@ -263,6 +263,61 @@ async fn bulk_creates_in_chunks_of_max_operations() {
 }
 
 #[tokio::test]
+async fn create_many_reports_each_item_with_or_without_bulk() {
+    let server = ScimServer::start_with(
+        vec![TenantSpec::new("bulk"), TenantSpec::new("plain").no_bulk()],
+        None,
+    );
+    for (tenant, expected_requests) in [("bulk", 1), ("plain", 3)] {
+        let c = client(&server, tenant);
+        c.create(USERS, &User::new("taken")).await.unwrap();
+        c.service_provider_config().await.unwrap();
+        let before = c.requests();
+        let users: Vec<Value> = ["a", "taken", "b"]
+            .iter()
+            .map(|n| serde_json::to_value(User::new(*n)).unwrap())
+            .collect();
+        let results = c.create_many(USERS, users).await.unwrap();
+        assert_eq!(c.requests() - before, expected_requests, "{tenant}");
+        assert_eq!(results.len(), 3);
+        let a = results[0].as_ref().expect("a created");
+        assert_eq!(
+            c.get(USERS, a, &[]).await.unwrap().unwrap()["userName"],
+            "a"
+        );
+        let err = results[1].as_ref().unwrap_err();
+        assert!(err.is_uniqueness(), "{tenant}: {err}");
+        let b = results[2].as_ref().expect("b created");
+        assert_eq!(
+            c.get(USERS, b, &[]).await.unwrap().unwrap()["userName"],
+            "b"
+        );
+    }
+}
+
+#[tokio::test]
+async fn member_removal_falls_back_to_filters_without_etags() {
+    let server = ScimServer::start_with(vec![TenantSpec::new("noetag").no_etag()], None);
+    let ids = server.seed_users("noetag", "m", 50).await;
+    let c = client(&server, "noetag");
+    assert!(!c.capabilities().await.unwrap().etag);
+    let gid = c.create(GROUPS, &Group::new("g")).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.add_members(&gid, &ids).await.unwrap();
+    let before = c.requests();
+    assert_eq!(c.remove_members(&gid, &ids[..20]).await.unwrap(), 1);
+    assert_eq!(c.requests() - before, 1, "one filtered PATCH, no read");
+    let (members, version) = c.group_members(&gid).await.unwrap().unwrap();
+    assert_eq!(
+        members.iter().collect::<HashSet<_>>(),
+        ids[20..].iter().collect()
+    );
+    assert!(version.is_none());
+}
+
+#[tokio::test]
 async fn authentication_schemes_and_401() {
     let server = ScimServer::start_with(
         vec![
@@ -306,6 +361,20 @@ async fn authentication_schemes_and_401() {
     });
     assert_eq!(oauth.list(USERS, &[], None).await.unwrap().0.len(), 5);
     assert!(oauth.get(USERS, "missing", &[]).await.unwrap().is_none());
+    // The token endpoint behind a counting proxy: one token fetch serves many requests.
+    let proxy = FaultProxy::start(&server.root());
+    let counted = mk(Auth::OAuth2ClientCredentials {
+        token_url: format!("{}/app/oauth2/token", proxy.root()),
+        client_id: "cid".into(),
+        client_secret: "csecret".into(),
+        scopes: vec![],
+    });
+    for _ in 0..5 {
+        assert!(counted.get(USERS, "missing", &[]).await.unwrap().is_none());
+    }
+    assert_eq!(counted.requests(), 5);
+    assert_eq!(proxy.stats().await["requests"], 1, "the token is cached");
+
     let bad_oauth = mk(Auth::OAuth2ClientCredentials {
         token_url: server.token_url("app"),
         client_id: "cid".into(),
@@ -541,4 +610,74 @@ async fn scim_costs() {
         1000.0 / el.as_secs_f64()
     );
     println!("requests made by the main client: {}", c.requests());
+}
+
+#[tokio::test]
+async fn trusts_the_given_ca_and_only_it() {
+    let server = ScimServer::start(&["idp"]);
+    server.seed_users("idp", "tls", 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    generate_certs(dir.path());
+    let proxy = FaultProxy::start_with(&server.root(), Some(dir.path()));
+    let base = proxy.base_url("idp");
+    assert!(base.starts_with("https://"));
+    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+
+    let c = ScimClient::new(
+        &base,
+        Auth::Bearer(server.token("idp")),
+        Some(&ca),
+        Timeouts::default(),
+        2,
+    )
+    .unwrap();
+    assert_eq!(c.list(USERS, &["userName"], None).await.unwrap().0.len(), 3);
+
+    // Without the CA the certificate is not trusted.
+    let mut opts = ClientOptions::new(base, Auth::Bearer(server.token("idp")));
+    opts.retry.max_attempts = 1;
+    let untrusting = ScimClient::with_options(opts).unwrap();
+    let err = untrusting.service_provider_config().await.unwrap_err();
+    assert!(
+        matches!(err, ScimError::RetriesExhausted { ref last, .. } if matches!(**last, ScimError::Transport { .. })),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_or_contradictory_pages_are_clear_errors() {
+    let server = ScimServer::start(&["idp"]);
+    server.seed_users("idp", "user", 1500).await;
+    let proxy = FaultProxy::start(&server.root());
+    let c = client_at(&proxy.base_url("idp"), &server.token("idp"));
+    c.service_provider_config().await.unwrap();
+
+    proxy.plan(json!({"fail": {"2": "badjson"}})).await;
+    let err = c.list(USERS, &["userName"], None).await.unwrap_err();
+    assert!(matches!(err, ScimError::Protocol(_)), "{err}");
+    assert!(err.to_string().contains("malformed JSON"), "{err}");
+
+    proxy.plan(json!({"fail": {"2": "emptypage"}})).await;
+    let err = c.list(USERS, &["userName"], None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("empty page at startIndex=1001"),
+        "{err}"
+    );
+
+    proxy.plan(json!({})).await;
+    assert_eq!(
+        c.list(USERS, &["userName"], None).await.unwrap().0.len(),
+        1500
+    );
+}
+
+fn client_at(base: &str, token: &str) -> ScimClient {
+    ScimClient::new(
+        base,
+        Auth::Bearer(token.to_string()),
+        None,
+        Timeouts::default(),
+        4,
+    )
+    .expect("client")
 }

@@ -93,6 +93,9 @@ pub struct TenantSpec {
     pub cursor: bool,
     pub basic: Option<(String, String)>,
     pub oauth_client: Option<(String, String)>,
+    /// Advertise no Bulk / no ETag support.
+    pub no_bulk: bool,
+    pub no_etag: bool,
 }
 
 impl TenantSpec {
@@ -104,7 +107,19 @@ impl TenantSpec {
             cursor: false,
             basic: None,
             oauth_client: None,
+            no_bulk: false,
+            no_etag: false,
         }
+    }
+
+    pub fn no_bulk(mut self) -> Self {
+        self.no_bulk = true;
+        self
+    }
+
+    pub fn no_etag(mut self) -> Self {
+        self.no_etag = true;
+        self
     }
 
     pub fn cursor(mut self) -> Self {
@@ -150,8 +165,14 @@ impl ScimServer {
             }
             auth.insert(t.name.clone(), spec);
             args.push(t.name.clone());
-            if t.cursor {
-                args.extend(["--cursor".to_string(), t.name.clone()]);
+            for (on, flag) in [
+                (t.cursor, "--cursor"),
+                (t.no_bulk, "--no-bulk"),
+                (t.no_etag, "--no-etag"),
+            ] {
+                if on {
+                    args.extend([flag.to_string(), t.name.clone()]);
+                }
             }
         }
         if let Some(m) = max_results {
@@ -233,26 +254,53 @@ impl Drop for ScimServer {
     }
 }
 
+/// Writes a throwaway CA (`ca.pem`) and a certificate for 127.0.0.1
+/// (`server.pem`, `server.key`) into `dir`.
+pub fn generate_certs(dir: &Path) {
+    let status = Command::new(python())
+        .arg(repo_root().join("hack/scim/gencert.py"))
+        .arg(dir)
+        .status()
+        .expect("run gencert.py");
+    assert!(status.success(), "gencert.py failed");
+}
+
 /// A running `faultproxy.py` in front of a server root, killed on drop.
 pub struct FaultProxy {
     child: Child,
     pub port: u16,
+    scheme: &'static str,
     http: reqwest::Client,
 }
 
 impl FaultProxy {
     pub fn start(upstream_root: &str) -> Self {
-        let args = vec!["--upstream".to_string(), upstream_root.to_string()];
+        Self::start_with(upstream_root, None)
+    }
+
+    /// With `tls_dir` (from [`generate_certs`]) the proxy serves HTTPS.
+    pub fn start_with(upstream_root: &str, tls_dir: Option<&Path>) -> Self {
+        let mut args = vec!["--upstream".to_string(), upstream_root.to_string()];
+        let mut http = reqwest::Client::builder();
+        if let Some(dir) = tls_dir {
+            args.push("--tls-cert".into());
+            args.push(dir.join("server.pem").display().to_string());
+            args.push("--tls-key".into());
+            args.push(dir.join("server.key").display().to_string());
+            let ca = std::fs::read(dir.join("ca.pem")).expect("ca.pem");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA"));
+        }
         let (child, port) = spawn_ready("faultproxy.py", &args, &[], "FAULTPROXY_READY");
         FaultProxy {
             child,
             port,
-            http: reqwest::Client::new(),
+            scheme: if tls_dir.is_some() { "https" } else { "http" },
+            http: http.build().expect("HTTP client"),
         }
     }
 
     pub fn root(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     /// The SCIM base URL of a tenant, through the proxy.
