@@ -7,7 +7,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::api::{Limits, Mode, OnAccountDeleted, Stage};
-use crate::budget::{self, Budget, LimitCheck};
+use crate::budget::{self, Budget};
 use crate::matching::{self, AppAccount, DomainUser};
 use crate::plan::{self, Deletion, ImportPlan, ImportPolicy};
 use crate::scim::model::{PatchOp, USERS};
@@ -24,12 +24,10 @@ use super::writes::{self, Writes};
 /// same for 1 or 1,000 members, yet small enough that progress moves on huge runs.
 const MEMBERS_PER_CALL: usize = 5000;
 
-/// Everything an Import run needs.
-pub struct ImportRun {
+/// What both directions' runs share.
+pub struct Common {
     pub domain: ScimClient,
     pub app: ScimClient,
-    pub rules: Rules,
-    pub policy: ImportPolicy,
     pub limits: Option<Limits>,
     pub parallelism: usize,
     pub mode: Mode,
@@ -38,6 +36,13 @@ pub struct ImportRun {
     pub timeout: String,
     pub tracker: Tracker,
     pub stop: Stop,
+}
+
+/// Everything an Import run needs.
+pub struct ImportRun {
+    pub c: Common,
+    pub rules: Rules,
+    pub policy: ImportPolicy,
 }
 
 /// Errors that end a run before its plan could be applied.
@@ -68,15 +73,11 @@ struct Listed {
 /// Runs an Import and returns what the outcome decision needs. The tracker's counts
 /// are final when it returns.
 pub async fn run(r: &ImportRun) -> Result<Observed, ImportError> {
-    let mut observed = Observed {
-        timeout: r.timeout.clone(),
-        max_failure_percent: r.max_failure_percent,
-        ..Default::default()
-    };
-    r.tracker.stage(Stage::Listing, 0);
+    let mut observed = Observed::new(&r.c.timeout, r.c.max_failure_percent);
+    r.c.tracker.stage(Stage::Listing, 0);
     let listed = tokio::select! {
         l = list(r) => l?,
-        _ = r.stop.stopped() => return Err(ImportError::Stopped),
+        _ = r.c.stop.stopped() => return Err(ImportError::Stopped),
     };
     tracing::info!(
         accounts = listed.accounts.len(),
@@ -104,26 +105,30 @@ pub async fn run(r: &ImportRun) -> Result<Observed, ImportError> {
         r.policy,
     );
     drop(classification);
-    r.tracker
+    r.c.tracker
         .stage(Stage::Planning, plan.deletions.len() as u64);
-    let still_there = tokio::select! {
-        c = confirm_deletions(r, &mut plan, &listed.users) => c?,
-        _ = r.stop.stopped() => return Err(ImportError::Stopped),
+    let candidates = std::mem::take(&mut plan.deletions);
+    let confirm = confirm_deletions(
+        &r.c.domain,
+        &r.c.app,
+        &r.rules,
+        candidates,
+        &listed.users,
+        r.c.parallelism,
+        || r.c.tracker.advance(1),
+    );
+    let (confirmed, still_there) = tokio::select! {
+        c = confirm => c?,
+        _ = r.c.stop.stopped() => return Err(ImportError::Stopped),
     };
+    plan.deletions = confirmed;
     plan.counts.already_linked += still_there as i64;
 
     let planned = plan.planned();
-    let check = budget::check(
-        planned.creates as u64,
-        planned.deletes as u64,
-        r.limits.as_ref(),
-    );
     let items = plan.items(&listed.accounts, &listed.users);
-    r.tracker.update(|s| {
-        s.counts = plan.counts.clone();
-        s.planned = Some(planned.clone());
-        s.plan_items = items;
-    });
+    let check =
+        r.c.tracker
+            .publish_plan(&plan.counts, &planned, items, r.c.limits.as_ref());
     tracing::info!(
         links = planned.links,
         creates = planned.creates,
@@ -134,12 +139,11 @@ pub async fn run(r: &ImportRun) -> Result<Observed, ImportError> {
         limit = ?check,
         "plan computed"
     );
-    observed.limit = Some(check.clone());
-    if r.mode == Mode::Plan || matches!(check, LimitCheck::Abort { .. }) {
+    if !observed.proceed(r.c.mode, check) {
         return Ok(observed);
     }
 
-    let (max_creates, max_deletes) = budget::limits_of(r.limits.as_ref());
+    let (max_creates, max_deletes) = budget::limits_of(r.c.limits.as_ref());
     let creates = Budget::new(max_creates);
     let deletes = Budget::new(max_deletes);
     let total = plan.links.len()
@@ -151,7 +155,7 @@ pub async fn run(r: &ImportRun) -> Result<Observed, ImportError> {
             Some(m) => plan.deletions.len().min(m as usize),
             None => plan.deletions.len(),
         };
-    r.tracker.stage(Stage::Applying, total as u64);
+    r.c.tracker.stage(Stage::Applying, total as u64);
     let applier = Applier {
         r,
         group_id: &listed.group_id,
@@ -159,26 +163,30 @@ pub async fn run(r: &ImportRun) -> Result<Observed, ImportError> {
         users: &listed.users,
         creates,
         deletes,
-        w: Writes::new(r.tracker.clone(), r.stop.clone(), r.max_failure_percent),
+        w: Writes::new(
+            r.c.tracker.clone(),
+            r.c.stop.clone(),
+            r.c.max_failure_percent,
+        ),
         pending_links: Mutex::new(Vec::new()),
         pending_removals: Mutex::new(Vec::new()),
     };
     applier.apply(&plan).await;
     observed.budget_refused = applier.creates.was_refused() || applier.deletes.was_refused();
-    observed.stopped = r.stop.reason();
+    observed.stopped = r.c.stop.reason();
     Ok(observed)
 }
 
 /// Lists the grant group, the domain users and the app accounts, both sides at once.
 async fn list(r: &ImportRun) -> Result<Listed, ImportError> {
-    let (group_id, members) = grant_group(&r.domain, &r.grant_group).await?;
+    let (group_id, members) = grant_group(&r.c.domain, &r.c.grant_group).await?;
     let domain_attrs = r.rules.domain_attributes();
     let app_attrs = r.rules.app_attributes();
     let totals = Mutex::new((0u64, 0u64));
-    let domain_side = list_side(&r.tracker, &r.domain, &domain_attrs, &totals, 0, |v| {
+    let domain_side = list_side(&r.c.tracker, &r.c.domain, &domain_attrs, &totals, 0, |v| {
         r.rules.domain_user(v)
     });
-    let app_side = list_side(&r.tracker, &r.app, &app_attrs, &totals, 1, |v| {
+    let app_side = list_side(&r.c.tracker, &r.c.app, &app_attrs, &totals, 1, |v| {
         r.rules.app_account(v)
     });
     let (users, accounts) = tokio::join!(domain_side, app_side);
@@ -283,58 +291,60 @@ pub(super) async fn grant_group(
 }
 
 /// Keeps only the deletion candidates whose account is really gone: index pagination is
-/// not a snapshot, so an account can be missed by the listing. One filtered query per
-/// candidate (never per account); returns how many were still there.
-async fn confirm_deletions(
-    r: &ImportRun,
-    plan: &mut ImportPlan,
+/// not a snapshot, so the listing can miss an account. One filtered query in the app per
+/// candidate (never per account): its user id as externalId, or any of its rule values.
+/// Returns the confirmed deletions and how many candidates still had an account.
+pub async fn confirm_deletions(
+    domain: &ScimClient,
+    app: &ScimClient,
+    rules: &Rules,
+    candidates: Vec<Deletion>,
     users: &[DomainUser],
-) -> Result<usize, ImportError> {
-    if plan.deletions.is_empty() {
-        return Ok(0);
-    }
-    let checks = futures::stream::iter(plan.deletions.iter().map(|d| async move {
+    parallelism: usize,
+    on_checked: impl Fn(),
+) -> Result<(Vec<Deletion>, usize), ImportError> {
+    let on_checked = &on_checked;
+    let checks = futures::stream::iter(candidates.iter().map(|d| async move {
         let fetched;
         let user = match d.user {
             Some(u) => Some(&users[u as usize]),
             None => {
                 // A member the user listing missed (or a deleted user): read it for its values.
-                fetched = r
-                    .domain
+                fetched = domain
                     .get(USERS, &d.user_id, &[])
                     .await
                     .map_err(ImportError::Domain)?
-                    .and_then(|v| r.rules.domain_user(&v));
+                    .and_then(|v| rules.domain_user(&v));
                 fetched.as_ref()
             }
         };
-        let filter = r.rules.confirmation_filter(&d.user_id, user);
-        let (found, _) = r
-            .app
-            .list("Users", &["id"], Some(&filter))
+        let filter = rules.confirmation_filter(&d.user_id, user);
+        let (found, _) = app
+            .list(USERS, &["id"], Some(&filter))
             .await
             .map_err(ImportError::App)?;
-        r.tracker.advance(1);
+        on_checked();
         Ok::<bool, ImportError>(found.is_empty())
     }))
-    .buffered(r.parallelism.max(1))
+    .buffered(parallelism.max(1))
     .collect::<Vec<_>>()
     .await;
-    let mut gone = Vec::with_capacity(checks.len());
-    for c in checks {
-        gone.push(c?);
+    let mut confirmed = Vec::with_capacity(candidates.len());
+    let mut still_there = 0;
+    for (d, gone) in candidates.into_iter().zip(checks) {
+        if gone? {
+            confirmed.push(d);
+        } else {
+            still_there += 1;
+        }
     }
-    let before = plan.deletions.len();
-    let mut keep = gone.into_iter();
-    plan.deletions.retain(|_| keep.next().unwrap_or(false));
-    let still_there = before - plan.deletions.len();
     if still_there > 0 {
         tracing::info!(
             still_there,
             "deletion candidates whose account still exists"
         );
     }
-    Ok(still_there)
+    Ok((confirmed, still_there))
 }
 
 /// A member to add after the parallel stage, and whether it counts as a link (a 409 met an
@@ -393,16 +403,16 @@ impl Applier<'_> {
                 .map(|&(_, u)| self.users[u as usize].id.clone())
                 .collect();
             let n = chunk.len() as u64;
-            match self.r.domain.add_members(self.group_id, &ids).await {
+            match self.r.c.domain.add_members(self.group_id, &ids).await {
                 Ok(_) => {
-                    self.r.tracker.update(|s| s.counts.linked += n as i64);
+                    self.r.c.tracker.update(|s| s.counts.linked += n as i64);
                     self.w.succeeded(n);
                 }
                 Err(e) => self
                     .w
                     .failed(n, "Link", &self.account_subject(chunk[0].0), &e),
             }
-            self.r.tracker.advance(n);
+            self.r.c.tracker.advance(n);
         }
 
         // 2. Creates and deletions, `parallelism` at a time, each under its budget.
@@ -416,7 +426,7 @@ impl Applier<'_> {
             .map(|&a| Work::Create(a))
             .chain(plan.deletions.iter().map(Work::Delete));
         futures::stream::iter(work)
-            .for_each_concurrent(self.r.parallelism.max(1), |w| async move {
+            .for_each_concurrent(self.r.c.parallelism.max(1), |w| async move {
                 match w {
                     Work::Create(a) => self.create(a).await,
                     Work::Delete(d) => self.delete(d, plan.on_deleted).await,
@@ -441,13 +451,14 @@ impl Applier<'_> {
         let subject = self.account_subject(a);
         match self
             .r
+            .c
             .domain
             .create(USERS, &extract::new_user(account))
             .await
         {
             Ok(v) => match v.get("id").and_then(Value::as_str) {
                 Some(id) => {
-                    self.r.tracker.update(|s| s.counts.created += 1);
+                    self.r.c.tracker.update(|s| s.counts.created += 1);
                     self.w.succeeded(1);
                     self.push_link(id.to_string(), subject, false);
                 }
@@ -463,7 +474,7 @@ impl Applier<'_> {
                 self.w.failed(1, "CreateUser", &subject, &e);
             }
         }
-        self.r.tracker.advance(1);
+        self.r.c.tracker.advance(1);
     }
 
     /// A 409 on create: the userName is taken. If the user carries this account's id as
@@ -473,6 +484,7 @@ impl Applier<'_> {
         let filter = format!("userName eq {}", quote(&account.user_name));
         let found = self
             .r
+            .c
             .domain
             .list(USERS, &["userName", "externalId"], Some(&filter))
             .await;
@@ -495,7 +507,7 @@ impl Applier<'_> {
         };
         let ours = user.get("externalId").and_then(Value::as_str) == Some(account.id.as_str());
         if ours {
-            self.r.tracker.update(|s| s.counts.created += 1);
+            self.r.c.tracker.update(|s| s.counts.created += 1);
         } else {
             self.creates.release(1);
         }
@@ -538,6 +550,7 @@ impl Applier<'_> {
             }
             OnAccountDeleted::DeactivateUser => self
                 .r
+                .c
                 .domain
                 .patch(
                     USERS,
@@ -549,6 +562,7 @@ impl Applier<'_> {
                 .map(|_| ()),
             OnAccountDeleted::DeleteUser => self
                 .r
+                .c
                 .domain
                 .delete(USERS, &d.user_id, None)
                 .await
@@ -557,7 +571,7 @@ impl Applier<'_> {
         match result {
             // A user already gone needs only its record removed; the record counts.
             Ok(()) => {
-                self.r.tracker.update(|s| s.counts.deleted += 1);
+                self.r.c.tracker.update(|s| s.counts.deleted += 1);
                 self.w.succeeded(1);
                 self.pending_removals
                     .lock()
@@ -569,7 +583,7 @@ impl Applier<'_> {
                     });
             }
             Err(e) if e.kind() == Some(crate::scim::ErrorKind::NotFound) => {
-                self.r.tracker.update(|s| s.counts.deleted += 1);
+                self.r.c.tracker.update(|s| s.counts.deleted += 1);
                 self.w.succeeded(1);
                 self.pending_removals
                     .lock()
@@ -587,7 +601,7 @@ impl Applier<'_> {
                 self.w.failed(1, action, &subject, &e);
             }
         }
-        self.r.tracker.advance(1);
+        self.r.c.tracker.advance(1);
     }
 
     async fn flush_links(&self) {
@@ -595,8 +609,8 @@ impl Applier<'_> {
         for chunk in pending.chunks(MEMBERS_PER_CALL) {
             let ids: Vec<String> = chunk.iter().map(|p| p.user_id.clone()).collect();
             let links = chunk.iter().filter(|p| p.counts_as_link).count() as i64;
-            match self.r.domain.add_members(self.group_id, &ids).await {
-                Ok(_) => self.r.tracker.update(|s| s.counts.linked += links),
+            match self.r.c.domain.add_members(self.group_id, &ids).await {
+                Ok(_) => self.r.c.tracker.update(|s| s.counts.linked += links),
                 Err(e) => self
                     .w
                     .failed(chunk.len() as u64, "Record", &chunk[0].subject, &e),
@@ -613,14 +627,15 @@ impl Applier<'_> {
             pending.retain(|p| p.counted);
             let dropped = (before - pending.len()) as u64;
             self.deletes.release(dropped);
-            self.r.tracker.advance(dropped);
+            self.r.c.tracker.advance(dropped);
         }
         for chunk in pending.chunks(MEMBERS_PER_CALL) {
             let ids: Vec<String> = chunk.iter().map(|p| p.user_id.clone()).collect();
             let uncounted = chunk.iter().filter(|p| !p.counted).count() as u64;
-            match self.r.domain.remove_members(self.group_id, &ids).await {
+            match self.r.c.domain.remove_members(self.group_id, &ids).await {
                 Ok(_) => {
                     self.r
+                        .c
                         .tracker
                         .update(|s| s.counts.deleted += uncounted as i64);
                     self.w.succeeded(uncounted);
@@ -638,7 +653,7 @@ impl Applier<'_> {
                     }
                 }
             }
-            self.r.tracker.advance(uncounted);
+            self.r.c.tracker.advance(uncounted);
         }
     }
 }

@@ -5,8 +5,10 @@
 
 pub mod extract;
 pub mod import;
+pub mod mapping;
 pub mod outcome;
 pub mod progress;
+pub mod provision;
 pub mod stop;
 pub mod writes;
 
@@ -17,7 +19,8 @@ use kube::{Api, Client};
 use tracing::Instrument;
 
 use crate::api::{
-    AppliedLimits, CatalogApp, Direction, IdentityDomain, RunPhase, Stage, SyncPolicy, SyncRun,
+    AppliedLimits, CatalogApp, Direction, IdentityDomain, RunPhase, Stage, SyncPolicy,
+    SyncPolicySpec, SyncRun,
 };
 use crate::credentials::{self, Credentials, Side};
 use crate::exit_code;
@@ -166,14 +169,25 @@ async fn client_for(
     ScimClient::with_options(opts).map_err(|e| Invalid::config(format!("{side:?} client: {e}")))
 }
 
-/// Builds the Import run from the cluster objects.
-async fn prepare_import(
+/// What every run needs from the cluster: its app, both SCIM clients, and the policy
+/// (required for Import; for Provision it only lends parallelism, timeout and failure
+/// threshold when the app has one).
+struct Loaded {
+    app: CatalogApp,
+    policy: Option<SyncPolicySpec>,
+    domain: ScimClient,
+    app_client: ScimClient,
+    parallelism: usize,
+    timeout: String,
+    max_failure_percent: u32,
+}
+
+async fn load(
     client: &Client,
     namespace: &str,
     run: &SyncRun,
-    tracker: &Tracker,
     stop: &Stop,
-) -> Result<import::ImportRun, Invalid> {
+) -> Result<Loaded, Invalid> {
     let apps: Api<CatalogApp> = Api::namespaced(client.clone(), namespace);
     let app_name = &run.spec.app_ref.name;
     let app = apps
@@ -190,24 +204,31 @@ async fn prepare_import(
         .spec
         .synchronization
         .as_ref()
-        .map(|s| s.policy_ref.name.clone())
-        .ok_or_else(|| {
-            Invalid::config(format!(
+        .map(|s| s.policy_ref.name.clone());
+    let policy = match (&policy_name, run.spec.direction) {
+        (None, Direction::Import) => {
+            return Err(Invalid::config(format!(
                 "CatalogApp {app_name} has no synchronization.policyRef"
-            ))
-        })?;
-    let policies: Api<SyncPolicy> = Api::namespaced(client.clone(), namespace);
-    let policy = policies
-        .get(&policy_name)
-        .await
-        .map_err(|e| kube_err(&format!("SyncPolicy {policy_name}"), e))?;
-    let p = policy.spec;
-    let rules = extract::Rules::parse(&p.matching)
-        .map_err(Invalid::config)?
-        .with_copied_attributes(p.on_no_match == crate::api::OnNoMatch::CreateUser);
-    let timeout = parse_duration(&p.timeout)
-        .ok_or_else(|| Invalid::config(format!("timeout {:?} is not a duration", p.timeout)))?;
-    let parallelism = p.parallelism.clamp(1, 256) as usize;
+            )));
+        }
+        (None, Direction::Provision) => None,
+        (Some(name), direction) => {
+            let policies: Api<SyncPolicy> = Api::namespaced(client.clone(), namespace);
+            match policies.get_opt(name).await {
+                Ok(Some(p)) => Some(p.spec),
+                Ok(None) if direction == Direction::Provision => None,
+                Ok(None) => return Err(Invalid::config(format!("SyncPolicy {name} not found"))),
+                Err(e) => return Err(kube_err(&format!("SyncPolicy {name}"), e)),
+            }
+        }
+    };
+    let (parallelism, timeout, max_failure_percent) = match &policy {
+        Some(p) => (p.parallelism, p.timeout.clone(), p.max_failure_percent),
+        None => (8, "1h".to_string(), 40),
+    };
+    let parallelism = parallelism.clamp(1, 256) as usize;
+    let timeout_after = parse_duration(&timeout)
+        .ok_or_else(|| Invalid::config(format!("timeout {timeout:?} is not a duration")))?;
     let domain_client = client_for(
         client,
         namespace,
@@ -228,37 +249,152 @@ async fn prepare_import(
         parallelism,
     )
     .await?;
-    tracker.update(|s| {
-        s.limits = Some(AppliedLimits {
-            max_creates: p.limits.as_ref().and_then(|l| l.max_creates),
-            max_deletes: p.limits.as_ref().and_then(|l| l.max_deletes),
-        })
-    });
     {
         let stop = stop.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
+            tokio::time::sleep(timeout_after).await;
             stop.stop(StopReason::Timeout);
         });
     }
-    Ok(import::ImportRun {
+    Ok(Loaded {
+        app,
+        policy,
         domain: domain_client,
-        app: app_client,
+        app_client,
+        parallelism,
+        timeout,
+        max_failure_percent: max_failure_percent.clamp(0, 100) as u32,
+    })
+}
+
+impl Loaded {
+    /// The shared part of a run, held to `limits`.
+    fn common(
+        self,
+        limits: Option<crate::api::Limits>,
+        run: &SyncRun,
+        tracker: &Tracker,
+        stop: &Stop,
+    ) -> import::Common {
+        tracker.update(|s| s.limits = Some(applied_limits(limits.as_ref())));
+        import::Common {
+            grant_group: self.app.grant_group_name(),
+            domain: self.domain,
+            app: self.app_client,
+            limits,
+            parallelism: self.parallelism,
+            mode: run.spec.mode,
+            max_failure_percent: self.max_failure_percent,
+            timeout: self.timeout,
+            tracker: tracker.clone(),
+            stop: stop.clone(),
+        }
+    }
+}
+
+fn applied_limits(limits: Option<&crate::api::Limits>) -> AppliedLimits {
+    AppliedLimits {
+        max_creates: limits.and_then(|l| l.max_creates),
+        max_deletes: limits.and_then(|l| l.max_deletes),
+    }
+}
+
+/// Builds the Import run.
+fn prepare_import(
+    l: Loaded,
+    run: &SyncRun,
+    tracker: &Tracker,
+    stop: &Stop,
+) -> Result<import::ImportRun, Invalid> {
+    let p = l.policy.clone().expect("load requires a policy for Import");
+    let rules = extract::Rules::parse(&p.matching)
+        .map_err(Invalid::config)?
+        .with_copied_attributes(p.on_no_match == crate::api::OnNoMatch::CreateUser);
+    Ok(import::ImportRun {
         rules,
         policy: ImportPolicy {
             on_exact_match: p.on_exact_match,
             on_no_match: p.on_no_match,
             on_account_deleted: p.on_account_deleted,
         },
-        limits: p.limits.clone(),
-        parallelism,
-        mode: run.spec.mode,
-        grant_group: app.grant_group_name(),
-        max_failure_percent: p.max_failure_percent.clamp(0, 100) as u32,
-        timeout: p.timeout.clone(),
-        tracker: tracker.clone(),
-        stop: stop.clone(),
+        c: l.common(p.limits.clone(), run, tracker, stop),
     })
+}
+
+/// Builds the Provision run: mappings, operations and limits from `spec.provisioning`.
+fn prepare_provision(
+    l: Loaded,
+    run: &SyncRun,
+    tracker: &Tracker,
+    stop: &Stop,
+) -> Result<provision::ProvisionRun, Invalid> {
+    let prov = l
+        .app
+        .spec
+        .provisioning
+        .clone()
+        .filter(|p| p.enabled)
+        .ok_or_else(|| Invalid::config("provisioning is not enabled for this app"))?;
+    let mappings = if prov.attribute_mappings.is_empty() {
+        mapping::default_mappings(&l.app.spec.catalog_item)
+    } else {
+        prov.attribute_mappings.clone()
+    };
+    let mappings = mapping::Mappings::parse(&mappings).map_err(Invalid::config)?;
+    Ok(provision::ProvisionRun {
+        mappings,
+        operations: prov.operations.clone(),
+        c: l.common(prov.limits.clone(), run, tracker, stop),
+    })
+}
+
+/// Runs the stages of either direction and decides the outcome.
+async fn run_stages(
+    client: &Client,
+    namespace: &str,
+    run: &SyncRun,
+    tracker: &Tracker,
+    stop: &Stop,
+) -> (Outcome, u8) {
+    let loaded = match load(client, namespace, run, stop).await {
+        Ok(l) => l,
+        Err(inv) => return (Outcome::failed(inv.message), inv.code),
+    };
+    let (timeout, max_failure_percent) = (loaded.timeout.clone(), loaded.max_failure_percent);
+    let (domain, app) = (loaded.domain.clone(), loaded.app_client.clone());
+    let started = std::time::Instant::now();
+    let result = match run.spec.direction {
+        Direction::Import => match prepare_import(loaded, run, tracker, stop) {
+            Ok(ir) => import::run(&ir).await,
+            Err(inv) => return (Outcome::failed(inv.message), inv.code),
+        },
+        Direction::Provision => match prepare_provision(loaded, run, tracker, stop) {
+            Ok(pr) => provision::run(&pr).await,
+            Err(inv) => return (Outcome::failed(inv.message), inv.code),
+        },
+    };
+    // Cost of the run, for capacity planning: requests per side, retries, wall time.
+    tracing::info!(
+        domain_requests = domain.requests(),
+        domain_retries = domain.retries(),
+        app_requests = app.requests(),
+        app_retries = app.retries(),
+        seconds = started.elapsed().as_secs_f64(),
+        "SCIM traffic"
+    );
+    let observed = match result {
+        Ok(o) => o,
+        Err(import::ImportError::Stopped) => outcome::Observed {
+            stopped: stop.reason(),
+            timeout,
+            max_failure_percent,
+            ..Default::default()
+        },
+        Err(e) => return (Outcome::failed(e.to_string()), exit_code::FAILED),
+    };
+    let o = outcome::decide(run.spec.mode, &tracker.snapshot().counts, &observed);
+    let code = o.exit_code();
+    (o, code)
 }
 
 /// Executes the SyncRun `namespace/name` and returns the process exit code.
@@ -315,40 +451,7 @@ async fn execute_run(
         previous.conditions.clone(),
         generation,
     );
-    let (outcome, code) = match run.spec.direction {
-        Direction::Provision => {
-            let o = Outcome::failed(
-                "Provision runs are not implemented by this version of the sync Job",
-            );
-            (o, exit_code::INVALID)
-        }
-        Direction::Import => {
-            match prepare_import(&client, namespace, &run, &tracker, &stop).await {
-                Err(inv) => (Outcome::failed(inv.message), inv.code),
-                Ok(ir) => match import::run(&ir).await {
-                    Ok(observed) => {
-                        let counts = tracker.snapshot().counts;
-                        let o = outcome::decide(run.spec.mode, &counts, &observed);
-                        let code = o.exit_code();
-                        (o, code)
-                    }
-                    Err(import::ImportError::Stopped) => {
-                        let counts = tracker.snapshot().counts;
-                        let observed = outcome::Observed {
-                            stopped: stop.reason(),
-                            timeout: ir.timeout.clone(),
-                            max_failure_percent: ir.max_failure_percent,
-                            ..Default::default()
-                        };
-                        let o = outcome::decide(run.spec.mode, &counts, &observed);
-                        let code = o.exit_code();
-                        (o, code)
-                    }
-                    Err(e) => (Outcome::failed(e.to_string()), exit_code::FAILED),
-                },
-            }
-        }
-    };
+    let (outcome, code) = run_stages(&client, namespace, &run, &tracker, &stop).await;
     let _ = stop_reporter.send(true);
     let _ = reporter.await;
 

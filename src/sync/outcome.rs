@@ -26,6 +26,23 @@ pub struct Observed {
     pub max_failure_percent: u32,
 }
 
+impl Observed {
+    pub fn new(timeout: &str, max_failure_percent: u32) -> Self {
+        Observed {
+            timeout: timeout.to_string(),
+            max_failure_percent,
+            ..Default::default()
+        }
+    }
+
+    /// Records the limit check; true when the run goes on to apply (not a Plan, not Abort).
+    pub fn proceed(&mut self, mode: Mode, check: LimitCheck) -> bool {
+        let apply = mode == Mode::Apply && !matches!(check, LimitCheck::Abort { .. });
+        self.limit = Some(check);
+        apply
+    }
+}
+
 /// The end of a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
@@ -78,11 +95,12 @@ fn conditions_for(phase: RunPhase, reason: &str, message: &str, limit: Option<&s
 
 fn summary(c: &Counts) -> String {
     format!(
-        "{} accounts: {} already linked, {} linked, {} created, {} deleted, {} unmatched, {} disputed, {} failed",
+        "{} accounts: {} already linked, {} linked, {} created, {} updated, {} deleted, {} unmatched, {} disputed, {} failed",
         c.app_accounts,
         c.already_linked,
         c.linked,
         c.created,
+        c.updated,
         c.deleted,
         c.unmatched,
         c.disputed,

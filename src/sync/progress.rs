@@ -126,6 +126,23 @@ impl Tracker {
         });
     }
 
+    /// Publishes a computed plan and checks it against the limits, before any write.
+    pub fn publish_plan(
+        &self,
+        counts: &Counts,
+        planned: &PlannedCounts,
+        items: Vec<RunItem>,
+        limits: Option<&crate::api::Limits>,
+    ) -> crate::budget::LimitCheck {
+        let check = crate::budget::check(planned.creates as u64, planned.deletes as u64, limits);
+        self.update(|s| {
+            s.counts = counts.clone();
+            s.planned = Some(planned.clone());
+            s.plan_items = items;
+        });
+        check
+    }
+
     pub fn advance(&self, n: u64) {
         self.update(|s| s.processed += n);
     }
