@@ -33,9 +33,9 @@ pub struct UpConfig {
 }
 
 /// The SCIM tenants: the identity domain, then the apps.
-const DOMAIN_TENANT: &str = "iam";
+pub const DOMAIN_TENANT: &str = "iam";
 
-fn token(tenant: &str) -> String {
+pub fn token(tenant: &str) -> String {
     format!("demo-token-{tenant}")
 }
 

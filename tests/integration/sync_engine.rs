@@ -222,7 +222,7 @@ impl World {
 
 /// A private copy of the built binary, taken on first use: worktrees sharing one
 /// CARGO_TARGET_DIR overwrite each other's `catalogsync` while tests run.
-fn binary() -> &'static std::path::Path {
+pub fn binary() -> &'static std::path::Path {
     static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
