@@ -200,7 +200,11 @@ heading "9. kubectl get catalogsync"
 show "kubectl get catalogsync"
 kubectl get catalogsync | sed 's/^/   /'
 
-heading "Explore further"
+if $keep; then
+	heading "Explore further (in another terminal; Ctrl-C here stops everything)"
+else
+	heading "Explore further (run make demo DEMO_ARGS=--keep to keep it running, then in another terminal)"
+fi
 cat <<EOF
    export KUBECONFIG=$KUBECONFIG
    kubectl get catalogsync                       # everything, as above

@@ -142,15 +142,21 @@ fn progress_text(run: &SyncRun) -> String {
         .stage
         .filter(|_| s.phase == Some(RunPhase::Running))
         .map(|st| format!(" {}", format!("{st:?}").to_lowercase()));
-    if let Some(p) = s.progress {
+    match s.progress {
         // The numbers are per stage: without its name, 100% of listing reads as done.
-        text.push_str(&format!(
+        Some(p) if p.total > 0 => text.push_str(&format!(
             ":{} {}/{} ({}%)",
             stage.unwrap_or_default(),
             p.processed,
             p.total,
             p.percent
-        ));
+        )),
+        // Nothing counted yet (listing has not learnt its totals): only the stage.
+        _ => {
+            if let Some(stage) = stage {
+                text.push_str(&format!(":{stage}"));
+            }
+        }
     }
     text
 }
