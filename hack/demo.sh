@@ -102,13 +102,13 @@ heading "2. Building what is missing (cached afterwards)"
 if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/kube-apiserver" && -x "$KUBEBUILDER_ASSETS/etcd" ]]; then
 	say "control plane binaries: $KUBEBUILDER_ASSETS"
 else
-	progress "building kube-apiserver and etcd (first run only, ~6 min)" "$demo/envtest.log" hack/envtest.sh
+	progress "building kube-apiserver and etcd (first run only, 6-12 min)" "$demo/envtest.log" hack/envtest.sh
 	KUBEBUILDER_ASSETS="$(tail -n 1 "$demo/envtest.log")"
 	export KUBEBUILDER_ASSETS
 fi
 progress "preparing the SCIM servers (scim2-server in a virtualenv)" "$demo/scim-setup.log" hack/scim/setup.sh
 python="$(tail -n 1 "$demo/scim-setup.log")"
-progress "building catalogsync (first run ~3 min)" "$demo/cargo.log" cargo build --locked
+progress "building catalogsync (first run 3-5 min)" "$demo/cargo.log" cargo build --locked
 target="${CARGO_TARGET_DIR:-$repo/target}"
 # A private copy: a shared target dir may be rebuilt by someone else meanwhile.
 mkdir -p "$demo/bin"
@@ -118,7 +118,9 @@ bin="$demo/bin/catalogsync"
 # --- 3. dev up -------------------------------------------------------------------
 heading "3. Starting the control plane, SCIM servers, controller and job runner"
 show "catalogsync dev up --state-dir $demo/run"
+# Empty before starting: the redirection below happens in the child, after we read on.
 rm -f "$demo/run/env"
+: >"$demo/dev-up.log"
 "$bin" dev up --state-dir "$demo/run" --repo "$repo" --scim-python "$python" >"$demo/dev-up.log" 2>&1 &
 devup=$!
 pids+=("$devup")

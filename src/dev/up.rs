@@ -89,6 +89,20 @@ pub async fn run(cfg: UpConfig, mut shutdown: tokio::sync::watch::Receiver<bool>
             ),
         );
 
+        for a in &scenario.apps {
+            println!(
+                "         {}: {} match by userName, {} by e-mail only, {} disputed, {} unmatched; \
+                 {} recorded in {}, {} of them deleted from the app",
+                a.name,
+                a.by_user_name,
+                a.by_email,
+                a.disputed,
+                a.unmatched,
+                a.recorded + a.deleted,
+                a.grant_group,
+                a.deleted
+            );
+        }
         let [metrics_port] = control_plane::free_ports()?;
         let kubeconfig = cp.kubeconfig_path().to_path_buf();
         let env = [("KUBECONFIG", kubeconfig.as_path())];
