@@ -224,6 +224,42 @@ mod tests {
         }
     }
 
+    /// Property: for random limits, worker counts and demands, single reservations grant
+    /// exactly min(limit, demand), and batch reservations never exceed the limit while
+    /// leaving less than one batch unused.
+    #[test]
+    fn random_limits_workers_and_batches() {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        for _ in 0..40 {
+            let limit = rng.random_range(0..300u64);
+            let workers = rng.random_range(1..24usize);
+            let per_worker = rng.random_range(0..40u64);
+            let batch = rng.random_range(1..5u64);
+            let b = Arc::new(Budget::new(Some(limit)));
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    let b = b.clone();
+                    std::thread::spawn(move || {
+                        (0..per_worker).filter(|_| b.try_reserve(batch)).count() as u64 * batch
+                    })
+                })
+                .collect();
+            let granted: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+            let demand = workers as u64 * per_worker * batch;
+            assert!(granted <= limit, "{granted} > {limit}");
+            assert_eq!(granted, b.granted());
+            if batch == 1 {
+                assert_eq!(granted, limit.min(demand));
+            } else if demand >= limit {
+                assert!(
+                    limit - granted < batch,
+                    "limit {limit} granted {granted} batch {batch}"
+                );
+            }
+        }
+    }
+
     /// Tokio tasks reserve, "fail" some writes (released) and retry: the grants that stick
     /// never exceed the limit, and the whole limit is used when demand exceeds it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

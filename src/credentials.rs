@@ -57,6 +57,27 @@ impl fmt::Debug for Credentials {
     }
 }
 
+impl From<Credentials> for crate::scim::Auth {
+    fn from(c: Credentials) -> Self {
+        use crate::scim::Auth;
+        match c {
+            Credentials::Bearer(t) => Auth::Bearer(t),
+            Credentials::Basic { username, password } => Auth::Basic { username, password },
+            Credentials::OAuth2ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                scopes,
+            } => Auth::OAuth2ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                scopes,
+            },
+        }
+    }
+}
+
 /// Credentials plus an optional extra CA bundle (PEM).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {

@@ -45,36 +45,6 @@ pub struct JobConfig {
     pub service_account: String,
 }
 
-/// Parses a Go-style duration such as `90m`, `1h30m` or `500ms`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        if digits == 0 {
-            return None;
-        }
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60)?),
-            "h" => Duration::from_secs(n.checked_mul(3600)?),
-            _ => return None,
-        };
-        total = total.checked_add(unit)?;
-        rest = &rest[unit_len..];
-    }
-    Some(total)
-}
-
 /// The labels of a run's Job and Pod. Only ours: user labels (e.g. Argo CD's
 /// tracking label) are never copied onto children.
 pub fn labels(run: &SyncRun) -> BTreeMap<String, String> {
@@ -95,7 +65,7 @@ pub fn build(
     let ns = run.namespace().unwrap_or_default();
     let name = run.name_any();
     let timeout = policy
-        .and_then(|p| parse_duration(&p.spec.timeout))
+        .and_then(|p| crate::sync::parse_duration(&p.spec.timeout))
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_TIMEOUT);
 
@@ -305,17 +275,6 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
             image: "registry.example/catalogsync:1.2.3".into(),
             service_account: "catalogsync-sync-job".into(),
         }
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration(""), None);
-        assert_eq!(parse_duration("h"), None);
-        assert_eq!(parse_duration("5d"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod api;
 pub mod apidocs;
 pub mod budget;
 pub mod catalog;
+pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod crdgen;

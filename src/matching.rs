@@ -38,17 +38,9 @@ pub struct AppAccount {
     pub active: bool,
     /// Raw values of each rule's `appAttribute`, per rule.
     pub keys: Vec<Vec<String>>,
-    /// Attributes a CreateUser copies into the new user.
-    pub attrs: UserAttrs,
-}
-
-/// The attributes of an account that authoritative sync copies into a new user.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct UserAttrs {
-    pub display_name: Option<String>,
-    pub given_name: Option<String>,
-    pub family_name: Option<String>,
-    pub email: Option<String>,
+    /// First value of each import mapping's app attribute ("" when absent): what a
+    /// CreateUser copies into the new user. Empty unless the policy creates users.
+    pub attrs: Vec<String>,
 }
 
 /// An in-memory index of the domain users: for each rule, normalized value → users.
@@ -274,7 +266,7 @@ mod tests {
                 vec![user_name.into()],
                 email.into_iter().map(Into::into).collect(),
             ],
-            attrs: UserAttrs::default(),
+            attrs: Vec::new(),
         }
     }
 

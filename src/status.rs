@@ -23,15 +23,37 @@ pub async fn apply<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
+    apply_with(api, name, PatchParams::apply(manager).force(), status).await
+}
+
+/// Like [`apply`], but not forced: fails with a 409 Conflict when another writer
+/// owns one of the fields with a different value (it got there first), so
+/// nothing of this write lands.
+pub async fn apply_unless_owned<K>(
+    api: &Api<K>,
+    name: &str,
+    manager: &str,
+    status: serde_json::Value,
+) -> kube::Result<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    apply_with(api, name, PatchParams::apply(manager), status).await
+}
+
+async fn apply_with<K>(
+    api: &Api<K>,
+    name: &str,
+    params: PatchParams,
+    status: serde_json::Value,
+) -> kube::Result<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
     let body = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(manager).force(),
-        &Patch::Apply(&body),
-    )
-    .await
+    api.patch_status(name, &params, &Patch::Apply(&body)).await
 }

@@ -24,14 +24,6 @@ if obj.spec ~= nil and obj.spec.suspend == true then
   return hs
 end
 
-if obj.status == nil and obj.kind == "SyncPolicy" then
-  -- The controller checks a policy through the apps that use it (their
-  -- SynchronizationEnabled condition) and writes no status of its own.
-  hs.status = "Healthy"
-  hs.message = "checked through the CatalogApps that reference it"
-  return hs
-end
-
 if obj.status == nil then
   hs.status = "Progressing"
   hs.message = "waiting for the catalogsync controller"

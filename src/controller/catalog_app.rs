@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams, PropagationPolicy};
+use kube::api::{
+    Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy,
+};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
@@ -104,7 +106,7 @@ fn phase(run: &SyncRun) -> Option<RunPhase> {
 }
 
 fn is_active(run: &SyncRun) -> bool {
-    !phase(run).is_some_and(RunPhase::is_finished)
+    !super::sync_run::is_finished(run)
 }
 
 fn created(run: &SyncRun) -> Option<jiff::Timestamp> {
@@ -357,7 +359,11 @@ pub fn decide(inp: &Inputs) -> Plan {
         .map(|p| p.spec.concurrency_policy)
         .unwrap_or_default();
     let mut active: Vec<&SyncRun> = inp.runs.iter().filter(|r| is_active(r)).collect();
-    active.sort_by_key(|r| std::cmp::Reverse(created(r)));
+    // The run that is executing (has a Job) first, then the newest.
+    active.sort_by_key(|r| {
+        let has_job = r.status.as_ref().is_some_and(|s| s.job_name.is_some());
+        std::cmp::Reverse((has_job, created(r)))
+    });
 
     // Cancel the active runs of lanes the user switched off.
     for lane in [&import, &provision] {
@@ -746,7 +752,10 @@ async fn check_provisioning(
             ),
         )),
     };
-    ctx.app_probes.put(&key, &fingerprint, state.clone());
+    // Failures are not cached: the next reconcile (at most FAILURE_RECHECK away) retries.
+    if !matches!(state, ProvisioningState::Failed(_)) {
+        ctx.app_probes.put(&key, &fingerprint, state.clone());
+    }
     Ok(state)
 }
 
@@ -807,6 +816,16 @@ pub async fn cancel_run(ctx: &Context, ns: &str, run: &str, message: &str) -> Re
     if !is_active(&current) {
         return Ok(());
     }
+    // Recorded on the run too: should a late progress write of the dying Job
+    // un-finish the status, the run still ends Cancelled, not Failed.
+    runs.patch(
+        run,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({
+            "metadata": {"annotations": {super::sync_run::CANCEL_ANNOTATION: message}}
+        })),
+    )
+    .await?;
     let recorded = current.status.as_ref().and_then(|s| s.job_name.clone());
     super::sync_run::finish(
         ctx,
@@ -924,7 +943,11 @@ pub async fn reconcile(app: Arc<CatalogApp>, ctx: Arc<Context>) -> Result<Action
         ctx.metrics
             .run_finished(&format!("{direction:?}"), &format!("{phase:?}"));
     }
-    Ok(Action::requeue(plan.requeue.max(Duration::from_secs(1))))
+    let mut requeue = plan.requeue.min(ctx.config.recheck);
+    if matches!(provisioning, ProvisioningState::Failed(_)) {
+        requeue = requeue.min(super::FAILURE_RECHECK);
+    }
+    Ok(Action::requeue(requeue.max(Duration::from_secs(1))))
 }
 
 #[cfg(test)]

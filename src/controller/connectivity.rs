@@ -10,7 +10,7 @@ use kube::Client;
 use serde_json::json;
 
 use crate::api::{Auth, Capabilities, Tls};
-use crate::credentials::{self, Credentials, CredentialsError};
+use crate::credentials::{self, CredentialsError};
 use crate::scim::{self, ClientOptions, ErrorKind, RetryPolicy, ScimClient, ScimError, Timeouts};
 
 /// Stable reasons of a failed check.
@@ -56,24 +56,6 @@ pub fn scim_failure(e: &ScimError) -> Failure {
     }
 }
 
-fn to_scim_auth(c: Credentials) -> scim::Auth {
-    match c {
-        Credentials::Bearer(t) => scim::Auth::Bearer(t),
-        Credentials::Basic { username, password } => scim::Auth::Basic { username, password },
-        Credentials::OAuth2ClientCredentials {
-            token_url,
-            client_id,
-            client_secret,
-            scopes,
-        } => scim::Auth::OAuth2ClientCredentials {
-            token_url,
-            client_id,
-            client_secret,
-            scopes,
-        },
-    }
-}
-
 /// A SCIM client for an endpoint whose credentials live in Secrets of `ns`.
 /// `Ok(Err(_))` is a failure to report; `Err(_)` an API error to retry.
 pub async fn client_for(
@@ -87,7 +69,7 @@ pub async fn client_for(
         Ok(r) => r,
         Err(e) => return credentials_failure(e).map(Err),
     };
-    let mut opts = ClientOptions::new(url, to_scim_auth(resolved.credentials));
+    let mut opts = ClientOptions::new(url, resolved.credentials.into());
     opts.ca_pem = resolved.ca_pem.map(String::into_bytes);
     // A check answers quickly or reports why; the Job does the patient work.
     opts.timeouts = Timeouts {

@@ -77,7 +77,10 @@ pub async fn reconcile(domain: Arc<IdentityDomain>, ctx: Arc<Context>) -> Result
                 Ok(client) => connectivity::probe(&client).await,
                 Err(f) => Err(f),
             };
-            ctx.domain_probes.put(&key, &fingerprint, o.clone());
+            // Failures are not cached, so a fixed endpoint is seen at the next recheck.
+            if o.is_ok() {
+                ctx.domain_probes.put(&key, &fingerprint, o.clone());
+            }
             o
         }
     };
@@ -96,7 +99,10 @@ pub async fn reconcile(domain: Arc<IdentityDomain>, ctx: Arc<Context>) -> Result
     for ev in &events {
         ctx.publish(&reference, ev).await;
     }
-    Ok(Action::requeue(ctx.config.recheck))
+    Ok(Action::requeue(match outcome {
+        Ok(_) => ctx.config.recheck,
+        Err(_) => ctx.config.recheck.min(super::FAILURE_RECHECK),
+    }))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod catalog_app;
 pub mod connectivity;
 pub mod identity_domain;
+pub mod sync_policy;
 pub mod sync_run;
 
 use std::future::Future;
@@ -53,6 +54,9 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How soon a failed connectivity check is retried when nothing else changes.
+pub const FAILURE_RECHECK: Duration = Duration::from_secs(30);
 
 /// The controller's settings.
 #[derive(Clone, Debug)]
@@ -272,7 +276,11 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
 
     // CatalogApp: its runs (by spec.appRef, so hand-made runs count too), its
     // Secrets, its domain and its policy.
-    let apps = Controller::new(scoped::<CatalogApp>(&client, &ns), wc.clone());
+    // Runs report progress every second or two; a short debounce folds a burst of
+    // them into one reconcile (and one status write).
+    let apps = Controller::new(scoped::<CatalogApp>(&client, &ns), wc.clone()).with_config(
+        kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)),
+    );
     let app_store = apps.store();
     let (s1, s2, s3) = (app_store.clone(), app_store.clone(), app_store);
     let c = ctx.clone();
@@ -331,6 +339,16 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
         )
         .for_each(|_| async {});
 
+    // SyncPolicy: validation only.
+    let policies = Controller::new(scoped::<SyncPolicy>(&client, &ns), wc.clone())
+        .graceful_shutdown_on(stop())
+        .run(
+            sync_policy::reconcile,
+            error_policy("SyncPolicy"),
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+
     // SyncRun: its Job.
     let runs = Controller::new(scoped::<SyncRun>(&client, &ns), wc.clone())
         .owns(
@@ -347,7 +365,7 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
         Box::pin(stop()),
     );
 
-    tokio::join!(domains, apps, runs, forget);
+    tokio::join!(domains, apps, policies, runs, forget);
 }
 
 /// Runs the controllers, with leader election when `lease` is set, until

@@ -5,15 +5,20 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, PostParams};
+use std::time::Duration;
+
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error, Ev, Result, now_time};
-use crate::api::{CatalogApp, Direction, IdentityDomain, RunPhase, SyncRun};
+use crate::api::{CatalogApp, Direction, IdentityDomain, Mode, RunPhase, SyncRun};
 use crate::job_builder;
 use crate::status;
+
+/// Set by the controller on a run it cancels, with the reason.
+pub const CANCEL_ANNOTATION: &str = "catalogsync.io/cancelled";
 
 /// How a Job ended, as the Job controller reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +75,48 @@ pub async fn finish(
     };
     ctx.publish(&run.object_ref(&()), &ev).await;
     Ok(())
+}
+
+/// The active applying run of the same app that `run` must wait for: one
+/// created earlier (name breaks ties), so of two runs exactly one proceeds. Pure.
+pub fn blocking_run<'a>(run: &SyncRun, all: &'a [SyncRun]) -> Option<&'a SyncRun> {
+    let key = |r: &SyncRun| {
+        (
+            r.metadata.creation_timestamp.clone().map(|t| t.0),
+            r.name_any(),
+        )
+    };
+    all.iter().find(|other| {
+        other.name_any() != run.name_any()
+            && other.spec.app_ref.name == run.spec.app_ref.name
+            && other.spec.mode == Mode::Apply
+            && !is_finished(other)
+            && key(other) < key(run)
+    })
+}
+
+/// Records the Job's name and phase Pending — unless the Job already moved the
+/// run on (a fast Job can write before we do): then only the Job's name, so a
+/// late Pending never overwrites Running or an outcome.
+async fn record_job(runs: &Api<SyncRun>, name: &str) -> Result<()> {
+    let pending = json!({"phase": RunPhase::Pending, "jobName": name});
+    match status::apply_unless_owned(runs, name, status::CONTROLLER_MANAGER, pending).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let job = json!({"jobName": name});
+            status::apply(runs, name, status::CONTROLLER_MANAGER, job).await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// True once the run's phase is final.
+pub fn is_finished(run: &SyncRun) -> bool {
+    run.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(RunPhase::is_finished)
 }
 
 /// The reason a run may not start now (the app switched it off), if any.
@@ -168,12 +215,19 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
             // Its Job was created and is gone: deleted by hand, or the run was
             // cancelled meanwhile. Re-read so a just-written outcome wins.
             let fresh = runs.get(&name).await?;
-            if fresh
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .is_some_and(RunPhase::is_finished)
-            {
+            if is_finished(&fresh) {
+                return Ok(Action::await_change());
+            }
+            if let Some(why) = fresh.annotations().get(CANCEL_ANNOTATION) {
+                finish(
+                    &ctx,
+                    &fresh,
+                    RunPhase::Cancelled,
+                    "Cancelled",
+                    why,
+                    Some(&name),
+                )
+                .await?;
                 return Ok(Action::await_change());
             }
             finish(
@@ -186,6 +240,27 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
             )
             .await?;
             return Ok(Action::await_change());
+        }
+        // One applying run per app at a time: a later one (e.g. created by hand)
+        // waits rather than racing the other over the same accounts.
+        if run.spec.mode == Mode::Apply {
+            let all = runs.list(&ListParams::default()).await?.items;
+            if let Some(other) = blocking_run(&run, &all) {
+                let message = format!(
+                    "waiting for run {} of the same app to finish",
+                    other.name_any()
+                );
+                if st.message.as_deref() != Some(message.as_str()) {
+                    status::apply(
+                        &runs,
+                        &name,
+                        status::CONTROLLER_MANAGER,
+                        json!({"phase": RunPhase::Pending, "message": message}),
+                    )
+                    .await?;
+                }
+                return Ok(Action::requeue(Duration::from_secs(10)));
+            }
         }
         // Dereference, validate, build, apply.
         let job = match build_job(&ctx, &run, &ns).await? {
@@ -200,13 +275,7 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
-        status::apply(
-            &runs,
-            &name,
-            status::CONTROLLER_MANAGER,
-            json!({"phase": RunPhase::Pending, "jobName": name}),
-        )
-        .await?;
+        record_job(&runs, &name).await?;
         ctx.publish(
             &run.object_ref(&()),
             &Ev::normal("JobCreated", format!("created Job {name}")),
@@ -235,16 +304,7 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
     if st.job_name.is_none() {
         // Created before a restart, status not yet written: write it unless
         // the Job has moved the run on meanwhile.
-        let fresh = runs.get(&name).await?;
-        if fresh.status.as_ref().and_then(|s| s.phase).is_none() {
-            status::apply(
-                &runs,
-                &name,
-                status::CONTROLLER_MANAGER,
-                json!({"phase": RunPhase::Pending, "jobName": name}),
-            )
-            .await?;
-        }
+        record_job(&runs, &name).await?;
     }
     let Some(end) = job_end(&job) else {
         return Ok(Action::await_change());
@@ -252,12 +312,7 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
     // The Job has ended; the run's own final write happens before its process
     // exits, so a fresh read tells whether it reported.
     let fresh = runs.get(&name).await?;
-    if fresh
-        .status
-        .as_ref()
-        .and_then(|s| s.phase)
-        .is_some_and(RunPhase::is_finished)
-    {
+    if is_finished(&fresh) {
         return Ok(Action::await_change());
     }
     let (reason, message) = match end {
@@ -296,6 +351,34 @@ mod tests {
             "status": {"conditions": conditions}
         }))
         .unwrap()
+    }
+
+    fn run(name: &str, created: &str, mode: &str, phase: Option<&str>) -> SyncRun {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns", "creationTimestamp": created},
+            "spec": {"appRef": {"name": "slack"}, "mode": mode},
+            "status": phase.map(|p| json!({"phase": p}))
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn one_applying_run_per_app_at_a_time() {
+        let a = run("a", "2026-01-01T00:00:00Z", "Apply", Some("Running"));
+        let b = run("b", "2026-01-01T00:00:05Z", "Apply", None);
+        let c = run("c", "2026-01-01T00:00:05Z", "Apply", None);
+        let all = [a.clone(), b.clone(), c.clone()];
+        assert!(blocking_run(&a, &all).is_none(), "the oldest proceeds");
+        assert_eq!(blocking_run(&b, &all).unwrap().name_any(), "a");
+        assert_eq!(blocking_run(&c, &all).unwrap().name_any(), "a");
+        // Once a ends, b (same second, earlier name) goes first.
+        let done = run("a", "2026-01-01T00:00:00Z", "Apply", Some("Succeeded"));
+        let all = [done, b.clone(), c.clone()];
+        assert!(blocking_run(&b, &all).is_none());
+        assert_eq!(blocking_run(&c, &all).unwrap().name_any(), "b");
+        // Plans never block.
+        let plan = run("p", "2025-12-31T00:00:00Z", "Plan", None);
+        assert!(blocking_run(&b, &[plan, b.clone()]).is_none());
     }
 
     #[test]

@@ -216,7 +216,7 @@ fn dispute_reason(s: &Situation, users: &[DomainUser]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matching::{Index, UserAttrs, classify};
+    use crate::matching::{Index, classify};
 
     fn user(id: &str, name: &str) -> DomainUser {
         DomainUser {
@@ -233,7 +233,7 @@ mod tests {
             external_id: None,
             active: true,
             keys: vec![vec![name.into()]],
-            attrs: UserAttrs::default(),
+            attrs: Vec::new(),
         }
     }
 

@@ -3,9 +3,11 @@
 
 use serde_json::{Value, json};
 
-use crate::api::MatchRule;
-use crate::matching::{AppAccount, DomainUser, UserAttrs};
+use crate::api::{AttributeMapping, MatchRule};
+use crate::mapping::{self as docs, From};
+use crate::matching::{AppAccount, DomainUser};
 use crate::scim::AttrPath;
+use crate::scim::model::USER_SCHEMA;
 use crate::scim::path::quote;
 
 /// The matching rules with their attribute paths parsed.
@@ -14,8 +16,10 @@ pub struct Rules {
     pub app: Vec<AttrPath>,
     pub domain: Vec<AttrPath>,
     pub case_sensitive: Vec<bool>,
-    /// Keep the attributes a CreateUser copies (only when the policy creates users).
-    pub copy_attributes: bool,
+    /// App account → new user mappings a CreateUser applies; empty unless the policy
+    /// creates users, so that no other attribute is read or kept.
+    pub import: Vec<AttributeMapping>,
+    import_app: Vec<AttrPath>,
 }
 
 impl Rules {
@@ -25,7 +29,8 @@ impl Rules {
             app: Vec::new(),
             domain: Vec::new(),
             case_sensitive: Vec::new(),
-            copy_attributes: true,
+            import: Vec::new(),
+            import_app: Vec::new(),
         };
         for r in rules {
             out.app
@@ -47,21 +52,25 @@ impl Rules {
         dedup(a)
     }
 
-    /// Whether accounts keep the attributes a CreateUser copies.
-    pub fn with_copied_attributes(mut self, copy: bool) -> Self {
-        self.copy_attributes = copy;
-        self
+    /// The mappings a CreateUser applies (the catalog entry's import mappings).
+    pub fn with_import_mappings(mut self, import: Vec<AttributeMapping>) -> Result<Self, String> {
+        self.import_app = import
+            .iter()
+            .map(|m| m.app_attribute.parse().map_err(|e| format!("{e}")))
+            .collect::<Result<_, _>>()?;
+        self.import = import;
+        Ok(self)
     }
 
     /// `attributes=` of the app account listing: matching, plus what a CreateUser copies
     /// when the policy creates users.
     pub fn app_attributes(&self) -> Vec<String> {
-        let mut wanted = vec!["userName", "externalId", "active"];
-        if self.copy_attributes {
-            wanted.extend(["displayName", "name", "emails"]);
-        }
-        let mut a: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
+        let mut a: Vec<String> = ["userName", "externalId", "active"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         a.extend(self.app.iter().map(AttrPath::request_attribute));
+        a.extend(self.import_app.iter().map(AttrPath::request_attribute));
         dedup(a)
     }
 
@@ -83,16 +92,11 @@ impl Rules {
             external_id: str_of(v, "externalId").filter(|s| !s.is_empty()),
             active: v.get("active").and_then(Value::as_bool).unwrap_or(true),
             keys: self.app.iter().map(|p| p.values(v)).collect(),
-            attrs: if self.copy_attributes {
-                UserAttrs {
-                    display_name: str_of(v, "displayName"),
-                    given_name: v.get("name").and_then(|n| str_of(n, "givenName")),
-                    family_name: v.get("name").and_then(|n| str_of(n, "familyName")),
-                    email: primary_email(v),
-                }
-            } else {
-                UserAttrs::default()
-            },
+            attrs: self
+                .import_app
+                .iter()
+                .map(|p| p.values(v).into_iter().next().unwrap_or_default())
+                .collect(),
         })
     }
 
@@ -128,15 +132,6 @@ fn str_of(v: &Value, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn primary_email(v: &Value) -> Option<String> {
-    let emails = v.get("emails")?.as_array()?;
-    emails
-        .iter()
-        .find(|e| e.get("primary").and_then(Value::as_bool) == Some(true))
-        .or_else(|| emails.first())
-        .and_then(|e| str_of(e, "value"))
-}
-
 fn unfiltered(p: &AttrPath) -> String {
     let mut s = String::new();
     if let Some(urn) = &p.urn {
@@ -151,31 +146,19 @@ fn unfiltered(p: &AttrPath) -> String {
     s
 }
 
-/// The new identity-domain user authoritative sync creates for an account. Its externalId
-/// is the account's id in the app, so a create retried after a lost answer is recognised
-/// as our own (see the engine's 409 handling).
-pub fn new_user(a: &AppAccount) -> Value {
-    let mut u = json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-        "userName": a.user_name,
-        "externalId": a.id,
-        "active": a.active,
+/// The new identity-domain user authoritative sync creates for an account: the import
+/// mappings applied to it. Its externalId is the account's id in the app, so a create
+/// retried after a lost answer is recognised as our own (see the engine's 409 handling).
+pub fn new_user(rules: &Rules, a: &AppAccount) -> Value {
+    let mut u = docs::build(&rules.import, From::App, |src| {
+        let i = rules.import.iter().position(|m| m.app_attribute == src)?;
+        a.attrs.get(i).cloned()
     });
-    if let Some(d) = &a.attrs.display_name {
-        u["displayName"] = json!(d);
-    }
-    let mut name = serde_json::Map::new();
-    if let Some(g) = &a.attrs.given_name {
-        name.insert("givenName".into(), json!(g));
-    }
-    if let Some(f) = &a.attrs.family_name {
-        name.insert("familyName".into(), json!(f));
-    }
-    if !name.is_empty() {
-        u["name"] = Value::Object(name);
-    }
-    if let Some(e) = &a.attrs.email {
-        u["emails"] = json!([{"value": e, "primary": true, "type": "work"}]);
+    u["schemas"] = json!([USER_SCHEMA]);
+    u["externalId"] = json!(a.id);
+    u["active"] = json!(a.active);
+    if u.get("userName").is_none() {
+        u["userName"] = json!(a.user_name);
     }
     u
 }
@@ -200,6 +183,14 @@ mod tests {
         .unwrap()
     }
 
+    fn creating(r: Rules) -> Rules {
+        let import = crate::catalog::get("GenericSCIM")
+            .unwrap()
+            .import_mappings
+            .clone();
+        r.with_import_mappings(import).unwrap()
+    }
+
     #[test]
     fn bad_paths_are_reported() {
         let err = Rules::parse(&[MatchRule {
@@ -219,24 +210,34 @@ mod tests {
             r.domain_attributes(),
             ["userName", "active", "emails.value"]
         );
-        let app = r.app_attributes();
-        assert!(app.contains(&"emails".to_string()));
-        assert_eq!(app.iter().filter(|a| *a == "userName").count(), 1);
-        // Without CreateUser only matching's attributes are read.
-        let lean = r.with_copied_attributes(false);
+        // Without CreateUser only matching's attributes are read and kept.
         assert_eq!(
-            lean.app_attributes(),
+            r.app_attributes(),
             ["userName", "externalId", "active", "emails"]
         );
-        let acct = lean
+        let acct = r
             .app_account(&json!({"id": "a", "userName": "x", "displayName": "X"}))
             .unwrap();
-        assert_eq!(acct.attrs, UserAttrs::default());
+        assert!(acct.attrs.is_empty());
+        // With it, the import mappings' attributes too.
+        let full = creating(r);
+        assert_eq!(
+            full.app_attributes(),
+            [
+                "userName",
+                "externalId",
+                "active",
+                "emails",
+                "displayName",
+                "name.givenName",
+                "name.familyName"
+            ]
+        );
     }
 
     #[test]
     fn documents_become_compact_structs() {
-        let r = rules();
+        let r = creating(rules());
         let acct = r
             .app_account(&json!({
                 "id": "a1", "userName": "Alice", "externalId": "", "active": false,
@@ -247,7 +248,11 @@ mod tests {
         assert_eq!(acct.external_id, None);
         assert!(!acct.active);
         assert_eq!(acct.keys, [vec!["Alice"], vec!["alice@x.example"]]);
-        assert_eq!(acct.attrs.email.as_deref(), Some("alice@x.example"));
+        assert_eq!(
+            acct.attrs,
+            ["Alice", "", "Alice", "Smith", "alice@x.example"],
+            "import mappings: userName, displayName, givenName, familyName, primary email"
+        );
         let user = r
             .domain_user(&json!({"id": "u1", "userName": "alice",
                 "emails": [{"value": "a@x.example"}, {"value": "b@x.example"}]}))
@@ -278,18 +283,22 @@ mod tests {
 
     #[test]
     fn new_user_copies_mapped_attributes() {
-        let r = rules();
+        let r = creating(rules());
         let acct = r
             .app_account(
                 &json!({"id": "a1", "userName": "bob", "displayName": "Bob B",
-                "name": {"givenName": "Bob"}, "emails": [{"value": "bob@x.example"}]}),
+                "name": {"givenName": "Bob"}, "emails": [{"value": "bob@x.example", "primary": true}]}),
             )
             .unwrap();
-        let u = new_user(&acct);
+        let u = new_user(&r, &acct);
         assert_eq!(u["userName"], "bob");
         assert_eq!(u["externalId"], "a1");
         assert_eq!(u["name"], json!({"givenName": "Bob"}));
-        assert_eq!(u["emails"][0]["value"], "bob@x.example");
+        assert_eq!(u["displayName"], "Bob B");
+        assert_eq!(
+            u["emails"],
+            json!([{"primary": true, "value": "bob@x.example"}])
+        );
         assert_eq!(u["active"], true);
     }
 }

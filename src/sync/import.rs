@@ -10,7 +10,7 @@ use crate::api::{Limits, Mode, OnAccountDeleted, Stage};
 use crate::budget::{self, Budget};
 use crate::matching::{self, AppAccount, DomainUser};
 use crate::plan::{self, Deletion, ImportPlan, ImportPolicy};
-use crate::scim::model::{PatchOp, USERS};
+use crate::scim::model::{GROUPS, PatchOp, USERS};
 use crate::scim::path::quote;
 use crate::scim::{ScimClient, ScimError};
 
@@ -315,6 +315,17 @@ pub async fn confirm_deletions(
                     .await
                     .map_err(ImportError::Domain)?
                     .and_then(|v| rules.domain_user(&v));
+                if fetched.is_none()
+                    && domain
+                        .get(GROUPS, &d.user_id, &["id"])
+                        .await
+                        .map_err(ImportError::Domain)?
+                        .is_some()
+                {
+                    // A nested group is no record of an account: never removed.
+                    on_checked();
+                    return Ok(Check::NotAUser);
+                }
                 fetched.as_ref()
             }
         };
@@ -324,18 +335,22 @@ pub async fn confirm_deletions(
             .await
             .map_err(ImportError::App)?;
         on_checked();
-        Ok::<bool, ImportError>(found.is_empty())
+        Ok::<Check, ImportError>(if found.is_empty() {
+            Check::Gone
+        } else {
+            Check::Present
+        })
     }))
     .buffered(parallelism.max(1))
     .collect::<Vec<_>>()
     .await;
     let mut confirmed = Vec::with_capacity(candidates.len());
     let mut still_there = 0;
-    for (d, gone) in candidates.into_iter().zip(checks) {
-        if gone? {
-            confirmed.push(d);
-        } else {
-            still_there += 1;
+    for (d, check) in candidates.into_iter().zip(checks) {
+        match check? {
+            Check::Gone => confirmed.push(d),
+            Check::Present => still_there += 1,
+            Check::NotAUser => {}
         }
     }
     if still_there > 0 {
@@ -345,6 +360,13 @@ pub async fn confirm_deletions(
         );
     }
     Ok((confirmed, still_there))
+}
+
+/// What the confirmation of one deletion candidate found.
+enum Check {
+    Gone,
+    Present,
+    NotAUser,
 }
 
 /// A member to add after the parallel stage, and whether it counts as a link (a 409 met an
@@ -453,7 +475,7 @@ impl Applier<'_> {
             .r
             .c
             .domain
-            .create(USERS, &extract::new_user(account))
+            .create(USERS, &extract::new_user(&self.r.rules, account))
             .await
         {
             Ok(v) => match v.get("id").and_then(Value::as_str) {

@@ -1,49 +1,27 @@
 //! Attribute mappings of provisioning (identity-domain user → app account): reading the
-//! mapped values on both sides, and writing them into a new account or a PATCH. Pure.
+//! mapped values on both sides, and writing them into a new account (with
+//! [`crate::mapping`]) or a PATCH. Pure.
 
 use serde_json::{Map, Value, json};
 
 use crate::api::AttributeMapping;
+use crate::mapping::{self as docs, From};
 use crate::plan::provision::{ProvAccount, ProvUser};
 use crate::scim::AttrPath;
 use crate::scim::model::{PatchOp, PatchOperation, USER_SCHEMA};
-use crate::scim::path::{CompareOp, Literal, ValueFilter};
 
-/// Multi-valued core User attributes (RFC 7643 §4.1.2): `emails.value` means every email.
-const MULTI_VALUED: [&str; 8] = [
-    "emails",
-    "phoneNumbers",
-    "ims",
-    "photos",
-    "addresses",
-    "entitlements",
-    "roles",
-    "x509Certificates",
-];
-
-/// The mappings of the built-in catalog entry (GenericSCIM and unknown entries).
-pub fn default_mappings(_catalog_item: &str) -> Vec<AttributeMapping> {
-    [
-        ("userName", "userName"),
-        ("displayName", "displayName"),
-        ("name.givenName", "name.givenName"),
-        ("name.familyName", "name.familyName"),
-        (
-            "emails[primary eq true].value",
-            "emails[primary eq true].value",
-        ),
-    ]
-    .iter()
-    .map(|(d, a)| AttributeMapping {
-        domain_attribute: d.to_string(),
-        app_attribute: a.to_string(),
-    })
-    .collect()
+/// The provisioning mappings of a catalog entry (GenericSCIM's for an unknown entry).
+pub fn default_mappings(catalog_item: &str) -> Vec<AttributeMapping> {
+    crate::catalog::get(catalog_item)
+        .or_else(|| crate::catalog::get("GenericSCIM"))
+        .map(|e| e.provisioning_mappings.clone())
+        .unwrap_or_default()
 }
 
 /// Parsed mappings.
 #[derive(Clone, Debug)]
 pub struct Mappings {
+    pub raw: Vec<AttributeMapping>,
     pub domain: Vec<AttrPath>,
     pub app: Vec<AttrPath>,
 }
@@ -51,6 +29,7 @@ pub struct Mappings {
 impl Mappings {
     pub fn parse(mappings: &[AttributeMapping]) -> Result<Self, String> {
         let mut m = Mappings {
+            raw: mappings.to_vec(),
             domain: Vec::new(),
             app: Vec::new(),
         };
@@ -104,14 +83,22 @@ impl Mappings {
 
     /// The new account for a user: the mapped attributes, `externalId` = the user's id.
     pub fn new_account(&self, u: &ProvUser) -> Value {
-        let mut doc = json!({"schemas": [USER_SCHEMA], "externalId": u.id, "active": u.active});
-        for (path, values) in self.app.iter().zip(&u.values) {
-            put(&mut doc, path, values);
-        }
+        let mut doc = docs::build(&self.raw, From::Domain, |src| self.first_value(u, src));
+        doc["schemas"] = json!([USER_SCHEMA]);
+        doc["externalId"] = json!(u.id);
+        doc["active"] = json!(u.active);
         if doc.get("userName").is_none() {
             doc["userName"] = json!(u.user_name);
         }
         doc
+    }
+
+    fn first_value(&self, u: &ProvUser, domain_path: &str) -> Option<String> {
+        let i = self
+            .raw
+            .iter()
+            .position(|m| m.domain_attribute == domain_path)?;
+        u.values.get(i)?.first().cloned()
     }
 
     /// The PATCH bringing an account in line: the differing mappings, `active`, and the
@@ -126,22 +113,16 @@ impl Mappings {
         let mut ops: Vec<PatchOperation> = Vec::new();
         for &i in mappings {
             let path = &self.app[i];
-            let values = &u.values[i];
+            let value = u.values[i].first().cloned().unwrap_or_default();
             if path.filter.is_some() {
                 // Replace the whole multi-valued attribute: the filtered element is rebuilt.
-                let mut doc = json!({});
-                put(&mut doc, path, values);
-                let (key, value) = doc
-                    .as_object()
-                    .and_then(|o| o.iter().next())
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .unwrap_or_default();
-                ops.push(PatchOp::replace(key, value));
+                let mut doc = Map::new();
+                docs::set(&mut doc, &self.raw[i].app_attribute, json!(value));
+                if let Some((key, v)) = doc.into_iter().next() {
+                    ops.push(PatchOp::replace(key, v));
+                }
             } else {
-                ops.push(PatchOp::replace(
-                    path.to_string(),
-                    single_or_many(path, values),
-                ));
+                ops.push(PatchOp::replace(path.to_string(), json!(value)));
             }
         }
         if let Some(a) = active {
@@ -159,80 +140,6 @@ fn text(v: &Value, key: &str) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
-}
-
-fn is_multi(attr: &str) -> bool {
-    MULTI_VALUED.iter().any(|m| m.eq_ignore_ascii_case(attr))
-}
-
-fn single_or_many(path: &AttrPath, values: &[String]) -> Value {
-    if is_multi(&path.attr) && path.sub_attr.is_none() {
-        json!(values)
-    } else {
-        values.first().map_or(Value::Null, |v| json!(v))
-    }
-}
-
-/// The `eq` comparisons of a value filter, as the attributes of the element it selects.
-fn filter_attrs(f: &ValueFilter, out: &mut Map<String, Value>) {
-    match f {
-        ValueFilter::And(a, b) => {
-            filter_attrs(a, out);
-            filter_attrs(b, out);
-        }
-        ValueFilter::Compare {
-            attr,
-            op: CompareOp::Eq,
-            value,
-        } => {
-            let v = match value {
-                Literal::Str(s) => json!(s),
-                Literal::Bool(b) => json!(b),
-                Literal::Num(n) => json!(n),
-                Literal::Null => return,
-            };
-            out.insert(attr.clone(), v);
-        }
-        _ => {}
-    }
-}
-
-/// Writes `values` at `path` into a document.
-fn put(doc: &mut Value, path: &AttrPath, values: &[String]) {
-    if values.is_empty() {
-        return;
-    }
-    let root = match &path.urn {
-        Some(urn) => {
-            if doc.get(urn).is_none() {
-                doc[urn.as_str()] = json!({});
-            }
-            &mut doc[urn.as_str()]
-        }
-        None => doc,
-    };
-    let attr = path.attr.as_str();
-    match (&path.filter, &path.sub_attr) {
-        (Some(f), sub) => {
-            let mut element = Map::new();
-            filter_attrs(f, &mut element);
-            element.insert(
-                sub.clone().unwrap_or_else(|| "value".into()),
-                json!(values[0]),
-            );
-            root[attr] = json!([element]);
-        }
-        (None, Some(sub)) if is_multi(attr) => {
-            root[attr] = Value::Array(values.iter().map(|v| json!({ sub: v })).collect());
-        }
-        (None, Some(sub)) => {
-            if !root.get(attr).is_some_and(Value::is_object) {
-                root[attr] = json!({});
-            }
-            root[attr][sub.as_str()] = json!(values[0]);
-        }
-        (None, None) => root[attr] = single_or_many(path, values),
-    }
 }
 
 #[cfg(test)]
@@ -292,20 +199,5 @@ mod tests {
             ops[3],
             json!({"op": "replace", "path": "externalId", "value": "u1"})
         );
-    }
-
-    #[test]
-    fn unfiltered_multi_valued_paths_write_every_value() {
-        let m = Mappings::parse(&[AttributeMapping {
-            domain_attribute: "emails.value".into(),
-            app_attribute: "emails.value".into(),
-        }])
-        .unwrap();
-        let u = m
-            .user(&json!({"id": "u1", "userName": "x", "emails": [{"value": "a"}, {"value": "b"}]}))
-            .unwrap();
-        let doc = m.new_account(&u);
-        assert_eq!(doc["emails"], json!([{"value": "a"}, {"value": "b"}]));
-        assert_eq!(doc["userName"], "x", "userName defaults to the user's");
     }
 }

@@ -139,6 +139,21 @@ impl Invalid {
             code: exit_code::FAILED,
         }
     }
+    /// Not an error: the run must not change anything any more.
+    fn cancel(message: impl Into<String>) -> Self {
+        Invalid {
+            message: message.into(),
+            code: exit_code::CANCELLED,
+        }
+    }
+    fn outcome(self) -> (Outcome, u8) {
+        let o = if self.code == exit_code::CANCELLED {
+            Outcome::cancelled(self.message)
+        } else {
+            Outcome::failed(self.message)
+        };
+        (o, self.code)
+    }
 }
 
 fn kube_err(what: &str, e: kube::Error) -> Invalid {
@@ -194,6 +209,25 @@ async fn load(
         .get(app_name)
         .await
         .map_err(|e| kube_err(&format!("CatalogApp {app_name}"), e))?;
+    // The controller cancels runs of suspended apps; a Job starting meanwhile must not act.
+    if app.spec.suspend {
+        return Err(Invalid::cancel(format!(
+            "CatalogApp {app_name} is suspended"
+        )));
+    }
+    let enabled = match run.spec.direction {
+        Direction::Import => app.spec.synchronization.as_ref().is_some_and(|s| s.enabled),
+        Direction::Provision => app.spec.provisioning.as_ref().is_some_and(|p| p.enabled),
+    };
+    if !enabled {
+        return Err(Invalid::cancel(format!(
+            "{} is not enabled for CatalogApp {app_name}",
+            match run.spec.direction {
+                Direction::Import => "synchronization",
+                Direction::Provision => "provisioning",
+            }
+        )));
+    }
     let domains: Api<IdentityDomain> = Api::namespaced(client.clone(), namespace);
     let domain_name = &app.spec.identity_domain_ref.name;
     let domain = domains
@@ -307,9 +341,16 @@ fn prepare_import(
     stop: &Stop,
 ) -> Result<import::ImportRun, Invalid> {
     let p = l.policy.clone().expect("load requires a policy for Import");
-    let rules = extract::Rules::parse(&p.matching)
-        .map_err(Invalid::config)?
-        .with_copied_attributes(p.on_no_match == crate::api::OnNoMatch::CreateUser);
+    let mut rules = extract::Rules::parse(&p.matching).map_err(Invalid::config)?;
+    if p.on_no_match == crate::api::OnNoMatch::CreateUser {
+        let import = crate::catalog::get(&l.app.spec.catalog_item)
+            .or_else(|| crate::catalog::get("GenericSCIM"))
+            .map(|e| e.import_mappings.clone())
+            .unwrap_or_default();
+        rules = rules
+            .with_import_mappings(import)
+            .map_err(Invalid::config)?;
+    }
     Ok(import::ImportRun {
         rules,
         policy: ImportPolicy {
@@ -341,9 +382,20 @@ fn prepare_provision(
         prov.attribute_mappings.clone()
     };
     let mappings = mapping::Mappings::parse(&mappings).map_err(Invalid::config)?;
+    let entry = crate::catalog::get(&l.app.spec.catalog_item);
+    // Only what both the app (its catalog entry) and the user allow.
+    let operations: Vec<_> = prov
+        .operations
+        .iter()
+        .copied()
+        .filter(|o| entry.is_none_or(|e| e.operations.contains(o)))
+        .collect();
+    let deactivate_deletes =
+        entry.is_some_and(|e| e.deactivation == crate::catalog::Deactivation::Delete);
     Ok(provision::ProvisionRun {
         mappings,
-        operations: prov.operations.clone(),
+        operations,
+        deactivate_deletes,
         c: l.common(prov.limits.clone(), run, tracker, stop),
     })
 }
@@ -358,7 +410,7 @@ async fn run_stages(
 ) -> (Outcome, u8) {
     let loaded = match load(client, namespace, run, stop).await {
         Ok(l) => l,
-        Err(inv) => return (Outcome::failed(inv.message), inv.code),
+        Err(inv) => return inv.outcome(),
     };
     let (timeout, max_failure_percent) = (loaded.timeout.clone(), loaded.max_failure_percent);
     let (domain, app) = (loaded.domain.clone(), loaded.app_client.clone());
@@ -366,11 +418,11 @@ async fn run_stages(
     let result = match run.spec.direction {
         Direction::Import => match prepare_import(loaded, run, tracker, stop) {
             Ok(ir) => import::run(&ir).await,
-            Err(inv) => return (Outcome::failed(inv.message), inv.code),
+            Err(inv) => return inv.outcome(),
         },
         Direction::Provision => match prepare_provision(loaded, run, tracker, stop) {
             Ok(pr) => provision::run(&pr).await,
-            Err(inv) => return (Outcome::failed(inv.message), inv.code),
+            Err(inv) => return inv.outcome(),
         },
     };
     // Cost of the run, for capacity planning: requests per side, retries, wall time.
@@ -490,6 +542,7 @@ async fn execute_run(
         already_linked = fin.counts.already_linked,
         linked = fin.counts.linked,
         created = fin.counts.created,
+        updated = fin.counts.updated,
         deleted = fin.counts.deleted,
         unmatched = fin.counts.unmatched,
         disputed = fin.counts.disputed,

@@ -58,10 +58,18 @@ impl Outcome {
 
     /// A run that could not start or broke: `Failed` with the error as message.
     pub fn failed(message: impl Into<String>) -> Self {
-        let message = message.into();
+        Self::ended(RunPhase::Failed, "Error", message.into())
+    }
+
+    /// A run that must not start (the app suspended, synchronization turned off).
+    pub fn cancelled(message: impl Into<String>) -> Self {
+        Self::ended(RunPhase::Cancelled, "Cancelled", message.into())
+    }
+
+    fn ended(phase: RunPhase, reason: &str, message: String) -> Self {
         Outcome {
-            phase: RunPhase::Failed,
-            conditions: conditions_for(RunPhase::Failed, "Error", &message, None),
+            phase,
+            conditions: conditions_for(phase, reason, &message, None),
             message,
         }
     }

@@ -24,6 +24,8 @@ pub struct ProvisionRun {
     pub c: Common,
     pub mappings: Mappings,
     pub operations: Vec<Operation>,
+    /// The app has no inactive state (its catalog entry): deactivating deletes.
+    pub deactivate_deletes: bool,
 }
 
 /// Runs a Provision; the tracker's counts are final when it returns.
@@ -139,7 +141,7 @@ impl Applier<'_> {
                 match w {
                     Work::Create(m) => self.create(m).await,
                     Work::Update(u) => self.update(u).await,
-                    Work::Deactivate(a) => self.remove(a, false).await,
+                    Work::Deactivate(a) => self.remove(a, self.r.deactivate_deletes).await,
                     Work::Delete(a) => self.remove(a, true).await,
                 }
             })

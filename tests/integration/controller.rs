@@ -117,6 +117,19 @@ impl Env {
         }
     }
 
+    /// A namespace, SCIM servers and a controller (5 min rechecks) for them.
+    async fn with_controller(prefix: &str) -> (Env, RunningController) {
+        let env = Env::new(prefix).await;
+        let ctl =
+            RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+        (env, ctl)
+    }
+
+    async fn wait_ready(&self) -> CatalogApp {
+        self.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
+            .await
+    }
+
     fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
@@ -220,6 +233,31 @@ spec:
             .items
     }
 
+    /// The reasons of the events in the namespace, as kubectl shows them.
+    async fn event_reasons(&self) -> String {
+        let out = self
+            .cp
+            .kubectl([
+                "get",
+                "events.events.k8s.io",
+                "-n",
+                &self.ns,
+                "-o",
+                "jsonpath={.items[*].reason}",
+            ])
+            .await;
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The first run, once the controller has recorded its Job.
+    async fn first_run_with_job(&self, secs: u64) -> SyncRun {
+        eventually(secs, "a run with its Job", || async {
+            let r = self.runs().await.into_iter().next()?;
+            r.status.as_ref()?.job_name.clone().map(|_| r)
+        })
+        .await
+    }
+
     async fn request_run(&self, token: &str) {
         self.api::<CatalogApp>()
             .patch(
@@ -268,6 +306,13 @@ fn app_cond(a: &CatalogApp, t: &str) -> Option<(String, String)> {
     cond_reason(&a.status.clone().unwrap_or_default().conditions, t)
 }
 
+fn app_message(a: &CatalogApp, t: &str) -> String {
+    let conds = a.status.clone().unwrap_or_default().conditions;
+    find(&conds, t)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 fn tf(status: &str, reason: &str) -> Option<(String, String)> {
     Some((status.into(), reason.into()))
 }
@@ -278,9 +323,7 @@ fn phase(r: &SyncRun) -> Option<RunPhase> {
 
 #[tokio::test]
 async fn identity_domain_reports_credential_problems_and_recovers_without_restart() {
-    let env = Env::new("ctl-domain").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-domain").await;
     let domains = env.api::<IdentityDomain>();
     let ready = |reason: &'static str| {
         let domains = domains.clone();
@@ -343,27 +386,47 @@ async fn identity_domain_reports_credential_problems_and_recovers_without_restar
     );
 
     // Events tell the story.
-    let events = env
-        .cp
-        .kubectl([
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            &env.ns,
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ])
-        .await;
-    let reasons = String::from_utf8_lossy(&events.stdout).to_string();
-    assert!(reasons.contains("ConnectivityRestored"), "{reasons}");
-    assert!(reasons.contains("ConnectivityLost"), "{reasons}");
+    let events = env.event_reasons().await;
+    assert!(events.contains("ConnectivityRestored"), "{events}");
+    assert!(events.contains("ConnectivityLost"), "{events}");
 }
 
 #[tokio::test]
 async fn provisioning_creates_the_grant_group_and_kubectl_wait_ready_works() {
-    let env = Env::new("ctl-prov").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-prov").await;
+    // The app before its identity domain: IdentityDomainNotFound.
+    env.apply(&format!(
+        r#"
+apiVersion: catalogsync.io/v1alpha1
+kind: CatalogApp
+metadata: {{name: slack}}
+spec:
+  identityDomainRef: {{name: corp}}
+  connection:
+    url: {}
+    auth: {{bearerToken: {{secretRef: {{name: app-token, key: token}}}}}}
+  provisioning: {{enabled: true}}
+"#,
+        env.scim.base_url("app")
+    ))
+    .await;
+    env.wait_app("IdentityDomainNotFound", |a| {
+        app_cond(a, "ProvisioningEnabled") == tf("False", "IdentityDomainNotFound")
+    })
+    .await;
+    // The domain exists but cannot connect (its Secret is missing): IdentityDomainNotReady.
+    env.domain(&env.scim.base_url("iam")).await;
+    let a = env
+        .wait_app("IdentityDomainNotReady", |a| {
+            app_cond(a, "ProvisioningEnabled") == tf("False", "IdentityDomainNotReady")
+        })
+        .await;
+    let msg = app_message(&a, "ProvisioningEnabled");
+    assert!(
+        msg.contains("iam-token"),
+        "the domain's cause is passed on: {msg}"
+    );
+
     // The app first points at a wrong token: Unauthorized, stable reason.
     env.app_with_token(false, "wrong").await;
     let a = env
@@ -421,13 +484,10 @@ async fn provisioning_creates_the_grant_group_and_kubectl_wait_ready_works() {
 
 #[tokio::test]
 async fn requested_run_creates_exactly_one_run_and_a_restricted_job() {
-    let env = Env::new("ctl-request").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-request").await;
     env.policy("timeout: 30m").await;
     env.app(true).await;
-    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
-        .await;
+    env.wait_ready().await;
 
     env.request_run("1700000000").await;
     let a = env
@@ -553,9 +613,7 @@ async fn requested_run_creates_exactly_one_run_and_a_restricted_job() {
 
 #[tokio::test]
 async fn scheduled_run_then_disabling_cancels_it_and_enabling_resumes() {
-    let env = Env::new("ctl-sched").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-sched").await;
     // Every 5 seconds (seconds field) so the test does not wait for a minute.
     env.policy("schedule: \"*/5 * * * * *\"").await;
     env.app(true).await;
@@ -623,6 +681,15 @@ async fn scheduled_run_then_disabling_cancels_it_and_enabling_resumes() {
             .then_some(())
     })
     .await;
+    // A late progress write of the dying Job cannot turn the cancellation into a failure.
+    env.job_writes(&run.name_any(), json!({"phase": "Running"}))
+        .await;
+    let r = eventually(30, "run Cancelled again", || async {
+        let r = env.api::<SyncRun>().get(&run.name_any()).await.ok()?;
+        (phase(&r) == Some(RunPhase::Cancelled)).then_some(r)
+    })
+    .await;
+    assert!(r.status.unwrap().message.unwrap().contains("disabled"));
     let a = env
         .wait_app("SynchronizationEnabled False Disabled", |a| {
             app_cond(a, "SynchronizationEnabled") == tf("False", "Disabled")
@@ -636,6 +703,8 @@ async fn scheduled_run_then_disabling_cancels_it_and_enabling_resumes() {
         })
         .await;
     assert_eq!(app_cond(&a, "Synchronizing").unwrap().0, "False");
+    let events = env.event_reasons().await;
+    assert!(events.contains("RunCancelled"), "{events}");
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(env.runs().await.len(), 1, "no scheduling while disabled");
 
@@ -650,13 +719,10 @@ async fn scheduled_run_then_disabling_cancels_it_and_enabling_resumes() {
 
 #[tokio::test]
 async fn suspend_stops_scheduling_and_cancels_the_active_run() {
-    let env = Env::new("ctl-suspend").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-suspend").await;
     env.policy("").await;
     env.app(true).await;
-    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
-        .await;
+    env.wait_ready().await;
     env.request_run("one").await;
     let run = eventually(30, "a run", || async {
         env.runs().await.into_iter().next()
@@ -701,9 +767,7 @@ async fn suspend_stops_scheduling_and_cancels_the_active_run() {
 
 #[tokio::test]
 async fn missing_policy_is_reported_until_it_exists() {
-    let env = Env::new("ctl-policy").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-policy").await;
     env.app(true).await;
     let a = env
         .wait_app("PolicyNotFound", |a| {
@@ -728,18 +792,23 @@ async fn missing_policy_is_reported_until_it_exists() {
         })
         .await;
     assert_eq!(app_cond(&a, "Ready"), tf("False", "InvalidSchedule"));
+    // The policy says so itself.
+    let p = eventually(30, "policy Ready False InvalidSchedule", || async {
+        let p = env.api::<SyncPolicy>().get("default").await.ok()?;
+        let c = find(&p.status.as_ref()?.conditions, "Ready")?.clone();
+        (c.reason == "InvalidSchedule" && c.status == "False").then_some(p)
+    })
+    .await;
+    assert_eq!(p.status.unwrap().observed_generation, p.metadata.generation);
 }
 
 #[tokio::test]
 async fn run_history_is_pruned_to_the_limits() {
-    let env = Env::new("ctl-prune").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-prune").await;
     env.policy("successfulRunsHistoryLimit: 1, failedRunsHistoryLimit: 1")
         .await;
     env.app(true).await;
-    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
-        .await;
+    env.wait_ready().await;
     for (i, outcome) in ["Succeeded", "Failed", "Succeeded", "Failed", "Succeeded"]
         .iter()
         .enumerate()
@@ -789,19 +858,12 @@ async fn run_history_is_pruned_to_the_limits() {
 
 #[tokio::test]
 async fn job_failing_without_an_outcome_fails_the_run_with_the_jobs_reason() {
-    let env = Env::new("ctl-jobfail").await;
-    let _ctl =
-        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let (env, _ctl) = Env::with_controller("ctl-jobfail").await;
     env.policy("").await;
     env.app(true).await;
-    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
-        .await;
+    env.wait_ready().await;
     env.request_run("x").await;
-    let run = eventually(30, "run with Job", || async {
-        let r = env.runs().await.into_iter().next()?;
-        r.status.as_ref()?.job_name.clone().map(|_| r)
-    })
-    .await;
+    let run = env.first_run_with_job(30).await;
     env.job_writes(&run.name_any(), json!({"phase": "Running"}))
         .await;
     // The Job controller gives up (deadline); the pod never wrote an outcome.
@@ -839,6 +901,40 @@ async fn job_failing_without_an_outcome_fails_the_run_with_the_jobs_reason() {
         })
         .await;
     assert_eq!(app_cond(&a, "Synchronizing").unwrap().0, "False");
+    let events = env.event_reasons().await;
+    assert!(events.contains("RunFailed"), "{events}");
+}
+
+#[tokio::test]
+async fn a_run_stopped_on_a_limit_sets_limit_exceeded_with_planned_and_allowed() {
+    let (env, _ctl) = Env::with_controller("ctl-limit").await;
+    env.policy("limits: {maxCreates: 100}").await;
+    env.app(true).await;
+    env.wait_ready().await;
+    env.request_run("limit").await;
+    let run = env.first_run_with_job(30).await;
+    env.job_writes(
+        &run.name_any(),
+        json!({"phase": "LimitExceeded", "completionTime": "2026-01-01T00:00:00Z",
+               "planned": {"creates": 150, "deletes": 2},
+               "limits": {"maxCreates": 100}}),
+    )
+    .await;
+    let a = env
+        .wait_app("LimitExceeded True", |a| {
+            app_cond(a, "LimitExceeded") == tf("True", "LimitExceeded")
+        })
+        .await;
+    let msg = app_message(&a, "LimitExceeded");
+    assert!(msg.contains("150") && msg.contains("100"), "{msg}");
+    assert_eq!(app_cond(&a, "Ready"), tf("True", "Ready"));
+    eventually(10, "LimitExceeded event", || async {
+        env.event_reasons()
+            .await
+            .contains("LimitExceeded")
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -847,11 +943,7 @@ async fn controller_restart_mid_run_creates_no_duplicate_and_keeps_status() {
     let ctl = RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
     env.policy("schedule: \"*/3 * * * * *\"").await;
     env.app(true).await;
-    let run = eventually(60, "scheduled run with Job", || async {
-        let r = env.runs().await.into_iter().next()?;
-        r.status.as_ref()?.job_name.clone().map(|_| r)
-    })
-    .await;
+    let run = env.first_run_with_job(60).await;
     env.job_writes(
         &run.name_any(),
         json!({"phase": "Running", "progress": {"processed": 1, "total": 2, "percent": 50}}),
@@ -976,11 +1068,7 @@ async fn steady_state_makes_no_writes() {
     })
     .await;
     env.request_run("once").await;
-    let run = eventually(30, "run with Job", || async {
-        let r = env.runs().await.into_iter().next()?;
-        r.status.as_ref()?.job_name.clone().map(|_| r)
-    })
-    .await;
+    let run = env.first_run_with_job(30).await;
     env.job_writes(
         &run.name_any(),
         json!({"phase": "Succeeded", "completionTime": "2026-01-01T00:00:00Z"}),
@@ -1055,8 +1143,7 @@ async fn end_to_end_a_requested_run_executes_through_the_dev_job_runner() {
     ));
     env.policy("").await;
     env.app(true).await;
-    env.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
-        .await;
+    env.wait_ready().await;
     env.request_run("e2e").await;
     let a = env
         .wait_app("lastRun Succeeded", |a| {
@@ -1091,4 +1178,404 @@ async fn end_to_end_a_requested_run_executes_through_the_dev_job_runner() {
     );
     let _ = stop.send(true);
     runner.await.unwrap().unwrap();
+}
+
+/// Set in a child process of this test binary to make it run the command line.
+const CLI_ARGS_ENV: &str = "CATALOGSYNC_TEST_CLI_ARGS";
+
+/// `catalogsync <args>` as a child process: this test binary re-executed through
+/// /proc/self/exe (which stays this very build even when a checkout sharing
+/// CARGO_TARGET_DIR rebuilds the files), running only [`cli_entry`].
+fn cli_process(args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("/proc/self/exe");
+    cmd.args([
+        "--exact",
+        "controller::cli_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CLI_ARGS_ENV, serde_json::to_string(args).unwrap());
+    cmd
+}
+
+/// The command line of `catalogsync`, when [`CLI_ARGS_ENV`] is set; else nothing.
+#[test]
+fn cli_entry() {
+    let Ok(args) = std::env::var(CLI_ARGS_ENV) else {
+        return;
+    };
+    let args: Vec<String> = serde_json::from_str(&args).unwrap();
+    let code = catalogsync::cli::main_from(std::iter::once("catalogsync".to_string()).chain(args));
+    std::process::exit(if code == std::process::ExitCode::SUCCESS {
+        0
+    } else {
+        1
+    });
+}
+
+/// `deploy/` applied for real (CRDs, RBAC, namespace), once per process.
+async fn deploy(cp: &ControlPlane) {
+    static DEPLOYED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DEPLOYED
+        .get_or_init(|| async {
+            let dir = crate::harness::repo_path("deploy").display().to_string();
+            let out = cp
+                .kubectl(["apply", "-k", &dir, "--server-side", "--force-conflicts"])
+                .await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        })
+        .await;
+}
+
+/// A kubeconfig for `client`'s token (the ServiceAccount the binary runs as).
+fn kubeconfig_with_token(cp: &ControlPlane, token: &str, path: &std::path::Path) {
+    let admin = std::fs::read_to_string(cp.kubeconfig_path()).unwrap();
+    let mut cfg: serde_yaml::Value = serde_yaml::from_str(&admin).unwrap();
+    cfg["users"][0]["user"]["token"] = serde_yaml::Value::String(token.into());
+    std::fs::write(path, serde_yaml::to_string(&cfg).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn the_controller_command_runs_with_deploy_rbac_serves_metrics_and_shuts_down_gracefully() {
+    let env = Env::new("ctl-binary").await;
+    deploy(env.cp).await;
+    // The controller's own identity, with the least-privilege RBAC of deploy/.
+    let sa = "catalogsync-controller";
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(env.client.clone(), "catalogsync-system");
+    let token = sas
+        .create_token_request(
+            sa,
+            &PostParams::default(),
+            &serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).unwrap(),
+        )
+        .await
+        .expect("token for the controller account")
+        .status
+        .unwrap()
+        .token;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    kubeconfig_with_token(env.cp, &token, &kubeconfig);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lease_name = format!("catalogsync-{}", env.ns);
+    let mut child = cli_process(&[
+        "controller",
+        "--leader-elect",
+        "--lease-namespace",
+        "catalogsync-system",
+        "--lease-name",
+        &lease_name,
+        "--identity",
+        "binary-under-test",
+        "--namespace",
+        &env.ns,
+        "--metrics-addr",
+        &format!("127.0.0.1:{port}"),
+        "--job-image",
+        JOB_IMAGE,
+    ])
+    .env("KUBECONFIG", &kubeconfig)
+    .env("RUST_LOG", "info")
+    .stdout(std::fs::File::create(dir.path().join("log")).unwrap())
+    .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
+    .kill_on_drop(true)
+    .spawn()
+    .expect("start the controller binary");
+
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .ok()?;
+            Some((r.status().as_u16(), r.text().await.ok()?))
+        }
+    };
+    let log = |dir: &std::path::Path| {
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        format!("{}{}", read("log"), read("err"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get("/healthz").await.map(|r| r.0) != Some(200) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the controller exited with {status}:\n{}", log(dir.path()));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no /healthz after 60s:\n{}",
+            log(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eventually(30, "/readyz", || async {
+        (get("/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+
+    env.policy("").await;
+    env.app(true).await;
+    env.wait_app("Ready (as the controller account)", |a| {
+        app_cond(a, "Ready") == tf("True", "Ready")
+    })
+    .await;
+    env.request_run("rbac").await;
+    let run = env.first_run_with_job(30).await;
+    env.api::<Job>()
+        .get(&run.name_any())
+        .await
+        .expect("Job created by the controller account");
+    let events = env.event_reasons().await;
+    assert!(events.contains("RunStarted"), "{events}");
+
+    let (_, metrics) = get("/metrics").await.expect("/metrics");
+    assert!(
+        metrics.contains("catalogsync_reconciles_total{kind=\"CatalogApp\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "catalogsync_app_condition{{namespace=\"{}\",name=\"slack\",condition=\"Ready\"}} 1",
+            env.ns
+        )),
+        "{metrics}"
+    );
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "catalogsync-system");
+    let holder = leases
+        .get(&lease_name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity;
+    assert_eq!(holder.as_deref(), Some("binary-under-test"));
+
+    // A deleted app's series go away.
+    env.api::<CatalogApp>()
+        .delete("slack", &Default::default())
+        .await
+        .unwrap();
+    eventually(30, "the app's metrics removed", || async {
+        let (_, m) = get("/metrics").await?;
+        (!m.contains("name=\"slack\"")).then_some(())
+    })
+    .await;
+
+    // SIGTERM: controllers stop, the lease is released, the process exits 0.
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits within 20s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let holder = leases
+        .get(&lease_name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity;
+    assert_ne!(
+        holder.as_deref(),
+        Some("binary-under-test"),
+        "lease released"
+    );
+}
+
+#[tokio::test]
+async fn replace_cancels_the_active_run_for_a_new_one() {
+    let (env, _ctl) = Env::with_controller("ctl-replace").await;
+    env.policy("concurrencyPolicy: Replace").await;
+    env.app(true).await;
+    env.wait_ready().await;
+    env.request_run("first").await;
+    let first = env.first_run_with_job(30).await;
+    env.job_writes(&first.name_any(), json!({"phase": "Running"}))
+        .await;
+    env.request_run("second").await;
+    let replaced = eventually(30, "first run Cancelled", || async {
+        let r = env.api::<SyncRun>().get(&first.name_any()).await.ok()?;
+        (phase(&r) == Some(RunPhase::Cancelled)).then_some(r)
+    })
+    .await;
+    assert!(
+        replaced
+            .status
+            .unwrap()
+            .message
+            .unwrap()
+            .contains("replaced")
+    );
+    let a = env
+        .wait_app("second run active", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.active_run.as_ref())
+                .map(|r| &r.name)
+                .is_some_and(|n| *n != first.name_any())
+        })
+        .await;
+    assert_eq!(
+        a.status.unwrap().last_handled_requested_at.as_deref(),
+        Some("second")
+    );
+    assert_eq!(env.runs().await.len(), 2);
+}
+
+#[tokio::test]
+async fn provisioning_runs_follow_the_provisioning_schedule() {
+    let (env, _ctl) = Env::with_controller("ctl-provsched").await;
+    env.app(false).await;
+    env.patch_app_spec(json!({"provisioning": {"schedule": "*/5 * * * * *"}}))
+        .await;
+    let run = env.first_run_with_job(60).await;
+    assert_eq!(run.spec.direction, Direction::Provision);
+    assert_eq!(run.spec.trigger, Trigger::Schedule);
+    assert!(run.name_any().starts_with("slack-p"), "{}", run.name_any());
+    let job = env.api::<Job>().get(&run.name_any()).await.unwrap();
+    assert_eq!(
+        job.spec.unwrap().active_deadline_seconds,
+        Some(3600),
+        "no policy: the default timeout"
+    );
+    env.job_writes(
+        &run.name_any(),
+        json!({"phase": "Succeeded", "completionTime": "2026-01-01T00:00:00Z",
+               "counts": {"created": 3}}),
+    )
+    .await;
+    let a = env
+        .wait_app("lastProvisioningRun", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.last_provisioning_run.as_ref())
+                .and_then(|r| r.phase)
+                == Some(RunPhase::Succeeded)
+        })
+        .await;
+    let st = a.status.unwrap();
+    assert!(st.next_provisioning_time.is_some());
+    assert!(st.last_run.is_none(), "imports are reported apart");
+    assert_eq!(st.last_provisioning_run.unwrap().counts.unwrap().created, 3);
+}
+
+#[tokio::test]
+async fn hand_made_runs_wait_for_each_other() {
+    let (env, _ctl) = Env::with_controller("ctl-manual").await;
+    env.policy("").await;
+    env.app(true).await;
+    env.wait_ready().await;
+    for name in ["manual-a", "manual-b"] {
+        env.apply(&format!(
+            "apiVersion: catalogsync.io/v1alpha1\nkind: SyncRun\nmetadata: {{name: {name}}}\nspec: {{appRef: {{name: slack}}}}\n"
+        ))
+        .await;
+        tokio::time::sleep(Duration::from_millis(1100)).await; // distinct creation seconds
+    }
+    let has_job = |name: &'static str| {
+        let jobs = env.api::<Job>();
+        async move { jobs.get_opt(name).await.unwrap().is_some() }
+    };
+    eventually(30, "manual-a has its Job", || async {
+        has_job("manual-a").await.then_some(())
+    })
+    .await;
+    let b = eventually(30, "manual-b waits", || async {
+        let r = env.api::<SyncRun>().get("manual-b").await.ok()?;
+        r.status
+            .as_ref()?
+            .message
+            .as_deref()?
+            .contains("waiting for run manual-a")
+            .then_some(r)
+    })
+    .await;
+    assert_eq!(phase(&b), Some(RunPhase::Pending));
+    assert!(
+        !has_job("manual-b").await,
+        "no second Job while the first runs"
+    );
+    env.wait_app("activeRun is the executing run", |a| {
+        a.status
+            .as_ref()
+            .and_then(|s| s.active_run.as_ref())
+            .map(|r| r.name.as_str())
+            == Some("manual-a")
+    })
+    .await;
+
+    env.job_writes(
+        "manual-a",
+        json!({"phase": "Succeeded", "completionTime": "2026-01-01T00:00:00Z"}),
+    )
+    .await;
+    eventually(40, "manual-b gets its Job", || async {
+        has_job("manual-b").await.then_some(())
+    })
+    .await;
+    let b = env.api::<SyncRun>().get("manual-b").await.unwrap();
+    let st = b.status.unwrap();
+    assert_eq!(st.job_name.as_deref(), Some("manual-b"));
+    assert!(
+        st.message.is_none(),
+        "the waiting note is gone: {:?}",
+        st.message
+    );
+}
+
+#[tokio::test]
+async fn a_late_pending_never_overwrites_what_the_job_wrote() {
+    // The controller is down while a run's Job starts and reports (as after a crash
+    // between creating the Job and recording it).
+    let env = Env::new("ctl-late").await;
+    env.policy("").await;
+    env.app(true).await;
+    env.apply("apiVersion: catalogsync.io/v1alpha1\nkind: SyncRun\nmetadata: {name: fast}\nspec: {appRef: {name: slack}}\n")
+        .await;
+    let run = env.api::<SyncRun>().get("fast").await.unwrap();
+    let job = catalogsync::job_builder::build(
+        &run,
+        &env.get_app().await,
+        &env.api::<IdentityDomain>().get("corp").await.unwrap(),
+        Some(&env.api::<SyncPolicy>().get("default").await.unwrap()),
+        &JobConfig {
+            image: JOB_IMAGE.into(),
+            service_account: "catalogsync-sync-job".into(),
+        },
+    );
+    env.api::<Job>()
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
+    env.job_writes(
+        "fast",
+        json!({"phase": "Running", "progress": {"processed": 5, "total": 10, "percent": 50}}),
+    )
+    .await;
+
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    let r = eventually(30, "jobName recorded", || async {
+        let r = env.api::<SyncRun>().get("fast").await.ok()?;
+        r.status.as_ref()?.job_name.is_some().then_some(r)
+    })
+    .await;
+    assert_eq!(phase(&r), Some(RunPhase::Running), "the Job's phase stands");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = env.api::<SyncRun>().get("fast").await.unwrap();
+    assert_eq!(phase(&r), Some(RunPhase::Running));
+    assert_eq!(r.status.unwrap().progress.unwrap().percent, 50);
 }

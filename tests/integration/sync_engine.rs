@@ -33,6 +33,8 @@ struct World {
 enum Via {
     Direct,
     Proxy,
+    /// Only the identity domain behind the proxy.
+    ProxyDomain,
 }
 
 fn client(url: &str, token: &str) -> ScimClient {
@@ -60,6 +62,11 @@ impl World {
                 let p = FaultProxy::start(&server.root());
                 let (i, a) = (p.base_url("idp"), p.base_url("app"));
                 (Some(p), i, a)
+            }
+            Via::ProxyDomain => {
+                let p = FaultProxy::start(&server.root());
+                let i = p.base_url("idp");
+                (Some(p), i, server.base_url("app"))
             }
         };
         let admin = cp.admin_client();
@@ -182,21 +189,27 @@ impl World {
     }
 
     fn command(&self, run: &str) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(binary());
-        cmd.args(["sync", "--run", &format!("{}/{run}", self.ns)])
-            .env("KUBECONFIG", self.cp.kubeconfig_path())
-            .env("RUST_LOG", "info")
-            .env_remove("CATALOGSYNC_DOMAIN_TOKEN")
-            .env_remove("CATALOGSYNC_APP_TOKEN")
-            .stdin(Stdio::null())
-            // The engine logs to stdout; CATALOGSYNC_TEST_LOGS=1 shows them.
-            .stdout(if std::env::var_os("CATALOGSYNC_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+        let mut cmd = tokio::process::Command::new("/proc/self/exe");
+        cmd.args([
+            "sync_engine::engine_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ENGINE_RUN_ENV, format!("{}/{run}", self.ns))
+        .env("KUBECONFIG", self.cp.kubeconfig_path())
+        .env("RUST_LOG", "info")
+        .env_remove("CATALOGSYNC_DOMAIN_TOKEN")
+        .env_remove("CATALOGSYNC_APP_TOKEN")
+        .stdin(Stdio::null())
+        // The engine logs to stdout; CATALOGSYNC_TEST_LOGS=1 shows them.
+        .stdout(if std::env::var_os("CATALOGSYNC_TEST_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
         cmd
     }
 
@@ -243,6 +256,28 @@ pub fn binary() -> &'static std::path::Path {
     })
 }
 
+/// Set in a child process of this test binary to make it run the engine (see
+/// [`engine_process`]).
+const ENGINE_RUN_ENV: &str = "CATALOGSYNC_TEST_ENGINE_RUN";
+
+/// The engine as a child process: this test binary re-executed (through /proc/self/exe,
+/// which stays this very build even if a worktree sharing CARGO_TARGET_DIR rebuilds the
+/// file), running only this test, which calls the same entry point as `catalogsync sync`
+/// and exits with its code. Without the variable it does nothing.
+#[test]
+fn engine_process() {
+    let Ok(run) = std::env::var(ENGINE_RUN_ENV) else {
+        return;
+    };
+    catalogsync::telemetry::init(Default::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let code = rt.block_on(catalogsync::sync::main(&run));
+    std::process::exit(code.into());
+}
+
 async fn create<K>(cp: &ControlPlane, ns: &str, v: Value) -> K
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -259,6 +294,14 @@ where
         .create(&PostParams::default(), &obj)
         .await
         .unwrap_or_else(|e| panic!("creating {}: {e}", K::kind(&())))
+}
+
+/// The run ended Failed, with exit code 1 and a message starting with `prefix`.
+fn assert_failed(code: i32, s: &catalogsync::api::SyncRunStatus, prefix: &str) {
+    assert_eq!(code, exit_code::FAILED as i32, "{s:?}");
+    assert_eq!(s.phase, Some(RunPhase::Failed));
+    let msg = s.message.as_deref().unwrap_or_default();
+    assert!(msg.starts_with(prefix), "{msg}");
 }
 
 fn condition<'a>(
@@ -944,6 +987,17 @@ async fn deletion_candidates_are_confirmed_against_the_app() {
                 .await
         }
     };
+    // A nested group in the grant group: not a user, never a deletion.
+    let nested = idp
+        .create(
+            "Groups",
+            &json!({"schemas": [scim::model::GROUP_SCHEMA], "displayName": "nested"}),
+        )
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // An unlisted member (the listing missed it) whose account exists under its email.
     let unlisted = seed(
         "idp",
@@ -999,6 +1053,10 @@ async fn deletion_candidates_are_confirmed_against_the_app() {
                 user_id: "u-deleted-meanwhile".into(),
                 user: None,
             },
+            Deletion {
+                user_id: nested,
+                user: None,
+            },
         ])
         .collect();
     let checked = std::sync::atomic::AtomicUsize::new(0);
@@ -1014,5 +1072,118 @@ async fn deletion_candidates_are_confirmed_against_the_app() {
         still_there, 4,
         "alice by userName, bob by email, erin by externalId, hidden"
     );
-    assert_eq!(checked.into_inner(), 6);
+    assert_eq!(checked.into_inner(), 7);
+}
+
+/// The real CLI: `catalogsync sync --run` is wired to the engine (a bad reference is a
+/// configuration error, a missing run too).
+#[tokio::test]
+async fn the_cli_runs_the_engine() {
+    let cp = control_plane().await;
+    let bin = env!("CARGO_BIN_EXE_catalogsync");
+    let bad = tokio::process::Command::new(bin)
+        .args(["sync", "--run", "no-slash"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(exit_code::INVALID as i32));
+    let missing = tokio::process::Command::new(bin)
+        .args(["sync", "--run", "default/no-such-run"])
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.status.code(),
+        Some(exit_code::INVALID as i32),
+        "{}",
+        String::from_utf8_lossy(&missing.stdout)
+    );
+}
+
+/// The policy timeout stops a run like SIGTERM does, but ends it Failed; counts stay exact.
+#[tokio::test]
+async fn the_policy_timeout_fails_the_run_with_exact_counts() {
+    let w = World::new(
+        "sync-timeout",
+        json!({"onNoMatch": "CreateUser", "parallelism": 1, "timeout": "3s"}),
+        None,
+        Via::Direct,
+    )
+    .await;
+    w.server.seed_users("app", "acct", 3000).await;
+    let (code, s) = w.run("slow", "Apply").await;
+    assert_failed(code, &s, "timed out after 3s");
+    assert_eq!(condition(&s, "Failed").reason, "Timeout");
+    let created = w.user_names(&w.idp).await.len() as i64;
+    assert_eq!(s.counts.unwrap().created, created);
+    assert!(created < 3000);
+}
+
+/// A run whose configuration is broken fails at once with a clear message and the
+/// "invalid" exit code (retrying cannot help), before touching either side.
+#[tokio::test]
+async fn a_missing_policy_is_an_invalid_run() {
+    let w = World::new("sync-nopolicy", json!({}), None, Via::Direct).await;
+    Api::<SyncPolicy>::namespaced(w.cp.admin_client(), &w.ns)
+        .delete("default", &Default::default())
+        .await
+        .unwrap();
+    let (code, s) = w.run("orphan", "Apply").await;
+    assert_eq!(code, exit_code::INVALID as i32, "{s:?}");
+    assert_eq!(s.phase, Some(RunPhase::Failed));
+    assert_eq!(s.message.as_deref(), Some("SyncPolicy default not found"));
+    assert!(s.completion_time.is_some());
+}
+
+/// A run of a suspended app ends Cancelled at once and changes nothing.
+#[tokio::test]
+async fn a_suspended_app_cancels_the_run() {
+    use kube::api::{Patch, PatchParams};
+    let w = World::new("sync-suspended", json!({}), None, Via::Direct).await;
+    w.seed("idp", &[("alice", "alice@corp.example")]).await;
+    w.seed("app", &[("alice", "alice@corp.example")]).await;
+    Api::<CatalogApp>::namespaced(w.cp.admin_client(), &w.ns)
+        .patch(
+            "slack",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    let (code, s) = w.run("while-suspended", "Apply").await;
+    assert_eq!(code, exit_code::CANCELLED as i32, "{s:?}");
+    assert_eq!(s.phase, Some(RunPhase::Cancelled));
+    assert_eq!(s.message.as_deref(), Some("CatalogApp slack is suspended"));
+    assert!(w.members().await.is_empty(), "nothing linked");
+}
+
+/// Past maxFailurePercent (once 10 changes were attempted) the run stops issuing writes and
+/// ends Failed. The identity domain refuses every create (HTTP 400 from the fault proxy).
+#[tokio::test]
+async fn too_many_failures_stop_the_run() {
+    let w = World::new(
+        "sync-failures",
+        json!({"onNoMatch": "CreateUser", "parallelism": 1, "maxFailurePercent": 40}),
+        None,
+        Via::ProxyDomain,
+    )
+    .await;
+    w.server.seed_users("app", "acct", 50).await;
+    // Requests to the domain: ServiceProviderConfig, the group query, the group, one page
+    // of users; every later one (the creates) is refused.
+    let fail: serde_json::Map<String, Value> =
+        (5..=200).map(|i| (i.to_string(), json!(400))).collect();
+    w.proxy().plan(json!({"fail": fail})).await;
+    let (code, s) = w.run("refused", "Apply").await;
+    assert_failed(code, &s, "stopped: more than 40% of changes failed");
+    let c = s.counts.unwrap();
+    assert_eq!(
+        (c.created, c.failed),
+        (0, 10),
+        "stops at the 10th attempt: {c:?}"
+    );
+    assert_eq!(s.failures.len(), 10);
+    assert!(s.failures[0].reason.as_deref().unwrap().contains("400"));
+    assert!(w.user_names(&w.idp).await.is_empty());
 }

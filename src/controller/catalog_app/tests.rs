@@ -536,3 +536,25 @@ fn progress_names_the_stage_and_limit_messages_say_what_to_raise() {
         limit_text(&p, Some("default")).contains("spec.provisioning.limits of this CatalogApp")
     );
 }
+
+#[test]
+fn connectivity_lost_and_restored_are_events_once() {
+    let a = app(false, json!({}));
+    let p1 = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), None, &[]);
+    assert!(p1.events.is_empty());
+    let a = with_status(a, &p1);
+    let lost = ProvisioningState::Failed(Failure::new("ConnectivityFailed", "connection refused"));
+    let p2 = decide_at(&a, "2026-01-01T10:01:00Z", &lost, None, &[]);
+    assert_eq!(p2.events.len(), 1);
+    assert_eq!(p2.events[0].reason, "ConnectivityLost");
+    assert!(p2.events[0].note.contains("connection refused"));
+    let a = with_status(a, &p2);
+    let p3 = decide_at(&a, "2026-01-01T10:02:00Z", &lost, None, &[]);
+    assert!(p3.events.is_empty(), "still down: no new event");
+    assert_eq!(p2.status, p3.status, "and no status write");
+    let a = with_status(a, &p3);
+    let p4 = decide_at(&a, "2026-01-01T10:03:00Z", &ready(), None, &[]);
+    assert_eq!(p4.events[0].reason, "ConnectivityRestored");
+    let c = cond(&p4, PROVISIONING_ENABLED);
+    assert_eq!(c.last_transition_time.0.to_string(), "2026-01-01T10:03:00Z");
+}

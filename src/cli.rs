@@ -1,0 +1,282 @@
+//! The command line: the controller, the sync Job entrypoint, the development Job runner
+//! and `dev up`, the CRD and API reference printers. The binary's `main` only calls [`main`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::controller::{self, Config};
+use crate::job_builder::JobConfig;
+use crate::leader::LeaseConfig;
+use crate::metrics::Metrics;
+use crate::{apidocs, crdgen, devrunner, exit_code, http, sync, telemetry};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "catalogsync",
+    version,
+    about = "SaaS application provisioning and synchronization for an identity domain, the Kubernetes way"
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "CATALOGSYNC_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: telemetry::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the API reference (Markdown) generated from the CRD schemas.
+    ApiDocs,
+    /// Print every CRD as YAML (or write one file per CRD into a directory).
+    Crds {
+        /// Write `<crd name>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+    /// Execute one SyncRun (the sync Job's entrypoint; also runs by hand with a kubeconfig).
+    Sync {
+        /// The SyncRun, as NAMESPACE/NAME.
+        #[arg(long)]
+        run: String,
+    },
+    /// Run the controller (reconciles every catalogsync kind, runs SyncRuns as Jobs).
+    Controller(ControllerArgs),
+    /// DEVELOPMENT TOOLING, not for production: run the catalogsync Jobs of a local
+    /// control plane (which has no kubelet) as processes on this machine.
+    DevJobRunner(DevJobRunnerArgs),
+    /// DEVELOPMENT TOOLING, not for production: the product on this machine.
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DevCommand {
+    /// Start a local control plane, seeded SCIM servers (identity domain `iam`, apps
+    /// `slack` and `jira`), the controller and the dev job runner; run until Ctrl-C.
+    Up(DevUpArgs),
+}
+
+#[derive(Args, Debug)]
+struct DevUpArgs {
+    /// Kubeconfig, `env` file and logs go here (emptied first).
+    #[arg(long, default_value = ".demo")]
+    state_dir: PathBuf,
+    /// The repository root (for hack/envtest.sh and hack/scim/serve.py).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Python of the SCIM servers' virtualenv (default: what hack/scim/setup.sh prints).
+    #[arg(long)]
+    scim_python: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ControllerArgs {
+    /// Elect a leader among replicas through a Lease; only the leader acts.
+    #[arg(long, env = "CATALOGSYNC_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "catalogsync-system")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "catalogsync-controller")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: the pod name, else host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Image of the sync Jobs (it must contain the `catalogsync` binary).
+    #[arg(long, env = "CATALOGSYNC_JOB_IMAGE", default_value = concat!("catalogsync:", env!("CARGO_PKG_VERSION")))]
+    job_image: String,
+    /// ServiceAccount of the sync Jobs' pods.
+    #[arg(
+        long,
+        env = "CATALOGSYNC_JOB_SERVICE_ACCOUNT",
+        default_value = "catalogsync-sync-job"
+    )]
+    job_service_account: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "CATALOGSYNC_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Seconds between connectivity rechecks when nothing changes.
+    #[arg(long, default_value_t = 300)]
+    recheck_seconds: u64,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "CATALOGSYNC_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct DevJobRunnerArgs {
+    /// The binary standing for the image's `catalogsync` (default: this executable).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Passed to the processes as KUBECONFIG (default: this process's KUBECONFIG).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Only run Jobs of this namespace.
+    #[arg(long)]
+    namespace: Option<String>,
+}
+
+/// A watch channel that turns true on SIGTERM or Ctrl-C.
+fn shutdown_channel() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        controller::shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let shutdown = shutdown_channel();
+    let mut http_stop = shutdown.clone();
+    let server = tokio::spawn(http::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        ready.clone(),
+        async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        },
+    ));
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let lease = args.leader_elect.then(|| LeaseConfig {
+        name: args.lease_name.clone(),
+        ..LeaseConfig::new(&args.lease_namespace, &identity)
+    });
+    let config = Config {
+        job: JobConfig {
+            image: args.job_image,
+            service_account: args.job_service_account,
+        },
+        recheck: Duration::from_secs(args.recheck_seconds.max(1)),
+        namespace: args.namespace,
+    };
+    let result = controller::run(client, metrics, config, lease, shutdown, Some(ready)).await;
+    server.abort();
+    result
+}
+
+async fn run_dev_job_runner(args: DevJobRunnerArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await?;
+    let binary = match args.binary {
+        Some(b) => b,
+        None => std::env::current_exe()?,
+    };
+    let config = devrunner::RunnerConfig {
+        binary,
+        kubeconfig: args.kubeconfig,
+        namespace: args.namespace,
+        grace: Duration::from_secs(30),
+    };
+    devrunner::run(client, config, shutdown_channel()).await
+}
+
+async fn run_dev_up(args: DevUpArgs) -> anyhow::Result<()> {
+    let repo = args.repo.canonicalize()?;
+    let python = match args.scim_python {
+        Some(p) => p,
+        None => {
+            let out = std::process::Command::new("bash")
+                .arg(repo.join("hack/scim/setup.sh"))
+                .stderr(std::process::Stdio::inherit())
+                .output()?;
+            anyhow::ensure!(out.status.success(), "hack/scim/setup.sh failed");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            PathBuf::from(stdout.lines().last().unwrap_or_default().trim())
+        }
+    };
+    let config = crate::dev::up::UpConfig {
+        state_dir: args.state_dir,
+        repo,
+        python,
+        binary: std::env::current_exe()?,
+    };
+    crate::dev::up::run(config, shutdown_channel()).await
+}
+
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the process's arguments and runs the command.
+pub fn main() -> ExitCode {
+    run(Cli::parse())
+}
+
+/// Runs the command of `args` (the first is the program name).
+pub fn main_from<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    run(Cli::parse_from(args))
+}
+
+fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        // dev up talks to people on its stdout; the apiserver's start-up errors are noise.
+        Command::Dev(_) => telemetry::init_with_default(cli.log_format, "warn,kube_client=off"),
+        _ => telemetry::init(cli.log_format),
+    }
+    match cli.command {
+        Command::Sync { run } => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: starting the async runtime: {e}");
+                    return ExitCode::from(exit_code::FAILED);
+                }
+            };
+            ExitCode::from(rt.block_on(sync::main(&run)))
+        }
+        Command::ApiDocs => {
+            print!("{}", apidocs::render());
+            ExitCode::SUCCESS
+        }
+        Command::Crds { out_dir } => match out_dir {
+            None => {
+                print!("{}", crdgen::to_yaml());
+                ExitCode::SUCCESS
+            }
+            Some(dir) => match crdgen::write_dir(&dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing CRDs to {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            },
+        },
+        Command::Controller(args) => block_on(run_controller(args)),
+        Command::DevJobRunner(args) => block_on(run_dev_job_runner(args)),
+        Command::Dev(DevCommand::Up(args)) => block_on(run_dev_up(args)),
+    }
+}

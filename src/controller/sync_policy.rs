@@ -1,0 +1,120 @@
+//! SyncPolicy: validates what admission cannot (the cron schedule, the matching
+//! attribute paths) and reports it in `Ready`, so a bad policy is visible on
+//! the policy itself, not only on the apps that use it.
+
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+
+use super::{Context, Error, Result, now_time};
+use crate::api::{SyncPolicy, SyncPolicyStatus};
+use crate::conditions::{self, Cond, READY, STALLED};
+use crate::scim::AttrPath;
+use crate::{schedule, status};
+
+/// The policy's status. Pure.
+pub fn decide(
+    policy: &SyncPolicy,
+    now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> SyncPolicyStatus {
+    let spec = &policy.spec;
+    let bad_path = spec.matching.iter().enumerate().find_map(|(i, rule)| {
+        [&rule.app_attribute, &rule.domain_attribute]
+            .into_iter()
+            .find_map(|p| p.parse::<AttrPath>().err())
+            .map(|e| format!("matching rule {i}: {e}"))
+    });
+    let problem = match spec.schedule.as_deref().map(schedule::parse) {
+        Some(Err(e)) => Some(("InvalidSchedule", e.to_string())),
+        _ => bad_path.map(|m| ("InvalidMatching", m)),
+    };
+    let conds = match &problem {
+        Some((reason, msg)) => vec![
+            Cond::falsy(READY, reason, msg.clone()),
+            Cond::truthy(STALLED, reason, msg.clone()),
+        ],
+        None => vec![
+            Cond::truthy(READY, "Valid", "the policy is valid"),
+            Cond::falsy(STALLED, "Valid", ""),
+        ],
+    };
+    let old = policy.status.clone().unwrap_or_default();
+    SyncPolicyStatus {
+        observed_generation: policy.metadata.generation,
+        conditions: conditions::merge(&old.conditions, &conds, policy.metadata.generation, now),
+    }
+}
+
+pub async fn reconcile(policy: Arc<SyncPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile("SyncPolicy");
+    let ns = policy
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(policy.name_any()))?;
+    let status = decide(&policy, &now_time());
+    if policy.status.as_ref() != Some(&status) {
+        let api: Api<SyncPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+        status::apply(
+            &api,
+            &policy.name_any(),
+            status::CONTROLLER_MANAGER,
+            serde_json::to_value(&status).expect("status serializes"),
+        )
+        .await?;
+    }
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conditions::{find, is_true};
+
+    fn policy(spec: serde_json::Value) -> SyncPolicy {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "generation": 4}, "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn t() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn valid_policy_is_ready() {
+        let st = decide(
+            &policy(serde_json::json!({"schedule": "0 */4 * * *"})),
+            &t(),
+        );
+        assert!(is_true(&st.conditions, READY));
+        assert!(find(&st.conditions, STALLED).is_none());
+        assert_eq!(st.observed_generation, Some(4));
+    }
+
+    #[test]
+    fn invalid_schedule_and_matching_are_reported() {
+        let st = decide(&policy(serde_json::json!({"schedule": "whenever"})), &t());
+        let ready = find(&st.conditions, READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "InvalidSchedule")
+        );
+        assert!(ready.message.contains("whenever"));
+        assert!(is_true(&st.conditions, STALLED));
+
+        let st = decide(
+            &policy(serde_json::json!({"matching": [
+                {"appAttribute": "emails[primary eq", "domainAttribute": "userName"}
+            ]})),
+            &t(),
+        );
+        assert_eq!(
+            find(&st.conditions, READY).unwrap().reason,
+            "InvalidMatching"
+        );
+    }
+}
