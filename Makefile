@@ -16,8 +16,9 @@ setup:
 test: setup
 	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo test --locked --all-targets
 
-## demo: the whole product on this machine (control plane, SCIM servers, controller, job runner)
-demo: setup
+## demo: the whole product on this machine (control plane, SCIM servers, controller, job runner);
+## does its own set-up with progress lines. `make demo DEMO_ARGS=--keep` keeps it running.
+demo:
 	hack/demo.sh $(DEMO_ARGS)
 
 ## crds: regenerate crds/ and deploy/crds.yaml from the Rust types

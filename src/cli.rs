@@ -1,5 +1,5 @@
-//! The command line: the controller, the sync Job entrypoint, the development Job runner,
-//! the CRD and API reference printers. The binary's `main` only calls [`main`].
+//! The command line: the controller, the sync Job entrypoint, the development Job runner
+//! and `dev up`, the CRD and API reference printers. The binary's `main` only calls [`main`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +56,29 @@ enum Command {
     /// DEVELOPMENT TOOLING, not for production: run the catalogsync Jobs of a local
     /// control plane (which has no kubelet) as processes on this machine.
     DevJobRunner(DevJobRunnerArgs),
+    /// DEVELOPMENT TOOLING, not for production: the product on this machine.
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DevCommand {
+    /// Start a local control plane, seeded SCIM servers (identity domain `iam`, apps
+    /// `slack` and `jira`), the controller and the dev job runner; run until Ctrl-C.
+    Up(DevUpArgs),
+}
+
+#[derive(Args, Debug)]
+struct DevUpArgs {
+    /// Kubeconfig, `env` file and logs go here (emptied first).
+    #[arg(long, default_value = ".demo")]
+    state_dir: PathBuf,
+    /// The repository root (for hack/envtest.sh and hack/scim/serve.py).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Python of the SCIM servers' virtualenv (default: what hack/scim/setup.sh prints).
+    #[arg(long)]
+    scim_python: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -167,6 +190,29 @@ async fn run_dev_job_runner(args: DevJobRunnerArgs) -> anyhow::Result<()> {
     devrunner::run(client, config, shutdown_channel()).await
 }
 
+async fn run_dev_up(args: DevUpArgs) -> anyhow::Result<()> {
+    let repo = args.repo.canonicalize()?;
+    let python = match args.scim_python {
+        Some(p) => p,
+        None => {
+            let out = std::process::Command::new("bash")
+                .arg(repo.join("hack/scim/setup.sh"))
+                .stderr(std::process::Stdio::inherit())
+                .output()?;
+            anyhow::ensure!(out.status.success(), "hack/scim/setup.sh failed");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            PathBuf::from(stdout.lines().last().unwrap_or_default().trim())
+        }
+    };
+    let config = crate::dev::up::UpConfig {
+        state_dir: args.state_dir,
+        repo,
+        python,
+        binary: std::env::current_exe()?,
+    };
+    crate::dev::up::run(config, shutdown_channel()).await
+}
+
 fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(fut) {
@@ -193,7 +239,11 @@ where
 }
 
 fn run(cli: Cli) -> ExitCode {
-    telemetry::init(cli.log_format);
+    match cli.command {
+        // dev up talks to people on its stdout; the apiserver's start-up errors are noise.
+        Command::Dev(_) => telemetry::init_with_default(cli.log_format, "warn,kube_client=off"),
+        _ => telemetry::init(cli.log_format),
+    }
     match cli.command {
         Command::Sync { run } => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -227,5 +277,6 @@ fn run(cli: Cli) -> ExitCode {
         },
         Command::Controller(args) => block_on(run_controller(args)),
         Command::DevJobRunner(args) => block_on(run_dev_job_runner(args)),
+        Command::Dev(DevCommand::Up(args)) => block_on(run_dev_up(args)),
     }
 }

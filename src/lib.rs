@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod controller;
 pub mod crdgen;
 pub mod credentials;
+pub mod dev;
 pub mod devrunner;
 pub mod exit_code;
 pub mod http;

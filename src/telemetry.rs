@@ -15,8 +15,13 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default level (info).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,kube_runtime=warn,kube_client=warn"));
+    init_with_default(format, "info,kube_runtime=warn,kube_client=warn");
+}
+
+/// Like [`init`], with another default filter when `RUST_LOG` is unset.
+pub fn init_with_default(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let registry = tracing_subscriber::registry().with(filter);
     // A second init (tests) is harmless, so the error is ignored.
     let _ = match format {

@@ -140,19 +140,58 @@ fn progress_text(run: &SyncRun) -> String {
         .map(|p| format!("{p:?}"))
         .unwrap_or("Pending".into());
     let mut text = format!("run {} ({:?}, {phase})", run.name_any(), run.spec.direction);
-    if let Some(p) = s.progress {
-        text.push_str(&format!(": {}/{} ({}%)", p.processed, p.total, p.percent));
+    let stage = s
+        .stage
+        .filter(|_| s.phase == Some(RunPhase::Running))
+        .map(|st| format!(" {}", format!("{st:?}").to_lowercase()));
+    match s.progress {
+        // The numbers are per stage: without its name, 100% of listing reads as done.
+        Some(p) if p.total > 0 => text.push_str(&format!(
+            ":{} {}/{} ({}%)",
+            stage.unwrap_or_default(),
+            p.processed,
+            p.total,
+            p.percent
+        )),
+        // Nothing counted yet (listing has not learnt its totals): only the stage.
+        _ => {
+            if let Some(stage) = stage {
+                text.push_str(&format!(":{stage}"));
+            }
+        }
     }
     text
 }
 
-fn limit_text(run: &SyncRun) -> String {
+fn limit_text(run: &SyncRun, policy: Option<&str>) -> String {
     let s = run.status.clone().unwrap_or_default();
     let planned = s.planned.unwrap_or_default();
     let limits = s.limits.unwrap_or_default();
     let allowed = |v: Option<i64>| v.map_or("unlimited".to_string(), |v| v.to_string());
+    // Say what to change: which field of which object, and to what.
+    let over: Vec<String> = [
+        ("maxCreates", planned.creates, limits.max_creates),
+        ("maxDeletes", planned.deletes, limits.max_deletes),
+    ]
+    .into_iter()
+    .filter(|(_, p, max)| max.is_some_and(|m| *p > m))
+    .map(|(field, p, _)| format!("{field} to at least {p}"))
+    .collect();
+    let place = match (run.spec.direction, policy) {
+        (Direction::Import, Some(p)) => format!("spec.limits of SyncPolicy {p:?}"),
+        (Direction::Import, None) => "spec.limits of the SyncPolicy".to_string(),
+        (Direction::Provision, _) => "spec.provisioning.limits of this CatalogApp".to_string(),
+    };
+    let hint = if over.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ". If these changes are expected, raise {} in {place} (or set whenExceeded: ApplyUpToLimit) and request a run",
+            over.join(" and ")
+        )
+    };
     format!(
-        "run {} stopped on a limit: planned {} creates and {} deletes; allowed {} creates and {} deletes",
+        "run {} stopped on a limit: planned {} creates and {} deletes; allowed {} creates and {} deletes{hint}",
         run.name_any(),
         planned.creates,
         planned.deletes,
@@ -498,9 +537,11 @@ pub fn decide(inp: &Inputs) -> Plan {
         .flatten()
         .max_by_key(|r| (ended(r), created(r)));
     let limit_cond = match newest {
-        Some(r) if phase(r) == Some(RunPhase::LimitExceeded) => {
-            Cond::truthy(LIMIT_EXCEEDED, "LimitExceeded", limit_text(r))
-        }
+        Some(r) if phase(r) == Some(RunPhase::LimitExceeded) => Cond::truthy(
+            LIMIT_EXCEEDED,
+            "LimitExceeded",
+            limit_text(r, policy.map(|p| p.name_any()).as_deref()),
+        ),
         Some(r) => Cond::falsy(
             LIMIT_EXCEEDED,
             "WithinLimits",

@@ -479,6 +479,23 @@ pub async fn execute(client: Client, namespace: &str, name: &str, stop: Stop) ->
         .await
 }
 
+/// A run cancelled by the controller already says why ("cancelled: synchronization was
+/// disabled", in its `Cancelled` condition, which our progress writes do not own); the
+/// final status keeps that reason in front of the counts.
+async fn keep_cancel_reason(runs: &Api<SyncRun>, name: &str, outcome: &mut Outcome) {
+    let Ok(current) = runs.get(name).await else {
+        return;
+    };
+    let conditions = current.status.unwrap_or_default().conditions;
+    if let Some(reason) = crate::conditions::find(&conditions, "Cancelled")
+        .filter(|c| c.status == "True" && !c.message.is_empty())
+        .map(|c| c.message.clone())
+        && let Some(counts) = outcome.message.strip_prefix("cancelled; ")
+    {
+        outcome.message = format!("{reason}; {counts}");
+    }
+}
+
 async fn execute_run(
     client: Client,
     runs: Api<SyncRun>,
@@ -503,9 +520,12 @@ async fn execute_run(
         previous.conditions.clone(),
         generation,
     );
-    let (outcome, code) = run_stages(&client, namespace, &run, &tracker, &stop).await;
+    let (mut outcome, code) = run_stages(&client, namespace, &run, &tracker, &stop).await;
     let _ = stop_reporter.send(true);
     let _ = reporter.await;
+    if outcome.phase == RunPhase::Cancelled {
+        keep_cancel_reason(&runs, name, &mut outcome).await;
+    }
 
     tracker.update(|s| {
         s.phase = Some(outcome.phase);

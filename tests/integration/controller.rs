@@ -1140,7 +1140,7 @@ async fn end_to_end_a_requested_run_executes_through_the_dev_job_runner() {
     let runner = tokio::spawn(catalogsync::devrunner::run(
         env.client.clone(),
         catalogsync::devrunner::RunnerConfig {
-            binary: env!("CARGO_BIN_EXE_catalogsync").into(),
+            binary: crate::sync_engine::binary().to_path_buf(),
             kubeconfig: Some(env.cp.kubeconfig_path().to_path_buf()),
             namespace: Some(env.ns.clone()),
             grace: Duration::from_secs(5),

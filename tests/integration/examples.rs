@@ -43,6 +43,7 @@ async fn examples_apply_with_kubectl_and_list_as_catalogsync() {
         .map(str::to_owned)
         .collect();
     let expected: BTreeSet<String> = [
+        "catalogapp.catalogsync.io/jira",
         "catalogapp.catalogsync.io/slack",
         "identitydomain.catalogsync.io/corp",
         "syncpolicy.catalogsync.io/default",

@@ -8,6 +8,7 @@ mod controller;
 mod crds;
 mod deploy;
 mod devrunner;
+mod e2e;
 mod examples;
 mod harness;
 mod rbac;

@@ -233,6 +233,29 @@ impl World {
     }
 }
 
+/// A private copy of the built binary, taken on first use: worktrees sharing one
+/// CARGO_TARGET_DIR overwrite each other's `catalogsync` while tests run.
+pub fn binary() -> &'static std::path::Path {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let path = dir.join("catalogsync");
+        std::fs::copy(env!("CARGO_BIN_EXE_catalogsync"), &path).unwrap();
+        let ok = std::process::Command::new(&path)
+            .args(["sync", "--help"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            ok,
+            "the built catalogsync has no sync subcommand (replaced by another build?)"
+        );
+        path
+    })
+}
+
 /// Set in a child process of this test binary to make it run the engine (see
 /// [`engine_process`]).
 const ENGINE_RUN_ENV: &str = "CATALOGSYNC_TEST_ENGINE_RUN";

@@ -496,6 +496,49 @@ fn run_names_fit_a_job_name() {
 }
 
 #[test]
+fn progress_names_the_stage_and_limit_messages_say_what_to_raise() {
+    let mut r = run(
+        "slack-r1",
+        Direction::Import,
+        Some(RunPhase::Running),
+        APP_CREATED,
+    );
+    let st = r.status.as_mut().unwrap();
+    st.stage = Some(Stage::Listing);
+    assert_eq!(progress_text(&r), "run slack-r1 (Import, Running): listing");
+    r.status.as_mut().unwrap().progress = Some(
+        serde_json::from_value(json!({"processed": 1000, "total": 4000, "percent": 25})).unwrap(),
+    );
+    assert_eq!(
+        progress_text(&r),
+        "run slack-r1 (Import, Running): listing 1000/4000 (25%)"
+    );
+
+    let mut r = run(
+        "slack-r2",
+        Direction::Import,
+        Some(RunPhase::LimitExceeded),
+        APP_CREATED,
+    );
+    let st = r.status.as_mut().unwrap();
+    st.planned = Some(serde_json::from_value(json!({"creates": 150, "deletes": 35})).unwrap());
+    st.limits = Some(serde_json::from_value(json!({"maxCreates": 100, "maxDeletes": 20})).unwrap());
+    let msg = limit_text(&r, Some("default"));
+    assert!(
+        msg.contains("planned 150 creates and 35 deletes; allowed 100 creates and 20 deletes")
+            && msg.contains(
+                "raise maxCreates to at least 150 and maxDeletes to at least 35 in spec.limits of SyncPolicy \"default\""
+            ),
+        "{msg}"
+    );
+    let mut p = r.clone();
+    p.spec.direction = Direction::Provision;
+    assert!(
+        limit_text(&p, Some("default")).contains("spec.provisioning.limits of this CatalogApp")
+    );
+}
+
+#[test]
 fn connectivity_lost_and_restored_are_events_once() {
     let a = app(false, json!({}));
     let p1 = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), None, &[]);

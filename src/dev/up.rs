@@ -1,0 +1,288 @@
+//! `catalogsync dev up`: the whole product on this machine, in one process tree.
+//!
+//! Starts the local control plane (CRDs installed), one SCIM server process with
+//! three tenants (`iam`, the identity domain; `slack` and `jira`, the apps) seeded
+//! with [`super::seed::Scenario::demo`], then the controller and the dev job runner
+//! as child processes of this one. Writes into the state directory a kubeconfig,
+//! an `env` file (shell syntax: URLs, tokens, KUBECONFIG) and one log per process,
+//! prints `ready`, and runs until SIGINT/SIGTERM or until a child dies; then stops
+//! every child, newest first. Children die with this process even if it is killed
+//! (`PR_SET_PDEATHSIG`).
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use serde_json::{Value, json};
+
+use super::control_plane::{self, ControlPlane, log_tail, spawn_child, write_private};
+use super::seed::Scenario;
+
+/// Settings of `dev up`.
+#[derive(Clone, Debug)]
+pub struct UpConfig {
+    /// Where the kubeconfig, the env file, the logs and etcd's data go (emptied first).
+    pub state_dir: PathBuf,
+    /// The repository (for `hack/envtest.sh` and `hack/scim/serve.py`).
+    pub repo: PathBuf,
+    /// The python of the SCIM servers' virtualenv (`hack/scim/setup.sh` prints it).
+    pub python: PathBuf,
+    /// The `catalogsync` binary run as controller, job runner and sync Jobs.
+    pub binary: PathBuf,
+}
+
+/// The SCIM tenants: the identity domain, then the apps.
+pub const DOMAIN_TENANT: &str = "iam";
+
+pub fn token(tenant: &str) -> String {
+    format!("demo-token-{tenant}")
+}
+
+/// Prints a step heading, with the time since `start`.
+fn step(start: Instant, what: &str) {
+    println!("[{:>5.1}s] {what}", start.elapsed().as_secs_f64());
+}
+
+pub async fn run(cfg: UpConfig, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+    let start = Instant::now();
+    let dir = &cfg.state_dir;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let dir = dir.canonicalize()?;
+    let result = async {
+        step(
+            start,
+            "starting the local control plane (etcd + kube-apiserver)",
+        );
+        let assets = control_plane::find_assets(&cfg.repo.join("hack/envtest.sh"))?;
+        let cp =
+            ControlPlane::start(&assets, &dir.join("control-plane"), &crate::crdgen::all()).await?;
+        step(
+            start,
+            &format!("control plane ready at {}; CRDs installed", cp.server()),
+        );
+
+        let scenario = Scenario::demo();
+        let mut tenants = vec![DOMAIN_TENANT.to_string()];
+        tenants.extend(scenario.apps.iter().map(|a| a.name.clone()));
+        step(
+            start,
+            &format!("starting the SCIM servers: {}", tenants.join(", ")),
+        );
+        let port = start_scim(&cfg, &dir, &tenants).await?;
+        let root = format!("http://127.0.0.1:{port}");
+        seed(&root, &scenario).await?;
+        step(
+            start,
+            &format!(
+                "seeded: {} users in the identity domain; {}",
+                scenario.domain_user_count(),
+                scenario
+                    .apps
+                    .iter()
+                    .map(|a| format!("{} accounts in {}", a.accounts().len(), a.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+
+        for a in &scenario.apps {
+            println!(
+                "         {}: {} match by userName, {} by e-mail only, {} disputed, {} unmatched; \
+                 {} recorded in {}, {} of them deleted from the app",
+                a.name,
+                a.by_user_name,
+                a.by_email,
+                a.disputed,
+                a.unmatched,
+                a.recorded + a.deleted,
+                a.grant_group,
+                a.deleted
+            );
+        }
+        let [metrics_port] = control_plane::free_ports()?;
+        let kubeconfig = cp.kubeconfig_path().to_path_buf();
+        let env = [("KUBECONFIG", kubeconfig.as_path())];
+        step(start, "starting the controller and the dev job runner");
+        let mut controller = spawn_child(
+            "controller",
+            &cfg.binary,
+            &[
+                "controller".into(),
+                format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+                "--job-image=catalogsync:dev".into(),
+                "--recheck-seconds=60".into(),
+            ],
+            &env,
+            &dir,
+        )?;
+        let mut runner = spawn_child(
+            "job-runner",
+            &cfg.binary,
+            &[
+                "dev-job-runner".into(),
+                format!("--binary={}", cfg.binary.display()),
+                format!("--kubeconfig={}", kubeconfig.display()),
+            ],
+            &env,
+            &dir,
+        )?;
+        let metrics = format!("http://127.0.0.1:{metrics_port}");
+        wait_ready(
+            &format!("{metrics}/readyz"),
+            &mut controller,
+            &dir.join("controller.log"),
+        )
+        .await?;
+
+        let mut vars = vec![
+            ("KUBECONFIG".to_string(), kubeconfig.display().to_string()),
+            (
+                "CATALOGSYNC_METRICS".to_string(),
+                format!("{metrics}/metrics"),
+            ),
+            (
+                "CATALOGSYNC_STATE_DIR".to_string(),
+                dir.display().to_string(),
+            ),
+        ];
+        for t in &tenants {
+            let key = t.to_uppercase();
+            vars.push((format!("{key}_URL"), format!("{root}/{t}/scim/v2")));
+            vars.push((format!("{key}_TOKEN"), token(t)));
+        }
+        let env_text: String = vars
+            .iter()
+            .map(|(k, v)| format!("export {k}='{v}'\n"))
+            .collect();
+        // Written whole under a temporary name: a reader never sees half a file.
+        write_private(&dir.join("env.tmp"), env_text.as_bytes())?;
+        std::fs::rename(dir.join("env.tmp"), dir.join("env"))?;
+        step(
+            start,
+            &format!("ready; environment in {}", dir.join("env").display()),
+        );
+
+        // Run until asked to stop, or until a process we depend on dies.
+        loop {
+            for (name, child) in [("controller", &mut controller), ("job-runner", &mut runner)] {
+                if let Some(status) = child.try_wait()? {
+                    bail!(
+                        "the {name} exited with {status}; end of its log:\n{}",
+                        log_tail(&dir.join(format!("{name}.log")))
+                    );
+                }
+            }
+            tokio::select! {
+                _ = crate::controller::stopped(&mut shutdown) => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        Ok(())
+    }
+    .await;
+    println!("stopping every process started by dev up");
+    control_plane::terminate_children();
+    result
+}
+
+/// Starts `serve.py` with one tenant per name and returns its port.
+async fn start_scim(cfg: &UpConfig, dir: &Path, tenants: &[String]) -> Result<u16> {
+    let auth: serde_json::Map<String, Value> = tenants
+        .iter()
+        .map(|t| (t.clone(), json!(token(t))))
+        .collect();
+    let auth_file = dir.join("scim-auth.json");
+    write_private(&auth_file, Value::Object(auth).to_string().as_bytes())?;
+    let mut args = vec![
+        cfg.repo.join("hack/scim/serve.py").display().to_string(),
+        format!("--auth-file={}", auth_file.display()),
+        "--port=0".into(),
+    ];
+    args.extend(tenants.iter().cloned());
+    let mut child: Child = spawn_child("scim", &cfg.python, &args, &[], dir)?;
+    let log = dir.join("scim.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(port) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SCIM_READY port="))
+            .and_then(|p| p.trim().parse().ok())
+        {
+            return Ok(port);
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the SCIM server exited with {status}:\n{}", log_tail(&log));
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the SCIM server did not start in 60s:\n{}",
+            log_tail(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn admin_seed(
+    http: &reqwest::Client,
+    root: &str,
+    tenant: &str,
+    body: Value,
+) -> Result<Value> {
+    let resp = http
+        .post(format!("{root}/_admin/{tenant}/seed"))
+        .bearer_auth(token(tenant))
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("seeding {tenant}"))?;
+    let status = resp.status();
+    let v: Value = resp.json().await?;
+    ensure!(status.is_success(), "seeding {tenant}: {status} {v}");
+    Ok(v)
+}
+
+/// Loads the scenario into the tenants: the domain's users, the grant groups
+/// (their members are the domain's ids), the apps' accounts.
+pub async fn seed(root: &str, scenario: &Scenario) -> Result<()> {
+    let http = reqwest::Client::new();
+    let v = admin_seed(
+        &http,
+        root,
+        DOMAIN_TENANT,
+        json!({"Users": scenario.domain_users(), "returnIds": true}),
+    )
+    .await?;
+    let ids: Vec<String> = serde_json::from_value(v["ids"].clone())?;
+    let groups: Vec<Value> = scenario.apps.iter().map(|a| a.grant_group(&ids)).collect();
+    admin_seed(&http, root, DOMAIN_TENANT, json!({"Groups": groups})).await?;
+    for app in &scenario.apps {
+        admin_seed(&http, root, &app.name, json!({"Users": app.accounts()})).await?;
+    }
+    Ok(())
+}
+
+async fn wait_ready(url: &str, child: &mut Child, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if reqwest::get(url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the controller exited with {status}:\n{}", log_tail(log));
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the controller was not ready in 60s:\n{}",
+            log_tail(log)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
