@@ -3,13 +3,13 @@
 //! access); run by hand, they are read from the Secrets through the API.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector};
 use kube::{Api, Client};
 
 use crate::api::{Auth, Tls};
+use crate::scim::Auth as ScimAuth;
 
 /// Which SCIM endpoint the credentials are for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,59 +29,11 @@ impl Side {
     }
 }
 
-/// Secret material for one endpoint. Debug never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Credentials {
-    Bearer(String),
-    Basic {
-        username: String,
-        password: String,
-    },
-    OAuth2ClientCredentials {
-        token_url: String,
-        client_id: String,
-        client_secret: String,
-        scopes: Vec<String>,
-    },
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Credentials::Bearer(_) => f.write_str("Bearer(<redacted>)"),
-            Credentials::Basic { username, .. } => write!(f, "Basic({username}, <redacted>)"),
-            Credentials::OAuth2ClientCredentials { token_url, .. } => {
-                write!(f, "OAuth2ClientCredentials({token_url}, <redacted>)")
-            }
-        }
-    }
-}
-
-impl From<Credentials> for crate::scim::Auth {
-    fn from(c: Credentials) -> Self {
-        use crate::scim::Auth;
-        match c {
-            Credentials::Bearer(t) => Auth::Bearer(t),
-            Credentials::Basic { username, password } => Auth::Basic { username, password },
-            Credentials::OAuth2ClientCredentials {
-                token_url,
-                client_id,
-                client_secret,
-                scopes,
-            } => Auth::OAuth2ClientCredentials {
-                token_url,
-                client_id,
-                client_secret,
-                scopes,
-            },
-        }
-    }
-}
-
 /// Credentials plus an optional extra CA bundle (PEM).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {
-    pub credentials: Credentials,
+    /// The SCIM client's authentication, whose Debug never shows a secret.
+    pub credentials: ScimAuth,
     pub ca_pem: Option<String>,
 }
 
@@ -159,14 +111,14 @@ fn assemble(
 ) -> Result<Resolved, CredentialsError> {
     let mut take = |k: &str| values.remove(k).unwrap_or_default();
     let credentials = if auth.bearer_token.is_some() {
-        Credentials::Bearer(take("TOKEN").trim().to_string())
+        ScimAuth::Bearer(take("TOKEN").trim().to_string())
     } else if auth.basic.is_some() {
-        Credentials::Basic {
+        ScimAuth::Basic {
             username: take("USERNAME"),
             password: take("PASSWORD"),
         }
     } else if let Some(o) = &auth.oauth2_client_credentials {
-        Credentials::OAuth2ClientCredentials {
+        ScimAuth::OAuth2ClientCredentials {
             token_url: o.token_url.clone(),
             client_id: take("CLIENT_ID"),
             client_secret: take("CLIENT_SECRET"),
@@ -280,17 +232,17 @@ mod tests {
 
     #[test]
     fn debug_redacts_secrets() {
-        let c = Credentials::Basic {
+        let c = ScimAuth::Basic {
             username: "svc".into(),
             password: "hunter2".into(),
         };
         assert!(!format!("{c:?}").contains("hunter2"));
-        assert!(!format!("{:?}", Credentials::Bearer("tok-123".into())).contains("tok-123"));
+        assert!(!format!("{:?}", ScimAuth::Bearer("tok-123".into())).contains("tok-123"));
     }
 
     #[test]
     fn bearer_token_is_trimmed() {
         let r = assemble(&bearer(), BTreeMap::from([("TOKEN", "abc\n".to_string())])).unwrap();
-        assert_eq!(r.credentials, Credentials::Bearer("abc".into()));
+        assert_eq!(r.credentials, ScimAuth::Bearer("abc".into()));
     }
 }

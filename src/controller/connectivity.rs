@@ -69,7 +69,7 @@ pub async fn client_for(
         Ok(r) => r,
         Err(e) => return credentials_failure(e).map(Err),
     };
-    let mut opts = ClientOptions::new(url, resolved.credentials.into());
+    let mut opts = ClientOptions::new(url, resolved.credentials);
     opts.ca_pem = resolved.ca_pem.map(String::into_bytes);
     // A check answers quickly or reports why; the Job does the patient work.
     opts.timeouts = Timeouts {

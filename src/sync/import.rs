@@ -592,19 +592,11 @@ impl Applier<'_> {
         };
         match result {
             // A user already gone needs only its record removed; the record counts.
-            Ok(()) => {
-                self.r.c.tracker.update(|s| s.counts.deleted += 1);
-                self.w.succeeded(1);
-                self.pending_removals
-                    .lock()
-                    .expect("removals lock")
-                    .push(PendingRemoval {
-                        user_id: d.user_id.clone(),
-                        subject,
-                        counted: true,
-                    });
-            }
-            Err(e) if e.kind() == Some(crate::scim::ErrorKind::NotFound) => {
+            Ok(())
+            | Err(crate::scim::ScimError::Status {
+                kind: crate::scim::ErrorKind::NotFound,
+                ..
+            }) => {
                 self.r.c.tracker.update(|s| s.counts.deleted += 1);
                 self.w.succeeded(1);
                 self.pending_removals

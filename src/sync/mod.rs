@@ -22,10 +22,10 @@ use crate::api::{
     AppliedLimits, CatalogApp, Direction, IdentityDomain, RunPhase, Stage, SyncPolicy,
     SyncPolicySpec, SyncRun,
 };
-use crate::credentials::{self, Credentials, Side};
+use crate::credentials::{self, Side};
 use crate::exit_code;
 use crate::plan::ImportPolicy;
-use crate::scim::{self, ClientOptions, ScimClient};
+use crate::scim::{ClientOptions, ScimClient};
 
 use outcome::Outcome;
 use progress::{RunState, Tracker};
@@ -89,35 +89,18 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
+        // Checked arithmetic: an absurd timeout is invalid, never a wrapped-around one.
         let unit = match &rest[..unit_len] {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
             _ => return None,
         };
-        total += unit;
+        total = total.checked_add(unit)?;
         rest = &rest[unit_len..];
     }
     Some(total)
-}
-
-fn to_scim_auth(c: Credentials) -> scim::Auth {
-    match c {
-        Credentials::Bearer(t) => scim::Auth::Bearer(t),
-        Credentials::Basic { username, password } => scim::Auth::Basic { username, password },
-        Credentials::OAuth2ClientCredentials {
-            token_url,
-            client_id,
-            client_secret,
-            scopes,
-        } => scim::Auth::OAuth2ClientCredentials {
-            token_url,
-            client_id,
-            client_secret,
-            scopes,
-        },
-    }
 }
 
 /// A run that cannot start: why, and the exit code.
@@ -178,7 +161,7 @@ async fn client_for(
         credentials::from_secrets(client, namespace, auth, tls).await
     }
     .map_err(|e| Invalid::config(format!("{side:?} credentials: {e}")))?;
-    let mut opts = ClientOptions::new(url, to_scim_auth(resolved.credentials));
+    let mut opts = ClientOptions::new(url, resolved.credentials);
     opts.ca_pem = resolved.ca_pem.map(String::into_bytes);
     opts.parallelism = parallelism;
     ScimClient::with_options(opts).map_err(|e| Invalid::config(format!("{side:?} client: {e}")))
@@ -576,5 +559,7 @@ mod tests {
         assert_eq!(parse_duration(""), None);
         assert_eq!(parse_duration("1d"), None);
         assert_eq!(parse_duration("h"), None);
+        assert_eq!(parse_duration("99999999999999999999h"), None);
+        assert_eq!(parse_duration("9999999999999999999h"), None);
     }
 }
