@@ -6,31 +6,33 @@ use std::collections::HashSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use catalogsync::api::{CatalogApp, IdentityDomain, RunPhase, Stage, SyncPolicy, SyncRun};
+use catalogsync::api::{
+    CatalogApp, IdentityDomain, RunPhase, Stage, SyncPolicy, SyncRun, SyncRunStatus,
+};
 use catalogsync::exit_code;
 use catalogsync::scim::{self, ScimClient};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::harness::{ControlPlane, control_plane};
 use crate::scim_server::{FaultProxy, ScimServer, TenantSpec};
 
 /// One test's world: a namespace with the four kinds, a SCIM server with two tenants,
-/// and test-side SCIM clients to seed and inspect them.
-struct World {
-    cp: &'static ControlPlane,
-    ns: String,
-    server: ScimServer,
-    idp: ScimClient,
-    app: ScimClient,
-    group_id: String,
+/// and test-side SCIM clients to seed and inspect them. Shared with `provisioning`.
+pub(crate) struct World {
+    pub(crate) cp: &'static ControlPlane,
+    pub(crate) ns: String,
+    pub(crate) server: ScimServer,
+    pub(crate) idp: ScimClient,
+    pub(crate) app: ScimClient,
+    pub(crate) group_id: String,
     group_name: String,
     _proxy: Option<FaultProxy>,
 }
 
 /// Where the operator's objects point: straight at the server, or through a fault proxy.
-enum Via {
+pub(crate) enum Via {
     Direct,
     Proxy,
     /// Only the identity domain behind the proxy.
@@ -49,7 +51,12 @@ fn client(url: &str, token: &str) -> ScimClient {
 }
 
 impl World {
-    async fn new(prefix: &str, policy: Value, max_results: Option<u64>, via: Via) -> World {
+    pub(crate) async fn new(
+        prefix: &str,
+        policy: Value,
+        max_results: Option<u64>,
+        via: Via,
+    ) -> World {
         let cp = control_plane().await;
         let ns = cp.new_namespace(prefix).await;
         let server = ScimServer::start_with(
@@ -156,11 +163,11 @@ impl World {
             .await
     }
 
-    async fn add_members(&self, ids: &[String]) {
+    pub(crate) async fn add_members(&self, ids: &[String]) {
         self.idp.add_members(&self.group_id, ids).await.unwrap();
     }
 
-    async fn members(&self) -> HashSet<String> {
+    pub(crate) async fn members(&self) -> HashSet<String> {
         let (m, _) = self
             .idp
             .group_members(&self.group_id)
@@ -170,7 +177,7 @@ impl World {
         m.into_iter().collect()
     }
 
-    async fn user_names(&self, c: &ScimClient) -> HashSet<String> {
+    pub(crate) async fn user_names(&self, c: &ScimClient) -> HashSet<String> {
         let (users, _) = c.list("Users", &["userName"], None).await.unwrap();
         users
             .iter()
@@ -179,11 +186,15 @@ impl World {
     }
 
     async fn new_run(&self, name: &str, mode: &str) {
+        self.new_run_towards(name, "Import", mode).await
+    }
+
+    async fn new_run_towards(&self, name: &str, direction: &str, mode: &str) {
         create::<SyncRun>(
             self.cp,
             &self.ns,
             json!({"metadata": {"name": name},
-                   "spec": {"appRef": {"name": "slack"}, "mode": mode}}),
+                   "spec": {"appRef": {"name": "slack"}, "direction": direction, "mode": mode}}),
         )
         .await;
     }
@@ -213,9 +224,19 @@ impl World {
         cmd
     }
 
-    /// Creates a SyncRun and runs the engine on it to the end; returns (exit code, status).
-    async fn run(&self, name: &str, mode: &str) -> (i32, catalogsync::api::SyncRunStatus) {
-        self.new_run(name, mode).await;
+    /// Creates an Import SyncRun and runs the engine on it to the end; returns (exit code,
+    /// status).
+    async fn run(&self, name: &str, mode: &str) -> (i32, SyncRunStatus) {
+        self.run_towards(name, "Import", mode).await
+    }
+
+    /// The same for a Provision run (identity domain → app).
+    pub(crate) async fn provision(&self, name: &str, mode: &str) -> (i32, SyncRunStatus) {
+        self.run_towards(name, "Provision", mode).await
+    }
+
+    async fn run_towards(&self, name: &str, direction: &str, mode: &str) -> (i32, SyncRunStatus) {
+        self.new_run_towards(name, direction, mode).await;
         let status = tokio::time::timeout(Duration::from_secs(300), self.command(name).status())
             .await
             .expect("sync finished within 5 minutes")
@@ -223,7 +244,25 @@ impl World {
         (status.code().unwrap_or(-1), self.status(name).await)
     }
 
-    async fn status(&self, name: &str) -> catalogsync::api::SyncRunStatus {
+    /// Merges `spec` into the app's spec.
+    async fn patch_app(&self, spec: Value) {
+        Api::<CatalogApp>::namespaced(self.cp.admin_client(), &self.ns)
+            .patch(
+                "slack",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Merges `provisioning` into the app's `spec.provisioning`.
+    pub(crate) async fn set_provisioning(&self, provisioning: Value) {
+        self.patch_app(json!({ "provisioning": provisioning }))
+            .await
+    }
+
+    async fn status(&self, name: &str) -> SyncRunStatus {
         Api::<SyncRun>::namespaced(self.cp.admin_client(), &self.ns)
             .get(name)
             .await
@@ -297,15 +336,15 @@ where
 }
 
 /// The run ended Failed, with exit code 1 and a message starting with `prefix`.
-fn assert_failed(code: i32, s: &catalogsync::api::SyncRunStatus, prefix: &str) {
+fn assert_failed(code: i32, s: &SyncRunStatus, prefix: &str) {
     assert_eq!(code, exit_code::FAILED as i32, "{s:?}");
     assert_eq!(s.phase, Some(RunPhase::Failed));
     let msg = s.message.as_deref().unwrap_or_default();
     assert!(msg.starts_with(prefix), "{msg}");
 }
 
-fn condition<'a>(
-    s: &'a catalogsync::api::SyncRunStatus,
+pub(crate) fn condition<'a>(
+    s: &'a SyncRunStatus,
     type_: &str,
 ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
     s.conditions
@@ -769,7 +808,6 @@ async fn runs_as_the_sync_job_identity_with_credentials_from_env() {
 /// onAccountDeleted DeactivateUser and DeleteUser, with a deletes limit applied exactly.
 #[tokio::test]
 async fn deleted_accounts_deactivate_or_delete_their_users() {
-    use kube::api::{Patch, PatchParams};
     let w = World::new(
         "sync-deletes",
         json!({"onAccountDeleted": "DeactivateUser",
@@ -865,20 +903,7 @@ async fn provision_follows_the_grant_group() {
         .server
         .seed("app", json!({"Users": accounts, "returnIds": true}))
         .await;
-    let wr = &w;
-    let run = |name: &'static str, mode: &'static str| async move {
-        create::<SyncRun>(
-            wr.cp,
-            &wr.ns,
-            json!({"metadata": {"name": name},
-                   "spec": {"appRef": {"name": "slack"}, "direction": "Provision", "mode": mode}}),
-        )
-        .await;
-        let st = wr.command(name).status().await.unwrap();
-        (st.code().unwrap(), wr.status(name).await)
-    };
-
-    let (code, s) = run("prov-plan", "Plan").await;
+    let (code, s) = w.provision("prov-plan", "Plan").await;
     assert_eq!(code, 0, "{s:?}");
     let p = s.planned.unwrap();
     assert_eq!((p.creates, p.updates, p.deletes), (2, 1, 1));
@@ -888,7 +913,7 @@ async fn provision_follows_the_grant_group() {
         "a plan changes nothing"
     );
 
-    let (code, s) = run("prov-apply", "Apply").await;
+    let (code, s) = w.provision("prov-apply", "Apply").await;
     assert_eq!(code, 0, "{s:?}");
     let c = s.counts.unwrap();
     assert_eq!(
@@ -934,7 +959,7 @@ async fn provision_follows_the_grant_group() {
             .is_some()
     );
 
-    let (code, s) = run("prov-again", "Apply").await;
+    let (code, s) = w.provision("prov-again", "Apply").await;
     assert_eq!(code, 0, "{s:?}");
     let c = s.counts.unwrap();
     assert_eq!(
@@ -1139,18 +1164,10 @@ async fn a_missing_policy_is_an_invalid_run() {
 /// A run of a suspended app ends Cancelled at once and changes nothing.
 #[tokio::test]
 async fn a_suspended_app_cancels_the_run() {
-    use kube::api::{Patch, PatchParams};
     let w = World::new("sync-suspended", json!({}), None, Via::Direct).await;
     w.seed("idp", &[("alice", "alice@corp.example")]).await;
     w.seed("app", &[("alice", "alice@corp.example")]).await;
-    Api::<CatalogApp>::namespaced(w.cp.admin_client(), &w.ns)
-        .patch(
-            "slack",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"suspend": true}})),
-        )
-        .await
-        .unwrap();
+    w.patch_app(json!({"suspend": true})).await;
     let (code, s) = w.run("while-suspended", "Apply").await;
     assert_eq!(code, exit_code::CANCELLED as i32, "{s:?}");
     assert_eq!(s.phase, Some(RunPhase::Cancelled));
