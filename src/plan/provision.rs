@@ -41,7 +41,8 @@ pub struct Update {
     pub account: u32,
     /// Indexes of the mappings whose values differ.
     pub mappings: Vec<usize>,
-    /// The account's `active` must follow the user's.
+    /// `Some(true)`: the account is inactive and the user active again. (Deactivating is
+    /// not an update: see [`ProvisionPlan::deactivations`].)
     pub active: Option<bool>,
     /// An adopted account gets the user's id as `externalId`.
     pub set_external_id: bool,
@@ -53,8 +54,8 @@ pub struct ProvisionPlan {
     /// Members without an account.
     pub creates: Vec<u32>,
     pub updates: Vec<Update>,
-    /// Accounts of users no longer granted (or inactive members' accounts when Update is
-    /// not allowed), to deactivate.
+    /// Accounts of users no longer granted, and active accounts of inactive members, to
+    /// deactivate.
     pub deactivations: Vec<u32>,
     /// Accounts of users no longer granted, to delete.
     pub deletions: Vec<u32>,
@@ -154,22 +155,35 @@ pub fn provision(
                         )
                     })
                     .collect();
-                let active = (acct.active != user.active).then_some(user.active);
+                // Deactivating is the Deactivate operation, held to maxDeletes like a
+                // revoked member's; the rest (reactivation too) is an Update.
+                let deactivate = acct.active && !user.active;
+                let reactivate = !acct.active && user.active;
                 let set_external_id = adopted[m as usize];
-                if mappings.is_empty() && active.is_none() && !set_external_id {
+                let update = !mappings.is_empty() || reactivate || set_external_id;
+                if !deactivate && !update {
                     plan.counts.already_linked += 1;
-                } else if allowed(Operation::Update) {
-                    plan.updates.push(Update {
-                        user: m,
-                        account: a,
-                        mappings,
-                        active,
-                        set_external_id,
-                    });
-                } else if active == Some(false) && allowed(Operation::Deactivate) {
-                    plan.deactivations.push(a);
-                } else {
-                    plan.not_allowed += 1;
+                    continue;
+                }
+                if deactivate {
+                    if allowed(Operation::Deactivate) {
+                        plan.deactivations.push(a);
+                    } else {
+                        plan.not_allowed += 1;
+                    }
+                }
+                if update {
+                    if allowed(Operation::Update) {
+                        plan.updates.push(Update {
+                            user: m,
+                            account: a,
+                            mappings,
+                            active: reactivate.then_some(true),
+                            set_external_id,
+                        });
+                    } else {
+                        plan.not_allowed += 1;
+                    }
                 }
             }
         }
@@ -309,13 +323,6 @@ mod tests {
                     set_external_id: false
                 },
                 Update {
-                    user: 3,
-                    account: 2,
-                    mappings: vec![],
-                    active: Some(false),
-                    set_external_id: false
-                },
-                Update {
                     user: 4,
                     account: 3,
                     mappings: vec![],
@@ -324,7 +331,7 @@ mod tests {
                 }
             ]
         );
-        assert!(p.deactivations.is_empty());
+        assert_eq!(p.deactivations, [2], "dave is inactive");
         assert_eq!(p.deletions, [4]);
         assert_eq!(
             p.counts.already_linked, 1,
@@ -335,9 +342,9 @@ mod tests {
             p.planned(),
             PlannedCounts {
                 creates: 1,
-                deletes: 1,
+                deletes: 2,
                 links: 0,
-                updates: 3
+                updates: 2
             }
         );
     }
@@ -346,7 +353,29 @@ mod tests {
     fn default_operations_deactivate_instead_of_delete() {
         let p = fixture(&[Operation::Create, Operation::Update, Operation::Deactivate]);
         assert!(p.deletions.is_empty());
-        assert_eq!(p.deactivations, [4]);
+        assert_eq!(p.deactivations, [2, 4]);
+    }
+
+    /// Deactivating an inactive member's account is Deactivate, never part of an Update.
+    #[test]
+    fn without_deactivate_an_inactive_members_account_stays_active() {
+        let p = fixture(&[Operation::Create, Operation::Update]);
+        assert!(p.deactivations.is_empty() && p.deletions.is_empty());
+        assert!(p.updates.iter().all(|u| u.active.is_none()));
+        assert_eq!(p.updates.len(), 2, "bob's drift and erin's adoption");
+        assert_eq!(p.not_allowed, 2, "dave's deactivation and frank's");
+    }
+
+    /// A deactivated account of an active member is reactivated by an Update.
+    #[test]
+    fn an_active_members_inactive_account_is_reactivated() {
+        let members = vec![user("u1", "alice", true, "a@x")];
+        let ids: HashSet<String> = ["u1".to_string()].into();
+        let accounts = vec![account("a1", "alice", Some("u1"), false, "a@x")];
+        let p = provision(&members, &ids, &accounts, &ALL);
+        assert_eq!(p.updates.len(), 1);
+        assert_eq!(p.updates[0].active, Some(true));
+        assert!(p.deactivations.is_empty());
     }
 
     #[test]

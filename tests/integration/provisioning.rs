@@ -257,3 +257,56 @@ async fn provisioning_limits_abort_or_apply_exactly_up_to_the_limit() {
             .all(|a| ids.iter().any(|id| a["externalId"] == json!(id)))
     );
 }
+
+/// A member deactivated in the identity domain: deactivating the account is the Deactivate
+/// operation (not Update) and counts against maxDeletes, like a revoked member's.
+#[tokio::test]
+async fn an_inactive_members_account_is_deactivated_only_by_deactivate() {
+    let (w, ids) = alice_and_bob_provisioned("prov-inactive").await;
+
+    // Bob leaves the company: deactivated in the identity domain, still granted; Alice
+    // changes her display name.
+    let off = PatchOp::new(vec![PatchOp::replace("active", json!(false))]);
+    w.idp.patch("Users", &ids[1], &off, None).await.unwrap();
+    let renamed = PatchOp::new(vec![PatchOp::replace("displayName", json!("Alice A."))]);
+    w.idp.patch("Users", &ids[0], &renamed, None).await.unwrap();
+
+    w.set_provisioning(json!({"operations": ["Create", "Update"]}))
+        .await;
+    let (code, s) = w.provision("update-only", "Apply").await;
+    assert_eq!(code, 0, "{s:?}");
+    assert_eq!(
+        writes(&s),
+        (0, 1, 0, 0),
+        "alice updated, bob not deactivated"
+    );
+    let accts = accounts(&w).await;
+    assert_eq!(account(&accts, "alice")["displayName"], json!("Alice A."));
+    assert_eq!(
+        account(&accts, "bob")["active"],
+        json!(true),
+        "Deactivate not selected"
+    );
+
+    w.set_provisioning(json!({"operations": ["Create", "Update", "Deactivate"],
+                              "limits": {"maxDeletes": 0}}))
+        .await;
+    let (code, s) = w.provision("over-limit", "Apply").await;
+    assert_eq!(code, exit_code::LIMIT_EXCEEDED as i32, "{s:?}");
+    assert_eq!(
+        s.message.as_deref(),
+        Some("nothing applied: planned 1 deletes, allowed 0")
+    );
+    assert_eq!(account(&accounts(&w).await, "bob")["active"], json!(true));
+
+    w.set_provisioning(json!({"limits": null})).await;
+    let (code, s) = w.provision("deactivate", "Apply").await;
+    assert_eq!(code, 0, "{s:?}");
+    assert_eq!(writes(&s), (0, 0, 1, 0), "{s:?}");
+    assert_eq!(account(&accounts(&w).await, "bob")["active"], json!(false));
+
+    let (code, s) = w.provision("again", "Apply").await;
+    assert_eq!(code, 0, "{s:?}");
+    assert_eq!(writes(&s), (0, 0, 0, 0), "nothing left to do: {s:?}");
+    assert_eq!(s.counts.unwrap().already_linked, 2);
+}
