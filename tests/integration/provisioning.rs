@@ -137,7 +137,8 @@ async fn provision_maps_every_attribute_and_follows_a_rename() {
 }
 
 /// A member removed from the grant group: with the default operations [Create, Update,
-/// Deactivate] the account is deactivated; once Delete is selected it is deleted.
+/// Deactivate] the account is deactivated (and reactivated if granted again); once Delete
+/// is selected it is deleted.
 #[tokio::test]
 async fn a_revoked_account_is_deactivated_or_with_delete_deleted() {
     let (w, ids) = alice_and_bob_provisioned("prov-revoke").await;
@@ -156,6 +157,15 @@ async fn a_revoked_account_is_deactivated_or_with_delete_deleted() {
     let bob = bob.expect("deactivated, not deleted");
     assert_eq!(bob["active"], json!(false), "{bob}");
     assert_eq!(account(&accounts(&w).await, "alice")["active"], json!(true));
+
+    // Granted again: the same account is reactivated (an Update), no second one created.
+    w.add_members(&ids[1..]).await;
+    let (code, s) = w.provision("regrant", "Apply").await;
+    assert_eq!((code, writes(&s)), (0, (0, 1, 0, 0)), "{s:?}");
+    let bob = w.app.get("Users", &bob_account, &[]).await.unwrap();
+    assert_eq!(bob.unwrap()["active"], json!(true));
+    assert_eq!(accounts(&w).await.len(), 2);
+    w.idp.remove_members(&w.group_id, &ids[1..]).await.unwrap();
 
     w.set_provisioning(json!({"operations": ["Create", "Update", "Deactivate", "Delete"]}))
         .await;
@@ -219,7 +229,8 @@ async fn operations_not_selected_are_never_performed() {
 
 /// 60 granted users, `maxCreates: 7`, 32 parallel workers (the SyncPolicy's parallelism,
 /// which provisioning runs use): Abort creates nothing, ApplyUpToLimit exactly 7; both
-/// end LimitExceeded with the planned and allowed numbers.
+/// end LimitExceeded with the planned and allowed numbers. Then `maxDeletes` holds the
+/// same way for deactivations.
 #[tokio::test]
 async fn provisioning_limits_abort_or_apply_exactly_up_to_the_limit() {
     let w = World::new("prov-limits", json!({"parallelism": 32}), None, Via::Direct).await;
@@ -256,6 +267,24 @@ async fn provisioning_limits_abort_or_apply_exactly_up_to_the_limit() {
             .iter()
             .all(|a| ids.iter().any(|id| a["externalId"] == json!(id)))
     );
+
+    // Everyone revoked, maxDeletes 3: exactly 3 of the 7 accounts are deactivated.
+    w.idp.remove_members(&w.group_id, &ids).await.unwrap();
+    w.set_provisioning(json!({"limits": {"maxDeletes": 3}}))
+        .await;
+    let (code, s) = w.provision("revoke-up-to-limit", "Apply").await;
+    assert_eq!(code, exit_code::LIMIT_EXCEEDED as i32, "{s:?}");
+    assert_eq!(writes(&s), (0, 0, 3, 0), "{s:?}");
+    assert_eq!(
+        condition(&s, "LimitExceeded").message,
+        "planned 7 deletes, allowed 3"
+    );
+    let inactive = accounts(&w)
+        .await
+        .iter()
+        .filter(|a| a["active"] == json!(false))
+        .count();
+    assert_eq!(inactive, 3, "exactly the limit, never one more");
 }
 
 /// A member deactivated in the identity domain: deactivating the account is the Deactivate
