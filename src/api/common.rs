@@ -218,6 +218,15 @@ pub struct Counts {
     /// Items whose change failed.
     #[serde(default)]
     pub failed: i64,
+    /// Provisioning: changes the plan found but did not make because
+    /// `spec.provisioning.operations` (or the app's catalog entry) does not allow them, e.g.
+    /// a drifted account with Update not selected.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub not_allowed: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// The creates and deletes a plan contains, counted against the limits.

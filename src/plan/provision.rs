@@ -59,8 +59,6 @@ pub struct ProvisionPlan {
     pub deactivations: Vec<u32>,
     /// Accounts of users no longer granted, to delete.
     pub deletions: Vec<u32>,
-    /// Changes the allowed operations do not cover (reported, not applied).
-    pub not_allowed: u64,
     pub counts: Counts,
 }
 
@@ -140,7 +138,7 @@ pub fn provision(
                 if allowed(Operation::Create) {
                     plan.creates.push(m);
                 } else {
-                    plan.not_allowed += 1;
+                    plan.counts.not_allowed += 1;
                 }
             }
             // An inactive member gets no new account.
@@ -169,7 +167,7 @@ pub fn provision(
                     if allowed(Operation::Deactivate) {
                         plan.deactivations.push(a);
                     } else {
-                        plan.not_allowed += 1;
+                        plan.counts.not_allowed += 1;
                     }
                 }
                 if update {
@@ -182,7 +180,7 @@ pub fn provision(
                             set_external_id,
                         });
                     } else {
-                        plan.not_allowed += 1;
+                        plan.counts.not_allowed += 1;
                     }
                 }
             }
@@ -196,7 +194,7 @@ pub fn provision(
         } else if allowed(Operation::Deactivate) {
             plan.deactivations.push(a);
         } else {
-            plan.not_allowed += 1;
+            plan.counts.not_allowed += 1;
         }
     }
     plan
@@ -363,7 +361,7 @@ mod tests {
         assert!(p.deactivations.is_empty() && p.deletions.is_empty());
         assert!(p.updates.iter().all(|u| u.active.is_none()));
         assert_eq!(p.updates.len(), 2, "bob's drift and erin's adoption");
-        assert_eq!(p.not_allowed, 2, "dave's deactivation and frank's");
+        assert_eq!(p.counts.not_allowed, 2, "dave's deactivation and frank's");
     }
 
     /// A deactivated account of an active member is reactivated by an Update.
@@ -383,7 +381,10 @@ mod tests {
         let p = fixture(&[Operation::Deactivate]);
         assert!(p.creates.is_empty() && p.updates.is_empty());
         assert_eq!(p.deactivations, [2, 4]);
-        assert_eq!(p.not_allowed, 3, "carol's create, bob's and erin's updates");
+        assert_eq!(
+            p.counts.not_allowed, 3,
+            "carol's create, bob's and erin's updates"
+        );
     }
 
     #[test]

@@ -102,7 +102,7 @@ fn conditions_for(phase: RunPhase, reason: &str, message: &str, limit: Option<&s
 }
 
 fn summary(c: &Counts) -> String {
-    format!(
+    let mut s = format!(
         "{} accounts: {} already linked, {} linked, {} created, {} updated, {} deleted, {} unmatched, {} disputed, {} failed",
         c.app_accounts,
         c.already_linked,
@@ -113,7 +113,11 @@ fn summary(c: &Counts) -> String {
         c.unmatched,
         c.disputed,
         c.failed
-    )
+    );
+    if c.not_allowed > 0 {
+        s += &format!(", {} not allowed by the operations", c.not_allowed);
+    }
+    s
 }
 
 /// Decides the outcome of a run that got as far as a plan.

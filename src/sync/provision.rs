@@ -55,7 +55,7 @@ pub async fn run(r: &ProvisionRun) -> Result<Observed, ImportError> {
         creates = planned.creates,
         updates = planned.updates,
         deletes = planned.deletes,
-        not_allowed = plan.not_allowed,
+        not_allowed = plan.counts.not_allowed,
         limit = ?check,
         "provisioning plan computed"
     );

@@ -188,7 +188,8 @@ async fn a_revoked_account_is_deactivated_or_with_delete_deleted() {
 }
 
 /// With operations [Create] only, a drifted account is not updated and a revoked member's
-/// account is not deactivated; only the create happens, and the counts say so.
+/// account is not deactivated; only the create happens, and `counts.notAllowed` says what
+/// was left undone.
 #[tokio::test]
 async fn operations_not_selected_are_never_performed() {
     let w = World::new("prov-createonly", json!({}), None, Via::Direct).await;
@@ -212,6 +213,13 @@ async fn operations_not_selected_are_never_performed() {
     let (code, s) = w.provision("create-only", "Apply").await;
     assert_eq!(code, 0, "{s:?}");
     assert_eq!(writes(&s), (1, 0, 0, 0), "only carol's create: {s:?}");
+    let c = s.counts.clone().unwrap();
+    assert_eq!(
+        c.not_allowed, 2,
+        "alice's update, bob's deactivation: {c:?}"
+    );
+    let msg = s.message.clone().unwrap_or_default();
+    assert!(msg.ends_with(", 2 not allowed by the operations"), "{msg}");
     let p = s.planned.clone().unwrap();
     assert_eq!((p.creates, p.updates, p.deletes), (1, 0, 0));
     let after = accounts(&w).await;
@@ -309,6 +317,7 @@ async fn an_inactive_members_account_is_deactivated_only_by_deactivate() {
         (0, 1, 0, 0),
         "alice updated, bob not deactivated"
     );
+    assert_eq!(s.counts.as_ref().unwrap().not_allowed, 1);
     let accts = accounts(&w).await;
     assert_eq!(account(&accts, "alice")["displayName"], json!("Alice A."));
     assert_eq!(
