@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use catalogsync::{apidocs, crdgen, telemetry};
+use catalogsync::{apidocs, crdgen, exit_code, sync, telemetry};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -36,6 +36,12 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Execute one SyncRun (the sync Job's entrypoint; also runs by hand with a kubeconfig).
+    Sync {
+        /// The SyncRun, as NAMESPACE/NAME.
+        #[arg(long)]
+        run: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +51,19 @@ fn main() -> ExitCode {
         Command::ApiDocs => {
             print!("{}", apidocs::render());
             ExitCode::SUCCESS
+        }
+        Command::Sync { run } => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: starting the async runtime: {e}");
+                    return ExitCode::from(exit_code::FAILED);
+                }
+            };
+            ExitCode::from(rt.block_on(sync::main(&run)))
         }
         Command::Crds { out_dir } => match out_dir {
             None => {

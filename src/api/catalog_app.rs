@@ -194,3 +194,55 @@ pub struct CatalogAppStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_group_id: Option<String>,
 }
+
+impl CatalogApp {
+    /// Display name of the app's grant group in the identity domain:
+    /// `spec.provisioning.grantGroup`, else `catalogsync-<namespace>-<app name>`.
+    pub fn grant_group_name(&self) -> String {
+        if let Some(g) = self
+            .spec
+            .provisioning
+            .as_ref()
+            .and_then(|p| p.grant_group.as_deref())
+            .filter(|g| !g.trim().is_empty())
+        {
+            return g.to_string();
+        }
+        let ns = self.metadata.namespace.as_deref().unwrap_or("default");
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        format!("catalogsync-{ns}-{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(grant_group: Option<&str>) -> CatalogApp {
+        let mut app: CatalogApp = serde_json::from_value(serde_json::json!({
+            "apiVersion": "catalogsync.io/v1alpha1",
+            "kind": "CatalogApp",
+            "metadata": {"name": "slack", "namespace": "team-a"},
+            "spec": {
+                "identityDomainRef": {"name": "corp"},
+                "connection": {"url": "https://x", "auth": {"bearerToken": {"secretRef": {"name": "s", "key": "t"}}}},
+                "provisioning": {"enabled": true}
+            }
+        }))
+        .unwrap();
+        if let Some(g) = grant_group {
+            app.spec.provisioning.as_mut().unwrap().grant_group = Some(g.into());
+        }
+        app
+    }
+
+    #[test]
+    fn grant_group_defaults_to_namespace_and_name() {
+        assert_eq!(app(None).grant_group_name(), "catalogsync-team-a-slack");
+        assert_eq!(
+            app(Some("  ")).grant_group_name(),
+            "catalogsync-team-a-slack"
+        );
+        assert_eq!(app(Some("slack-users")).grant_group_name(), "slack-users");
+    }
+}

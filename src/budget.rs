@@ -1,0 +1,263 @@
+//! Limits: the pre-apply check of a whole plan, and the budget that keeps the apply
+//! exact under any number of parallel workers.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::api::{Limits, WhenExceeded};
+
+/// A count of writes that may still be made. Workers reserve before each write; the sum
+/// of grants minus releases never exceeds the limit, whatever the interleaving.
+#[derive(Debug)]
+pub struct Budget {
+    /// None: unlimited.
+    limit: Option<u64>,
+    remaining: AtomicU64,
+    granted: AtomicU64,
+    refused: AtomicBool,
+}
+
+impl Budget {
+    /// A budget of `limit` writes; None is unlimited.
+    pub fn new(limit: Option<u64>) -> Self {
+        Budget {
+            limit,
+            remaining: AtomicU64::new(limit.unwrap_or(u64::MAX)),
+            granted: AtomicU64::new(0),
+            refused: AtomicBool::new(false),
+        }
+    }
+
+    /// Reserves `n` writes, all or nothing. False (and nothing reserved) when fewer remain.
+    pub fn try_reserve(&self, n: u64) -> bool {
+        if self.limit.is_none() {
+            self.granted.fetch_add(n, Ordering::Relaxed);
+            return true;
+        }
+        let ok = self
+            .remaining
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(n))
+            .is_ok();
+        if ok {
+            self.granted.fetch_add(n, Ordering::Relaxed);
+        } else {
+            self.refused.store(true, Ordering::Release);
+        }
+        ok
+    }
+
+    /// Returns `n` writes that definitely did not happen (the server refused them). Never
+    /// call it for an ambiguous outcome such as a timeout: the write may have happened.
+    pub fn release(&self, n: u64) {
+        self.granted.fetch_sub(n, Ordering::Relaxed);
+        if self.limit.is_some() {
+            self.remaining.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Writes reserved and not released.
+    pub fn granted(&self) -> u64 {
+        self.granted.load(Ordering::Acquire)
+    }
+
+    /// True once a reservation was refused: the run stopped on this limit.
+    pub fn was_refused(&self) -> bool {
+        self.refused.load(Ordering::Acquire)
+    }
+
+    /// The limit, None when unlimited.
+    pub fn limit(&self) -> Option<u64> {
+        self.limit
+    }
+}
+
+/// What the plan-versus-limits check decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LimitCheck {
+    /// The plan fits.
+    Within,
+    /// The plan exceeds a limit and `whenExceeded` is Abort: apply nothing.
+    Abort { message: String },
+    /// The plan exceeds a limit and `whenExceeded` is ApplyUpToLimit.
+    UpToLimit { message: String },
+}
+
+impl LimitCheck {
+    pub fn exceeded(&self) -> bool {
+        !matches!(self, LimitCheck::Within)
+    }
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            LimitCheck::Within => None,
+            LimitCheck::Abort { message } | LimitCheck::UpToLimit { message } => Some(message),
+        }
+    }
+}
+
+fn limit_of(v: Option<i64>) -> Option<u64> {
+    v.map(|v| v.max(0) as u64)
+}
+
+/// The creates and deletes limits as budgets' sizes.
+pub fn limits_of(limits: Option<&Limits>) -> (Option<u64>, Option<u64>) {
+    match limits {
+        None => (None, None),
+        Some(l) => (limit_of(l.max_creates), limit_of(l.max_deletes)),
+    }
+}
+
+/// Checks a whole plan against the limits, before any write. The message names the planned
+/// and allowed numbers of every exceeded limit.
+pub fn check(planned_creates: u64, planned_deletes: u64, limits: Option<&Limits>) -> LimitCheck {
+    let Some(l) = limits else {
+        return LimitCheck::Within;
+    };
+    let (mc, md) = limits_of(Some(l));
+    let mut parts = Vec::new();
+    if let Some(m) = mc.filter(|&m| planned_creates > m) {
+        parts.push(format!("planned {planned_creates} creates, allowed {m}"));
+    }
+    if let Some(m) = md.filter(|&m| planned_deletes > m) {
+        parts.push(format!("planned {planned_deletes} deletes, allowed {m}"));
+    }
+    if parts.is_empty() {
+        return LimitCheck::Within;
+    }
+    let message = parts.join("; ");
+    match l.when_exceeded {
+        WhenExceeded::Abort => LimitCheck::Abort { message },
+        WhenExceeded::ApplyUpToLimit => LimitCheck::UpToLimit { message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn limits(c: Option<i64>, d: Option<i64>, w: WhenExceeded) -> Limits {
+        Limits {
+            max_creates: c,
+            max_deletes: d,
+            when_exceeded: w,
+        }
+    }
+
+    #[test]
+    fn check_within_and_unlimited() {
+        assert_eq!(check(5, 5, None), LimitCheck::Within);
+        let l = limits(Some(5), None, WhenExceeded::Abort);
+        assert_eq!(check(5, 1_000_000, Some(&l)), LimitCheck::Within);
+    }
+
+    #[test]
+    fn check_abort_names_planned_and_allowed() {
+        let l = limits(Some(100), Some(20), WhenExceeded::Abort);
+        assert_eq!(
+            check(120, 21, Some(&l)),
+            LimitCheck::Abort {
+                message: "planned 120 creates, allowed 100; planned 21 deletes, allowed 20".into()
+            }
+        );
+        assert_eq!(
+            check(100, 21, Some(&l)).message(),
+            Some("planned 21 deletes, allowed 20")
+        );
+    }
+
+    #[test]
+    fn check_up_to_limit() {
+        let l = limits(Some(0), None, WhenExceeded::ApplyUpToLimit);
+        let c = check(1, 0, Some(&l));
+        assert!(c.exceeded());
+        assert!(matches!(c, LimitCheck::UpToLimit { .. }));
+    }
+
+    #[test]
+    fn reserve_is_all_or_nothing_and_release_returns() {
+        let b = Budget::new(Some(3));
+        assert!(b.try_reserve(2));
+        assert!(!b.try_reserve(2));
+        assert!(b.was_refused());
+        assert!(b.try_reserve(1));
+        assert!(!b.try_reserve(1));
+        b.release(1);
+        assert!(b.try_reserve(1));
+        assert_eq!(b.granted(), 3);
+    }
+
+    #[test]
+    fn zero_limit_grants_nothing_and_unlimited_everything() {
+        let b = Budget::new(Some(0));
+        assert!(!b.try_reserve(1));
+        assert_eq!(b.granted(), 0);
+        let u = Budget::new(None);
+        for _ in 0..1000 {
+            assert!(u.try_reserve(7));
+        }
+        assert_eq!(u.granted(), 7000);
+        assert!(!u.was_refused());
+    }
+
+    /// Many OS threads race for a small budget: exactly the limit is granted.
+    #[test]
+    fn threads_hammering_get_exactly_the_limit() {
+        for limit in [0u64, 1, 37, 100, 999] {
+            let b = Arc::new(Budget::new(Some(limit)));
+            let handles: Vec<_> = (0..16)
+                .map(|_| {
+                    let b = b.clone();
+                    std::thread::spawn(move || {
+                        let mut mine = 0u64;
+                        for _ in 0..200 {
+                            if b.try_reserve(1) {
+                                mine += 1;
+                            }
+                            std::hint::spin_loop();
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+            assert_eq!(total, limit.min(16 * 200), "limit {limit}");
+            assert_eq!(b.granted(), total);
+        }
+    }
+
+    /// Tokio tasks reserve, "fail" some writes (released) and retry: the grants that stick
+    /// never exceed the limit, and the whole limit is used when demand exceeds it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn tasks_with_releases_never_exceed_the_limit() {
+        let limit = 37u64;
+        let b = Arc::new(Budget::new(Some(limit)));
+        let kept = Arc::new(AtomicU64::new(0));
+        let mut set = tokio::task::JoinSet::new();
+        for t in 0..32u64 {
+            let b = b.clone();
+            let kept = kept.clone();
+            set.spawn(async move {
+                for i in 0..50u64 {
+                    // reserve batches of 1..=3
+                    let n = 1 + (t + i) % 3;
+                    if b.try_reserve(n) {
+                        tokio::task::yield_now().await;
+                        if (t * 31 + i) % 5 == 0 {
+                            b.release(n); // the server refused: not a write
+                        } else {
+                            kept.fetch_add(n, Ordering::SeqCst);
+                        }
+                    }
+                    tokio::task::yield_now().await;
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+        let kept = kept.load(Ordering::SeqCst);
+        assert!(kept <= limit, "kept {kept} > {limit}");
+        assert_eq!(b.granted(), kept);
+        // Accounting is exact: what was not kept is still available, and not one more.
+        assert!(b.try_reserve(limit - kept));
+        assert!(!b.try_reserve(1));
+        assert!(b.was_refused());
+    }
+}

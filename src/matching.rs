@@ -1,0 +1,500 @@
+//! Matching rules: which identity-domain user owns each app account. Pure and in memory:
+//! the inputs are compact structs whose values were already extracted from the SCIM
+//! documents (one list of values per rule), so a run of 100,000 accounts keeps only
+//! a few strings per object.
+
+use std::collections::HashMap;
+
+/// Normalizes a value for comparison: surrounding whitespace never matters, case only
+/// when the rule says so.
+pub fn normalize(value: &str, case_sensitive: bool) -> String {
+    let v = value.trim();
+    if case_sensitive {
+        v.to_string()
+    } else {
+        v.to_lowercase()
+    }
+}
+
+/// An identity-domain user as matching needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DomainUser {
+    /// SCIM id.
+    pub id: String,
+    pub user_name: String,
+    pub active: bool,
+    /// Raw values of each rule's `domainAttribute` (multi-valued: every email), per rule.
+    pub keys: Vec<Vec<String>>,
+}
+
+/// An app account as matching and the plan need it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppAccount {
+    /// SCIM id in the app.
+    pub id: String,
+    pub user_name: String,
+    /// The app's `externalId`: the identity-domain user id when provisioning created it.
+    pub external_id: Option<String>,
+    pub active: bool,
+    /// Raw values of each rule's `appAttribute`, per rule.
+    pub keys: Vec<Vec<String>>,
+    /// Attributes a CreateUser copies into the new user.
+    pub attrs: UserAttrs,
+}
+
+/// The attributes of an account that authoritative sync copies into a new user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserAttrs {
+    pub display_name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub email: Option<String>,
+}
+
+/// An in-memory index of the domain users: for each rule, normalized value → users.
+pub struct Index {
+    case_sensitive: Vec<bool>,
+    by_rule: Vec<HashMap<String, Vec<u32>>>,
+    by_id: HashMap<String, u32>,
+}
+
+impl Index {
+    /// Builds the index; `case_sensitive[i]` is rule i's setting.
+    pub fn build(users: &[DomainUser], case_sensitive: &[bool]) -> Self {
+        let mut by_rule: Vec<HashMap<String, Vec<u32>>> =
+            vec![HashMap::new(); case_sensitive.len()];
+        let mut by_id = HashMap::with_capacity(users.len());
+        for (i, u) in users.iter().enumerate() {
+            let i = i as u32;
+            by_id.insert(u.id.clone(), i);
+            for (rule, map) in by_rule.iter_mut().enumerate() {
+                for v in u.keys.get(rule).into_iter().flatten() {
+                    let k = normalize(v, case_sensitive[rule]);
+                    if k.is_empty() {
+                        continue;
+                    }
+                    let slot = map.entry(k).or_default();
+                    // A user listing the same value twice (two equal emails) is one candidate.
+                    if slot.last() != Some(&i) {
+                        slot.push(i);
+                    }
+                }
+            }
+        }
+        Index {
+            case_sensitive: case_sensitive.to_vec(),
+            by_rule,
+            by_id,
+        }
+    }
+
+    /// The user with this SCIM id.
+    pub fn user_by_id(&self, id: &str) -> Option<u32> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The users rule `rule` finds for these account values (sorted, deduplicated).
+    pub fn candidates(&self, rule: usize, values: &[String]) -> Vec<u32> {
+        let mut out = Vec::new();
+        let Some(map) = self.by_rule.get(rule) else {
+            return out;
+        };
+        for v in values {
+            let k = normalize(v, self.case_sensitive[rule]);
+            if let Some(users) = map.get(&k) {
+                out.extend_from_slice(users);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Number of rules.
+    pub fn rules(&self) -> usize {
+        self.by_rule.len()
+    }
+}
+
+/// Why an account is disputed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DisputeReason {
+    /// No rule found exactly one user, and some rule found several.
+    SeveralUsers,
+    /// The user it matches is claimed by another account too.
+    UserClaimedByOthers,
+}
+
+/// The situation of one app account (midPoint's vocabulary).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Situation {
+    /// Its owner is already a grant-group member: nothing to do.
+    AlreadyLinked { user: u32 },
+    /// One user matched and is not yet recorded.
+    ExactMatch { user: u32 },
+    /// Ambiguous: reported, never acted on.
+    Disputed {
+        candidates: Vec<u32>,
+        reason: DisputeReason,
+    },
+    /// No user matched.
+    NoMatch,
+}
+
+/// How an owner was found: the app's own externalId beats a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Claim {
+    ExternalId,
+    Rule,
+}
+
+/// The outcome of matching every account.
+#[derive(Debug)]
+pub struct Classification {
+    /// One situation per account, in input order.
+    pub situations: Vec<Situation>,
+    /// Per domain user: some account refers to it (owner or candidate). A grant-group
+    /// member nobody refers to is a deletion candidate.
+    pub referenced: Vec<bool>,
+}
+
+/// Classifies every account. `is_member[u]` says whether user u is in the grant group.
+pub fn classify(
+    accounts: &[AppAccount],
+    users_len: usize,
+    index: &Index,
+    is_member: &[bool],
+) -> Classification {
+    let mut referenced = vec![false; users_len];
+    // First pass: each account's owner (or why it has none).
+    let mut owners: Vec<Result<(u32, Claim), Situation>> = Vec::with_capacity(accounts.len());
+    for a in accounts {
+        let by_ext = a
+            .external_id
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .and_then(|e| index.user_by_id(e));
+        if let Some(u) = by_ext {
+            referenced[u as usize] = true;
+            owners.push(Ok((u, Claim::ExternalId)));
+            continue;
+        }
+        let mut several: Option<Vec<u32>> = None;
+        let mut found = None;
+        for rule in 0..index.rules() {
+            let values = a.keys.get(rule).map(Vec::as_slice).unwrap_or_default();
+            let c = index.candidates(rule, values);
+            for &u in &c {
+                referenced[u as usize] = true;
+            }
+            match c.len() {
+                0 => {}
+                1 => {
+                    found = Some(c[0]);
+                    break;
+                }
+                _ => {
+                    if several.is_none() {
+                        several = Some(c);
+                    }
+                }
+            }
+        }
+        owners.push(match (found, several) {
+            (Some(u), _) => Ok((u, Claim::Rule)),
+            (None, Some(candidates)) => Err(Situation::Disputed {
+                candidates,
+                reason: DisputeReason::SeveralUsers,
+            }),
+            (None, None) => Err(Situation::NoMatch),
+        });
+    }
+    // Second pass: a user claimed by several accounts goes to the single externalId
+    // claimant if there is one; every other claimant is disputed.
+    let mut claims: HashMap<u32, (u32, u32)> = HashMap::new(); // user → (by externalId, by rule)
+    for (u, how) in owners.iter().flatten() {
+        let e = claims.entry(*u).or_default();
+        match how {
+            Claim::ExternalId => e.0 += 1,
+            Claim::Rule => e.1 += 1,
+        }
+    }
+    let situations = owners
+        .into_iter()
+        .map(|o| match o {
+            Err(s) => s,
+            Ok((u, how)) => {
+                let (ext, rule) = claims[&u];
+                let sole = match how {
+                    Claim::ExternalId => ext == 1,
+                    Claim::Rule => ext == 0 && rule == 1,
+                };
+                if !sole {
+                    Situation::Disputed {
+                        candidates: vec![u],
+                        reason: DisputeReason::UserClaimedByOthers,
+                    }
+                } else if is_member.get(u as usize).copied().unwrap_or(false) {
+                    Situation::AlreadyLinked { user: u }
+                } else {
+                    Situation::ExactMatch { user: u }
+                }
+            }
+        })
+        .collect();
+    Classification {
+        situations,
+        referenced,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str, user_name: &str, emails: &[&str]) -> DomainUser {
+        DomainUser {
+            id: id.into(),
+            user_name: user_name.into(),
+            active: true,
+            keys: vec![
+                vec![user_name.into()],
+                emails.iter().map(|e| e.to_string()).collect(),
+            ],
+        }
+    }
+
+    fn account(id: &str, user_name: &str, email: Option<&str>, ext: Option<&str>) -> AppAccount {
+        AppAccount {
+            id: id.into(),
+            user_name: user_name.into(),
+            external_id: ext.map(Into::into),
+            active: true,
+            keys: vec![
+                vec![user_name.into()],
+                email.into_iter().map(Into::into).collect(),
+            ],
+            attrs: UserAttrs::default(),
+        }
+    }
+
+    fn run(accounts: &[AppAccount], users: &[DomainUser], members: &[usize]) -> Classification {
+        run_cs(accounts, users, members, &[false, false])
+    }
+
+    fn run_cs(
+        accounts: &[AppAccount],
+        users: &[DomainUser],
+        members: &[usize],
+        cs: &[bool],
+    ) -> Classification {
+        let index = Index::build(users, cs);
+        let mut is_member = vec![false; users.len()];
+        for &m in members {
+            is_member[m] = true;
+        }
+        classify(accounts, users.len(), &index, &is_member)
+    }
+
+    #[test]
+    fn normalization_trims_and_folds_case_unless_sensitive() {
+        assert_eq!(
+            normalize("  Alice@Example.COM ", false),
+            "alice@example.com"
+        );
+        assert_eq!(normalize(" Alice ", true), "Alice");
+    }
+
+    #[test]
+    fn exact_match_is_case_insensitive_by_default() {
+        let users = [user("u1", "alice", &[])];
+        let c = run(&[account("a1", "ALICE", None, None)], &users, &[]);
+        assert_eq!(c.situations, [Situation::ExactMatch { user: 0 }]);
+        assert!(c.referenced[0]);
+    }
+
+    #[test]
+    fn case_sensitive_rule_does_not_fold() {
+        let users = [user("u1", "alice", &[])];
+        let c = run_cs(
+            &[account("a1", "ALICE", None, None)],
+            &users,
+            &[],
+            &[true, true],
+        );
+        assert_eq!(c.situations, [Situation::NoMatch]);
+        assert!(!c.referenced[0]);
+    }
+
+    #[test]
+    fn already_linked_when_owner_is_member() {
+        let users = [user("u1", "alice", &[])];
+        let c = run(&[account("a1", "alice", None, None)], &users, &[0]);
+        assert_eq!(c.situations, [Situation::AlreadyLinked { user: 0 }]);
+    }
+
+    #[test]
+    fn external_id_names_the_owner_before_any_rule() {
+        let users = [user("u1", "alice", &[]), user("u2", "bob", &[])];
+        // The account's userName says alice, but provisioning recorded it for bob.
+        let c = run(&[account("a1", "alice", None, Some("u2"))], &users, &[1]);
+        assert_eq!(c.situations, [Situation::AlreadyLinked { user: 1 }]);
+        assert!(!c.referenced[0]);
+    }
+
+    #[test]
+    fn unknown_external_id_falls_back_to_the_rules() {
+        let users = [user("u1", "alice", &[])];
+        let c = run(&[account("a1", "alice", None, Some("gone"))], &users, &[]);
+        assert_eq!(c.situations, [Situation::ExactMatch { user: 0 }]);
+    }
+
+    #[test]
+    fn second_rule_wins_when_first_finds_none() {
+        let users = [user(
+            "u1",
+            "alice",
+            &["alice@corp.example", "a@other.example"],
+        )];
+        let c = run(
+            &[account("a1", "asmith", Some("A@Other.Example"), None)],
+            &users,
+            &[],
+        );
+        assert_eq!(c.situations, [Situation::ExactMatch { user: 0 }]);
+    }
+
+    #[test]
+    fn several_users_on_first_rule_then_one_on_second_is_exact() {
+        // Case-sensitive userName rule with two users differing only in case would not
+        // collide; use a shared email on rule 0 instead by swapping the rule order.
+        let users = [
+            user("u1", "alice", &["shared@corp.example"]),
+            user(
+                "u2",
+                "alice2",
+                &["shared@corp.example", "alice@corp.example"],
+            ),
+        ];
+        let mut a = account("a1", "nobody", None, None);
+        // rule 0: email values (two users), rule 1: userName (one user)
+        a.keys = vec![vec!["shared@corp.example".into()], vec!["alice2".into()]];
+        let swapped: Vec<DomainUser> = users
+            .iter()
+            .map(|u| DomainUser {
+                keys: vec![u.keys[1].clone(), u.keys[0].clone()],
+                ..u.clone()
+            })
+            .collect();
+        let c = run(&[a], &swapped, &[]);
+        assert_eq!(c.situations, [Situation::ExactMatch { user: 1 }]);
+        // Both were seen as candidates: neither is a deletion candidate.
+        assert_eq!(c.referenced, [true, true]);
+    }
+
+    #[test]
+    fn several_users_and_no_exact_rule_is_disputed() {
+        let users = [
+            user("u1", "alice", &["shared@corp.example"]),
+            user("u2", "bob", &["SHARED@corp.example"]),
+        ];
+        let c = run(
+            &[account("a1", "carol", Some("shared@corp.example"), None)],
+            &users,
+            &[],
+        );
+        assert_eq!(
+            c.situations,
+            [Situation::Disputed {
+                candidates: vec![0, 1],
+                reason: DisputeReason::SeveralUsers
+            }]
+        );
+    }
+
+    #[test]
+    fn a_user_listing_one_value_twice_is_one_candidate() {
+        let users = [user("u1", "alice", &["a@corp.example", "A@corp.example"])];
+        let c = run(
+            &[account("a1", "x", Some("a@corp.example"), None)],
+            &users,
+            &[],
+        );
+        assert_eq!(c.situations, [Situation::ExactMatch { user: 0 }]);
+    }
+
+    #[test]
+    fn multi_valued_account_values_union_their_candidates() {
+        let users = [
+            user("u1", "alice", &["a@corp.example"]),
+            user("u2", "bob", &["b@corp.example"]),
+        ];
+        let mut a = account("a1", "x", None, None);
+        a.keys[1] = vec!["a@corp.example".into(), "b@corp.example".into()];
+        let c = run(&[a], &users, &[]);
+        assert!(matches!(
+            c.situations[0],
+            Situation::Disputed {
+                reason: DisputeReason::SeveralUsers,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn two_accounts_claiming_one_user_are_both_disputed() {
+        let users = [user("u1", "alice", &["alice@corp.example"])];
+        let c = run(
+            &[
+                account("a1", "alice", None, None),
+                account("a2", "other", Some("alice@corp.example"), None),
+            ],
+            &users,
+            &[0],
+        );
+        for s in &c.situations {
+            assert_eq!(
+                *s,
+                Situation::Disputed {
+                    candidates: vec![0],
+                    reason: DisputeReason::UserClaimedByOthers
+                }
+            );
+        }
+        assert!(
+            c.referenced[0],
+            "a disputed member is not a deletion candidate"
+        );
+    }
+
+    #[test]
+    fn the_external_id_claimant_keeps_the_user_against_rule_claimants() {
+        let users = [user("u1", "alice", &[])];
+        let c = run(
+            &[
+                account("a1", "alice", None, None),
+                account("a2", "alice.old", None, Some("u1")),
+            ],
+            &users,
+            &[0],
+        );
+        assert_eq!(
+            c.situations,
+            [
+                Situation::Disputed {
+                    candidates: vec![0],
+                    reason: DisputeReason::UserClaimedByOthers
+                },
+                Situation::AlreadyLinked { user: 0 }
+            ]
+        );
+    }
+
+    #[test]
+    fn no_match_and_empty_values_never_match() {
+        let users = [user("u1", "", &[""])];
+        let c = run(&[account("a1", "", Some(""), None)], &users, &[0]);
+        assert_eq!(c.situations, [Situation::NoMatch]);
+        assert!(!c.referenced[0]);
+    }
+}

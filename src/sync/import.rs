@@ -1,0 +1,655 @@
+//! The Import pipeline: list both sides once, match in memory, plan in full, confirm
+//! deletion candidates, check the limits, then apply with bounded parallelism.
+
+use std::sync::Mutex;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::api::{Limits, Mode, OnAccountDeleted, Stage};
+use crate::budget::{self, Budget, LimitCheck};
+use crate::matching::{self, AppAccount, DomainUser};
+use crate::plan::{self, Deletion, ImportPlan, ImportPolicy};
+use crate::scim::model::{PatchOp, USERS};
+use crate::scim::path::quote;
+use crate::scim::{ScimClient, ScimError};
+
+use super::extract::{self, Rules};
+use super::outcome::{FailureGuard, Observed};
+use super::progress::Tracker;
+use super::stop::{Stop, StopReason};
+
+/// Membership values per group PATCH call of the engine: large, since a PATCH costs the
+/// same for 1 or 1,000 members, yet small enough that progress moves on huge runs.
+const MEMBERS_PER_CALL: usize = 5000;
+
+/// Everything an Import run needs.
+pub struct ImportRun {
+    pub domain: ScimClient,
+    pub app: ScimClient,
+    pub rules: Rules,
+    pub policy: ImportPolicy,
+    pub limits: Option<Limits>,
+    pub parallelism: usize,
+    pub mode: Mode,
+    pub grant_group: String,
+    pub max_failure_percent: u32,
+    pub timeout: String,
+    pub tracker: Tracker,
+    pub stop: Stop,
+}
+
+/// Errors that end a run before its plan could be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(
+        "grant group {0:?} not found in the identity domain (the controller creates it when provisioning is enabled)"
+    )]
+    GrantGroupMissing(String),
+    #[error("{0} groups in the identity domain have the display name {1:?}")]
+    GrantGroupAmbiguous(usize, String),
+    #[error("identity domain: {0}")]
+    Domain(#[source] ScimError),
+    #[error("app: {0}")]
+    App(#[source] ScimError),
+    #[error("stopped")]
+    Stopped,
+}
+
+/// What the listing stage gathered.
+struct Listed {
+    group_id: String,
+    members: Vec<String>,
+    users: Vec<DomainUser>,
+    accounts: Vec<AppAccount>,
+}
+
+/// Runs an Import and returns what the outcome decision needs. The tracker's counts
+/// are final when it returns.
+pub async fn run(r: &ImportRun) -> Result<Observed, ImportError> {
+    let mut observed = Observed {
+        timeout: r.timeout.clone(),
+        max_failure_percent: r.max_failure_percent,
+        ..Default::default()
+    };
+    r.tracker.stage(Stage::Listing, 0);
+    let listed = tokio::select! {
+        l = list(r) => l?,
+        _ = r.stop.stopped() => return Err(ImportError::Stopped),
+    };
+    tracing::info!(
+        accounts = listed.accounts.len(),
+        users = listed.users.len(),
+        members = listed.members.len(),
+        "listed both sides"
+    );
+
+    // Planning: pure matching, then reads only for the deletion candidates.
+    let index = matching::Index::build(&listed.users, &r.rules.case_sensitive);
+    let member_set: std::collections::HashSet<&str> =
+        listed.members.iter().map(String::as_str).collect();
+    let is_member: Vec<bool> = listed
+        .users
+        .iter()
+        .map(|u| member_set.contains(u.id.as_str()))
+        .collect();
+    let classification =
+        matching::classify(&listed.accounts, listed.users.len(), &index, &is_member);
+    let mut plan = plan::import(
+        &listed.accounts,
+        &listed.users,
+        &listed.members,
+        &classification,
+        r.policy,
+    );
+    drop(classification);
+    r.tracker
+        .stage(Stage::Planning, plan.deletions.len() as u64);
+    let still_there = tokio::select! {
+        c = confirm_deletions(r, &mut plan, &listed.users) => c?,
+        _ = r.stop.stopped() => return Err(ImportError::Stopped),
+    };
+    plan.counts.already_linked += still_there as i64;
+
+    let planned = plan.planned();
+    let check = budget::check(
+        planned.creates as u64,
+        planned.deletes as u64,
+        r.limits.as_ref(),
+    );
+    let items = plan.items(&listed.accounts, &listed.users);
+    r.tracker.update(|s| {
+        s.counts = plan.counts.clone();
+        s.planned = Some(planned.clone());
+        s.plan_items = items;
+    });
+    tracing::info!(
+        links = planned.links,
+        creates = planned.creates,
+        deletes = planned.deletes,
+        already_linked = plan.counts.already_linked,
+        unmatched = plan.counts.unmatched,
+        disputed = plan.counts.disputed,
+        limit = ?check,
+        "plan computed"
+    );
+    observed.limit = Some(check.clone());
+    if r.mode == Mode::Plan || matches!(check, LimitCheck::Abort { .. }) {
+        return Ok(observed);
+    }
+
+    let (max_creates, max_deletes) = budget::limits_of(r.limits.as_ref());
+    let creates = Budget::new(max_creates);
+    let deletes = Budget::new(max_deletes);
+    let total = plan.links.len()
+        + match max_creates {
+            Some(m) => plan.creates.len().min(m as usize),
+            None => plan.creates.len(),
+        }
+        + match max_deletes {
+            Some(m) => plan.deletions.len().min(m as usize),
+            None => plan.deletions.len(),
+        };
+    r.tracker.stage(Stage::Applying, total as u64);
+    let applier = Applier {
+        r,
+        group_id: &listed.group_id,
+        accounts: &listed.accounts,
+        users: &listed.users,
+        creates,
+        deletes,
+        guard: FailureGuard::new(r.max_failure_percent),
+        pending_links: Mutex::new(Vec::new()),
+        pending_removals: Mutex::new(Vec::new()),
+    };
+    applier.apply(&plan).await;
+    observed.budget_refused = applier.creates.was_refused() || applier.deletes.was_refused();
+    observed.stopped = r.stop.reason();
+    Ok(observed)
+}
+
+/// Lists the grant group, the domain users and the app accounts, both sides at once.
+async fn list(r: &ImportRun) -> Result<Listed, ImportError> {
+    let (group_id, members) = grant_group(&r.domain, &r.grant_group).await?;
+    let domain_attrs = r.rules.domain_attributes();
+    let app_attrs = r.rules.app_attributes();
+    let totals = Mutex::new((0u64, 0u64));
+    let domain_side = list_side(r, &r.domain, &domain_attrs, &totals, 0, |v| {
+        r.rules.domain_user(v)
+    });
+    let app_side = list_side(r, &r.app, &app_attrs, &totals, 1, |v| {
+        r.rules.app_account(v)
+    });
+    let (users, accounts) = tokio::join!(domain_side, app_side);
+    let users = users.map_err(ImportError::Domain)?;
+    let accounts = accounts.map_err(ImportError::App)?;
+    Ok(Listed {
+        group_id,
+        members,
+        users,
+        accounts,
+    })
+}
+
+/// Lists one side's users, converting each page at once so that only compact structs
+/// stay in memory.
+async fn list_side<T>(
+    r: &ImportRun,
+    client: &ScimClient,
+    attrs: &[String],
+    totals: &Mutex<(u64, u64)>,
+    side: usize,
+    convert: impl Fn(&Value) -> Option<T>,
+) -> Result<Vec<T>, ScimError> {
+    let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+    let mut pager = client.pager(USERS, &attrs, None).await?;
+    let mut out = Vec::new();
+    while let Some(page) = pager.next_page().await? {
+        out.extend(page.iter().filter_map(&convert));
+        report_listing(
+            r,
+            totals,
+            side,
+            page.len() as u64,
+            pager.stats().total_results,
+        );
+    }
+    if !pager.stats().consistent {
+        tracing::warn!(
+            side,
+            stats = ?pager.stats(),
+            "the listing changed while it was read; deletion candidates are confirmed one by one"
+        );
+    }
+    Ok(out)
+}
+
+/// Listing progress: objects read over both sides' totalResults.
+fn report_listing(
+    r: &ImportRun,
+    totals: &Mutex<(u64, u64)>,
+    side: usize,
+    n: u64,
+    total: Option<u64>,
+) {
+    let sum = {
+        let mut t = totals.lock().expect("totals lock");
+        if let Some(total) = total {
+            if side == 0 {
+                t.0 = total;
+            } else {
+                t.1 = total;
+            }
+        }
+        t.0 + t.1
+    };
+    r.tracker.update(|s| {
+        s.processed += n;
+        s.total = sum.max(s.processed);
+    });
+}
+
+/// Finds the grant group by display name and reads its members.
+async fn grant_group(
+    domain: &ScimClient,
+    name: &str,
+) -> Result<(String, Vec<String>), ImportError> {
+    let filter = format!("displayName eq {}", quote(name));
+    let (groups, _) = domain
+        .list("Groups", &["displayName"], Some(&filter))
+        .await
+        .map_err(ImportError::Domain)?;
+    let ids: Vec<String> = groups
+        .iter()
+        .filter(|g| {
+            g.get("displayName")
+                .and_then(Value::as_str)
+                .is_some_and(|d| d.eq_ignore_ascii_case(name))
+        })
+        .filter_map(|g| g.get("id").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let id = match ids.as_slice() {
+        [] => return Err(ImportError::GrantGroupMissing(name.into())),
+        [one] => one.clone(),
+        many => return Err(ImportError::GrantGroupAmbiguous(many.len(), name.into())),
+    };
+    let (members, _) = domain
+        .group_members(&id)
+        .await
+        .map_err(ImportError::Domain)?
+        .ok_or_else(|| ImportError::GrantGroupMissing(name.into()))?;
+    Ok((id, members))
+}
+
+/// Keeps only the deletion candidates whose account is really gone: index pagination is
+/// not a snapshot, so an account can be missed by the listing. One filtered query per
+/// candidate (never per account); returns how many were still there.
+async fn confirm_deletions(
+    r: &ImportRun,
+    plan: &mut ImportPlan,
+    users: &[DomainUser],
+) -> Result<usize, ImportError> {
+    if plan.deletions.is_empty() {
+        return Ok(0);
+    }
+    let checks = futures::stream::iter(plan.deletions.iter().map(|d| async move {
+        let fetched;
+        let user = match d.user {
+            Some(u) => Some(&users[u as usize]),
+            None => {
+                // A member the user listing missed (or a deleted user): read it for its values.
+                fetched = r
+                    .domain
+                    .get(USERS, &d.user_id, &[])
+                    .await
+                    .map_err(ImportError::Domain)?
+                    .and_then(|v| r.rules.domain_user(&v));
+                fetched.as_ref()
+            }
+        };
+        let filter = r.rules.confirmation_filter(&d.user_id, user);
+        let (found, _) = r
+            .app
+            .list("Users", &["id"], Some(&filter))
+            .await
+            .map_err(ImportError::App)?;
+        r.tracker.advance(1);
+        Ok::<bool, ImportError>(found.is_empty())
+    }))
+    .buffered(r.parallelism.max(1))
+    .collect::<Vec<_>>()
+    .await;
+    let mut gone = Vec::with_capacity(checks.len());
+    for c in checks {
+        gone.push(c?);
+    }
+    let before = plan.deletions.len();
+    let mut keep = gone.into_iter();
+    plan.deletions.retain(|_| keep.next().unwrap_or(false));
+    let still_there = before - plan.deletions.len();
+    if still_there > 0 {
+        tracing::info!(
+            still_there,
+            "deletion candidates whose account still exists"
+        );
+    }
+    Ok(still_there)
+}
+
+/// A member to add after the parallel stage, and whether it counts as a link (a 409 met an
+/// existing user) or only records a user this run created.
+struct PendingLink {
+    user_id: String,
+    subject: String,
+    counts_as_link: bool,
+}
+
+/// A record to remove after the parallel stage.
+struct PendingRemoval {
+    user_id: String,
+    subject: String,
+    /// The user-level write (deactivate/delete) already happened and was counted.
+    counted: bool,
+}
+
+struct Applier<'a> {
+    r: &'a ImportRun,
+    group_id: &'a str,
+    accounts: &'a [AppAccount],
+    users: &'a [DomainUser],
+    creates: Budget,
+    deletes: Budget,
+    guard: FailureGuard,
+    pending_links: Mutex<Vec<PendingLink>>,
+    pending_removals: Mutex<Vec<PendingRemoval>>,
+}
+
+/// A 4xx other than 429 answered on the first try: the write certainly did not happen.
+fn certainly_not_applied(e: &ScimError) -> bool {
+    matches!(e, ScimError::Status { status, .. } if (400..500).contains(status) && *status != 429)
+}
+
+impl Applier<'_> {
+    fn stopping(&self) -> bool {
+        self.r.stop.is_stopped()
+    }
+
+    fn failed(&self, n: u64, action: &str, subject: &str, e: &dyn std::fmt::Display) {
+        tracing::warn!(action, subject, error = %e, "change failed");
+        self.r.tracker.fail(n, action, subject, e.to_string());
+        if self.guard.record(n, n) {
+            self.r.stop.stop(StopReason::TooManyFailures);
+        }
+    }
+
+    fn succeeded(&self, n: u64) {
+        self.guard.record(n, 0);
+    }
+
+    fn account_subject(&self, a: u32) -> String {
+        let a = &self.accounts[a as usize];
+        if a.user_name.is_empty() {
+            a.id.clone()
+        } else {
+            a.user_name.clone()
+        }
+    }
+
+    fn deletion_subject(&self, d: &Deletion) -> String {
+        d.user
+            .map(|u| self.users[u as usize].user_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| d.user_id.clone())
+    }
+
+    async fn apply(&self, plan: &ImportPlan) {
+        // 1. Links of exact matches: a few large membership PATCHes.
+        for chunk in plan.links.chunks(MEMBERS_PER_CALL) {
+            if self.stopping() {
+                break;
+            }
+            let ids: Vec<String> = chunk
+                .iter()
+                .map(|&(_, u)| self.users[u as usize].id.clone())
+                .collect();
+            let n = chunk.len() as u64;
+            match self.r.domain.add_members(self.group_id, &ids).await {
+                Ok(_) => {
+                    self.r.tracker.update(|s| s.counts.linked += n as i64);
+                    self.succeeded(n);
+                }
+                Err(e) => self.failed(n, "Link", &self.account_subject(chunk[0].0), &e),
+            }
+            self.r.tracker.advance(n);
+        }
+
+        // 2. Creates and deletions, `parallelism` at a time, each under its budget.
+        enum Work<'p> {
+            Create(u32),
+            Delete(&'p Deletion),
+        }
+        let work = plan
+            .creates
+            .iter()
+            .map(|&a| Work::Create(a))
+            .chain(plan.deletions.iter().map(Work::Delete));
+        futures::stream::iter(work)
+            .for_each_concurrent(self.r.parallelism.max(1), |w| async move {
+                match w {
+                    Work::Create(a) => self.create(a).await,
+                    Work::Delete(d) => self.delete(d, plan.on_deleted).await,
+                }
+            })
+            .await;
+
+        // 3. Record what the parallel stage created, linked or deleted. These complete
+        // writes already made, so they run even when the run is stopping.
+        self.flush_links().await;
+        self.flush_removals().await;
+    }
+
+    async fn create(&self, a: u32) {
+        if self.stopping() {
+            return;
+        }
+        if !self.creates.try_reserve(1) {
+            return;
+        }
+        let account = &self.accounts[a as usize];
+        let subject = self.account_subject(a);
+        match self
+            .r
+            .domain
+            .create(USERS, &extract::new_user(account))
+            .await
+        {
+            Ok(v) => match v.get("id").and_then(Value::as_str) {
+                Some(id) => {
+                    self.r.tracker.update(|s| s.counts.created += 1);
+                    self.succeeded(1);
+                    self.push_link(id.to_string(), subject, false);
+                }
+                None => self.failed(1, "CreateUser", &subject, &"the created user has no id"),
+            },
+            Err(e) if e.is_uniqueness() => self.create_conflict(account, subject, e).await,
+            Err(e) => {
+                if certainly_not_applied(&e) {
+                    self.creates.release(1);
+                }
+                self.failed(1, "CreateUser", &subject, &e);
+            }
+        }
+        self.r.tracker.advance(1);
+    }
+
+    /// A 409 on create: the userName is taken. If the user carries this account's id as
+    /// externalId, it is our own create whose first answer was lost (counted, budget kept);
+    /// otherwise it is someone else's user: link it and give the create back.
+    async fn create_conflict(&self, account: &AppAccount, subject: String, e: ScimError) {
+        let filter = format!("userName eq {}", quote(&account.user_name));
+        let found = self
+            .r
+            .domain
+            .list(USERS, &["userName", "externalId"], Some(&filter))
+            .await;
+        let existing = match &found {
+            Ok((users, _)) => users.iter().find(|u| {
+                u.get("userName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&account.user_name))
+            }),
+            Err(_) => None,
+        };
+        let Some(user) = existing else {
+            // Not found: we cannot tell whether our create happened, so keep the budget.
+            return self.failed(1, "CreateUser", &subject, &e);
+        };
+        let Some(id) = user.get("id").and_then(Value::as_str) else {
+            return self.failed(1, "CreateUser", &subject, &"the existing user has no id");
+        };
+        let ours = user.get("externalId").and_then(Value::as_str) == Some(account.id.as_str());
+        if ours {
+            self.r.tracker.update(|s| s.counts.created += 1);
+        } else {
+            self.creates.release(1);
+        }
+        self.succeeded(1);
+        self.push_link(id.to_string(), subject, !ours);
+    }
+
+    fn push_link(&self, user_id: String, subject: String, counts_as_link: bool) {
+        self.pending_links
+            .lock()
+            .expect("links lock")
+            .push(PendingLink {
+                user_id,
+                subject,
+                counts_as_link,
+            });
+    }
+
+    async fn delete(&self, d: &Deletion, on: OnAccountDeleted) {
+        if self.stopping() {
+            return;
+        }
+        if !self.deletes.try_reserve(1) {
+            return;
+        }
+        let subject = self.deletion_subject(d);
+        let action = plan::deletion_action(on);
+        let result = match on {
+            OnAccountDeleted::RemoveRecord => {
+                // Batched after the parallel stage; counted when the PATCH succeeds.
+                self.pending_removals
+                    .lock()
+                    .expect("removals lock")
+                    .push(PendingRemoval {
+                        user_id: d.user_id.clone(),
+                        subject,
+                        counted: false,
+                    });
+                return;
+            }
+            OnAccountDeleted::DeactivateUser => self
+                .r
+                .domain
+                .patch(
+                    USERS,
+                    &d.user_id,
+                    &PatchOp::new(vec![PatchOp::replace("active", json!(false))]),
+                    None,
+                )
+                .await
+                .map(|_| ()),
+            OnAccountDeleted::DeleteUser => self
+                .r
+                .domain
+                .delete(USERS, &d.user_id, None)
+                .await
+                .map(|_| ()),
+        };
+        match result {
+            // A user already gone needs only its record removed; the record counts.
+            Ok(()) => {
+                self.r.tracker.update(|s| s.counts.deleted += 1);
+                self.succeeded(1);
+                self.pending_removals
+                    .lock()
+                    .expect("removals lock")
+                    .push(PendingRemoval {
+                        user_id: d.user_id.clone(),
+                        subject,
+                        counted: true,
+                    });
+            }
+            Err(e) if e.kind() == Some(crate::scim::ErrorKind::NotFound) => {
+                self.r.tracker.update(|s| s.counts.deleted += 1);
+                self.succeeded(1);
+                self.pending_removals
+                    .lock()
+                    .expect("removals lock")
+                    .push(PendingRemoval {
+                        user_id: d.user_id.clone(),
+                        subject,
+                        counted: true,
+                    });
+            }
+            Err(e) => {
+                if certainly_not_applied(&e) {
+                    self.deletes.release(1);
+                }
+                self.failed(1, action, &subject, &e);
+            }
+        }
+        self.r.tracker.advance(1);
+    }
+
+    async fn flush_links(&self) {
+        let pending = std::mem::take(&mut *self.pending_links.lock().expect("links lock"));
+        for chunk in pending.chunks(MEMBERS_PER_CALL) {
+            let ids: Vec<String> = chunk.iter().map(|p| p.user_id.clone()).collect();
+            let links = chunk.iter().filter(|p| p.counts_as_link).count() as i64;
+            match self.r.domain.add_members(self.group_id, &ids).await {
+                Ok(_) => self.r.tracker.update(|s| s.counts.linked += links),
+                Err(e) => self.failed(chunk.len() as u64, "Record", &chunk[0].subject, &e),
+            }
+        }
+    }
+
+    async fn flush_removals(&self) {
+        let mut pending =
+            std::mem::take(&mut *self.pending_removals.lock().expect("removals lock"));
+        if self.stopping() {
+            // Record-only removals not yet sent are writes not yet issued: give them back.
+            let before = pending.len();
+            pending.retain(|p| p.counted);
+            let dropped = (before - pending.len()) as u64;
+            self.deletes.release(dropped);
+            self.r.tracker.advance(dropped);
+        }
+        for chunk in pending.chunks(MEMBERS_PER_CALL) {
+            let ids: Vec<String> = chunk.iter().map(|p| p.user_id.clone()).collect();
+            let uncounted = chunk.iter().filter(|p| !p.counted).count() as u64;
+            match self.r.domain.remove_members(self.group_id, &ids).await {
+                Ok(_) => {
+                    self.r
+                        .tracker
+                        .update(|s| s.counts.deleted += uncounted as i64);
+                    self.succeeded(uncounted);
+                }
+                Err(e) => {
+                    if uncounted > 0 {
+                        if certainly_not_applied(&e) {
+                            self.deletes.release(uncounted);
+                        }
+                        self.failed(uncounted, "RemoveRecord", &chunk[0].subject, &e);
+                    } else {
+                        // The users were deactivated/deleted; a stale record is retried next run.
+                        tracing::warn!(error = %e, "removing records of deleted users failed");
+                    }
+                }
+            }
+            self.r.tracker.advance(uncounted);
+        }
+    }
+}

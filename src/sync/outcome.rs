@@ -1,0 +1,280 @@
+//! The final phase, message, conditions and exit code of a run, decided from what happened.
+//! Pure.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::api::{Counts, Mode, RunPhase};
+use crate::budget::LimitCheck;
+use crate::conditions::Cond;
+use crate::exit_code;
+
+use super::stop::StopReason;
+
+pub const COMPLETE: &str = "Complete";
+pub const FAILED: &str = "Failed";
+pub const LIMIT_EXCEEDED: &str = "LimitExceeded";
+
+/// What the apply observed, besides the counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// The plan-versus-limits check.
+    pub limit: Option<LimitCheck>,
+    /// A budget refused a reservation during the apply.
+    pub budget_refused: bool,
+    pub stopped: Option<StopReason>,
+    pub timeout: String,
+    pub max_failure_percent: u32,
+}
+
+/// The end of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub phase: RunPhase,
+    pub message: String,
+    pub conditions: Vec<Cond>,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> u8 {
+        exit_code_of(self.phase)
+    }
+
+    /// A run that could not start or broke: `Failed` with the error as message.
+    pub fn failed(message: impl Into<String>) -> Self {
+        let message = message.into();
+        Outcome {
+            phase: RunPhase::Failed,
+            conditions: conditions_for(RunPhase::Failed, "Error", &message, None),
+            message,
+        }
+    }
+}
+
+/// The exit code of a finished phase.
+pub fn exit_code_of(phase: RunPhase) -> u8 {
+    match phase {
+        RunPhase::Succeeded => exit_code::SUCCESS,
+        RunPhase::LimitExceeded => exit_code::LIMIT_EXCEEDED,
+        RunPhase::Cancelled => exit_code::CANCELLED,
+        _ => exit_code::FAILED,
+    }
+}
+
+fn conditions_for(phase: RunPhase, reason: &str, message: &str, limit: Option<&str>) -> Vec<Cond> {
+    let mut c = vec![
+        Cond::new(COMPLETE, phase == RunPhase::Succeeded, reason, message),
+        Cond::new(FAILED, phase == RunPhase::Failed, reason, message),
+    ];
+    c.push(match limit {
+        Some(m) => Cond::truthy(LIMIT_EXCEEDED, "LimitExceeded", m),
+        None => Cond::falsy(
+            LIMIT_EXCEEDED,
+            "WithinLimits",
+            "the plan is within the limits",
+        ),
+    });
+    c
+}
+
+fn summary(c: &Counts) -> String {
+    format!(
+        "{} accounts: {} already linked, {} linked, {} created, {} deleted, {} unmatched, {} disputed, {} failed",
+        c.app_accounts,
+        c.already_linked,
+        c.linked,
+        c.created,
+        c.deleted,
+        c.unmatched,
+        c.disputed,
+        c.failed
+    )
+}
+
+/// Decides the outcome of a run that got as far as a plan.
+pub fn decide(mode: Mode, counts: &Counts, o: &Observed) -> Outcome {
+    let limit_msg = o
+        .limit
+        .as_ref()
+        .and_then(|l| l.message())
+        .map(str::to_string);
+    let (phase, reason, message) = match (mode, o.stopped) {
+        (_, Some(StopReason::Signal)) => (
+            RunPhase::Cancelled,
+            "Cancelled",
+            format!("cancelled; {}", summary(counts)),
+        ),
+        (_, Some(StopReason::Timeout)) => (
+            RunPhase::Failed,
+            "Timeout",
+            format!("timed out after {}; {}", o.timeout, summary(counts)),
+        ),
+        (_, Some(StopReason::TooManyFailures)) => (
+            RunPhase::Failed,
+            "TooManyFailures",
+            format!(
+                "stopped: more than {}% of changes failed; {}",
+                o.max_failure_percent,
+                summary(counts)
+            ),
+        ),
+        (Mode::Plan, None) => (
+            RunPhase::Succeeded,
+            "Planned",
+            match &limit_msg {
+                Some(m) => format!("plan (nothing applied) would exceed a limit: {m}"),
+                None => "plan computed, nothing applied".to_string(),
+            },
+        ),
+        (Mode::Apply, None) => match &o.limit {
+            Some(LimitCheck::Abort { message }) => (
+                RunPhase::LimitExceeded,
+                "LimitExceeded",
+                format!("nothing applied: {message}"),
+            ),
+            Some(LimitCheck::UpToLimit { message }) => (
+                RunPhase::LimitExceeded,
+                "LimitExceeded",
+                format!("applied up to the limit: {message}; {}", summary(counts)),
+            ),
+            _ if o.budget_refused => (
+                RunPhase::LimitExceeded,
+                "LimitExceeded",
+                format!("stopped at the limit; {}", summary(counts)),
+            ),
+            _ => (RunPhase::Succeeded, "Succeeded", summary(counts)),
+        },
+    };
+    Outcome {
+        phase,
+        conditions: conditions_for(phase, reason, &message, limit_msg.as_deref()),
+        message,
+    }
+}
+
+/// Counts attempted and failed changes; trips once failures exceed the percentage and at
+/// least [`Self::MIN_ATTEMPTS`] changes were attempted.
+#[derive(Debug)]
+pub struct FailureGuard {
+    percent: u64,
+    attempted: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl FailureGuard {
+    pub const MIN_ATTEMPTS: u64 = 10;
+
+    pub fn new(percent: u32) -> Self {
+        FailureGuard {
+            percent: percent as u64,
+            attempted: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    /// Records `n` attempted changes of which `failed` failed; true when the run must stop.
+    pub fn record(&self, n: u64, failed: u64) -> bool {
+        let a = self.attempted.fetch_add(n, Ordering::AcqRel) + n;
+        let f = self.failed.fetch_add(failed, Ordering::AcqRel) + failed;
+        a >= Self::MIN_ATTEMPTS && f * 100 > self.percent * a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(limit: Option<LimitCheck>) -> Observed {
+        Observed {
+            limit,
+            timeout: "1h".into(),
+            max_failure_percent: 40,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn abort_is_limit_exceeded_with_planned_and_allowed() {
+        let o = decide(
+            Mode::Apply,
+            &Counts::default(),
+            &observed(Some(LimitCheck::Abort {
+                message: "planned 120 creates, allowed 100".into(),
+            })),
+        );
+        assert_eq!(o.phase, RunPhase::LimitExceeded);
+        assert_eq!(o.exit_code(), exit_code::LIMIT_EXCEEDED);
+        assert_eq!(
+            o.message,
+            "nothing applied: planned 120 creates, allowed 100"
+        );
+        let le = o
+            .conditions
+            .iter()
+            .find(|c| c.type_ == LIMIT_EXCEEDED)
+            .unwrap();
+        assert!(le.status);
+        assert_eq!(le.message, "planned 120 creates, allowed 100");
+    }
+
+    #[test]
+    fn plan_mode_succeeds_and_reports_a_limit_it_would_exceed() {
+        let o = decide(
+            Mode::Plan,
+            &Counts::default(),
+            &observed(Some(LimitCheck::Abort {
+                message: "planned 2 deletes, allowed 1".into(),
+            })),
+        );
+        assert_eq!(o.phase, RunPhase::Succeeded);
+        assert!(o.message.contains("would exceed"));
+        assert!(
+            o.conditions
+                .iter()
+                .any(|c| c.type_ == LIMIT_EXCEEDED && c.status)
+        );
+    }
+
+    #[test]
+    fn signal_cancels_and_timeout_fails() {
+        let mut ob = observed(None);
+        ob.stopped = Some(StopReason::Signal);
+        let o = decide(Mode::Apply, &Counts::default(), &ob);
+        assert_eq!(
+            (o.phase, o.exit_code()),
+            (RunPhase::Cancelled, exit_code::CANCELLED)
+        );
+        ob.stopped = Some(StopReason::Timeout);
+        let o = decide(Mode::Apply, &Counts::default(), &ob);
+        assert_eq!(o.phase, RunPhase::Failed);
+        assert!(o.message.starts_with("timed out after 1h"));
+    }
+
+    #[test]
+    fn clean_apply_succeeds_and_budget_refusal_is_limit_exceeded() {
+        let o = decide(
+            Mode::Apply,
+            &Counts::default(),
+            &observed(Some(LimitCheck::Within)),
+        );
+        assert_eq!(o.phase, RunPhase::Succeeded);
+        assert!(o.conditions.iter().any(|c| c.type_ == COMPLETE && c.status));
+        let mut ob = observed(None);
+        ob.budget_refused = true;
+        assert_eq!(
+            decide(Mode::Apply, &Counts::default(), &ob).phase,
+            RunPhase::LimitExceeded
+        );
+    }
+
+    #[test]
+    fn failure_guard_waits_for_ten_attempts() {
+        let g = FailureGuard::new(40);
+        for _ in 0..9 {
+            assert!(!g.record(1, 1), "fewer than 10 attempted never trips");
+        }
+        assert!(g.record(1, 1));
+        let g = FailureGuard::new(40);
+        assert!(!g.record(10, 4), "exactly 40% is not above 40%");
+        assert!(g.record(1, 1));
+    }
+}

@@ -1,0 +1,253 @@
+//! Run progress: the state workers update in memory, and the reporter task that writes it
+//! to the SyncRun's status every ~1.5 s (never per account), under the Job's field manager.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::Api;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{
+    AppliedLimits, Counts, PlannedCounts, Progress, RunItem, RunPhase, Stage, SyncRun,
+};
+use crate::conditions::{self, Cond};
+use crate::status;
+
+/// How many failures a status lists.
+pub const MAX_FAILURES_LISTED: usize = 10;
+/// How often the reporter writes while a run is active.
+pub const REPORT_INTERVAL: Duration = Duration::from_millis(1500);
+
+/// Everything the Job reports about its run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunState {
+    pub phase: Option<RunPhase>,
+    pub stage: Option<Stage>,
+    pub start_time: Option<Time>,
+    pub completion_time: Option<Time>,
+    pub processed: u64,
+    pub total: u64,
+    pub counts: Counts,
+    pub planned: Option<PlannedCounts>,
+    pub limits: Option<AppliedLimits>,
+    pub plan_items: Vec<RunItem>,
+    pub failures: Vec<RunItem>,
+    pub conditions: Vec<Cond>,
+    pub message: Option<String>,
+}
+
+impl RunState {
+    /// The status object the Job applies. Every field the Job owns is always present, since
+    /// a server-side apply removes owned fields it omits.
+    pub fn to_status(&self, previous: &[Condition], generation: Option<i64>, now: &Time) -> Value {
+        let mut s = serde_json::Map::new();
+        let mut put = |k: &str, v: Value| {
+            if !v.is_null() {
+                s.insert(k.into(), v);
+            }
+        };
+        put("phase", json!(self.phase));
+        put("stage", json!(self.stage));
+        put("startTime", json!(self.start_time));
+        put("completionTime", json!(self.completion_time));
+        if self.stage.is_some() {
+            put("progress", json!(Progress::new(self.processed, self.total)));
+        }
+        put("counts", json!(self.counts));
+        put("planned", json!(self.planned));
+        put("limits", json!(self.limits));
+        put("planItems", json!(self.plan_items));
+        put("failures", json!(self.failures));
+        put("message", json!(self.message));
+        put(
+            "conditions",
+            json!(conditions::merge(
+                previous,
+                &self.conditions,
+                generation,
+                now
+            )),
+        );
+        Value::Object(s)
+    }
+
+    /// A one-line description of the current activity.
+    pub fn activity(&self) -> String {
+        let p = Progress::new(self.processed, self.total);
+        match self.stage {
+            Some(Stage::Listing) => format!("listing: {} objects read", p.processed),
+            Some(Stage::Planning) => format!("planning: {}/{} checked", p.processed, p.total),
+            Some(Stage::Applying) => format!(
+                "applying: {}/{} ({}%), {} linked, {} created, {} deleted, {} failed",
+                p.processed,
+                p.total,
+                p.percent,
+                self.counts.linked,
+                self.counts.created,
+                self.counts.deleted,
+                self.counts.failed
+            ),
+            _ => String::new(),
+        }
+    }
+}
+
+/// The shared, lock-protected run state. Workers hold the lock for a few instructions.
+#[derive(Clone, Default)]
+pub struct Tracker {
+    inner: Arc<Mutex<RunState>>,
+}
+
+impl Tracker {
+    pub fn new(state: RunState) -> Self {
+        Tracker {
+            inner: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// Runs `f` on the state.
+    pub fn update<R>(&self, f: impl FnOnce(&mut RunState) -> R) -> R {
+        f(&mut self.inner.lock().expect("run state lock"))
+    }
+
+    pub fn snapshot(&self) -> RunState {
+        self.update(|s| s.clone())
+    }
+
+    /// Enters a stage with `total` items to go.
+    pub fn stage(&self, stage: Stage, total: u64) {
+        self.update(|s| {
+            s.stage = Some(stage);
+            s.processed = 0;
+            s.total = total;
+        });
+    }
+
+    pub fn advance(&self, n: u64) {
+        self.update(|s| s.processed += n);
+    }
+
+    /// Counts one failed item; the first few are listed with their reason.
+    pub fn fail(&self, n: u64, action: &str, subject: &str, reason: String) {
+        self.update(|s| {
+            s.counts.failed += n as i64;
+            if s.failures.len() < MAX_FAILURES_LISTED {
+                s.failures.push(RunItem {
+                    action: action.into(),
+                    subject: subject.into(),
+                    reason: Some(reason),
+                });
+            }
+        });
+    }
+}
+
+/// Writes the status of `name` from the tracker.
+pub async fn write(
+    api: &Api<SyncRun>,
+    name: &str,
+    tracker: &Tracker,
+    previous: &[Condition],
+    generation: Option<i64>,
+) -> kube::Result<()> {
+    let mut snap = tracker.snapshot();
+    if snap.message.is_none() || snap.phase == Some(RunPhase::Running) {
+        snap.message = Some(snap.activity()).filter(|m| !m.is_empty());
+    }
+    let now = Time(jiff::Timestamp::now());
+    let body = snap.to_status(previous, generation, &now);
+    status::apply(api, name, status::JOB_MANAGER, body).await?;
+    Ok(())
+}
+
+/// A task writing the status every [`REPORT_INTERVAL`] while it changes. Stop it with the
+/// returned sender (send `true`) and await the handle before the final write, so no late
+/// progress write lands after the outcome.
+pub fn spawn_reporter(
+    api: Api<SyncRun>,
+    name: String,
+    tracker: Tracker,
+    previous: Vec<Condition>,
+    generation: Option<i64>,
+) -> (watch::Sender<bool>, JoinHandle<()>) {
+    let (tx, mut rx) = watch::channel(false);
+    let handle = tokio::spawn(async move {
+        let mut last: Option<RunState> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(REPORT_INTERVAL) => {}
+                _ = rx.changed() => return,
+            }
+            if *rx.borrow() {
+                return;
+            }
+            let snap = tracker.snapshot();
+            if last.as_ref() == Some(&snap) {
+                continue;
+            }
+            match write(&api, &name, &tracker, &previous, generation).await {
+                Ok(()) => last = Some(snap),
+                // Progress is best effort: the next tick retries.
+                Err(e) => tracing::warn!(run = %name, error = %e, "writing progress failed"),
+            }
+        }
+    });
+    (tx, handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Time {
+        Time(s.parse().unwrap())
+    }
+
+    #[test]
+    fn status_has_progress_counts_and_conditions() {
+        let state = RunState {
+            phase: Some(RunPhase::Running),
+            stage: Some(Stage::Applying),
+            start_time: Some(t("2026-01-01T00:00:00Z")),
+            processed: 42,
+            total: 100,
+            counts: Counts {
+                linked: 40,
+                ..Default::default()
+            },
+            conditions: vec![Cond::truthy(
+                "LimitExceeded",
+                "Abort",
+                "planned 2 creates, allowed 1",
+            )],
+            ..Default::default()
+        };
+        let s = state.to_status(&[], Some(1), &t("2026-01-01T00:01:00Z"));
+        assert_eq!(s["phase"], "Running");
+        assert_eq!(s["stage"], "Applying");
+        assert_eq!(
+            s["progress"],
+            json!({"processed": 42, "total": 100, "percent": 42})
+        );
+        assert_eq!(s["counts"]["linked"], 40);
+        assert_eq!(s["conditions"][0]["type"], "LimitExceeded");
+        assert_eq!(s["conditions"][0]["status"], "True");
+        assert!(s.get("completionTime").is_none());
+        assert!(s.get("planItems").is_none() || s["planItems"] == json!([]));
+        assert!(state.activity().starts_with("applying: 42/100 (42%)"));
+    }
+
+    #[test]
+    fn failures_are_counted_but_listed_only_up_to_the_cap() {
+        let tr = Tracker::default();
+        for i in 0..25 {
+            tr.fail(1, "CreateUser", &format!("user{i}"), "HTTP 400".into());
+        }
+        let s = tr.snapshot();
+        assert_eq!(s.counts.failed, 25);
+        assert_eq!(s.failures.len(), MAX_FAILURES_LISTED);
+    }
+}

@@ -1,0 +1,195 @@
+//! `deploy/` is a valid kustomization: it applies to a real apiserver, its
+//! CRDs are those of `crds/`, and the controller Pod passes the restricted Pod
+//! Security Standard.
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Pod, Service},
+};
+use kube::api::{Api, ObjectMeta, PostParams};
+
+use crate::harness::{self, ControlPlane, control_plane, parse_yaml, repo_path};
+
+const SYSTEM_NS: &str = "catalogsync-system";
+
+/// The objects `kubectl kustomize deploy` renders, of kind `K`.
+async fn rendered<K: serde::de::DeserializeOwned>(cp: &ControlPlane, kind: &str) -> Vec<K> {
+    let deploy = repo_path("deploy").display().to_string();
+    let out = cp.kubectl(["kustomize", &deploy]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_yaml(&String::from_utf8_lossy(&out.stdout))
+        .expect("rendered YAML")
+        .into_iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == kind))
+        .map(|o| serde_json::from_value(serde_json::to_value(o).unwrap()).expect(kind))
+        .collect()
+}
+
+/// Creates the system namespace as `deploy/namespace.yaml` declares it.
+async fn ensure_system_namespace(cp: &ControlPlane) {
+    let yaml = std::fs::read_to_string(repo_path("deploy/namespace.yaml")).unwrap();
+    cp.apply_yaml("", &yaml)
+        .await
+        .expect("apply deploy/namespace.yaml");
+}
+
+#[test]
+fn deploy_crds_are_the_crds_of_the_crds_dir() {
+    let mut generated = harness::read_crds(&repo_path("crds")).expect("crds/");
+    let mut deployed =
+        harness::read_crds(&repo_path("deploy/crds.yaml")).expect("deploy/crds.yaml");
+    let key = |c: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| {
+        c.metadata.name.clone()
+    };
+    generated.sort_by_key(key);
+    deployed.sort_by_key(key);
+    assert!(
+        generated == deployed,
+        "deploy/crds.yaml differs from crds/: regenerate it (cat crds/*.yaml > deploy/crds.yaml)"
+    );
+}
+
+#[tokio::test]
+async fn deploy_applies_with_server_dry_run() {
+    let cp = control_plane().await;
+    // A server dry run creates nothing, so the namespaced objects need their
+    // namespace to exist already.
+    ensure_system_namespace(cp).await;
+    let deploy = repo_path("deploy").display().to_string();
+    let out = cp
+        .kubectl(["apply", "-k", &deploy, "--dry-run=server"])
+        .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "kubectl apply -k deploy --dry-run=server: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for object in [
+        "customresourcedefinition.apiextensions.k8s.io/catalogapps.catalogsync.io",
+        "namespace/catalogsync-system",
+        "serviceaccount/catalogsync-controller",
+        "serviceaccount/catalogsync-sync-job",
+        "clusterrole.rbac.authorization.k8s.io/catalogsync-controller",
+        "clusterrole.rbac.authorization.k8s.io/catalogsync-sync-job",
+        "clusterrolebinding.rbac.authorization.k8s.io/catalogsync-controller",
+        "role.rbac.authorization.k8s.io/catalogsync-leader-election",
+        "rolebinding.rbac.authorization.k8s.io/catalogsync-leader-election",
+        "deployment.apps/catalogsync-controller",
+        "service/catalogsync-controller-metrics",
+    ] {
+        assert!(
+            stdout.contains(object),
+            "{object} in the dry run:\n{stdout}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn controller_deployment_runs_two_leader_elected_hardened_replicas() {
+    let cp = control_plane().await;
+    let [deployment] = <[Deployment; 1]>::try_from(rendered::<Deployment>(cp, "Deployment").await)
+        .expect("one Deployment");
+    let spec = deployment.spec.expect("spec");
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.clone().expect("pod spec");
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("catalogsync-controller")
+    );
+    let [c] = <[_; 1]>::try_from(pod.containers.clone()).expect("one container");
+    assert_eq!(
+        c.args,
+        Some(vec!["controller".into(), "--leader-elect".into()])
+    );
+    let port = c
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("http"));
+    assert_eq!(port.map(|p| p.container_port), Some(8080));
+    let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        p.as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.clone())
+    };
+    assert_eq!(probe_path(&c.liveness_probe).as_deref(), Some("/healthz"));
+    assert_eq!(probe_path(&c.readiness_probe).as_deref(), Some("/readyz"));
+    let resources = c.resources.clone().expect("resources");
+    assert!(
+        resources
+            .requests
+            .is_some_and(|r| r.contains_key("cpu") && r.contains_key("memory"))
+    );
+    assert!(resources.limits.is_some_and(|r| r.contains_key("memory")));
+    let sc = c
+        .security_context
+        .clone()
+        .expect("container securityContext");
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        sc.capabilities.and_then(|c| c.drop),
+        Some(vec!["ALL".into()])
+    );
+
+    // The namespace enforces the restricted Pod Security Standard; the
+    // apiserver's admission decides whether this Pod may run there.
+    ensure_system_namespace(cp).await;
+    let pods: Api<Pod> = Api::namespaced(cp.admin_client(), SYSTEM_NS);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.into()),
+        ..Default::default()
+    };
+    let controller = Pod {
+        metadata: meta("controller"),
+        spec: Some(pod.clone()),
+        ..Default::default()
+    };
+    harness::assert_allowed(
+        pods.create(&dry_run, &controller).await,
+        "restricted Pod admission",
+    );
+    // Proves the check above can fail: the same Pod without hardening is refused.
+    let mut weak = pod;
+    weak.security_context = None;
+    weak.containers[0].security_context = None;
+    let weak = Pod {
+        metadata: meta("weak"),
+        spec: Some(weak),
+        ..Default::default()
+    };
+    let err = pods
+        .create(&dry_run, &weak)
+        .await
+        .expect_err("unhardened Pod refused");
+    assert!(err.to_string().contains("restricted"), "{err}");
+
+    let [service] =
+        <[Service; 1]>::try_from(rendered::<Service>(cp, "Service").await).expect("one Service");
+    let service = service.spec.expect("service spec");
+    let labels = spec
+        .template
+        .metadata
+        .and_then(|m| m.labels)
+        .expect("pod labels");
+    let selector = service.selector.expect("service selector");
+    assert!(
+        selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        "the Service selects the controller Pods"
+    );
+    let metrics = service
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("metrics"));
+    assert_eq!(metrics.map(|p| p.port), Some(8080));
+}

@@ -1,0 +1,337 @@
+//! The RBAC of `deploy/`, applied for real and exercised with real requests
+//! through service-account tokens: each account can do its job and no more.
+
+use k8s_openapi::api::{
+    batch::v1::Job,
+    coordination::v1::Lease,
+    core::v1::{Namespace, Pod, Secret},
+    events::v1::Event,
+    rbac::v1::{ClusterRoleBinding, RoleBinding},
+};
+use kube::{
+    Client,
+    api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    core::{ApiResource, GroupVersionKind},
+};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use crate::harness::{ControlPlane, assert_allowed, assert_forbidden, control_plane, repo_path};
+
+const SYSTEM_NS: &str = "catalogsync-system";
+
+/// Applies `deploy/` for real, once per test process.
+async fn deploy(cp: &ControlPlane) {
+    static DEPLOYED: OnceCell<()> = OnceCell::const_new();
+    DEPLOYED
+        .get_or_init(|| async {
+            let deploy = repo_path("deploy").display().to_string();
+            let out = cp
+                .kubectl(["apply", "-k", &deploy, "--server-side", "--force-conflicts"])
+                .await;
+            assert!(
+                out.status.success(),
+                "apply deploy/: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        })
+        .await;
+}
+
+/// An Api for a catalogsync kind, e.g. `catalogsync("SyncRun", "syncruns")`.
+fn catalogsync(client: &Client, ns: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("catalogsync.io", "v1alpha1", kind);
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
+}
+
+fn from_json<K: DeserializeOwned>(value: serde_json::Value) -> K {
+    serde_json::from_value(value).expect("object from JSON")
+}
+
+/// A namespace holding the examples (Secrets, IdentityDomain, CatalogApp
+/// `slack`, SyncPolicy, SyncRun `slack-plan`), as the admin created them.
+async fn namespace_with_examples(cp: &ControlPlane, prefix: &str) -> String {
+    let ns = cp.new_namespace(prefix).await;
+    for file in [
+        "secrets",
+        "identitydomain",
+        "catalogapp",
+        "syncpolicy",
+        "syncrun",
+    ] {
+        let yaml = std::fs::read_to_string(repo_path(format!("examples/{file}.yaml"))).unwrap();
+        cp.apply_yaml(&ns, &yaml).await.expect("apply example");
+    }
+    ns
+}
+
+/// A scheduled SyncRun of the example app `slack`.
+fn sync_run(name: &str) -> DynamicObject {
+    from_json(json!({
+        "apiVersion": "catalogsync.io/v1alpha1", "kind": "SyncRun",
+        "metadata": {"name": name},
+        "spec": {"appRef": {"name": "slack"}, "direction": "Import", "mode": "Apply", "trigger": "Schedule"}
+    }))
+}
+
+fn sync_job(name: &str) -> Job {
+    from_json(json!({
+        "metadata": {"name": name},
+        "spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "serviceAccountName": "catalogsync-sync-job",
+            "containers": [{"name": "sync", "image": "catalogsync", "args": ["sync"]}]
+        }}}
+    }))
+}
+
+#[tokio::test]
+async fn sync_job_account_reads_its_app_and_reports_progress_only() {
+    let cp = control_plane().await;
+    deploy(cp).await;
+    let ns = namespace_with_examples(cp, "rbac-job").await;
+    // What a user does in each app namespace (see deploy/rbac.yaml).
+    let binding: RoleBinding = from_json(json!({
+        "metadata": {"name": "catalogsync-sync-job"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "catalogsync-sync-job"},
+        "subjects": [{"kind": "ServiceAccount", "name": "catalogsync-sync-job", "namespace": ns}]
+    }));
+    Api::<RoleBinding>::namespaced(cp.admin_client(), &ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("bind the sync-job role");
+    let job = cp.sa_client(&ns, "catalogsync-sync-job").await;
+
+    let apps = catalogsync(&job, &ns, "CatalogApp", "catalogapps");
+    let runs = catalogsync(&job, &ns, "SyncRun", "syncruns");
+    let lp = ListParams::default();
+
+    // Allowed: read its app, domain, policy and runs; patch run status.
+    assert_allowed(apps.get("slack").await, "get catalogapp");
+    assert_allowed(
+        catalogsync(&job, &ns, "IdentityDomain", "identitydomains")
+            .list(&lp)
+            .await,
+        "list identitydomains",
+    );
+    assert_allowed(
+        catalogsync(&job, &ns, "SyncPolicy", "syncpolicies")
+            .get("default")
+            .await,
+        "get syncpolicy",
+    );
+    let status = json!({"status": {"phase": "Running", "progress": {"processed": 42, "total": 100, "percent": 42}}});
+    let patched = assert_allowed(
+        runs.patch_status(
+            "slack-plan",
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await,
+        "patch syncruns/status",
+    );
+    assert_eq!(patched.data["status"]["progress"]["percent"], 42);
+
+    // Forbidden: credentials, Jobs, and any change but run status.
+    assert_forbidden(
+        Api::<Secret>::namespaced(job.clone(), &ns)
+            .get("corp-iam")
+            .await,
+        "get secret",
+    );
+    assert_forbidden(
+        Api::<Secret>::namespaced(job.clone(), &ns).list(&lp).await,
+        "list secrets",
+    );
+    assert_forbidden(
+        Api::<Job>::namespaced(job.clone(), &ns)
+            .create(&PostParams::default(), &sync_job("escape"))
+            .await,
+        "create job",
+    );
+    let suspend = json!({"spec": {"suspend": true}});
+    assert_forbidden(
+        apps.patch("slack", &PatchParams::default(), &Patch::Merge(&suspend))
+            .await,
+        "patch catalogapp spec",
+    );
+    let mut app = apps.get("slack").await.unwrap();
+    app.data["spec"]["suspend"] = json!(true);
+    assert_forbidden(
+        apps.replace("slack", &PostParams::default(), &app).await,
+        "update catalogapp",
+    );
+    let app_status = json!({"status": {"observedGeneration": 1}});
+    assert_forbidden(
+        apps.patch_status("slack", &PatchParams::default(), &Patch::Merge(&app_status))
+            .await,
+        "patch catalogapps/status",
+    );
+    let run = sync_run("sneaky");
+    assert_forbidden(
+        runs.create(&PostParams::default(), &run).await,
+        "create syncrun",
+    );
+    assert_forbidden(
+        runs.delete("slack-plan", &DeleteParams::default()).await,
+        "delete syncrun",
+    );
+
+    // The binding is per namespace: another namespace's apps stay out of reach.
+    let other = namespace_with_examples(cp, "rbac-job-other").await;
+    assert_forbidden(
+        catalogsync(&job, &other, "CatalogApp", "catalogapps")
+            .get("slack")
+            .await,
+        "get catalogapp elsewhere",
+    );
+}
+
+#[tokio::test]
+async fn controller_account_runs_syncs_and_cannot_escalate() {
+    let cp = control_plane().await;
+    deploy(cp).await;
+    let ns = namespace_with_examples(cp, "rbac-controller").await;
+    let ctl = cp.sa_client(SYSTEM_NS, "catalogsync-controller").await;
+    let lp = ListParams::default();
+
+    // Reconcile the catalogsync kinds cluster-wide.
+    let all_apps: Api<DynamicObject> = Api::all_with(
+        ctl.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("catalogsync.io", "v1alpha1", "CatalogApp"),
+            "catalogapps",
+        ),
+    );
+    let listed = assert_allowed(
+        all_apps.list(&lp).await,
+        "list catalogapps in all namespaces",
+    );
+    assert!(
+        listed
+            .items
+            .iter()
+            .any(|a| a.metadata.namespace.as_deref() == Some(ns.as_str()))
+    );
+    let apps = catalogsync(&ctl, &ns, "CatalogApp", "catalogapps");
+    let status = json!({"status": {"observedGeneration": 1}});
+    assert_allowed(
+        apps.patch_status("slack", &PatchParams::default(), &Patch::Merge(&status))
+            .await,
+        "patch catalogapps/status",
+    );
+    let annotate = json!({"metadata": {"annotations": {"catalogsync.io/handled": "yes"}}});
+    assert_allowed(
+        apps.patch("slack", &PatchParams::default(), &Patch::Merge(&annotate))
+            .await,
+        "patch catalogapp",
+    );
+    let app = apps.get("slack").await.unwrap();
+    assert_forbidden(
+        apps.replace("slack", &PostParams::default(), &app).await,
+        "update (PUT) catalogapp",
+    );
+
+    // Run syncs: SyncRuns and their Jobs.
+    let runs = catalogsync(&ctl, &ns, "SyncRun", "syncruns");
+    let run = sync_run("scheduled");
+    assert_allowed(
+        runs.create(&PostParams::default(), &run).await,
+        "create syncrun",
+    );
+    assert_allowed(
+        runs.delete("scheduled", &DeleteParams::default()).await,
+        "delete syncrun",
+    );
+    let jobs = Api::<Job>::namespaced(ctl.clone(), &ns);
+    assert_allowed(
+        jobs.create(&PostParams::default(), &sync_job("slack-sync"))
+            .await,
+        "create job",
+    );
+    assert_allowed(
+        jobs.delete("slack-sync", &DeleteParams::background()).await,
+        "delete job",
+    );
+
+    // Secrets: read to test connectivity, never write.
+    let secrets = Api::<Secret>::namespaced(ctl.clone(), &ns);
+    assert_allowed(secrets.get("slack-scim").await, "get secret");
+    let secret: Secret =
+        from_json(json!({"metadata": {"name": "planted"}, "stringData": {"k": "v"}}));
+    assert_forbidden(
+        secrets.create(&PostParams::default(), &secret).await,
+        "create secret",
+    );
+    assert_forbidden(
+        secrets.delete("slack-scim", &DeleteParams::default()).await,
+        "delete secret",
+    );
+
+    // Events.
+    let event: Event = from_json(json!({
+        "metadata": {"name": "slack.synced"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "catalogsync.io/controller",
+        "reportingInstance": "catalogsync-controller-0",
+        "action": "Reconcile", "reason": "Synced", "type": "Normal",
+        "regarding": {"apiVersion": "catalogsync.io/v1alpha1", "kind": "CatalogApp", "name": "slack", "namespace": ns}
+    }));
+    assert_allowed(
+        Api::<Event>::namespaced(ctl.clone(), &ns)
+            .create(&PostParams::default(), &event)
+            .await,
+        "create event",
+    );
+
+    // Leader election only in its own namespace.
+    let lease: Lease = from_json(
+        json!({"metadata": {"name": "catalogsync-controller"}, "spec": {"holderIdentity": "a"}}),
+    );
+    let pp = PostParams::default();
+    assert_allowed(
+        Api::<Lease>::namespaced(ctl.clone(), SYSTEM_NS)
+            .create(&pp, &lease)
+            .await,
+        "create lease in catalogsync-system",
+    );
+    assert_forbidden(
+        Api::<Lease>::namespaced(ctl.clone(), &ns)
+            .create(&pp, &lease)
+            .await,
+        "create lease elsewhere",
+    );
+
+    // Nothing outside its job.
+    assert_forbidden(
+        Api::<Namespace>::all(ctl.clone())
+            .delete(&ns, &DeleteParams::default())
+            .await,
+        "delete namespace",
+    );
+    let pod: Pod = from_json(
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+    );
+    assert_forbidden(
+        Api::<Pod>::namespaced(ctl.clone(), &ns)
+            .create(&pp, &pod)
+            .await,
+        "create pod",
+    );
+    let crb: ClusterRoleBinding = from_json(json!({
+        "metadata": {"name": "catalogsync-escalate"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "catalogsync-controller", "namespace": SYSTEM_NS}]
+    }));
+    assert_forbidden(
+        Api::<ClusterRoleBinding>::all(ctl.clone())
+            .create(&pp, &crb)
+            .await,
+        "create clusterrolebinding",
+    );
+}
