@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 export CATALOGSYNC_CACHE ?= $(HOME)/.cache/catalogsync
 
-.PHONY: setup test demo crds lint bench
+.PHONY: setup test demo crds lint bench bench-smoke
 
 ## setup: build/cache kube-apiserver + etcd, create the SCIM venv, build the binary
 setup:
@@ -24,6 +24,20 @@ demo: setup
 ## crds: regenerate crds/ and deploy/crds.yaml from the Rust types
 crds:
 	cargo run --locked -q -- crds --out-dir crds
+
+## bench: the sync engine benchmark (release build, 1,000/10,000/100,000 accounts per side,
+## about 40 minutes on 2 cores); figures and how to read them in docs/benchmarks.md.
+## BENCH_ARGS passes options, e.g. BENCH_ARGS="--sizes 10000 --shapes steady --runs 5".
+bench:
+	@hack/scim/setup.sh >/dev/null
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo bench --locked --bench sync -- \
+		--json target/bench/sync.json $(BENCH_ARGS)
+
+## bench-smoke: the same harness at 200 accounts, one run per shape (about a minute)
+bench-smoke:
+	@hack/scim/setup.sh >/dev/null
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo bench --locked --bench sync -- \
+		--sizes 200 --runs 1 $(BENCH_ARGS)
 
 lint:
 	cargo fmt --check
