@@ -36,7 +36,10 @@ use scim_server::ScimServer;
 const MEMBERS_PER_PATCH: usize = 10_000;
 
 #[derive(Parser, Debug)]
-#[command(about = "Benchmarks the sync engine against a real SCIM server")]
+#[command(
+    about = "Benchmarks the sync engine against a real SCIM server",
+    args_override_self = true
+)]
 struct Args {
     /// Accounts on each side (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
@@ -53,6 +56,14 @@ struct Args {
     /// SyncPolicy parallelism.
     #[arg(long, default_value_t = 8)]
     parallelism: u32,
+    /// The catalogsync binary to run (default: the one cargo built with this benchmark),
+    /// e.g. a `--profile profiling` build to profile.
+    #[arg(long)]
+    engine: Option<PathBuf>,
+    /// A command to run the engine under (split on spaces), e.g.
+    /// "perf record -e cpu-clock -g -o /tmp/perf.data --". CPU and RSS are then the wrapper's.
+    #[arg(long)]
+    wrap: Option<String>,
     /// Also write every measurement as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -156,7 +167,17 @@ async fn run(args: Args) -> Result<()> {
         } else {
             args.runs
         };
-        let world = World::new(cp, n, args.parallelism).await?;
+        let engine = match &args.engine {
+            Some(p) => p.clone(),
+            None => PathBuf::from(env!("CARGO_BIN_EXE_catalogsync")),
+        };
+        let mut command: Vec<String> = args
+            .wrap
+            .as_deref()
+            .map(|w| w.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        command.push(engine.display().to_string());
+        let world = World::new(cp, n, args.parallelism, command).await?;
         for &shape in &args.shapes {
             let m = world.measure(shape, runs.max(1)).await?;
             eprintln!("{}", row(&m));
@@ -195,10 +216,17 @@ struct World {
     app_attrs: String,
     run_seq: std::sync::atomic::AtomicU32,
     logs: PathBuf,
+    /// The engine's command line before `sync --run …`.
+    command: Vec<String>,
 }
 
 impl World {
-    async fn new(cp: &'static ControlPlane, n: usize, parallelism: u32) -> Result<World> {
+    async fn new(
+        cp: &'static ControlPlane,
+        n: usize,
+        parallelism: u32,
+        command: Vec<String>,
+    ) -> Result<World> {
         let server = ScimServer::start(&["idp", "app"]);
         let seeding = Instant::now();
         let domain_ids = server.seed_users("idp", "user", n).await;
@@ -279,6 +307,7 @@ impl World {
             app_attrs: with_id(rules.app_attributes()),
             run_seq: Default::default(),
             logs,
+            command,
             server,
         })
     }
@@ -391,8 +420,9 @@ impl World {
         )
         .await?;
         let log = self.logs.join(format!("{}-{name}.log", self.ns));
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_catalogsync"));
-        cmd.args(["sync", "--run", &format!("{}/{name}", self.ns)])
+        let mut cmd = std::process::Command::new(&self.command[0]);
+        cmd.args(&self.command[1..])
+            .args(["sync", "--run", &format!("{}/{name}", self.ns)])
             .env("KUBECONFIG", self.cp.kubeconfig_path())
             .env("RUST_LOG", "info")
             .env_remove("CATALOGSYNC_DOMAIN_TOKEN")
