@@ -159,6 +159,19 @@ async fn run(args: Args) -> Result<()> {
     }
     let machine = machine();
     eprintln!("{machine}");
+    // A private copy, taken at once: a shared CARGO_TARGET_DIR lets another checkout's build
+    // replace target/release/catalogsync while the benchmark runs.
+    let engine = {
+        let built = match &args.engine {
+            Some(p) => p.clone(),
+            None => PathBuf::from(env!("CARGO_BIN_EXE_catalogsync")),
+        };
+        let dir = std::env::temp_dir().join(format!("catalogsync-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let copy = dir.join("catalogsync");
+        std::fs::copy(&built, &copy).with_context(|| format!("copying {}", built.display()))?;
+        copy
+    };
     let cp = control_plane().await;
     let mut all = Vec::new();
     for &n in &args.sizes {
@@ -167,10 +180,7 @@ async fn run(args: Args) -> Result<()> {
         } else {
             args.runs
         };
-        let engine = match &args.engine {
-            Some(p) => p.clone(),
-            None => PathBuf::from(env!("CARGO_BIN_EXE_catalogsync")),
-        };
+        let engine = engine.clone();
         let mut command: Vec<String> = args
             .wrap
             .as_deref()
