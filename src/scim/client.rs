@@ -895,20 +895,33 @@ impl ScimClient {
             Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let group: Value = resp.json(&format!("GET {path}"))?;
+        // Typed, not a `Value`: a 100,000-member group as a `Value` is 100,000 maps,
+        // tens of megabytes for a moment, where only the ids are needed.
+        #[derive(Deserialize)]
+        struct Member {
+            value: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Meta {
+            version: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct GroupMembers {
+            #[serde(default)]
+            members: Option<Vec<Member>>,
+            meta: Option<Meta>,
+        }
+        let group: GroupMembers = resp.json(&format!("GET {path}"))?;
         let members = group
-            .get("members")
-            .and_then(Value::as_array)
-            .map(|ms| {
-                ms.iter()
-                    .filter_map(|m| m.get("value").and_then(Value::as_str).map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .members
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.value)
+            .collect();
         let version = resp
             .etag
             .clone()
-            .or_else(|| crate::scim::model::resource_version(&group).map(str::to_string));
+            .or_else(|| group.meta.and_then(|m| m.version));
         Ok(Some((members, version)))
     }
 
