@@ -5,7 +5,9 @@
 //! set of requests the sync needs, sent by a minimal client at the same concurrency.
 //!
 //! `make bench` runs it (see docs/benchmarks.md); `make bench-smoke` is a tiny run.
-//! It is a plain `main` (`harness = false`), never part of `cargo test`.
+//! It is a plain `main` (`harness = false`). Under `cargo test --all-targets` (no `--bench`
+//! argument) it only makes a smoke run at 100 accounts that checks the engine's results and
+//! its request counts against the minimum, without timing anything.
 
 #[allow(dead_code)]
 #[path = "../tests/integration/harness.rs"]
@@ -151,11 +153,15 @@ fn main() -> Result<()> {
     rt.block_on(run(args))
 }
 
-async fn run(args: Args) -> Result<()> {
-    if !args.bench {
-        // `cargo test --all-targets` runs this binary without `--bench`: stay out of tests.
-        eprintln!("the sync benchmark runs with `make bench` (cargo bench --bench sync)");
-        return Ok(());
+async fn run(mut args: Args) -> Result<()> {
+    let smoke = !args.bench;
+    if smoke {
+        // `cargo test --all-targets` runs this binary without `--bench`: a smoke run of the
+        // harness at 100 accounts that checks correctness and request counts, no timings.
+        eprintln!("smoke run; the benchmark itself runs with `make bench`");
+        args.sizes = vec![100];
+        args.runs = 1;
+        args.json = None;
     }
     let machine = machine();
     eprintln!("{machine}");
@@ -201,6 +207,24 @@ async fn run(args: Args) -> Result<()> {
         writeln!(out, "{}", row(m))?;
     }
     println!("{out}");
+    if smoke {
+        // Steady state must cost exactly the minimum: no per-account request.
+        let failed: Vec<String> = all
+            .iter()
+            .filter(|m| {
+                m.engine.iter().zip(&m.lower_bound).any(|(e, l)| {
+                    e.domain.requests != l.domain.requests || e.app.requests != l.app.requests
+                })
+            })
+            .map(|m| format!("{:?} at {} accounts", m.shape, m.accounts))
+            .collect();
+        println!(
+            "sync benchmark smoke: {} passed, {} failed",
+            all.len() - failed.len(),
+            failed.len()
+        );
+        ensure!(failed.is_empty(), "requests above the minimum: {failed:?}");
+    }
     if let Some(path) = &args.json {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
