@@ -26,7 +26,7 @@ crds:
 	cargo run --locked -q -- crds --out-dir crds
 
 ## bench: the sync engine benchmark (release build, 1,000/10,000/100,000 accounts per side,
-## about 40 minutes on 2 cores); figures and how to read them in docs/benchmarks.md.
+## about 35 minutes on 2 cores plus the build); figures and how to read them in docs/benchmarks.md.
 ## BENCH_ARGS passes options, e.g. BENCH_ARGS="--sizes 10000 --shapes steady --runs 5".
 bench:
 	@hack/scim/setup.sh >/dev/null
