@@ -4,7 +4,7 @@
 
 SHELL := /bin/bash
 
-.PHONY: setup test demo crds lint bench
+.PHONY: setup test demo crds lint bench bench-smoke
 
 ## setup: build/cache kube-apiserver + etcd, create the SCIM venv, build the binary
 setup:
@@ -26,6 +26,20 @@ crds:
 	cargo run --locked -q -- crds --out-dir crds
 	cargo run --locked -q -- crds > deploy/crds.yaml
 	cargo run --locked -q -- api-docs > docs/api.md
+
+## bench: the sync engine benchmark (release build, 1,000/10,000/100,000 accounts per side,
+## about 35 minutes on 2 cores plus the build); figures and how to read them in docs/benchmarks.md.
+## BENCH_ARGS passes options, e.g. BENCH_ARGS="--sizes 10000 --shapes steady --runs 5".
+bench:
+	@hack/scim/setup.sh >/dev/null
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo bench --locked --bench sync -- \
+		--json target/bench/sync.json $(BENCH_ARGS)
+
+## bench-smoke: the same harness at 200 accounts, one run per shape (about a minute)
+bench-smoke:
+	@hack/scim/setup.sh >/dev/null
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo bench --locked --bench sync -- \
+		--sizes 200 --runs 1 $(BENCH_ARGS)
 
 lint:
 	cargo fmt --check

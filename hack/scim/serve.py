@@ -27,6 +27,9 @@ Seeding many resources without one HTTP request per resource:
   users ``prefix000000..`` with name and a primary work email server-side.
   Answers ``{"created": n, "seconds": s}``; ``"returnIds": true`` adds the ids.
 * ``POST /_admin/<tenant>/reset`` empties the tenant.
+* ``POST /_admin/<tenant>/stats`` answers the tenant's SCIM requests so far by
+  method, ``{"requests": {"GET": n, ...}, "total": n}``; ``{"reset": true}``
+  zeroes the counters after reading them.
 The admin endpoints take the tenant's own credentials.
 
 ``--no-bulk TENANT`` / ``--no-etag TENANT`` take a capability away from a
@@ -153,6 +156,21 @@ class Tenant:
         self.name = name
         self.storage = storage
         self.app = app
+        # SCIM requests answered, by method: the benchmarks count a client's requests here,
+        # independently of the client's own counters.
+        self.requests: dict[str, int] = {}
+        self.requests_lock = threading.Lock()
+
+    def count(self, method: str) -> None:
+        with self.requests_lock:
+            self.requests[method] = self.requests.get(method, 0) + 1
+
+    def stats(self, reset: bool) -> dict[str, Any]:
+        with self.requests_lock:
+            counts = dict(self.requests)
+            if reset:
+                self.requests = {}
+        return {"requests": counts, "total": sum(counts.values())}
 
     def resource_type(self, name: str):
         return self.app.service.get_resource_type(name)
@@ -244,6 +262,8 @@ class Server:
             return self.token(environ, start_response, parts[0])
         # /<tenant>/scim/v2/...: mount the tenant's app at /<tenant>/scim, so that
         # scim2-server (which strips an optional /v2) builds meta.location URLs there.
+        if parts[0] in self.tenants:
+            self.tenants[parts[0]].count(environ.get("REQUEST_METHOD", ""))
         if len(parts) >= 2 and parts[1] == "scim" and parts[0] in self.tenants:
             environ["SCRIPT_NAME"] = f"{environ.get('SCRIPT_NAME', '')}/{parts[0]}/scim"
             environ["PATH_INFO"] = "/" + "/".join(parts[2:])
@@ -265,6 +285,9 @@ class Server:
             except Exception as exc:  # a bad seed is the caller's error; say why
                 return json_response(start_response, HTTPStatus.BAD_REQUEST, {"detail": str(exc)})
             return json_response(start_response, HTTPStatus.OK, result)
+        if action == "stats":
+            body = json.loads(read_body(environ) or b"{}")
+            return json_response(start_response, HTTPStatus.OK, tenant.stats(bool(body.get("reset"))))
         if action == "reset":
             tenant.reset()
             return json_response(start_response, HTTPStatus.OK, {"reset": True})

@@ -4,8 +4,8 @@
 use crate::scim::auth::{Auth, Authenticator};
 use crate::scim::error::{ErrorKind, Result, ScimError};
 use crate::scim::model::{
-    BULK_REQUEST_SCHEMA, Capabilities, ErrorResponse, GROUPS, ListResponse, PatchOp,
-    PatchOperation, ServiceProviderConfig, resource_id,
+    BULK_REQUEST_SCHEMA, Capabilities, ErrorResponse, GROUPS, ListResponse, PATCH_OP_SCHEMA,
+    PatchOp, PatchOpKind, PatchOperation, ServiceProviderConfig, resource_id,
 };
 use crate::scim::retry::{RetryPolicy, parse_retry_after};
 use futures::{Stream, StreamExt, TryStreamExt, stream};
@@ -421,6 +421,40 @@ fn retryable_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
 }
 
+/// The PatchOp that adds `ids` to `members`, `per_op` values per operation, serialized
+/// straight from the ids: as a `Value` every `{"value": id}` is a map of its own, tens of
+/// megabytes for a moment per 10,000-value request.
+fn members_add_body(ids: &[&str], per_op: usize) -> Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct Member<'a> {
+        value: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Op<'a> {
+        op: PatchOpKind,
+        path: &'static str,
+        value: Vec<Member<'a>>,
+    }
+    #[derive(Serialize)]
+    struct Body<'a> {
+        schemas: [&'static str; 1],
+        #[serde(rename = "Operations")]
+        operations: Vec<Op<'a>>,
+    }
+    let body = Body {
+        schemas: [PATCH_OP_SCHEMA],
+        operations: ids
+            .chunks(per_op)
+            .map(|c| Op {
+                op: PatchOpKind::Add,
+                path: "members",
+                value: c.iter().map(|id| Member { value: id }).collect(),
+            })
+            .collect(),
+    };
+    serde_json::to_vec(&body).map_err(|e| ScimError::Config(format!("membership PATCH: {e}")))
+}
+
 fn unique_ids(ids: &[String]) -> Vec<&str> {
     let mut seen = HashSet::new();
     ids.iter()
@@ -536,11 +570,24 @@ impl ScimClient {
         body: Option<&Value>,
         if_match: Option<&str>,
     ) -> Result<RawResponse> {
-        let url = format!("{}{}", self.inner.base, path);
         let payload = body
             .map(serde_json::to_vec)
             .transpose()
             .map_err(|e| ScimError::Config(format!("request body of {method} {path}: {e}")))?;
+        self.send_bytes(method, path, query, payload, if_match)
+            .await
+    }
+
+    /// [`Self::send`] with a body already serialized.
+    async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        payload: Option<Vec<u8>>,
+        if_match: Option<&str>,
+    ) -> Result<RawResponse> {
+        let url = format!("{}{}", self.inner.base, path);
         let policy = &self.inner.opts.retry;
         let mut oauth_refreshed = false;
         let mut attempt: u32 = 0;
@@ -895,20 +942,33 @@ impl ScimClient {
             Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let group: Value = resp.json(&format!("GET {path}"))?;
+        // Typed, not a `Value`: a 100,000-member group as a `Value` is 100,000 maps,
+        // tens of megabytes for a moment, where only the ids are needed.
+        #[derive(Deserialize)]
+        struct Member {
+            value: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Meta {
+            version: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct GroupMembers {
+            #[serde(default)]
+            members: Option<Vec<Member>>,
+            meta: Option<Meta>,
+        }
+        let group: GroupMembers = resp.json(&format!("GET {path}"))?;
         let members = group
-            .get("members")
-            .and_then(Value::as_array)
-            .map(|ms| {
-                ms.iter()
-                    .filter_map(|m| m.get("value").and_then(Value::as_str).map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .members
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.value)
+            .collect();
         let version = resp
             .etag
             .clone()
-            .or_else(|| crate::scim::model::resource_version(&group).map(str::to_string));
+            .or_else(|| group.meta.and_then(|m| m.version));
         Ok(Some((members, version)))
     }
 
@@ -918,16 +978,14 @@ impl ScimClient {
     pub async fn add_members(&self, group_id: &str, member_ids: &[String]) -> Result<usize> {
         let ids = unique_ids(member_ids);
         let opts = &self.inner.opts;
-        let ops: Vec<PatchOperation> = ids
-            .chunks(opts.member_values_per_operation)
-            .map(|chunk| {
-                let values: Vec<Value> = chunk.iter().map(|id| json!({"value": id})).collect();
-                PatchOp::add("members", Value::Array(values))
-            })
-            .collect();
+        let per_op = opts.member_values_per_operation.max(1);
+        let per_request = per_op * opts.member_operations_per_request.max(1);
+        let path = Self::resource_path(GROUPS, group_id);
         let mut requests = 0;
-        for batch in ops.chunks(opts.member_operations_per_request) {
-            self.patch(GROUPS, group_id, &PatchOp::new(batch.to_vec()), None)
+        for chunk in ids.chunks(per_request) {
+            let body = members_add_body(chunk, per_op)?;
+            // The answer (204, or the whole group on some servers) is not needed.
+            self.send_bytes(Method::PATCH, &path, &[], Some(body), None)
                 .await?;
             requests += 1;
         }
@@ -1155,6 +1213,18 @@ impl ScimClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn membership_body_is_the_patchop() {
+        let body: Value =
+            serde_json::from_slice(&members_add_body(&["a", "b", "c"], 2).unwrap()).unwrap();
+        let expected = serde_json::to_value(PatchOp::new(vec![
+            PatchOp::add("members", json!([{"value": "a"}, {"value": "b"}])),
+            PatchOp::add("members", json!([{"value": "c"}])),
+        ]))
+        .unwrap();
+        assert_eq!(body, expected);
+    }
 
     #[test]
     fn ids_are_path_encoded() {
