@@ -243,6 +243,8 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
         async move { stopped(&mut rx).await }
     };
     let wc = watcher::Config::default();
+    // CatalogApps reconciled at once (each may hold two SCIM connections).
+    const APP_RECONCILE_CONCURRENCY: u16 = 16;
 
     // IdentityDomain: re-test when a referenced Secret changes.
     let domains = Controller::new(scoped::<IdentityDomain>(&client, &ns), wc.clone());
@@ -277,9 +279,13 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
     // CatalogApp: its runs (by spec.appRef, so hand-made runs count too), its
     // Secrets, its domain and its policy.
     // Runs report progress every second or two; a short debounce folds a burst of
-    // them into one reconcile (and one status write).
+    // them into one reconcile (and one status write). Each reconcile probes SCIM
+    // providers: bounding concurrent reconciles keeps a thousand apps from opening
+    // thousands of connections to one provider at once (which it refuses).
     let apps = Controller::new(scoped::<CatalogApp>(&client, &ns), wc.clone()).with_config(
-        kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)),
+        kube::runtime::controller::Config::default()
+            .debounce(Duration::from_millis(500))
+            .concurrency(APP_RECONCILE_CONCURRENCY),
     );
     let app_store = apps.store();
     let (s1, s2, s3) = (app_store.clone(), app_store.clone(), app_store);
