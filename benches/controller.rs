@@ -14,10 +14,10 @@
 //! `cargo test --all-targets` (no `--bench` argument) it makes a smoke run at 20 apps with a
 //! 5 s quiet window that fails unless every app is Ready and the quiet window has no write.
 
+mod common;
 #[allow(dead_code)]
 #[path = "../tests/integration/harness.rs"]
 mod harness;
-#[allow(dead_code)]
 #[path = "../tests/integration/scim_server.rs"]
 mod scim_server;
 
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use catalogsync::api::{CatalogApp, IdentityDomain, SyncPolicy, SyncRun};
-use catalogsync::conditions::is_true;
+use catalogsync::conditions::{find, is_true};
 use clap::Parser;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::batch::v1::Job;
@@ -36,8 +36,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
+use common::{create, loadavg, machine, tv, wait4};
 use harness::control_plane;
 use scim_server::ScimServer;
 
@@ -97,12 +98,9 @@ struct Measurement {
     load_after: String,
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(run(args))
+#[tokio::main]
+async fn main() -> Result<()> {
+    run(Args::parse()).await
 }
 
 async fn run(mut args: Args) -> Result<()> {
@@ -237,8 +235,19 @@ async fn run(mut args: Args) -> Result<()> {
             break started.elapsed().as_secs_f64();
         }
         if ready != last_ready {
+            // Why the others are not Ready: the Ready condition's reasons, counted.
+            let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+            for a in &list.items {
+                let c = a.status.as_ref().and_then(|s| find(&s.conditions, "Ready"));
+                if c.is_none_or(|c| c.status != "True") {
+                    let r = c.map_or("no status".to_string(), |c| {
+                        format!("{} {}", c.status, c.reason)
+                    });
+                    *reasons.entry(r).or_default() += 1;
+                }
+            }
             eprintln!(
-                "{:6.2}s: {ready}/{} Ready",
+                "{:6.2}s: {ready}/{} Ready; others {reasons:?}",
                 started.elapsed().as_secs_f64(),
                 args.apps
             );
@@ -322,22 +331,6 @@ async fn run(mut args: Args) -> Result<()> {
         println!("controller benchmark smoke: passed");
     }
     Ok(())
-}
-
-async fn create<K>(client: &Client, ns: &str, mut v: Value) -> Result<K>
-where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    v["apiVersion"] = json!(K::api_version(&()));
-    v["kind"] = json!(K::kind(&()));
-    let obj: K = serde_json::from_value(v)?;
-    Ok(Api::<K>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &obj)
-        .await?)
 }
 
 /// `kind/name` → resourceVersion of every object the controller reads or writes in the
@@ -499,61 +492,6 @@ fn table(m: &Measurement) -> String {
         ));
     }
     out
-}
-
-/// Waits for `pid` and returns its exit code and its own resource usage.
-fn wait4(pid: libc::pid_t) -> Result<(i32, libc::rusage)> {
-    let mut status = 0;
-    // SAFETY: rusage is plain old data; wait4 fills it for our own child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    if r != pid {
-        bail!("wait4: {}", std::io::Error::last_os_error());
-    }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    Ok((code, ru))
-}
-
-fn tv(t: libc::timeval) -> f64 {
-    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-/// nproc, CPU model, memory and load, for the figures' provenance.
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal"))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
-        })
-        .and_then(|kib| kib.parse::<f64>().ok())
-        .map(|kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0))
-        .unwrap_or_default();
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!(
-        "machine: {nproc} CPUs ({cpu}), {mem} memory, load average {} at start",
-        loadavg()
-    )
 }
 
 #[cfg(test)]
