@@ -4,7 +4,7 @@
 
 SHELL := /bin/bash
 
-.PHONY: setup test demo crds lint bench bench-smoke
+.PHONY: setup test demo crds lint bench bench-smoke bench-controller
 
 ## setup: build/cache kube-apiserver + etcd, create the SCIM venv, build the binary
 setup:
@@ -34,6 +34,14 @@ bench:
 	@hack/scim/setup.sh >/dev/null
 	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo bench --locked --bench sync -- \
 		--json target/bench/sync.json $(BENCH_ARGS)
+
+## bench-controller: the controller benchmark (release build): 1,000 CatalogApps with their
+## SyncPolicies to Ready, reconcile latency, writes in a quiet minute, peak RSS and CPU
+## (a few minutes plus the build). CONTROLLER_BENCH_ARGS passes options, e.g. "--apps 200 --quiet-seconds 10".
+bench-controller:
+	@hack/scim/setup.sh >/dev/null
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo bench --locked --bench controller -- \
+		--json target/bench/controller.json $(CONTROLLER_BENCH_ARGS)
 
 ## bench-smoke: the same harness at 200 accounts, one run per shape (about a minute)
 bench-smoke:

@@ -9,6 +9,7 @@
 //! argument) it only makes a smoke run at 100 accounts that checks the engine's results and
 //! its request counts against the minimum, without timing anything.
 
+mod common;
 #[allow(dead_code)]
 #[path = "../tests/integration/harness.rs"]
 mod harness;
@@ -30,6 +31,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
+use common::{create, loadavg, machine, tv, wait4};
 use harness::{ControlPlane, control_plane};
 use scim_server::ScimServer;
 
@@ -287,7 +289,7 @@ impl World {
             secrets.create(&PostParams::default(), &s).await?;
         }
         create::<IdentityDomain>(
-            cp,
+            &cp.admin_client(),
             &ns,
             json!({"metadata": {"name": "corp"}, "spec": {
                 "url": server.base_url("idp"),
@@ -296,7 +298,7 @@ impl World {
         )
         .await?;
         let policy: SyncPolicy = create(
-            cp,
+            &cp.admin_client(),
             &ns,
             json!({"metadata": {"name": "default"}, "spec": {
                 "matching": [
@@ -308,7 +310,7 @@ impl World {
         )
         .await?;
         let app: CatalogApp = create(
-            cp,
+            &cp.admin_client(),
             &ns,
             json!({"metadata": {"name": "app"}, "spec": {
                 "identityDomainRef": {"name": "corp"},
@@ -447,8 +449,7 @@ impl World {
             .run_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("run-{seq}");
-        create::<SyncRun>(
-            self.cp,
+        create::<SyncRun>(&self.cp.admin_client(),
             &self.ns,
             json!({"metadata": {"name": name}, "spec": {"appRef": {"name": "app"}, "mode": "Apply"}}),
         )
@@ -627,43 +628,6 @@ impl World {
     }
 }
 
-async fn create<K>(cp: &ControlPlane, ns: &str, mut v: Value) -> Result<K>
-where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    v["apiVersion"] = json!(K::api_version(&()));
-    v["kind"] = json!(K::kind(&()));
-    let obj: K = serde_json::from_value(v)?;
-    Ok(Api::<K>::namespaced(cp.admin_client(), ns)
-        .create(&PostParams::default(), &obj)
-        .await?)
-}
-
-/// Waits for `pid` and returns its exit code and its own resource usage.
-fn wait4(pid: libc::pid_t) -> Result<(i32, libc::rusage)> {
-    let mut status = 0;
-    // SAFETY: rusage is plain old data; wait4 fills it for our own child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    if r != pid {
-        bail!("wait4: {}", std::io::Error::last_os_error());
-    }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    Ok((code, ru))
-}
-
-fn tv(t: libc::timeval) -> f64 {
-    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -697,39 +661,5 @@ fn row(m: &Measurement) -> String {
         e.app.brief(),
         l.app.brief(),
         m.engine.len(),
-    )
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-/// nproc, CPU model, memory and load, for the figures' provenance.
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal"))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
-        })
-        .and_then(|kib| kib.parse::<f64>().ok())
-        .map(|kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0))
-        .unwrap_or_default();
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!(
-        "machine: {nproc} CPUs ({cpu}), {mem} memory, load average {} at start",
-        loadavg()
     )
 }
