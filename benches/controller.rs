@@ -34,11 +34,11 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use common::{create, loadavg, machine, tv, wait4};
+use common::{create, loadavg, machine, token_secrets, tv, wait4};
 use harness::control_plane;
 use scim_server::ScimServer;
 
@@ -135,14 +135,7 @@ async fn run(mut args: Args) -> Result<()> {
 
     // Apply: Secrets, the IdentityDomain, then N SyncPolicies and N CatalogApps.
     let applying = Instant::now();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    for (name, tenant) in [("idp-token", "idp"), ("app-token", "app")] {
-        let s: Secret = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "stringData": {"token": server.token(tenant)}
-        }))?;
-        secrets.create(&PostParams::default(), &s).await?;
-    }
+    token_secrets(&client, &ns, |t| server.token(t)).await?;
     create::<IdentityDomain>(
         &client,
         &ns,

@@ -27,11 +27,10 @@ use catalogsync::api::{
 };
 use catalogsync::sync::extract::Rules;
 use clap::Parser;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 
-use common::{create, loadavg, machine, tv, wait4};
+use common::{create, loadavg, machine, token_secrets, tv, wait4};
 use harness::{ControlPlane, control_plane};
 use scim_server::ScimServer;
 
@@ -280,14 +279,7 @@ impl World {
         );
         let ns = cp.new_namespace(&format!("bench-{n}")).await;
         let admin = cp.admin_client();
-        let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-        for (name, tenant) in [("idp-token", "idp"), ("app-token", "app")] {
-            let s: Secret = serde_json::from_value(json!({
-                "metadata": {"name": name},
-                "stringData": {"token": server.token(tenant)}
-            }))?;
-            secrets.create(&PostParams::default(), &s).await?;
-        }
+        token_secrets(&admin, &ns, |t| server.token(t)).await?;
         create::<IdentityDomain>(
             &cp.admin_client(),
             &ns,

@@ -23,6 +23,24 @@ where
         .await?)
 }
 
+/// Creates the two bearer-token Secrets the benchmarks' IdentityDomain and apps refer to
+/// (`idp-token`, `app-token`, key `token`), with `token(tenant)` as their value.
+pub async fn token_secrets(
+    client: &Client,
+    ns: &str,
+    token: impl Fn(&str) -> String,
+) -> Result<()> {
+    for (name, tenant) in [("idp-token", "idp"), ("app-token", "app")] {
+        create::<k8s_openapi::api::core::v1::Secret>(
+            client,
+            ns,
+            json!({"metadata": {"name": name}, "stringData": {"token": token(tenant)}}),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Waits for `pid` and returns its exit code and its own resource usage.
 pub fn wait4(pid: libc::pid_t) -> Result<(i32, libc::rusage)> {
     let mut status = 0;
