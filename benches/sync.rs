@@ -35,7 +35,7 @@ use harness::{ControlPlane, control_plane};
 use scim_server::ScimServer;
 
 /// Member values per PATCH in the lower bound: what one `ScimClient::add_members` request
-/// carries (1,000 values per operation × 10 operations), the client's batching unit.
+/// carries (one operation of 10,000 values), the client's batching unit.
 const MEMBERS_PER_PATCH: usize = 10_000;
 
 #[derive(Parser, Debug)]

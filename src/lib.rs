@@ -20,6 +20,7 @@ pub mod mapping;
 pub mod matching;
 pub mod metrics;
 pub mod plan;
+pub mod records;
 pub mod schedule;
 pub mod scim;
 pub mod status;

@@ -1,22 +1,47 @@
 //! Matching rules: which identity-domain user owns each app account. Pure and in memory:
-//! the inputs are compact structs whose values were already extracted from the SCIM
-//! documents (one list of values per rule), so a run of 100,000 accounts keeps only
-//! a few strings per object.
+//! the inputs are the two sides' [`Records`], whose values were already extracted from
+//! the SCIM documents (one list of values per rule), and the index over the users holds
+//! no strings of its own: 8 bytes per value and per id.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use crate::records::Records;
 
 /// Normalizes a value for comparison: surrounding whitespace never matters, case only
-/// when the rule says so.
+/// when the rule says so. Case folds character by character, as the index compares.
 pub fn normalize(value: &str, case_sensitive: bool) -> String {
+    let mut out = String::new();
+    normalize_into(value, case_sensitive, &mut out);
+    out
+}
+
+fn normalize_into(value: &str, case_sensitive: bool, out: &mut String) {
+    out.clear();
     let v = value.trim();
     if case_sensitive {
-        v.to_string()
+        out.push_str(v);
+    } else if v.is_ascii() {
+        out.extend(v.chars().map(|c| c.to_ascii_lowercase()));
     } else {
-        v.to_lowercase()
+        out.extend(v.chars().flat_map(char::to_lowercase));
     }
 }
 
-/// An identity-domain user as matching needs it.
+/// Whether two raw values are equal once normalized, without building either.
+fn same(a: &str, b: &str, case_sensitive: bool) -> bool {
+    let (a, b) = (a.trim(), b.trim());
+    if case_sensitive {
+        a == b
+    } else if a.is_ascii() && b.is_ascii() {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a.chars()
+            .flat_map(char::to_lowercase)
+            .eq(b.chars().flat_map(char::to_lowercase))
+    }
+}
+
+/// An identity-domain user as listing extracts it, before it joins the side's [`Records`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DomainUser {
     /// SCIM id.
@@ -27,7 +52,7 @@ pub struct DomainUser {
     pub keys: Vec<Vec<String>>,
 }
 
-/// An app account as matching and the plan need it.
+/// An app account as listing extracts it, before it joins the side's [`Records`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AppAccount {
     /// SCIM id in the app.
@@ -43,59 +68,109 @@ pub struct AppAccount {
     pub attrs: Vec<String>,
 }
 
-/// An in-memory index of the domain users: for each rule, normalized value → users.
-pub struct Index {
-    case_sensitive: Vec<bool>,
-    by_rule: Vec<HashMap<String, Vec<u32>>>,
-    by_id: HashMap<String, u32>,
+/// (hash of a normalized value, user) pairs sorted by hash: a multimap in 8 bytes per
+/// value. A lookup binary-searches the hash and compares the users' own values, so a
+/// hash collision costs a comparison, never a wrong match. Owned keys and a `Vec` per
+/// key cost ~120 bytes per value at 100,000 users.
+#[derive(Debug, Default)]
+struct HashIndex(Vec<(u32, u32)>);
+
+impl HashIndex {
+    fn build(mut entries: Vec<(u32, u32)>) -> Self {
+        entries.sort_unstable();
+        // A user listing the same value twice (two equal emails) is one candidate.
+        entries.dedup();
+        entries.shrink_to_fit();
+        HashIndex(entries)
+    }
+
+    fn users_with(&self, hash: u32) -> impl Iterator<Item = u32> + '_ {
+        let from = self.0.partition_point(|&(h, _)| h < hash);
+        self.0[from..]
+            .iter()
+            .take_while(move |&&(h, _)| h == hash)
+            .map(|&(_, u)| u)
+    }
 }
 
-impl Index {
+/// An in-memory index of the domain users: for each rule, normalized value → users, and
+/// id → user.
+pub struct Index<'a> {
+    users: &'a Records,
+    case_sensitive: Vec<bool>,
+    /// Keyed per run: values come from the app, and a predictable hash would let them
+    /// pile onto one slot.
+    hasher: std::collections::hash_map::RandomState,
+    by_rule: Vec<HashIndex>,
+    by_id: HashIndex,
+}
+
+impl<'a> Index<'a> {
     /// Builds the index; `case_sensitive[i]` is rule i's setting.
-    pub fn build(users: &[DomainUser], case_sensitive: &[bool]) -> Self {
-        let mut by_rule: Vec<HashMap<String, Vec<u32>>> =
-            vec![HashMap::new(); case_sensitive.len()];
-        let mut by_id = HashMap::with_capacity(users.len());
-        for (i, u) in users.iter().enumerate() {
-            let i = i as u32;
-            by_id.insert(u.id.clone(), i);
-            for (rule, map) in by_rule.iter_mut().enumerate() {
-                for v in u.keys.get(rule).into_iter().flatten() {
-                    let k = normalize(v, case_sensitive[rule]);
-                    if k.is_empty() {
-                        continue;
-                    }
-                    let slot = map.entry(k).or_default();
-                    // A user listing the same value twice (two equal emails) is one candidate.
-                    if slot.last() != Some(&i) {
-                        slot.push(i);
+    pub fn build(users: &'a Records, case_sensitive: &[bool]) -> Self {
+        let mut index = Index {
+            users,
+            case_sensitive: case_sensitive.to_vec(),
+            hasher: Default::default(),
+            by_rule: Vec::new(),
+            by_id: HashIndex::default(),
+        };
+        let mut scratch = String::new();
+        for (rule, &cs) in case_sensitive.iter().enumerate() {
+            let mut entries = Vec::new();
+            for u in users.iter() {
+                for v in u.keys(rule) {
+                    normalize_into(v, cs, &mut scratch);
+                    if !scratch.is_empty() {
+                        entries.push((index.hash(&scratch), u.index()));
                     }
                 }
             }
+            index.by_rule.push(HashIndex::build(entries));
         }
-        Index {
-            case_sensitive: case_sensitive.to_vec(),
-            by_rule,
-            by_id,
-        }
+        index.by_id = HashIndex::build(
+            users
+                .iter()
+                .map(|u| (index.hash(u.id()), u.index()))
+                .collect(),
+        );
+        index
+    }
+
+    fn hash(&self, normalized: &str) -> u32 {
+        // The high half: SipHash's bits are uniform, any 32 of them do.
+        (self.hasher.hash_one(normalized) >> 32) as u32
+    }
+
+    /// The users this index was built over.
+    pub fn users(&self) -> &'a Records {
+        self.users
     }
 
     /// The user with this SCIM id.
     pub fn user_by_id(&self, id: &str) -> Option<u32> {
-        self.by_id.get(id).copied()
+        self.by_id
+            .users_with(self.hash(id))
+            .find(|&u| self.users.get(u).id() == id)
     }
 
     /// The users rule `rule` finds for these account values (sorted, deduplicated).
-    pub fn candidates(&self, rule: usize, values: &[String]) -> Vec<u32> {
+    pub fn candidates<'v>(&self, rule: usize, values: impl Iterator<Item = &'v str>) -> Vec<u32> {
         let mut out = Vec::new();
         let Some(map) = self.by_rule.get(rule) else {
             return out;
         };
+        let cs = self.case_sensitive[rule];
+        let mut scratch = String::new();
         for v in values {
-            let k = normalize(v, self.case_sensitive[rule]);
-            if let Some(users) = map.get(&k) {
-                out.extend_from_slice(users);
+            normalize_into(v, cs, &mut scratch);
+            if scratch.is_empty() {
+                continue;
             }
+            out.extend(
+                map.users_with(self.hash(&scratch))
+                    .filter(|&u| self.users.get(u).keys(rule).any(|k| same(k, v, cs))),
+            );
         }
         out.sort_unstable();
         out.dedup();
@@ -151,21 +226,13 @@ pub struct Classification {
 }
 
 /// Classifies every account. `is_member[u]` says whether user u is in the grant group.
-pub fn classify(
-    accounts: &[AppAccount],
-    users_len: usize,
-    index: &Index,
-    is_member: &[bool],
-) -> Classification {
+pub fn classify(accounts: &Records, index: &Index, is_member: &[bool]) -> Classification {
+    let users_len = index.users().len();
     let mut referenced = vec![false; users_len];
     // First pass: each account's owner (or why it has none).
     let mut owners: Vec<Result<(u32, Claim), Situation>> = Vec::with_capacity(accounts.len());
-    for a in accounts {
-        let by_ext = a
-            .external_id
-            .as_deref()
-            .filter(|e| !e.is_empty())
-            .and_then(|e| index.user_by_id(e));
+    for a in accounts.iter() {
+        let by_ext = a.external_id().and_then(|e| index.user_by_id(e));
         if let Some(u) = by_ext {
             referenced[u as usize] = true;
             owners.push(Ok((u, Claim::ExternalId)));
@@ -174,8 +241,7 @@ pub fn classify(
         let mut several: Option<Vec<u32>> = None;
         let mut found = None;
         for rule in 0..index.rules() {
-            let values = a.keys.get(rule).map(Vec::as_slice).unwrap_or_default();
-            let c = index.candidates(rule, values);
+            let c = index.candidates(rule, a.keys(rule));
             for &u in &c {
                 referenced[u as usize] = true;
             }
@@ -203,9 +269,9 @@ pub fn classify(
     }
     // Second pass: a user claimed by several accounts goes to the single externalId
     // claimant if there is one; every other claimant is disputed.
-    let mut claims: HashMap<u32, (u32, u32)> = HashMap::new(); // user → (by externalId, by rule)
+    let mut claims: Vec<(u32, u32)> = vec![(0, 0); users_len]; // user → (by externalId, by rule)
     for (u, how) in owners.iter().flatten() {
-        let e = claims.entry(*u).or_default();
+        let e = &mut claims[*u as usize];
         match how {
             Claim::ExternalId => e.0 += 1,
             Claim::Rule => e.1 += 1,
@@ -216,7 +282,7 @@ pub fn classify(
         .map(|o| match o {
             Err(s) => s,
             Ok((u, how)) => {
-                let (ext, rule) = claims[&u];
+                let (ext, rule) = claims[u as usize];
                 let sole = match how {
                     Claim::ExternalId => ext == 1,
                     Claim::Rule => ext == 0 && rule == 1,
@@ -280,12 +346,14 @@ mod tests {
         members: &[usize],
         cs: &[bool],
     ) -> Classification {
-        let index = Index::build(users, cs);
+        let users = Records::of_users(cs.len(), users);
+        let accounts = Records::of_accounts(cs.len(), 0, accounts);
+        let index = Index::build(&users, cs);
         let mut is_member = vec![false; users.len()];
         for &m in members {
             is_member[m] = true;
         }
-        classify(accounts, users.len(), &index, &is_member)
+        classify(&accounts, &index, &is_member)
     }
 
     #[test]
@@ -303,6 +371,60 @@ mod tests {
         let c = run(&[account("a1", "ALICE", None, None)], &users, &[]);
         assert_eq!(c.situations, [Situation::ExactMatch { user: 0 }]);
         assert!(c.referenced[0]);
+    }
+
+    #[test]
+    fn non_ascii_values_fold_case_and_ids_are_exact() {
+        let users = [user("u1", "Ärger", &[" ZOË@corp.example "])];
+        let c = run(&[account("a1", "äRGER", None, None)], &users, &[]);
+        assert_eq!(c.situations, [Situation::ExactMatch { user: 0 }]);
+        let c = run(
+            &[account("a1", "x", Some("zoë@CORP.example"), None)],
+            &users,
+            &[],
+        );
+        assert_eq!(c.situations, [Situation::ExactMatch { user: 0 }]);
+        let c = run(&[account("a1", "Arger", None, None)], &users, &[]);
+        assert_eq!(
+            c.situations,
+            [Situation::NoMatch],
+            "folding is not accent removal"
+        );
+        // Ids are compared exactly: another case is another user.
+        let c = run(&[account("a1", "x", None, Some("U1"))], &users, &[]);
+        assert_eq!(c.situations, [Situation::NoMatch]);
+        let records = Records::of_users(2, &users);
+        let index = Index::build(&records, &[false, false]);
+        assert_eq!(index.user_by_id("u1"), Some(0));
+        assert_eq!(index.user_by_id("u2"), None);
+    }
+
+    #[test]
+    fn many_users_sharing_and_not_sharing_values() {
+        // 2,000 users, each with its own email and one of 7 department mailboxes: every
+        // own value finds exactly its user, a shared one all users that list it.
+        let users: Vec<DomainUser> = (0..2000)
+            .map(|i| {
+                let own = format!("u{i}@corp.example");
+                let shared = format!("dept{}@corp.example", i % 7);
+                user(&format!("id{i}"), &format!("n{i}"), &[&own, &shared])
+            })
+            .collect();
+        let records = Records::of_users(2, &users);
+        let index = Index::build(&records, &[false, false]);
+        for i in [0usize, 1, 999, 1999] {
+            let own = format!("U{i}@CORP.example");
+            assert_eq!(index.candidates(1, [own.as_str()].into_iter()), [i as u32]);
+            assert_eq!(index.user_by_id(&format!("id{i}")), Some(i as u32));
+        }
+        let dept3 = index.candidates(1, ["dept3@corp.example"].into_iter());
+        assert_eq!(dept3.len(), (0..2000).filter(|i| i % 7 == 3).count());
+        assert!(dept3.iter().all(|&u| u % 7 == 3));
+        assert!(
+            index
+                .candidates(1, ["nobody@corp.example"].into_iter())
+                .is_empty()
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@ pub mod provision;
 use std::collections::HashSet;
 
 use crate::api::{Counts, OnAccountDeleted, OnExactMatch, OnNoMatch, PlannedCounts, RunItem};
-use crate::matching::{AppAccount, Classification, DisputeReason, DomainUser, Situation};
+use crate::matching::{Classification, DisputeReason, Index, Situation};
+use crate::records::Records;
 
 /// How many items of each kind a status lists.
 pub const ITEMS_PER_KIND: usize = 10;
@@ -48,10 +49,11 @@ pub struct ImportPlan {
     pub counts: Counts,
 }
 
-/// Computes the Import plan. `members` are the grant group's member ids.
+/// Computes the Import plan. `members` are the grant group's member ids; `index` is the
+/// domain users' index.
 pub fn import(
-    accounts: &[AppAccount],
-    users: &[DomainUser],
+    accounts: &Records,
+    index: &Index,
     members: &[String],
     classification: &Classification,
     policy: ImportPolicy,
@@ -61,7 +63,7 @@ pub fn import(
         ..Default::default()
     };
     plan.counts.app_accounts = accounts.len() as i64;
-    plan.counts.domain_users = users.len() as i64;
+    plan.counts.domain_users = index.users().len() as i64;
     for (i, s) in classification.situations.iter().enumerate() {
         let i = i as u32;
         match s {
@@ -84,17 +86,19 @@ pub fn import(
             },
         }
     }
-    let by_id: std::collections::HashMap<&str, u32> = users
-        .iter()
-        .enumerate()
-        .map(|(i, u)| (u.id.as_str(), i as u32))
-        .collect();
-    let mut seen = HashSet::new();
+    // Duplicates in a member list are one deletion. Members are nearly all listed
+    // users, so a flag per user dedups them; only the others need a set.
+    let mut seen_user = vec![false; index.users().len()];
+    let mut seen_other = HashSet::new();
     for m in members {
-        if !seen.insert(m.as_str()) {
+        let user = index.user_by_id(m);
+        let first = match user {
+            Some(u) => !std::mem::replace(&mut seen_user[u as usize], true),
+            None => seen_other.insert(m.as_str()),
+        };
+        if !first {
             continue;
         }
-        let user = by_id.get(m.as_str()).copied();
         let referenced = user.is_some_and(|u| classification.referenced[u as usize]);
         if !referenced {
             plan.deletions.push(Deletion {
@@ -123,9 +127,9 @@ impl ImportPlan {
     }
 
     /// The first items of each kind, for `status.planItems`.
-    pub fn items(&self, accounts: &[AppAccount], users: &[DomainUser]) -> Vec<RunItem> {
-        let acct = |i: u32| subject(&accounts[i as usize].user_name, &accounts[i as usize].id);
-        let user = |i: u32| subject(&users[i as usize].user_name, &users[i as usize].id);
+    pub fn items(&self, accounts: &Records, users: &Records) -> Vec<RunItem> {
+        let acct = |i: u32| accounts.get(i).subject().to_string();
+        let user = |i: u32| users.get(i).subject().to_string();
         let mut out = Vec::new();
         out.extend(
             self.links
@@ -180,20 +184,12 @@ pub fn deletion_action(on: OnAccountDeleted) -> &'static str {
     }
 }
 
-fn subject(user_name: &str, id: &str) -> String {
-    if user_name.is_empty() {
-        id.to_string()
-    } else {
-        user_name.to_string()
-    }
-}
-
-fn dispute_reason(s: &Situation, users: &[DomainUser]) -> String {
+fn dispute_reason(s: &Situation, users: &Records) -> String {
     let names = |c: &[u32]| {
         let mut v: Vec<String> = c
             .iter()
             .take(5)
-            .map(|&u| subject(&users[u as usize].user_name, &users[u as usize].id))
+            .map(|&u| users.get(u).subject().to_string())
             .collect();
         if c.len() > 5 {
             v.push(format!("and {} more", c.len() - 5));
@@ -216,7 +212,7 @@ fn dispute_reason(s: &Situation, users: &[DomainUser]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matching::{Index, classify};
+    use crate::matching::{AppAccount, DomainUser, classify};
 
     fn user(id: &str, name: &str) -> DomainUser {
         DomainUser {
@@ -239,15 +235,15 @@ mod tests {
 
     /// users: alice(member), bob, carol(member, account gone), dave, dave2 (two "dave"s by case),
     /// accounts: alice (linked), bob (exact), erin (no match), DAVE (disputed).
-    fn fixture(policy: ImportPolicy) -> (Vec<AppAccount>, Vec<DomainUser>, ImportPlan) {
-        let users = vec![
+    fn fixture(policy: ImportPolicy) -> (Records, Records, ImportPlan) {
+        let users = [
             user("u-alice", "alice"),
             user("u-bob", "bob"),
             user("u-carol", "carol"),
             user("u-dave", "dave"),
             user("u-Dave", "Dave"),
         ];
-        let accounts = vec![
+        let accounts = [
             account("a1", "alice"),
             account("a2", "Bob"),
             account("a3", "erin"),
@@ -259,10 +255,13 @@ mod tests {
             "u-carol".to_string(), // duplicates in a member list are one deletion
             "u-ghost".to_string(), // a member that is no longer a user
         ];
-        let index = Index::build(&users, &[false]);
         let is_member: Vec<bool> = users.iter().map(|u| members.contains(&u.id)).collect();
-        let c = classify(&accounts, users.len(), &index, &is_member);
-        let plan = import(&accounts, &users, &members, &c, policy);
+        let users = Records::of_users(1, &users);
+        let accounts = Records::of_accounts(1, 0, &accounts);
+        let index = Index::build(&users, &[false]);
+        let c = classify(&accounts, &index, &is_member);
+        let plan = import(&accounts, &index, &members, &c, policy);
+        drop(index);
         (accounts, users, plan)
     }
 
@@ -343,9 +342,11 @@ mod tests {
         let accounts: Vec<AppAccount> = (0..30)
             .map(|i| account(&format!("a{i}"), &format!("n{i}")))
             .collect();
+        let users = Records::of_users(1, &users);
+        let accounts = Records::of_accounts(1, 0, &accounts);
         let index = Index::build(&users, &[false]);
-        let c = classify(&accounts, users.len(), &index, &[false; 30]);
-        let plan = import(&accounts, &users, &[], &c, ImportPolicy::default());
+        let c = classify(&accounts, &index, &[false; 30]);
+        let plan = import(&accounts, &index, &[], &c, ImportPolicy::default());
         assert_eq!(plan.links.len(), 30);
         assert_eq!(plan.items(&accounts, &users).len(), ITEMS_PER_KIND);
     }

@@ -13,7 +13,9 @@ use reqwest::{Method, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashSet;
+use std::collections::hash_map::RandomState;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -83,9 +85,10 @@ impl ClientOptions {
             parallelism: 4,
             retry: RetryPolicy::default(),
             member_removal: MemberRemoval::Auto,
-            // scim2-server: one PATCH of 1,000 values costs the same as one of 1 value.
-            member_values_per_operation: 1000,
-            member_operations_per_request: 10,
+            // One operation per request: scim2-server pays part of a PATCH per operation,
+            // and that part grows with the group (docs/benchmarks.md, first import).
+            member_values_per_operation: 10_000,
+            member_operations_per_request: 1,
             page_size: None,
         }
     }
@@ -168,7 +171,10 @@ pub struct Pager {
     start_index: u64,
     pass_total: Option<u64>,
     pass_unstable: bool,
-    seen: HashSet<String>,
+    /// 128-bit keyed hashes of the ids seen: a listing of 100,000 ids kept as strings
+    /// is ~8 MB; a collision (odds ~1e-29 at that size) would drop one resource.
+    seen: HashSet<u128>,
+    seen_keys: (RandomState, RandomState),
     stats: ListStats,
     done: bool,
 }
@@ -236,7 +242,9 @@ impl Pager {
             let id = resource_id(&r).ok_or_else(|| {
                 ScimError::Protocol(format!("a {} resource has no id", self.endpoint))
             })?;
-            if self.seen.insert(id.to_string()) {
+            let key = (u128::from(self.seen_keys.0.hash_one(id)) << 64)
+                | u128::from(self.seen_keys.1.hash_one(id));
+            if self.seen.insert(key) {
                 out.push(r);
             } else {
                 self.stats.duplicates += 1;
@@ -754,6 +762,7 @@ impl ScimClient {
             pass_total: None,
             pass_unstable: false,
             seen: HashSet::new(),
+            seen_keys: Default::default(),
             stats: ListStats::default(),
             done: false,
         })
@@ -1018,7 +1027,11 @@ impl ScimClient {
         // Filters grow with values; 100 per path keeps URLs of errors and
         // server-side filter parsing bounded.
         const VALUES_PER_FILTER: usize = 100;
-        let per_op = VALUES_PER_FILTER.min(self.inner.opts.member_values_per_operation);
+        let opts = &self.inner.opts;
+        let per_op = VALUES_PER_FILTER.min(opts.member_values_per_operation);
+        // As many values per request as an add carries, in filter-sized operations.
+        let ops_per_request =
+            (opts.member_values_per_operation * opts.member_operations_per_request / per_op).max(1);
         let ops: Vec<PatchOperation> = ids
             .chunks(per_op)
             .map(|chunk| {
@@ -1031,7 +1044,7 @@ impl ScimClient {
             })
             .collect();
         let mut requests = 0;
-        for batch in ops.chunks(self.inner.opts.member_operations_per_request) {
+        for batch in ops.chunks(ops_per_request) {
             self.patch(GROUPS, group_id, &PatchOp::new(batch.to_vec()), None)
                 .await?;
             requests += 1;

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use crate::api::{AttributeMapping, MatchRule};
 use crate::mapping::{self as docs, From};
 use crate::matching::{AppAccount, DomainUser};
+use crate::records::Record;
 use crate::scim::AttrPath;
 use crate::scim::model::USER_SCHEMA;
 use crate::scim::path::quote;
@@ -80,7 +81,7 @@ impl Rules {
             id: str_of(v, "id")?,
             user_name: str_of(v, "userName").unwrap_or_default(),
             active: v.get("active").and_then(Value::as_bool).unwrap_or(true),
-            keys: self.domain.iter().map(|p| compact(p.values(v))).collect(),
+            keys: self.domain.iter().map(|p| p.values(v)).collect(),
         })
     }
 
@@ -91,7 +92,7 @@ impl Rules {
             user_name: str_of(v, "userName").unwrap_or_default(),
             external_id: str_of(v, "externalId").filter(|s| !s.is_empty()),
             active: v.get("active").and_then(Value::as_bool).unwrap_or(true),
-            keys: self.app.iter().map(|p| compact(p.values(v))).collect(),
+            keys: self.app.iter().map(|p| p.values(v)).collect(),
             attrs: self
                 .import_app
                 .iter()
@@ -104,12 +105,12 @@ impl Rules {
     /// its id as externalId, or any of its values for any rule. Value filters in the app
     /// paths are dropped (`emails[primary eq true].value` → `emails.value`), which finds
     /// more accounts, never fewer: a deletion is only confirmed when this finds nothing.
-    pub fn confirmation_filter(&self, user_id: &str, user: Option<&DomainUser>) -> String {
+    pub fn confirmation_filter(&self, user_id: &str, user: Option<Record<'_>>) -> String {
         let mut terms = vec![format!("externalId eq {}", quote(user_id))];
         if let Some(u) = user {
             for (rule, path) in self.app.iter().enumerate() {
                 let attr = unfiltered(path);
-                for v in u.keys.get(rule).into_iter().flatten() {
+                for v in u.keys(rule) {
                     if !v.trim().is_empty() {
                         terms.push(format!("{attr} eq {}", quote(v.trim())));
                     }
@@ -118,13 +119,6 @@ impl Rules {
         }
         dedup(terms).join(" or ")
     }
-}
-
-/// Values kept for the whole run: no spare capacity (a one-value Vec grows to 4 slots),
-/// which is ~70 bytes per rule and account, megabytes at 100,000 accounts.
-fn compact(mut v: Vec<String>) -> Vec<String> {
-    v.shrink_to_fit();
-    v
 }
 
 fn dedup(mut v: Vec<String>) -> Vec<String> {
@@ -156,16 +150,16 @@ fn unfiltered(p: &AttrPath) -> String {
 /// The new identity-domain user authoritative sync creates for an account: the import
 /// mappings applied to it. Its externalId is the account's id in the app, so a create
 /// retried after a lost answer is recognised as our own (see the engine's 409 handling).
-pub fn new_user(rules: &Rules, a: &AppAccount) -> Value {
+pub fn new_user(rules: &Rules, a: Record<'_>) -> Value {
     let mut u = docs::build(&rules.import, From::App, |src| {
         let i = rules.import.iter().position(|m| m.app_attribute == src)?;
-        a.attrs.get(i).cloned()
+        Some(a.attr(i).to_string())
     });
     u["schemas"] = json!([USER_SCHEMA]);
-    u["externalId"] = json!(a.id);
-    u["active"] = json!(a.active);
+    u["externalId"] = json!(a.id());
+    u["active"] = json!(a.active());
     if u.get("userName").is_none() {
-        u["userName"] = json!(a.user_name);
+        u["userName"] = json!(a.user_name());
     }
     u
 }
@@ -278,8 +272,9 @@ mod tests {
             active: true,
             keys: vec![vec!["alice".into()], vec!["a@x.example".into(), "".into()]],
         };
+        let users = crate::records::Records::of_users(2, &[user]);
         assert_eq!(
-            r.confirmation_filter("u1", Some(&user)),
+            r.confirmation_filter("u1", Some(users.get(0))),
             r#"externalId eq "u1" or userName eq "alice" or emails.value eq "a@x.example""#
         );
         assert_eq!(
@@ -297,7 +292,8 @@ mod tests {
                 "name": {"givenName": "Bob"}, "emails": [{"value": "bob@x.example", "primary": true}]}),
             )
             .unwrap();
-        let u = new_user(&r, &acct);
+        let accounts = crate::records::Records::of_accounts(2, r.import.len(), &[acct]);
+        let u = new_user(&r, accounts.get(0));
         assert_eq!(u["userName"], "bob");
         assert_eq!(u["externalId"], "a1");
         assert_eq!(u["name"], json!({"givenName": "Bob"}));

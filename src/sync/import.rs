@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 
 use crate::api::{Limits, Mode, OnAccountDeleted, Stage};
 use crate::budget::{self, Budget};
-use crate::matching::{self, AppAccount, DomainUser};
+use crate::matching;
 use crate::plan::{self, Deletion, ImportPlan, ImportPolicy};
+use crate::records::{Record, Records};
 use crate::scim::model::{GROUPS, PatchOp, USERS};
 use crate::scim::path::quote;
 use crate::scim::{ScimClient, ScimError};
@@ -21,7 +22,7 @@ use super::stop::Stop;
 use super::writes::{self, Writes};
 
 /// Membership values per group PATCH call of the engine: what one `add_members` request
-/// carries (1,000 values × 10 operations), since a PATCH costs the same for 1 or 10,000
+/// carries (one operation of 10,000 values), since a PATCH costs the same for 1 or 10,000
 /// members (on a 100,000-member group each PATCH costs seconds), yet bounded so that
 /// progress moves on huge runs.
 const MEMBERS_PER_CALL: usize = 10_000;
@@ -68,8 +69,8 @@ pub enum ImportError {
 struct Listed {
     group_id: String,
     members: Vec<String>,
-    users: Vec<DomainUser>,
-    accounts: Vec<AppAccount>,
+    users: Records,
+    accounts: Records,
 }
 
 /// Runs an Import and returns what the outcome decision needs. The tracker's counts
@@ -90,23 +91,21 @@ pub async fn run(r: &ImportRun) -> Result<Observed, ImportError> {
 
     // Planning: pure matching, then reads only for the deletion candidates.
     let index = matching::Index::build(&listed.users, &r.rules.case_sensitive);
-    let member_set: std::collections::HashSet<&str> =
-        listed.members.iter().map(String::as_str).collect();
-    let is_member: Vec<bool> = listed
-        .users
-        .iter()
-        .map(|u| member_set.contains(u.id.as_str()))
-        .collect();
-    let classification =
-        matching::classify(&listed.accounts, listed.users.len(), &index, &is_member);
+    let mut is_member = vec![false; listed.users.len()];
+    for m in &listed.members {
+        if let Some(u) = index.user_by_id(m) {
+            is_member[u as usize] = true;
+        }
+    }
+    let classification = matching::classify(&listed.accounts, &index, &is_member);
     let mut plan = plan::import(
         &listed.accounts,
-        &listed.users,
+        &index,
         &listed.members,
         &classification,
         r.policy,
     );
-    drop(classification);
+    drop((classification, is_member, index));
     r.c.tracker
         .stage(Stage::Planning, plan.deletions.len() as u64);
     let candidates = std::mem::take(&mut plan.deletions);
@@ -185,15 +184,32 @@ async fn list(r: &ImportRun) -> Result<Listed, ImportError> {
     let domain_attrs = r.rules.domain_attributes();
     let app_attrs = r.rules.app_attributes();
     let totals = Mutex::new((0u64, 0u64));
-    let domain_side = list_side(&r.c.tracker, &r.c.domain, &domain_attrs, &totals, 0, |v| {
-        r.rules.domain_user(v)
-    });
-    let app_side = list_side(&r.c.tracker, &r.c.app, &app_attrs, &totals, 1, |v| {
-        r.rules.app_account(v)
-    });
-    let (users, accounts) = tokio::join!(domain_side, app_side);
-    let users = users.map_err(ImportError::Domain)?;
-    let accounts = accounts.map_err(ImportError::App)?;
+    let rules = r.rules.app.len();
+    let mut users = Records::new(rules, 0);
+    let mut accounts = Records::new(rules, r.rules.import.len());
+    let domain_side = list_side(
+        &r.c.tracker,
+        &r.c.domain,
+        &domain_attrs,
+        &totals,
+        0,
+        Append(&mut users, |v: &Value, out: &mut Records| {
+            r.rules.domain_user(v).map(|u| out.push_user(&u))
+        }),
+    );
+    let app_side = list_side(
+        &r.c.tracker,
+        &r.c.app,
+        &app_attrs,
+        &totals,
+        1,
+        Append(&mut accounts, |v: &Value, out: &mut Records| {
+            r.rules.app_account(v).map(|a| out.push_account(&a))
+        }),
+    );
+    let (u, a) = tokio::join!(domain_side, app_side);
+    u.map_err(ImportError::Domain)?;
+    a.map_err(ImportError::App)?;
     Ok(Listed {
         group_id,
         members,
@@ -202,29 +218,70 @@ async fn list(r: &ImportRun) -> Result<Listed, ImportError> {
     })
 }
 
-/// Lists one side's users, converting each page at once so that only compact structs
-/// stay in memory.
-pub(super) async fn list_side<T>(
+/// Where a side's listing goes, one document at a time.
+pub(super) trait Sink {
+    /// The server announced this many documents.
+    fn reserve(&mut self, n: usize);
+    /// One listed document.
+    fn take(&mut self, v: &Value) -> Result<(), ScimError>;
+}
+
+/// Collects converted documents into a `Vec` (documents that do not convert are skipped).
+pub(super) struct Collect<'o, T, F>(pub &'o mut Vec<T>, pub F);
+
+impl<T, F: Fn(&Value) -> Option<T>> Sink for Collect<'_, T, F> {
+    fn reserve(&mut self, n: usize) {
+        self.0.reserve_exact(n);
+    }
+    fn take(&mut self, v: &Value) -> Result<(), ScimError> {
+        self.0.extend((self.1)(v));
+        Ok(())
+    }
+}
+
+/// Appends documents to [`Records`]; `F` returns `None` for a document it skips.
+pub(super) struct Append<'o, F>(pub &'o mut Records, pub F);
+
+impl<F> Sink for Append<'_, F>
+where
+    F: Fn(&Value, &mut Records) -> Option<Result<(), crate::records::TooLarge>>,
+{
+    fn reserve(&mut self, n: usize) {
+        self.0.reserve(n);
+    }
+    fn take(&mut self, v: &Value) -> Result<(), ScimError> {
+        match (self.1)(v, self.0) {
+            Some(Err(e)) => Err(ScimError::Protocol(e.to_string())),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Lists one side's users, converting each document at once so that only the compact
+/// form stays in memory.
+pub(super) async fn list_side(
     tracker: &Tracker,
     client: &ScimClient,
     attrs: &[String],
     totals: &Mutex<(u64, u64)>,
     side: usize,
-    convert: impl Fn(&Value) -> Option<T>,
-) -> Result<Vec<T>, ScimError> {
+    mut out: impl Sink,
+) -> Result<(), ScimError> {
     let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
     let mut pager = client.pager(USERS, &attrs, None).await?;
-    let mut out: Vec<T> = Vec::new();
+    let mut first = true;
     while let Some(page) = pager.next_page().await? {
-        if out.is_empty()
+        if std::mem::take(&mut first)
             && let Some(total) = pager.stats().total_results
         {
-            // Sized once: doubling a Vec of 100,000 structs wastes up to half of it and
-            // copies it all at each step.
+            // Sized once: doubling columns of 100,000 records wastes up to half of them
+            // and copies them all at each step.
             // totalResults is the server's word: capped so a wrong one cannot exhaust memory.
-            out.reserve_exact((total as usize).min(1_000_000));
+            out.reserve((total as usize).min(1_000_000));
         }
-        out.extend(page.iter().filter_map(&convert));
+        for v in &page {
+            out.take(v)?;
+        }
         report_listing(
             tracker,
             totals,
@@ -240,7 +297,7 @@ pub(super) async fn list_side<T>(
             "the listing changed while it was read; deletion candidates are confirmed one by one"
         );
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Listing progress: objects read over both sides' totalResults.
@@ -309,7 +366,7 @@ pub async fn confirm_deletions(
     app: &ScimClient,
     rules: &Rules,
     candidates: Vec<Deletion>,
-    users: &[DomainUser],
+    users: &Records,
     parallelism: usize,
     on_checked: impl Fn(),
 ) -> Result<(Vec<Deletion>, usize), ImportError> {
@@ -317,14 +374,15 @@ pub async fn confirm_deletions(
     let checks = futures::stream::iter(candidates.iter().map(|d| async move {
         let fetched;
         let user = match d.user {
-            Some(u) => Some(&users[u as usize]),
+            Some(u) => Some(users.get(u)),
             None => {
                 // A member the user listing missed (or a deleted user): read it for its values.
                 fetched = domain
                     .get(USERS, &d.user_id, &[])
                     .await
                     .map_err(ImportError::Domain)?
-                    .and_then(|v| rules.domain_user(&v));
+                    .and_then(|v| rules.domain_user(&v))
+                    .map(|u| Records::of_users(rules.app.len(), &[u]));
                 if fetched.is_none()
                     && domain
                         .get(GROUPS, &d.user_id, &["id"])
@@ -336,7 +394,7 @@ pub async fn confirm_deletions(
                     on_checked();
                     return Ok(Check::NotAUser);
                 }
-                fetched.as_ref()
+                fetched.as_ref().map(|f| f.get(0))
             }
         };
         let filter = rules.confirmation_filter(&d.user_id, user);
@@ -398,8 +456,8 @@ struct PendingRemoval {
 struct Applier<'a> {
     r: &'a ImportRun,
     group_id: &'a str,
-    accounts: &'a [AppAccount],
-    users: &'a [DomainUser],
+    accounts: &'a Records,
+    users: &'a Records,
     creates: Budget,
     deletes: Budget,
     w: Writes,
@@ -409,19 +467,15 @@ struct Applier<'a> {
 
 impl Applier<'_> {
     fn account_subject(&self, a: u32) -> String {
-        let a = &self.accounts[a as usize];
-        if a.user_name.is_empty() {
-            a.id.clone()
-        } else {
-            a.user_name.clone()
-        }
+        self.accounts.get(a).subject().to_string()
     }
 
     fn deletion_subject(&self, d: &Deletion) -> String {
         d.user
-            .map(|u| self.users[u as usize].user_name.clone())
+            .map(|u| self.users.get(u).user_name())
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| d.user_id.clone())
+            .unwrap_or(&d.user_id)
+            .to_string()
     }
 
     async fn apply(&self, plan: &ImportPlan) {
@@ -432,7 +486,7 @@ impl Applier<'_> {
             }
             let ids: Vec<String> = chunk
                 .iter()
-                .map(|&(_, u)| self.users[u as usize].id.clone())
+                .map(|&(_, u)| self.users.get(u).id().to_string())
                 .collect();
             let n = chunk.len() as u64;
             match self.r.c.domain.add_members(self.group_id, &ids).await {
@@ -479,7 +533,7 @@ impl Applier<'_> {
         if !self.creates.try_reserve(1) {
             return;
         }
-        let account = &self.accounts[a as usize];
+        let account = self.accounts.get(a);
         let subject = self.account_subject(a);
         match self
             .r
@@ -512,8 +566,8 @@ impl Applier<'_> {
     /// A 409 on create: the userName is taken. If the user carries this account's id as
     /// externalId, it is our own create whose first answer was lost (counted, budget kept);
     /// otherwise it is someone else's user: link it and give the create back.
-    async fn create_conflict(&self, account: &AppAccount, subject: String, e: ScimError) {
-        let filter = format!("userName eq {}", quote(&account.user_name));
+    async fn create_conflict(&self, account: Record<'_>, subject: String, e: ScimError) {
+        let filter = format!("userName eq {}", quote(account.user_name()));
         let found = self
             .r
             .c
@@ -524,7 +578,7 @@ impl Applier<'_> {
             Ok((users, _)) => users.iter().find(|u| {
                 u.get("userName")
                     .and_then(Value::as_str)
-                    .is_some_and(|n| n.eq_ignore_ascii_case(&account.user_name))
+                    .is_some_and(|n| n.eq_ignore_ascii_case(account.user_name()))
             }),
             Err(_) => None,
         };
@@ -537,7 +591,7 @@ impl Applier<'_> {
                 .w
                 .failed(1, "CreateUser", &subject, &"the existing user has no id");
         };
-        let ours = user.get("externalId").and_then(Value::as_str) == Some(account.id.as_str());
+        let ours = user.get("externalId").and_then(Value::as_str) == Some(account.id());
         if ours {
             self.r.c.tracker.update(|s| s.counts.created += 1);
         } else {

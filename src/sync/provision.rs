@@ -14,7 +14,7 @@ use crate::scim::ScimError;
 use crate::scim::model::{PatchOp, USERS};
 use crate::scim::path::quote;
 
-use super::import::{Common, ImportError, grant_group, list_side};
+use super::import::{Collect, Common, ImportError, grant_group, list_side};
 use super::mapping::Mappings;
 use super::outcome::Observed;
 use super::writes::{Writes, certainly_not_applied};
@@ -93,19 +93,28 @@ async fn list(r: &ProvisionRun) -> Result<Listed, ImportError> {
     let totals = std::sync::Mutex::new((0, 0));
     let domain_attrs = r.mappings.domain_attributes();
     let app_attrs = r.mappings.app_attributes();
-    let (users, accounts) = tokio::join!(
-        list_side(&r.c.tracker, &r.c.domain, &domain_attrs, &totals, 0, |v| {
-            r.mappings.user(v)
-        }),
-        list_side(&r.c.tracker, &r.c.app, &app_attrs, &totals, 1, |v| {
-            r.mappings.account(v)
-        }),
+    let (mut users, mut accounts) = (Vec::new(), Vec::new());
+    let (u, a) = tokio::join!(
+        list_side(
+            &r.c.tracker,
+            &r.c.domain,
+            &domain_attrs,
+            &totals,
+            0,
+            Collect(&mut users, |v: &Value| r.mappings.user(v)),
+        ),
+        list_side(
+            &r.c.tracker,
+            &r.c.app,
+            &app_attrs,
+            &totals,
+            1,
+            Collect(&mut accounts, |v: &Value| r.mappings.account(v)),
+        ),
     );
-    Ok((
-        members,
-        users.map_err(ImportError::Domain)?,
-        accounts.map_err(ImportError::App)?,
-    ))
+    u.map_err(ImportError::Domain)?;
+    a.map_err(ImportError::App)?;
+    Ok((members, users, accounts))
 }
 
 struct Applier<'a> {

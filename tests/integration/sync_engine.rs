@@ -1085,6 +1085,7 @@ async fn deletion_candidates_are_confirmed_against_the_app() {
         ])
         .collect();
     let checked = std::sync::atomic::AtomicUsize::new(0);
+    let users = catalogsync::records::Records::of_users(rules.app.len(), &users);
     let (confirmed, still_there) =
         confirm_deletions(&idp, &app, &rules, candidates, &users, 4, || {
             checked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
