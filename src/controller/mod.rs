@@ -33,7 +33,7 @@ use crate::api::{Capabilities, CatalogApp, IdentityDomain, SyncPolicy, SyncRun};
 use crate::credentials;
 use crate::job_builder::{JobConfig, RUN_LABEL};
 use crate::metrics::Metrics;
-use connectivity::{Failure, ProbeCache};
+use connectivity::{Endpoints, Failure, ProbeCache};
 
 /// Errors of a reconcile; each carries a metric label.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +103,8 @@ pub struct Context {
     pub config: Config,
     pub domain_probes: ProbeCache<std::result::Result<Capabilities, Failure>>,
     pub app_probes: ProbeCache<catalog_app::ProvisioningState>,
+    /// Clients and checks shared by the domains and apps of one endpoint.
+    pub endpoints: Endpoints,
 }
 
 impl Context {
@@ -115,6 +117,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             domain_probes: ProbeCache::new(config.recheck),
             app_probes: ProbeCache::new(config.recheck),
+            endpoints: Endpoints::new(config.recheck),
             client,
             metrics,
             config,
@@ -296,6 +299,7 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
     let domains = domains
         .watches(scoped::<Meta<Secret>>(&client, &ns), wc.clone(), move |s| {
             let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+            c.endpoints.invalidate_secret(&ns, &name);
             let hits: Vec<_> = domain_store
                 .state()
                 .into_iter()
@@ -340,6 +344,7 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
         })
         .watches(scoped::<Meta<Secret>>(&client, &ns), wc.clone(), move |s| {
             let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+            c.endpoints.invalidate_secret(&ns, &name);
             s1.state()
                 .into_iter()
                 .filter(|a| a.namespace().as_deref() == Some(ns.as_str()))
