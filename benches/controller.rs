@@ -62,6 +62,11 @@ struct Args {
     /// The catalogsync binary to run (default: the one cargo built with this benchmark).
     #[arg(long)]
     controller: Option<PathBuf>,
+    /// A command to run the controller under (split on spaces), e.g.
+    /// "valgrind --tool=massif --massif-out-file=/tmp/massif.out" or "env MALLOC_ARENA_MAX=2".
+    /// CPU and RSS are then the wrapper's.
+    #[arg(long)]
+    wrap: Option<String>,
     /// Also write the measurement as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -188,19 +193,26 @@ async fn run(mut args: Args) -> Result<()> {
         .local_addr()?
         .port();
     let log = dir.join("controller.log");
-    let mut cmd = std::process::Command::new(&binary);
-    cmd.args([
-        "controller",
-        "--namespace",
-        &ns,
-        "--metrics-addr",
-        &format!("127.0.0.1:{port}"),
-    ])
-    .env("KUBECONFIG", cp.kubeconfig_path())
-    .env("RUST_LOG", "info")
-    .stdin(Stdio::null())
-    .stdout(std::fs::File::create(&log)?)
-    .stderr(std::fs::File::create(log.with_extension("err"))?);
+    let mut command: Vec<String> = args
+        .wrap
+        .as_deref()
+        .map(|w| w.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    command.push(binary.display().to_string());
+    let mut cmd = std::process::Command::new(&command[0]);
+    cmd.args(&command[1..])
+        .args([
+            "controller",
+            "--namespace",
+            &ns,
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(log.with_extension("err"))?);
     let started = Instant::now();
     let child = cmd.spawn().context("starting catalogsync controller")?;
     let pid = child.id() as libc::pid_t;

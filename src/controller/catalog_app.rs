@@ -13,7 +13,7 @@ use kube::api::{
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
-use super::connectivity::{self, Failure};
+use super::connectivity::{self, Endpoint, Failure};
 use super::{Context, Error, Ev, Result, time_of, to_time};
 use crate::api::*;
 use crate::conditions::{self, Cond, READY, STALLED};
@@ -716,21 +716,25 @@ pub fn new_run(app: &CatalogApp, r: &NewRun) -> SyncRun {
 }
 
 /// Checks provisioning: the domain, the app's endpoint and the grant group.
+/// Also says whether a Ready state stands in for a transient failure.
 async fn check_provisioning(
     ctx: &Context,
     app: &CatalogApp,
     ns: &str,
-) -> Result<ProvisioningState> {
+) -> Result<(ProvisioningState, bool)> {
     if !app.spec.provisioning.as_ref().is_some_and(|p| p.enabled) {
-        return Ok(ProvisioningState::Disabled);
+        return Ok((ProvisioningState::Disabled, false));
     }
     let domain_name = &app.spec.identity_domain_ref.name;
     let domains: Api<IdentityDomain> = Api::namespaced(ctx.client.clone(), ns);
     let Some(domain) = domains.get_opt(domain_name).await? else {
-        return Ok(ProvisioningState::Failed(Failure::new(
-            IDENTITY_DOMAIN_NOT_FOUND,
-            format!("IdentityDomain {domain_name:?} not found"),
-        )));
+        return Ok((
+            ProvisioningState::Failed(Failure::new(
+                IDENTITY_DOMAIN_NOT_FOUND,
+                format!("IdentityDomain {domain_name:?} not found"),
+            )),
+            false,
+        ));
     };
     let domain_ready = domain
         .status
@@ -738,15 +742,16 @@ async fn check_provisioning(
         .and_then(|s| conditions::find(&s.conditions, READY))
         .cloned();
     let key = format!("{ns}/{}", app.name_any());
+    // Not the app's status: its own grantGroupId write would make the next
+    // reconcile check again (the cached state holds the id).
     let fingerprint = format!(
-        "{:?}/{:?}/{:?}/{:?}",
+        "{:?}/{:?}/{:?}",
         app.metadata.generation,
         domain.metadata.generation,
         domain_ready.as_ref().map(|c| (&c.status, &c.reason)),
-        app.status.as_ref().and_then(|s| s.grant_group_id.as_ref()),
     );
     if let Some(cached) = ctx.app_probes.get(&key, &fingerprint) {
-        return Ok(cached);
+        return Ok((cached, false));
     }
     let state = match domain_ready {
         Some(c) if c.status == "True" => probe_app_and_group(ctx, app, ns, &domain).await?,
@@ -761,10 +766,17 @@ async fn check_provisioning(
         )),
     };
     // Failures are not cached: the next reconcile (at most FAILURE_RECHECK away) retries.
-    if !matches!(state, ProvisioningState::Failed(_)) {
-        ctx.app_probes.put(&key, &fingerprint, state.clone());
+    let failure = match &state {
+        ProvisioningState::Failed(f) => Some(f.clone()),
+        _ => None,
+    };
+    let (state, tolerated) = ctx
+        .app_probes
+        .settle(&key, &fingerprint, state, failure.as_ref());
+    if tolerated && let Some(f) = failure {
+        tracing::info!(app = %key, reason = f.reason, "provisioning check failed, the provider may be busy; still Ready, rechecking soon");
     }
-    Ok(state)
+    Ok((state, tolerated))
 }
 
 async fn probe_app_and_group(
@@ -774,32 +786,46 @@ async fn probe_app_and_group(
     domain: &IdentityDomain,
 ) -> Result<ProvisioningState> {
     let conn = &app.spec.connection;
-    let app_client =
-        match connectivity::client_for(&ctx.client, ns, &conn.url, &conn.auth, conn.tls.as_ref())
-            .await?
-        {
-            Ok(c) => c,
-            Err(f) => return Ok(ProvisioningState::Failed(f)),
-        };
-    if let Err(f) = connectivity::probe(&app_client).await {
-        return Ok(ProvisioningState::Failed(Failure::new(
-            f.reason,
-            format!("app {}: {}", conn.url, f.message),
-        )));
+    // Shared by the apps of this endpoint and credentials.
+    let checked = ctx
+        .endpoints
+        .probe(
+            &ctx.client,
+            Endpoint {
+                ns,
+                url: &conn.url,
+                auth: &conn.auth,
+                tls: conn.tls.as_ref(),
+            },
+        )
+        .await?;
+    if let Err(f) = checked {
+        return Ok(ProvisioningState::Failed(
+            f.restated(f.reason, format!("app {}: {}", conn.url, f.message)),
+        ));
     }
     let dom = &domain.spec;
-    let domain_client =
-        match connectivity::client_for(&ctx.client, ns, &dom.url, &dom.auth, dom.tls.as_ref())
-            .await?
-        {
-            Ok(c) => c,
-            Err(f) => {
-                return Ok(ProvisioningState::Failed(Failure::new(
-                    IDENTITY_DOMAIN_NOT_READY,
-                    format!("identity domain: {}", f.message),
-                )));
-            }
-        };
+    let domain_client = match ctx
+        .endpoints
+        .client(
+            &ctx.client,
+            Endpoint {
+                ns,
+                url: &dom.url,
+                auth: &dom.auth,
+                tls: dom.tls.as_ref(),
+            },
+        )
+        .await?
+    {
+        Ok(c) => c,
+        Err(f) => {
+            return Ok(ProvisioningState::Failed(f.restated(
+                IDENTITY_DOMAIN_NOT_READY,
+                format!("identity domain: {}", f.message),
+            )));
+        }
+    };
     let group = app.grant_group_name();
     let known = app
         .status
@@ -807,10 +833,12 @@ async fn probe_app_and_group(
         .and_then(|s| s.grant_group_id.as_deref());
     match connectivity::ensure_group(&domain_client, &group, known).await {
         Ok(id) => Ok(ProvisioningState::Ready { grant_group_id: id }),
-        Err(e) => Ok(ProvisioningState::Failed(Failure::new(
-            IDENTITY_DOMAIN_NOT_READY,
-            format!("grant group {group:?} in the identity domain: {e}"),
-        ))),
+        Err(e) => Ok(ProvisioningState::Failed(
+            connectivity::scim_failure(&e).restated(
+                IDENTITY_DOMAIN_NOT_READY,
+                format!("grant group {group:?} in the identity domain: {e}"),
+            ),
+        )),
     }
 }
 
@@ -870,7 +898,7 @@ pub async fn reconcile(app: Arc<CatalogApp>, ctx: Arc<Context>) -> Result<Action
     }
 
     // Dereference.
-    let provisioning = check_provisioning(&ctx, &app, &ns).await?;
+    let (provisioning, tolerated) = check_provisioning(&ctx, &app, &ns).await?;
     let (policy_name, policy) = super::policy_of(&ctx, &app, &ns).await?;
     let policy_state = match (&policy_name, &policy) {
         (None, _) => PolicyState::NotReferenced,
@@ -952,7 +980,7 @@ pub async fn reconcile(app: Arc<CatalogApp>, ctx: Arc<Context>) -> Result<Action
             .run_finished(&format!("{direction:?}"), &format!("{phase:?}"));
     }
     let mut requeue = plan.requeue.min(ctx.config.recheck);
-    if matches!(provisioning, ProvisioningState::Failed(_)) {
+    if tolerated || matches!(provisioning, ProvisioningState::Failed(_)) {
         requeue = requeue.min(super::FAILURE_RECHECK);
     }
     Ok(Action::requeue(requeue.max(Duration::from_secs(1))))

@@ -3,7 +3,7 @@
 //! so that frequent reconciles (run progress) do not probe the providers.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::Client;
@@ -23,6 +23,9 @@ pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
 pub struct Failure {
     pub reason: &'static str,
     pub message: String,
+    /// The provider may only be busy (connection refused or timed out, 429,
+    /// 5xx): an object that was fine is not failed at once for it.
+    pub transient: bool,
 }
 
 impl Failure {
@@ -30,7 +33,26 @@ impl Failure {
         Failure {
             reason,
             message: message.into(),
+            transient: false,
         }
+    }
+
+    /// The same failure with another reason and message (what it meant for the caller).
+    pub fn restated(&self, reason: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            reason,
+            message: message.into(),
+            transient: self.transient,
+        }
+    }
+}
+
+/// Whether `e` may come from a busy provider rather than a wrong setting.
+fn is_transient(e: &ScimError) -> bool {
+    match e {
+        ScimError::RetriesExhausted { last, .. } => is_transient(last),
+        ScimError::Transport { source, .. } => source.is_connect() || source.is_timeout(),
+        _ => matches!(e.kind(), Some(ErrorKind::RateLimited | ErrorKind::Server)),
     }
 }
 
@@ -48,22 +70,21 @@ fn credentials_failure(e: CredentialsError) -> Result<Failure, kube::Error> {
 
 /// Maps a SCIM error to a stable reason.
 pub fn scim_failure(e: &ScimError) -> Failure {
-    match e.kind() {
+    let mut f = match e.kind() {
         Some(ErrorKind::Unauthorized | ErrorKind::Forbidden) => {
             Failure::new(UNAUTHORIZED, e.to_string())
         }
         _ => Failure::new(CONNECTIVITY_FAILED, e.to_string()),
-    }
+    };
+    f.transient = is_transient(e);
+    f
 }
 
 /// A SCIM client for an endpoint whose credentials live in Secrets of `ns`.
 /// `Ok(Err(_))` is a failure to report; `Err(_)` an API error to retry.
-pub async fn client_for(
+async fn client_for(
     kube: &Client,
-    ns: &str,
-    url: &str,
-    auth: &Auth,
-    tls: Option<&Tls>,
+    Endpoint { ns, url, auth, tls }: Endpoint<'_>,
 ) -> Result<Result<ScimClient, Failure>, kube::Error> {
     let resolved = match credentials::from_secrets(kube, ns, auth, tls).await {
         Ok(r) => r,
@@ -169,12 +190,24 @@ pub async fn ensure_group(
     }
 }
 
+/// How long a transient failure of something that worked is reported as the
+/// last success: two failure rechecks (`FAILURE_RECHECK`) fit in it.
+pub const TRANSIENT_GRACE: Duration = Duration::from_secs(75);
+
 /// Results of recent checks, keyed by object, valid while the object's inputs
 /// (the fingerprint) are unchanged, for at most `ttl`. Secret changes
 /// invalidate entries explicitly.
 pub struct ProbeCache<T> {
     ttl: Duration,
-    entries: Mutex<HashMap<String, (String, Instant, T)>>,
+    entries: Mutex<HashMap<String, Entry<T>>>,
+}
+
+struct Entry<T> {
+    fingerprint: String,
+    at: Instant,
+    value: T,
+    /// When the checks began to fail transiently since `value` (a success).
+    failing_since: Option<Instant>,
 }
 
 impl<T: Clone> ProbeCache<T> {
@@ -185,31 +218,197 @@ impl<T: Clone> ProbeCache<T> {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry<T>>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn get(&self, key: &str, fingerprint: &str) -> Option<T> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
+        self.lock()
             .get(key)
-            .filter(|(f, at, _)| f == fingerprint && at.elapsed() < self.ttl)
-            .map(|(_, _, v)| v.clone())
+            .filter(|e| e.fingerprint == fingerprint && e.at.elapsed() < self.ttl)
+            .map(|e| e.value.clone())
     }
 
     pub fn put(&self, key: &str, fingerprint: &str, value: T) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.into(), (fingerprint.into(), Instant::now(), value));
+        let entry = Entry {
+            fingerprint: fingerprint.into(),
+            at: Instant::now(),
+            value,
+            failing_since: None,
+        };
+        self.lock().insert(key.into(), entry);
     }
 
     pub fn invalidate(&self, key: &str) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.lock().remove(key);
+    }
+
+    /// What to report for a check just made: a success (`failure` None) is
+    /// remembered; a transient failure reports the last success with the same
+    /// fingerprint instead, until the failures have lasted `TRANSIENT_GRACE`.
+    /// Returns the outcome and whether it is such a stand-in.
+    pub fn settle(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        outcome: T,
+        failure: Option<&Failure>,
+    ) -> (T, bool) {
+        let Some(f) = failure else {
+            self.put(key, fingerprint, outcome.clone());
+            return (outcome, false);
+        };
+        let mut entries = self.lock();
+        match entries.get_mut(key) {
+            Some(e) if f.transient && e.fingerprint == fingerprint => {
+                let since = *e.failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < TRANSIENT_GRACE {
+                    return (e.value.clone(), true);
+                }
+                (outcome, false)
+            }
+            _ => (outcome, false),
+        }
     }
 
     /// Time left before the entry must be rechecked.
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+}
+
+/// A SCIM endpoint as an object names it; its Secrets are in `ns`.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoint<'a> {
+    pub ns: &'a str,
+    pub url: &'a str,
+    pub auth: &'a Auth,
+    pub tls: Option<&'a Tls>,
+}
+
+/// How long a failed endpoint check is reused before the endpoint is probed again.
+const FAILURE_REUSE: Duration = Duration::from_secs(10);
+
+/// One SCIM client and one connectivity check per endpoint and credentials,
+/// shared by every object that uses them (a thousand apps of one provider make
+/// one check, not a thousand, and reuse its connections). Keyed by namespace,
+/// URL and the auth and TLS settings; a change of a Secret they name drops them.
+pub struct Endpoints {
+    ttl: Duration,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+struct Slot {
+    created: Instant,
+    ns: String,
+    secrets: Vec<String>,
+    client: tokio::sync::OnceCell<ScimClient>,
+    /// The last check; held across a check, so that callers wait for the one in flight.
+    check: tokio::sync::Mutex<Option<(Instant, Result<Capabilities, Failure>)>>,
+}
+
+impl Endpoints {
+    pub fn new(ttl: Duration) -> Self {
+        Endpoints {
+            ttl,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, ep: Endpoint) -> Arc<Slot> {
+        let Endpoint { ns, url, auth, tls } = ep;
+        let key = format!(
+            "{ns}\n{url}\n{}\n{}",
+            serde_json::to_string(auth).unwrap_or_default(),
+            serde_json::to_string(&tls).unwrap_or_default()
+        );
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        // A slot lives one ttl: endpoints no longer used do not pile up, and
+        // clients are rebuilt now and then.
+        slots.retain(|_, s| s.created.elapsed() < self.ttl);
+        slots
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    created: Instant::now(),
+                    ns: ns.to_string(),
+                    secrets: credentials::secret_names(auth, tls),
+                    client: tokio::sync::OnceCell::new(),
+                    check: tokio::sync::Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// The shared client of an endpoint. `Ok(Err(_))` is a failure to report
+    /// (not kept: a Secret created later is read at the next call).
+    pub async fn client(
+        &self,
+        kube: &Client,
+        ep: Endpoint<'_>,
+    ) -> Result<Result<ScimClient, Failure>, kube::Error> {
+        client_of(&self.slot(ep), kube, ep).await
+    }
+
+    /// The endpoint's check ([`probe`]), made at most once per `ttl` (a failure:
+    /// per `FAILURE_REUSE`) for all its users.
+    pub async fn probe(
+        &self,
+        kube: &Client,
+        ep: Endpoint<'_>,
+    ) -> Result<Result<Capabilities, Failure>, kube::Error> {
+        let slot = self.slot(ep);
+        let mut last = slot.check.lock().await;
+        if let Some((at, outcome)) = last.as_ref() {
+            let fresh = if outcome.is_ok() {
+                self.ttl
+            } else {
+                FAILURE_REUSE
+            };
+            if at.elapsed() < fresh {
+                return Ok(outcome.clone());
+            }
+        }
+        let outcome = match client_of(&slot, kube, ep).await? {
+            Ok(client) => probe(&client).await,
+            Err(f) => Err(f),
+        };
+        *last = Some((Instant::now(), outcome.clone()));
+        Ok(outcome)
+    }
+
+    /// Forgets the endpoints whose credentials or CA the Secret `ns/name` holds.
+    pub fn invalidate_secret(&self, ns: &str, name: &str) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, s| s.ns != ns || !s.secrets.iter().any(|n| n == name));
+    }
+}
+
+async fn client_of(
+    slot: &Slot,
+    kube: &Client,
+    ep: Endpoint<'_>,
+) -> Result<Result<ScimClient, Failure>, kube::Error> {
+    enum Not {
+        Api(kube::Error),
+        Failed(Failure),
+    }
+    let built = slot
+        .client
+        .get_or_try_init(|| async {
+            match client_for(kube, ep).await {
+                Ok(Ok(c)) => Ok(c),
+                Ok(Err(f)) => Err(Not::Failed(f)),
+                Err(e) => Err(Not::Api(e)),
+            }
+        })
+        .await;
+    match built {
+        Ok(c) => Ok(Ok(c.clone())),
+        Err(Not::Failed(f)) => Ok(Err(f)),
+        Err(Not::Api(e)) => Err(e),
     }
 }
 
@@ -228,6 +427,58 @@ mod tests {
         let expired = ProbeCache::new(Duration::ZERO);
         expired.put("k", "f", 1);
         assert_eq!(expired.get("k", "f"), None);
+    }
+
+    #[test]
+    fn a_transient_failure_reports_the_last_success_for_a_while() {
+        let c = ProbeCache::new(Duration::ZERO);
+        let busy = Failure {
+            transient: true,
+            ..Failure::new(CONNECTIVITY_FAILED, "connection refused")
+        };
+        let wrong = Failure::new(UNAUTHORIZED, "HTTP 401");
+        // Nothing worked before: the failure is reported.
+        assert_eq!(
+            c.settle("ns/a", "g1", Err(busy.clone()), Some(&busy)),
+            (Err(busy.clone()), false)
+        );
+        assert_eq!(c.settle("ns/a", "g1", Ok(1), None), (Ok(1), false));
+        // It worked with these inputs (the entry is stale: ttl zero): still Ok, flagged.
+        assert_eq!(
+            c.settle("ns/a", "g1", Err(busy.clone()), Some(&busy)),
+            (Ok(1), true)
+        );
+        // Not for a failure that is no one's busyness, nor for other inputs.
+        assert_eq!(
+            c.settle("ns/a", "g1", Err(wrong.clone()), Some(&wrong)),
+            (Err(wrong), false)
+        );
+        assert_eq!(
+            c.settle("ns/a", "g2", Err(busy.clone()), Some(&busy)),
+            (Err(busy), false)
+        );
+    }
+
+    #[test]
+    fn busy_answers_are_transient_refusals_are_not() {
+        let status = |status: u16| ScimError::Status {
+            method: "GET".into(),
+            path: "/Users".into(),
+            status,
+            kind: ErrorKind::from_status(status),
+            scim_type: None,
+            detail: String::new(),
+        };
+        assert!(scim_failure(&status(503)).transient);
+        assert!(scim_failure(&status(429)).transient);
+        let exhausted = ScimError::RetriesExhausted {
+            attempts: 2,
+            last: Box::new(status(502)),
+        };
+        assert!(scim_failure(&exhausted).transient);
+        let denied = scim_failure(&status(401));
+        assert_eq!((denied.reason, denied.transient), (UNAUTHORIZED, false));
+        assert!(!scim_failure(&status(404)).transient);
     }
 
     #[test]

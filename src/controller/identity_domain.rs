@@ -7,7 +7,7 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
-use super::connectivity::{self, Failure};
+use super::connectivity::{Endpoint, Failure};
 use super::{Context, Error, Ev, Result, now_time};
 use crate::api::{Capabilities, IdentityDomain, IdentityDomainStatus};
 use crate::conditions::{self, Cond, READY};
@@ -61,29 +61,30 @@ pub async fn reconcile(domain: Arc<IdentityDomain>, ctx: Arc<Context>) -> Result
     let name = domain.name_any();
     let key = format!("{ns}/{name}");
     let fingerprint = format!("{:?}", domain.metadata.generation);
-    let outcome = match ctx.domain_probes.get(&key, &fingerprint) {
-        Some(o) => o,
+    let (outcome, tolerated) = match ctx.domain_probes.get(&key, &fingerprint) {
+        Some(o) => (o, false),
         None => {
-            let spec = &domain.spec;
-            let o = match connectivity::client_for(
-                &ctx.client,
-                &ns,
-                &spec.url,
-                &spec.auth,
-                spec.tls.as_ref(),
-            )
-            .await?
-            {
-                Ok(client) => connectivity::probe(&client).await,
-                Err(f) => Err(f),
-            };
-            // Failures are not cached, so a fixed endpoint is seen at the next recheck.
-            if o.is_ok() {
-                ctx.domain_probes.put(&key, &fingerprint, o.clone());
-            }
-            o
+            let o = ctx
+                .endpoints
+                .probe(
+                    &ctx.client,
+                    Endpoint {
+                        ns: &ns,
+                        url: &domain.spec.url,
+                        auth: &domain.spec.auth,
+                        tls: domain.spec.tls.as_ref(),
+                    },
+                )
+                .await?;
+            // Only successes are kept (settle), so a fixed endpoint is seen at the next recheck.
+            let failure = o.as_ref().err().cloned();
+            ctx.domain_probes
+                .settle(&key, &fingerprint, o, failure.as_ref())
         }
     };
+    if tolerated {
+        tracing::info!(domain = %key, "connectivity check failed, the provider may be busy; still Ready, rechecking soon");
+    }
     let (status, events) = decide(&domain, &outcome, &now_time());
     if domain.status.as_ref() != Some(&status) {
         let api: Api<IdentityDomain> = Api::namespaced(ctx.client.clone(), &ns);
@@ -100,8 +101,8 @@ pub async fn reconcile(domain: Arc<IdentityDomain>, ctx: Arc<Context>) -> Result
         ctx.publish(&reference, ev).await;
     }
     Ok(Action::requeue(match outcome {
-        Ok(_) => ctx.config.recheck,
-        Err(_) => ctx.config.recheck.min(super::FAILURE_RECHECK),
+        Ok(_) if !tolerated => ctx.config.recheck,
+        _ => ctx.config.recheck.min(super::FAILURE_RECHECK),
     }))
 }
 

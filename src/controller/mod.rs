@@ -20,9 +20,11 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
+use kube::core::PartialObjectMeta as Meta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::watch;
@@ -31,7 +33,7 @@ use crate::api::{Capabilities, CatalogApp, IdentityDomain, SyncPolicy, SyncRun};
 use crate::credentials;
 use crate::job_builder::{JobConfig, RUN_LABEL};
 use crate::metrics::Metrics;
-use connectivity::{Failure, ProbeCache};
+use connectivity::{Endpoints, Failure, ProbeCache};
 
 /// Errors of a reconcile; each carries a metric label.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,8 @@ pub struct Context {
     pub config: Config,
     pub domain_probes: ProbeCache<std::result::Result<Capabilities, Failure>>,
     pub app_probes: ProbeCache<catalog_app::ProvisioningState>,
+    /// Clients and checks shared by the domains and apps of one endpoint.
+    pub endpoints: Endpoints,
 }
 
 impl Context {
@@ -113,6 +117,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             domain_probes: ProbeCache::new(config.recheck),
             app_probes: ProbeCache::new(config.recheck),
+            endpoints: Endpoints::new(config.recheck),
             client,
             metrics,
             config,
@@ -191,7 +196,7 @@ pub async fn policy_of(
 /// Removes the metrics of deleted apps. Reconciles never see a deletion (no
 /// finalizers, which would leave namespaces stuck), so a watch does it.
 async fn forget_deleted_apps(
-    api: Api<kube::core::PartialObjectMeta<CatalogApp>>,
+    api: Api<Meta<CatalogApp>>,
     metrics: Arc<Metrics>,
     mut stop: impl Future<Output = ()> + Unpin,
 ) {
@@ -234,6 +239,43 @@ where
     }
 }
 
+/// Drops what no reconcile reads before an object enters a store: managedFields
+/// (about half of an object with a status) and kubectl's last-applied copy.
+fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// A Controller over the objects of `api`, whose store keeps them slimmed.
+fn controller<K>(api: Api<K>, config: ControllerConfig) -> Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let objects = reflector(
+        writer,
+        watcher(api, watcher::Config::default()).modify(slim::<K>),
+    )
+    .applied_objects();
+    Controller::for_stream(objects, reader).with_config(config)
+}
+
+/// At most `n` reconciles of a kind at once. Each holds an API connection or two
+/// (apps SCIM ones too): unbounded, 1,000 objects at start open hundreds, each
+/// with its TLS and read buffers, which stay pooled after the burst.
+fn bounded(n: u16) -> ControllerConfig {
+    ControllerConfig::default().concurrency(n)
+}
+
 /// Runs the controllers until `shutdown` turns true.
 pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
     let client = ctx.client.clone();
@@ -243,16 +285,21 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
         async move { stopped(&mut rx).await }
     };
     let wc = watcher::Config::default();
-    // CatalogApps reconciled at once (each may hold two SCIM connections).
+    // Objects reconciled at once, by kind. Apps: each may hold two SCIM connections.
     const APP_RECONCILE_CONCURRENCY: u16 = 16;
+    const RECONCILE_CONCURRENCY: u16 = 8;
 
     // IdentityDomain: re-test when a referenced Secret changes.
-    let domains = Controller::new(scoped::<IdentityDomain>(&client, &ns), wc.clone());
+    let domains = controller(
+        scoped::<IdentityDomain>(&client, &ns),
+        bounded(RECONCILE_CONCURRENCY),
+    );
     let domain_store = domains.store();
     let c = ctx.clone();
     let domains = domains
-        .watches(scoped::<Secret>(&client, &ns), wc.clone(), move |s| {
+        .watches(scoped::<Meta<Secret>>(&client, &ns), wc.clone(), move |s| {
             let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+            c.endpoints.invalidate_secret(&ns, &name);
             let hits: Vec<_> = domain_store
                 .state()
                 .into_iter()
@@ -277,15 +324,15 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
         .for_each(|_| async {});
 
     // CatalogApp: its runs (by spec.appRef, so hand-made runs count too), its
-    // Secrets, its domain and its policy.
+    // Secrets, its domain and its policy; all but the runs by metadata only (Meta:
+    // the mappers need no more, and Secret data is never transferred nor kept).
     // Runs report progress every second or two; a short debounce folds a burst of
     // them into one reconcile (and one status write). Each reconcile probes SCIM
     // providers: bounding concurrent reconciles keeps a thousand apps from opening
     // thousands of connections to one provider at once (which it refuses).
-    let apps = Controller::new(scoped::<CatalogApp>(&client, &ns), wc.clone()).with_config(
-        kube::runtime::controller::Config::default()
-            .debounce(Duration::from_millis(500))
-            .concurrency(APP_RECONCILE_CONCURRENCY),
+    let apps = controller(
+        scoped::<CatalogApp>(&client, &ns),
+        bounded(APP_RECONCILE_CONCURRENCY).debounce(Duration::from_millis(500)),
     );
     let app_store = apps.store();
     let (s1, s2, s3) = (app_store.clone(), app_store.clone(), app_store);
@@ -295,8 +342,9 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
             r.namespace()
                 .map(|ns| ObjectRef::<CatalogApp>::new(&r.spec.app_ref.name).within(&ns))
         })
-        .watches(scoped::<Secret>(&client, &ns), wc.clone(), move |s| {
+        .watches(scoped::<Meta<Secret>>(&client, &ns), wc.clone(), move |s| {
             let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+            c.endpoints.invalidate_secret(&ns, &name);
             s1.state()
                 .into_iter()
                 .filter(|a| a.namespace().as_deref() == Some(ns.as_str()))
@@ -311,7 +359,7 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
                 .collect::<Vec<_>>()
         })
         .watches(
-            scoped::<IdentityDomain>(&client, &ns),
+            scoped::<Meta<IdentityDomain>>(&client, &ns),
             wc.clone(),
             move |d| {
                 let ns = d.namespace();
@@ -323,20 +371,24 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
                     .collect::<Vec<_>>()
             },
         )
-        .watches(scoped::<SyncPolicy>(&client, &ns), wc.clone(), move |p| {
-            let ns = p.namespace();
-            s3.state()
-                .into_iter()
-                .filter(|a| a.namespace() == ns)
-                .filter(|a| {
-                    a.spec
-                        .synchronization
-                        .as_ref()
-                        .is_some_and(|s| s.policy_ref.name == p.name_any())
-                })
-                .map(|a| ObjectRef::from_obj(&*a))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            scoped::<Meta<SyncPolicy>>(&client, &ns),
+            wc.clone(),
+            move |p| {
+                let ns = p.namespace();
+                s3.state()
+                    .into_iter()
+                    .filter(|a| a.namespace() == ns)
+                    .filter(|a| {
+                        a.spec
+                            .synchronization
+                            .as_ref()
+                            .is_some_and(|s| s.policy_ref.name == p.name_any())
+                    })
+                    .map(|a| ObjectRef::from_obj(&*a))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(stop())
         .run(
             catalog_app::reconcile,
@@ -346,27 +398,33 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
         .for_each(|_| async {});
 
     // SyncPolicy: validation only.
-    let policies = Controller::new(scoped::<SyncPolicy>(&client, &ns), wc.clone())
-        .graceful_shutdown_on(stop())
-        .run(
-            sync_policy::reconcile,
-            error_policy("SyncPolicy"),
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
+    let policies = controller(
+        scoped::<SyncPolicy>(&client, &ns),
+        bounded(RECONCILE_CONCURRENCY),
+    )
+    .graceful_shutdown_on(stop())
+    .run(
+        sync_policy::reconcile,
+        error_policy("SyncPolicy"),
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
 
-    // SyncRun: its Job.
-    let runs = Controller::new(scoped::<SyncRun>(&client, &ns), wc.clone())
-        .owns(
-            scoped::<Job>(&client, &ns),
-            watcher::Config::default().labels(RUN_LABEL),
-        )
-        .graceful_shutdown_on(stop())
-        .run(sync_run::reconcile, error_policy("SyncRun"), ctx.clone())
-        .for_each(|_| async {});
+    // SyncRun: its Job (ours only, by label; owns watches metadata only).
+    let runs = controller(
+        scoped::<SyncRun>(&client, &ns),
+        bounded(RECONCILE_CONCURRENCY),
+    )
+    .owns(
+        scoped::<Job>(&client, &ns),
+        watcher::Config::default().labels(RUN_LABEL),
+    )
+    .graceful_shutdown_on(stop())
+    .run(sync_run::reconcile, error_policy("SyncRun"), ctx.clone())
+    .for_each(|_| async {});
 
     let forget = forget_deleted_apps(
-        scoped::<kube::core::PartialObjectMeta<CatalogApp>>(&client, &ns),
+        scoped::<Meta<CatalogApp>>(&client, &ns),
         ctx.metrics.clone(),
         Box::pin(stop()),
     );

@@ -174,21 +174,35 @@ spec:
         self.secret("iam-token", &self.scim.token("iam")).await;
         self.secret("app-token", app_token).await;
         self.domain(&self.scim.base_url("iam")).await;
+        self.catalog_app(
+            r#"
+  name: slack
+  labels: {argocd.argoproj.io/instance: team-a}
+  annotations: {argocd.argoproj.io/tracking-id: "team-a:catalogsync.io/CatalogApp:x/slack"}"#,
+            &format!("\n  synchronization: {{enabled: {sync}, policyRef: {{name: default}}}}"),
+        )
+        .await;
+    }
+
+    /// The app `name` on the `app` tenant with the `app-token` Secret, provisioning only.
+    async fn provisioning_app(&self, name: &str) {
+        self.catalog_app(&format!("\n  name: {name}"), "").await;
+    }
+
+    /// A CatalogApp on the `app` tenant with the `app-token` Secret: `metadata` (YAML lines),
+    /// provisioning enabled, then `more_spec` (YAML lines).
+    async fn catalog_app(&self, metadata: &str, more_spec: &str) {
         self.apply(&format!(
             r#"
 apiVersion: catalogsync.io/v1alpha1
 kind: CatalogApp
-metadata:
-  name: slack
-  labels: {{argocd.argoproj.io/instance: team-a}}
-  annotations: {{argocd.argoproj.io/tracking-id: "team-a:catalogsync.io/CatalogApp:x/slack"}}
+metadata:{metadata}
 spec:
   identityDomainRef: {{name: corp}}
   connection:
     url: {}
     auth: {{bearerToken: {{secretRef: {{name: app-token, key: token}}}}}}
-  provisioning: {{enabled: true}}
-  synchronization: {{enabled: {sync}, policyRef: {{name: default}}}}
+  provisioning: {{enabled: true}}{more_spec}
 "#,
             self.scim.base_url("app")
         ))
@@ -395,21 +409,7 @@ async fn identity_domain_reports_credential_problems_and_recovers_without_restar
 async fn provisioning_creates_the_grant_group_and_kubectl_wait_ready_works() {
     let (env, _ctl) = Env::with_controller("ctl-prov").await;
     // The app before its identity domain: IdentityDomainNotFound.
-    env.apply(&format!(
-        r#"
-apiVersion: catalogsync.io/v1alpha1
-kind: CatalogApp
-metadata: {{name: slack}}
-spec:
-  identityDomainRef: {{name: corp}}
-  connection:
-    url: {}
-    auth: {{bearerToken: {{secretRef: {{name: app-token, key: token}}}}}}
-  provisioning: {{enabled: true}}
-"#,
-        env.scim.base_url("app")
-    ))
-    .await;
+    env.provisioning_app("slack").await;
     env.wait_app("IdentityDomainNotFound", |a| {
         app_cond(a, "ProvisioningEnabled") == tf("False", "IdentityDomainNotFound")
     })
@@ -1059,6 +1059,40 @@ async fn two_controllers_elect_one_leader_and_hand_over() {
     })
     .await;
     b.shutdown().await;
+}
+
+#[tokio::test]
+async fn apps_of_one_endpoint_share_one_connectivity_check() {
+    let (env, _ctl) = Env::with_controller("ctl-shared").await;
+    env.app(false).await;
+    let apps = ["slack", "jira", "zoom", "miro", "figma"];
+    for name in &apps[1..] {
+        env.provisioning_app(name).await;
+    }
+    let api = env.api::<CatalogApp>();
+    eventually(60, "all apps Ready", || {
+        let api = api.clone();
+        async move {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            (list.items.len() == apps.len()
+                && list
+                    .items
+                    .iter()
+                    .all(|a| app_cond(a, "Ready") == tf("True", "Ready")))
+            .then_some(())
+        }
+    })
+    .await;
+    // A check is two GETs (ServiceProviderConfig, one user); the grant groups live in
+    // the identity domain's tenant. One check serves all five apps; a second one may
+    // follow a Secret event that arrived after the first (it drops the shared check).
+    let requests = env.scim.requests("app").await;
+    let gets = requests["GET"].as_u64().unwrap_or(0);
+    assert!(
+        (2..=4).contains(&gets),
+        "{gets} GETs for {} apps of one endpoint: {requests}",
+        apps.len()
+    );
 }
 
 #[tokio::test]

@@ -246,6 +246,11 @@ impl ScimServer {
     pub async fn reset(&self, tenant: &str) {
         self.admin(tenant, "reset", json!({})).await;
     }
+
+    /// The tenant's SCIM requests answered so far, by method: `{"GET": n, ...}`.
+    pub async fn requests(&self, tenant: &str) -> Value {
+        self.admin(tenant, "stats", json!({})).await["requests"].clone()
+    }
 }
 
 impl Drop for ScimServer {
