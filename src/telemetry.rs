@@ -31,3 +31,36 @@ pub fn init_with_default(format: LogFormat, default_filter: &str) {
             .try_init(),
     };
 }
+
+/// This process's peak resident memory in KiB (`VmHWM`), where `/proc` has it. Not
+/// `getrusage`: its `ru_maxrss` keeps the peak of the image we were exec'ed from, which
+/// for a child spawned by a large process is the parent's.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    vm_hwm_kib(&status)
+}
+
+/// `VmHWM` of a `/proc/<pid>/status` text.
+pub fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn peak_rss_is_read_from_proc_status() {
+        let status = "Name:\tcatalogsync\nVmPeak:\t  900 kB\nVmHWM:\t   67564 kB\nVmRSS:\t 1 kB\n";
+        assert_eq!(super::vm_hwm_kib(status), Some(67564));
+        assert_eq!(super::vm_hwm_kib("VmRSS: 1 kB"), None);
+        if cfg!(target_os = "linux") {
+            assert!(super::peak_rss_kib().is_some_and(|k| k > 0));
+        }
+    }
+}

@@ -530,7 +530,9 @@ async fn execute_run(
         unmatched = fin.counts.unmatched,
         disputed = fin.counts.disputed,
         failed = fin.counts.failed,
-        message = %outcome.message,
+        // Not `message`: that is the event's own key in JSON logs.
+        summary = %outcome.message,
+        peak_rss_kib = crate::telemetry::peak_rss_kib(),
         "run finished"
     );
     // The final status is the run's result: retry it a few times.
