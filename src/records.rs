@@ -48,8 +48,14 @@ impl Records {
         }
     }
 
-    /// Room for `n` more records in the per-record columns (the text grows as it must).
+    /// Room for `n` more records; the text and values as the records so far suggest
+    /// (an eighth spare), so that they are not doubled and copied on the way.
     pub fn reserve(&mut self, n: usize) {
+        if let Some(per) = self.text.len().checked_div(self.len()) {
+            self.text.reserve_exact(n * per + n * per / 8);
+            self.keys
+                .reserve_exact(n * self.keys.len() / self.len() + n / 8);
+        }
         self.ids.reserve_exact(n);
         self.user_names.reserve_exact(n);
         self.external_ids.reserve_exact(n);
@@ -102,15 +108,20 @@ impl Records {
             return Err(TooLarge);
         }
         let id = self.text_span(id);
-        let user_name = self.text_span(user_name);
+        let user_name_span = self.text_span(user_name);
         let external_id = self.text_span(external_id.unwrap_or_default());
         self.ids.push(id);
-        self.user_names.push(user_name);
+        self.user_names.push(user_name_span);
         self.external_ids.push(external_id);
         self.active.push(active);
         for rule in 0..self.rules {
             for k in keys.get(rule).into_iter().flatten() {
-                let s = self.text_span(k);
+                // A userName rule's value is the userName itself: stored once.
+                let s = if k == user_name {
+                    user_name_span
+                } else {
+                    self.text_span(k)
+                };
                 self.keys.push(s);
             }
             self.key_ends.push(self.keys.len() as u32);
@@ -235,6 +246,46 @@ impl std::fmt::Debug for Record<'_> {
     }
 }
 
+/// Many ids (a group's members) in one buffer: 100,000 of them as `String`s are ~7 MB,
+/// here about their text.
+#[derive(Clone, Debug, Default)]
+pub struct Ids {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl Ids {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        (0..self.ends.len()).map(|i| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+            &self.text[start..self.ends[i] as usize]
+        })
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Ids {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut ids = Ids::default();
+        for s in iter {
+            ids.text.push_str(s.as_ref());
+            // Ids come from one JSON document already in memory: never near 4 GiB.
+            ids.ends
+                .push(u32::try_from(ids.text.len()).expect("ids under 4 GiB"));
+        }
+        ids.text.shrink_to_fit();
+        ids.ends.shrink_to_fit();
+        ids
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +335,20 @@ mod tests {
         assert_eq!(c.keys(1).count(), 0, "a rule with no values");
         assert_eq!(c.keys(5).count(), 0, "a rule out of range");
         assert_eq!(r.iter().map(|x| x.index()).collect::<Vec<_>>(), [0, 1, 2]);
+        // The userName rule's values are the userNames: their text is stored once.
+        let text: usize = ["a1aliceu1a@xb@xGiven", "inactivec@xGiven", "a3carolGiven"]
+            .iter()
+            .map(|s| s.len())
+            .sum();
+        assert_eq!(r.text.len(), text);
+    }
+
+    #[test]
+    fn ids_keep_order_and_empties() {
+        let ids: Ids = ["u1", "", "ü-3"].into_iter().collect();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(ids.iter().collect::<Vec<_>>(), ["u1", "", "ü-3"]);
+        assert!(Ids::default().is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use crate::api::{Counts, OnAccountDeleted, OnExactMatch, OnNoMatch, PlannedCounts, RunItem};
 use crate::matching::{Classification, DisputeReason, Index, Situation};
-use crate::records::Records;
+use crate::records::{Ids, Records};
 
 /// How many items of each kind a status lists.
 pub const ITEMS_PER_KIND: usize = 10;
@@ -54,7 +54,7 @@ pub struct ImportPlan {
 pub fn import(
     accounts: &Records,
     index: &Index,
-    members: &[String],
+    members: &Ids,
     classification: &Classification,
     policy: ImportPolicy,
 ) -> ImportPlan {
@@ -90,11 +90,11 @@ pub fn import(
     // users, so a flag per user dedups them; only the others need a set.
     let mut seen_user = vec![false; index.users().len()];
     let mut seen_other = HashSet::new();
-    for m in members {
+    for m in members.iter() {
         let user = index.user_by_id(m);
         let first = match user {
             Some(u) => !std::mem::replace(&mut seen_user[u as usize], true),
-            None => seen_other.insert(m.as_str()),
+            None => seen_other.insert(m),
         };
         if !first {
             continue;
@@ -102,7 +102,7 @@ pub fn import(
         let referenced = user.is_some_and(|u| classification.referenced[u as usize]);
         if !referenced {
             plan.deletions.push(Deletion {
-                user_id: m.clone(),
+                user_id: m.to_string(),
                 user,
             });
         }
@@ -249,13 +249,16 @@ mod tests {
             account("a3", "erin"),
             account("a4", "DAVE"),
         ];
-        let members = vec![
-            "u-alice".to_string(),
-            "u-carol".to_string(),
-            "u-carol".to_string(), // duplicates in a member list are one deletion
-            "u-ghost".to_string(), // a member that is no longer a user
-        ];
-        let is_member: Vec<bool> = users.iter().map(|u| members.contains(&u.id)).collect();
+        let members: Ids = [
+            "u-alice", "u-carol", "u-carol", // duplicates in a member list are one deletion
+            "u-ghost", // a member that is no longer a user
+        ]
+        .into_iter()
+        .collect();
+        let is_member: Vec<bool> = users
+            .iter()
+            .map(|u| members.iter().any(|m| m == u.id))
+            .collect();
         let users = Records::of_users(1, &users);
         let accounts = Records::of_accounts(1, 0, &accounts);
         let index = Index::build(&users, &[false]);
@@ -346,7 +349,13 @@ mod tests {
         let accounts = Records::of_accounts(1, 0, &accounts);
         let index = Index::build(&users, &[false]);
         let c = classify(&accounts, &index, &[false; 30]);
-        let plan = import(&accounts, &index, &[], &c, ImportPolicy::default());
+        let plan = import(
+            &accounts,
+            &index,
+            &Ids::default(),
+            &c,
+            ImportPolicy::default(),
+        );
         assert_eq!(plan.links.len(), 30);
         assert_eq!(plan.items(&accounts, &users).len(), ITEMS_PER_KIND);
     }

@@ -10,7 +10,7 @@ use crate::api::{Limits, Mode, OnAccountDeleted, Stage};
 use crate::budget::{self, Budget};
 use crate::matching;
 use crate::plan::{self, Deletion, ImportPlan, ImportPolicy};
-use crate::records::{Record, Records};
+use crate::records::{Ids, Record, Records};
 use crate::scim::model::{GROUPS, PatchOp, USERS};
 use crate::scim::path::quote;
 use crate::scim::{ScimClient, ScimError};
@@ -68,7 +68,7 @@ pub enum ImportError {
 /// What the listing stage gathered.
 struct Listed {
     group_id: String,
-    members: Vec<String>,
+    members: Ids,
     users: Records,
     accounts: Records,
 }
@@ -92,7 +92,7 @@ pub async fn run(r: &ImportRun) -> Result<Observed, ImportError> {
     // Planning: pure matching, then reads only for the deletion candidates.
     let index = matching::Index::build(&listed.users, &r.rules.case_sensitive);
     let mut is_member = vec![false; listed.users.len()];
-    for m in &listed.members {
+    for m in listed.members.iter() {
         if let Some(u) = index.user_by_id(m) {
             is_member[u as usize] = true;
         }
@@ -271,16 +271,17 @@ pub(super) async fn list_side(
     let mut pager = client.pager(USERS, &attrs, None).await?;
     let mut first = true;
     while let Some(page) = pager.next_page().await? {
+        for v in &page {
+            out.take(v)?;
+        }
         if std::mem::take(&mut first)
             && let Some(total) = pager.stats().total_results
         {
-            // Sized once: doubling columns of 100,000 records wastes up to half of them
-            // and copies them all at each step.
+            // Sized once, after a page shows what a record takes: doubling columns of
+            // 100,000 records wastes up to half of them and copies them all at each step.
             // totalResults is the server's word: capped so a wrong one cannot exhaust memory.
-            out.reserve((total as usize).min(1_000_000));
-        }
-        for v in &page {
-            out.take(v)?;
+            let rest = (total as usize).saturating_sub(page.len());
+            out.reserve(rest.min(1_000_000));
         }
         report_listing(
             tracker,
@@ -329,7 +330,7 @@ fn report_listing(
 pub(super) async fn grant_group(
     domain: &ScimClient,
     name: &str,
-) -> Result<(String, Vec<String>), ImportError> {
+) -> Result<(String, Ids), ImportError> {
     let filter = format!("displayName eq {}", quote(name));
     let (groups, _) = domain
         .list("Groups", &["displayName"], Some(&filter))
@@ -354,7 +355,8 @@ pub(super) async fn grant_group(
         .await
         .map_err(ImportError::Domain)?
         .ok_or_else(|| ImportError::GrantGroupMissing(name.into()))?;
-    Ok((id, members))
+    // Kept for the whole run: compact.
+    Ok((id, members.iter().collect()))
 }
 
 /// Keeps only the deletion candidates whose account is really gone: index pagination is

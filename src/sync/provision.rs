@@ -37,7 +37,7 @@ pub async fn run(r: &ProvisionRun) -> Result<Observed, ImportError> {
         _ = r.c.stop.stopped() => return Err(ImportError::Stopped),
     };
     let (group_members, users, accounts) = listed;
-    let member_set: HashSet<&str> = group_members.iter().map(String::as_str).collect();
+    let member_set: HashSet<&str> = group_members.iter().collect();
     let domain_ids: HashSet<String> = users.iter().map(|u| u.id.clone()).collect();
     let members: Vec<ProvUser> = users
         .into_iter()
@@ -86,7 +86,7 @@ pub async fn run(r: &ProvisionRun) -> Result<Observed, ImportError> {
     Ok(observed)
 }
 
-type Listed = (Vec<String>, Vec<ProvUser>, Vec<ProvAccount>);
+type Listed = (crate::records::Ids, Vec<ProvUser>, Vec<ProvAccount>);
 
 async fn list(r: &ProvisionRun) -> Result<Listed, ImportError> {
     let (_, members) = grant_group(&r.c.domain, &r.c.grant_group).await?;
