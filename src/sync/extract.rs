@@ -1,4 +1,4 @@
-//! From SCIM documents to the compact structs matching works on, and back to the few
+//! From SCIM documents to the records matching works on, and back to the few
 //! requests the engine builds (confirmation filters, new users). Pure.
 
 use serde_json::{Value, json};
@@ -75,7 +75,7 @@ impl Rules {
         dedup(a)
     }
 
-    /// A domain user document → the compact struct.
+    /// A domain user document → what its side's [`crate::records::Records`] keep of it.
     pub fn domain_user(&self, v: &Value) -> Option<DomainUser> {
         Some(DomainUser {
             id: str_of(v, "id")?,
@@ -85,7 +85,7 @@ impl Rules {
         })
     }
 
-    /// An app account document → the compact struct.
+    /// An app account document → what its side's [`crate::records::Records`] keep of it.
     pub fn app_account(&self, v: &Value) -> Option<AppAccount> {
         Some(AppAccount {
             id: str_of(v, "id")?,
