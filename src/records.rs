@@ -52,9 +52,14 @@ impl Records {
     /// (an eighth spare), so that they are not doubled and copied on the way.
     pub fn reserve(&mut self, n: usize) {
         if let Some(per) = self.text.len().checked_div(self.len()) {
-            self.text.reserve_exact(n * per + n * per / 8);
-            self.keys
-                .reserve_exact(n * self.keys.len() / self.len() + n / 8);
+            // An estimate from the server's word and one page: if it cannot be had, the
+            // buffers simply grow as they fill.
+            let text = n
+                .saturating_mul(per)
+                .saturating_add(n.saturating_mul(per) / 8);
+            let _ = self.text.try_reserve_exact(text);
+            let keys = n.saturating_mul(self.keys.len()) / self.len() + n / 8;
+            let _ = self.keys.try_reserve_exact(keys);
         }
         self.ids.reserve_exact(n);
         self.user_names.reserve_exact(n);
@@ -341,6 +346,25 @@ mod tests {
             .map(|s| s.len())
             .sum();
         assert_eq!(r.text.len(), text);
+    }
+
+    #[test]
+    fn an_absurd_reservation_is_skipped_not_fatal() {
+        let mut r = Records::of_users(
+            1,
+            &[DomainUser {
+                id: "x".repeat(1 << 20),
+                ..Default::default()
+            }],
+        );
+        // 1 MiB of text per record times a million records: more than the machine has.
+        r.reserve(1_000_000);
+        r.push_user(&DomainUser {
+            id: "u2".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(r.get(1).id(), "u2");
     }
 
     #[test]
