@@ -454,8 +454,10 @@ impl World {
             .env("RUST_LOG", "info")
             // JSON lines, so that the peak RSS the engine reports at the end can be read back.
             .env("CATALOGSYNC_LOG_FORMAT", "json")
-            .env_remove("CATALOGSYNC_DOMAIN_TOKEN")
-            .env_remove("CATALOGSYNC_APP_TOKEN")
+            // Credentials as the Job passes them (Secret-backed environment variables), so
+            // the engine reads no Secret through the API, as in the cluster.
+            .env("CATALOGSYNC_DOMAIN_TOKEN", self.server.token("idp"))
+            .env("CATALOGSYNC_APP_TOKEN", self.server.token("app"))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log)?)
             .stderr(std::fs::File::create(log.with_extension("err"))?);
