@@ -7,15 +7,10 @@ use std::hash::BuildHasher;
 
 use crate::records::Records;
 
-/// Normalizes a value for comparison: surrounding whitespace never matters, case only
-/// when the rule says so. Case folds character by character, as the index compares.
-pub fn normalize(value: &str, case_sensitive: bool) -> String {
-    let mut out = String::new();
-    normalize_into(value, case_sensitive, &mut out);
-    out
-}
-
-fn normalize_into(value: &str, case_sensitive: bool, out: &mut String) {
+/// Normalizes a value for comparison into `out`: surrounding whitespace never matters,
+/// case only when the rule says so (folded character by character). Into a buffer the
+/// caller reuses, since the index normalizes every value it builds from and looks up.
+pub fn normalize(value: &str, case_sensitive: bool, out: &mut String) {
     out.clear();
     let v = value.trim();
     if case_sensitive {
@@ -24,20 +19,6 @@ fn normalize_into(value: &str, case_sensitive: bool, out: &mut String) {
         out.extend(v.chars().map(|c| c.to_ascii_lowercase()));
     } else {
         out.extend(v.chars().flat_map(char::to_lowercase));
-    }
-}
-
-/// Whether two raw values are equal once normalized, without building either.
-fn same(a: &str, b: &str, case_sensitive: bool) -> bool {
-    let (a, b) = (a.trim(), b.trim());
-    if case_sensitive {
-        a == b
-    } else if a.is_ascii() && b.is_ascii() {
-        a.eq_ignore_ascii_case(b)
-    } else {
-        a.chars()
-            .flat_map(char::to_lowercase)
-            .eq(b.chars().flat_map(char::to_lowercase))
     }
 }
 
@@ -120,7 +101,7 @@ impl<'a> Index<'a> {
             let mut entries = Vec::new();
             for u in users.iter() {
                 for v in u.keys(rule) {
-                    normalize_into(v, cs, &mut scratch);
+                    normalize(v, cs, &mut scratch);
                     if !scratch.is_empty() {
                         entries.push((index.hash(&scratch), u.index()));
                     }
@@ -161,16 +142,19 @@ impl<'a> Index<'a> {
             return out;
         };
         let cs = self.case_sensitive[rule];
-        let mut scratch = String::new();
+        let (mut wanted, mut theirs) = (String::new(), String::new());
         for v in values {
-            normalize_into(v, cs, &mut scratch);
-            if scratch.is_empty() {
+            normalize(v, cs, &mut wanted);
+            if wanted.is_empty() {
                 continue;
             }
-            out.extend(
-                map.users_with(self.hash(&scratch))
-                    .filter(|&u| self.users.get(u).keys(rule).any(|k| same(k, v, cs))),
-            );
+            // Same hash is not same value: compare with the user's own values.
+            out.extend(map.users_with(self.hash(&wanted)).filter(|&u| {
+                self.users.get(u).keys(rule).any(|k| {
+                    normalize(k, cs, &mut theirs);
+                    theirs == wanted
+                })
+            }));
         }
         out.sort_unstable();
         out.dedup();
@@ -358,11 +342,13 @@ mod tests {
 
     #[test]
     fn normalization_trims_and_folds_case_unless_sensitive() {
-        assert_eq!(
-            normalize("  Alice@Example.COM ", false),
-            "alice@example.com"
-        );
-        assert_eq!(normalize(" Alice ", true), "Alice");
+        let mut out = String::from("left over");
+        normalize("  Alice@Example.COM ", false, &mut out);
+        assert_eq!(out, "alice@example.com");
+        normalize(" Alice ", true, &mut out);
+        assert_eq!(out, "Alice");
+        normalize(" ZOË ", false, &mut out);
+        assert_eq!(out, "zoë");
     }
 
     #[test]
