@@ -6,8 +6,8 @@ pub mod provision;
 use std::collections::HashSet;
 
 use crate::api::{Counts, OnAccountDeleted, OnExactMatch, OnNoMatch, PlannedCounts, RunItem};
-use crate::matching::{Classification, DisputeReason, Index, Situation};
-use crate::records::{Ids, Records};
+use crate::matching::{Classification, DisputeReason, Situation};
+use crate::records::Records;
 
 /// How many items of each kind a status lists.
 pub const ITEMS_PER_KIND: usize = 10;
@@ -49,21 +49,21 @@ pub struct ImportPlan {
     pub counts: Counts,
 }
 
-/// Computes the Import plan. `members` are the grant group's member ids; `index` is the
-/// domain users' index.
-pub fn import(
+/// Computes the Import plan. `members` are the grant group's member ids, each with the
+/// listed domain user it is (looked up once, also for the classification's `is_member`).
+pub fn import<'m>(
     accounts: &Records,
-    index: &Index,
-    members: &Ids,
+    members: impl IntoIterator<Item = (&'m str, Option<u32>)>,
     classification: &Classification,
     policy: ImportPolicy,
 ) -> ImportPlan {
+    let users_len = classification.referenced.len();
     let mut plan = ImportPlan {
         on_deleted: policy.on_account_deleted,
         ..Default::default()
     };
     plan.counts.app_accounts = accounts.len() as i64;
-    plan.counts.domain_users = index.users().len() as i64;
+    plan.counts.domain_users = users_len as i64;
     for (i, s) in classification.situations.iter().enumerate() {
         let i = i as u32;
         match s {
@@ -88,10 +88,9 @@ pub fn import(
     }
     // Duplicates in a member list are one deletion. Members are nearly all listed
     // users, so a flag per user dedups them; only the others need a set.
-    let mut seen_user = vec![false; index.users().len()];
+    let mut seen_user = vec![false; users_len];
     let mut seen_other = HashSet::new();
-    for m in members.iter() {
-        let user = index.user_by_id(m);
+    for (m, user) in members {
         let first = match user {
             Some(u) => !std::mem::replace(&mut seen_user[u as usize], true),
             None => seen_other.insert(m),
@@ -212,7 +211,8 @@ fn dispute_reason(s: &Situation, users: &Records) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matching::{AppAccount, DomainUser, classify};
+    use crate::matching::{AppAccount, DomainUser, Index, classify};
+    use crate::records::Ids;
 
     fn user(id: &str, name: &str) -> DomainUser {
         DomainUser {
@@ -263,7 +263,8 @@ mod tests {
         let accounts = Records::of_accounts(1, 0, &accounts);
         let index = Index::build(&users, &[false]);
         let c = classify(&accounts, &index, &is_member);
-        let plan = import(&accounts, &index, &members, &c, policy);
+        let members = members.iter().map(|m| (m, index.user_by_id(m)));
+        let plan = import(&accounts, members, &c, policy);
         drop(index);
         (accounts, users, plan)
     }
@@ -349,13 +350,7 @@ mod tests {
         let accounts = Records::of_accounts(1, 0, &accounts);
         let index = Index::build(&users, &[false]);
         let c = classify(&accounts, &index, &[false; 30]);
-        let plan = import(
-            &accounts,
-            &index,
-            &Ids::default(),
-            &c,
-            ImportPolicy::default(),
-        );
+        let plan = import(&accounts, [], &c, ImportPolicy::default());
         assert_eq!(plan.links.len(), 30);
         assert_eq!(plan.items(&accounts, &users).len(), ITEMS_PER_KIND);
     }

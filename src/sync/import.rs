@@ -91,21 +91,20 @@ pub async fn run(r: &ImportRun) -> Result<Observed, ImportError> {
 
     // Planning: pure matching, then reads only for the deletion candidates.
     let index = matching::Index::build(&listed.users, &r.rules.case_sensitive);
+    let member_users: Vec<Option<u32>> =
+        listed.members.iter().map(|m| index.user_by_id(m)).collect();
     let mut is_member = vec![false; listed.users.len()];
-    for m in listed.members.iter() {
-        if let Some(u) = index.user_by_id(m) {
-            is_member[u as usize] = true;
-        }
+    for &u in member_users.iter().flatten() {
+        is_member[u as usize] = true;
     }
     let classification = matching::classify(&listed.accounts, &index, &is_member);
     let mut plan = plan::import(
         &listed.accounts,
-        &index,
-        &listed.members,
+        listed.members.iter().zip(member_users.iter().copied()),
         &classification,
         r.policy,
     );
-    drop((classification, is_member, index));
+    drop((classification, is_member, member_users, index));
     r.c.tracker
         .stage(Stage::Planning, plan.deletions.len() as u64);
     let candidates = std::mem::take(&mut plan.deletions);
