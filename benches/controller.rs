@@ -38,8 +38,8 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use common::{create, loadavg, machine, token_secrets, tv, wait4};
-use harness::control_plane;
+use common::{command_line, loadavg, machine, scratch_dir, token_secrets, tv, wait4};
+use harness::{control_plane, create};
 use scim_server::ScimServer;
 
 const HISTOGRAM: &str = "catalogsync_reconcile_duration_seconds";
@@ -119,19 +119,8 @@ async fn run(mut args: Args) -> Result<()> {
     }
     let machine = machine();
     eprintln!("{machine}");
-    // A private copy: a shared CARGO_TARGET_DIR lets another checkout's build replace
-    // target/release/catalogsync while the benchmark runs.
-    let dir = std::env::temp_dir().join(format!("catalogsync-cbench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let binary = {
-        let built = match &args.controller {
-            Some(p) => p.clone(),
-            None => PathBuf::from(env!("CARGO_BIN_EXE_catalogsync")),
-        };
-        let copy = dir.join("catalogsync");
-        std::fs::copy(&built, &copy).with_context(|| format!("copying {}", built.display()))?;
-        copy
-    };
+    let dir = scratch_dir("cbench")?;
+    let command = command_line(&dir, args.controller.as_deref(), args.wrap.as_deref())?;
     let cp = control_plane().await;
     let server = ScimServer::start(&["idp", "app"]);
     let ns = cp.new_namespace(&format!("cbench-{}", args.apps)).await;
@@ -193,12 +182,6 @@ async fn run(mut args: Args) -> Result<()> {
         .local_addr()?
         .port();
     let log = dir.join("controller.log");
-    let mut command: Vec<String> = args
-        .wrap
-        .as_deref()
-        .map(|w| w.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default();
-    command.push(binary.display().to_string());
     let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..])
         .args([

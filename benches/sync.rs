@@ -30,8 +30,8 @@ use clap::Parser;
 use kube::api::Api;
 use serde_json::{Value, json};
 
-use common::{create, loadavg, machine, token_secrets, tv, wait4};
-use harness::{ControlPlane, control_plane};
+use common::{command_line, loadavg, machine, scratch_dir, token_secrets, tv, wait4};
+use harness::{ControlPlane, control_plane, create};
 use scim_server::ScimServer;
 
 /// Member values per PATCH in the lower bound: what one `ScimClient::add_members` request
@@ -64,7 +64,8 @@ struct Args {
     #[arg(long)]
     engine: Option<PathBuf>,
     /// A command to run the engine under (split on spaces), e.g.
-    /// "perf record -e cpu-clock -g -o /tmp/perf.data --". CPU and RSS are then the wrapper's.
+    /// "perf record -e cpu-clock -g -o /tmp/perf.data --". CPU is then the wrapper's; the peak
+    /// RSS stays the engine's own, which it reports.
     #[arg(long)]
     wrap: Option<String>,
     /// Also write every measurement as JSON here.
@@ -166,19 +167,8 @@ async fn run(mut args: Args) -> Result<()> {
     }
     let machine = machine();
     eprintln!("{machine}");
-    // A private copy, taken at once: a shared CARGO_TARGET_DIR lets another checkout's build
-    // replace target/release/catalogsync while the benchmark runs.
-    let engine = {
-        let built = match &args.engine {
-            Some(p) => p.clone(),
-            None => PathBuf::from(env!("CARGO_BIN_EXE_catalogsync")),
-        };
-        let dir = std::env::temp_dir().join(format!("catalogsync-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let copy = dir.join("catalogsync");
-        std::fs::copy(&built, &copy).with_context(|| format!("copying {}", built.display()))?;
-        copy
-    };
+    let dir = scratch_dir("bench")?;
+    let command = command_line(&dir, args.engine.as_deref(), args.wrap.as_deref())?;
     let cp = control_plane().await;
     let mut all = Vec::new();
     for &n in &args.sizes {
@@ -187,14 +177,7 @@ async fn run(mut args: Args) -> Result<()> {
         } else {
             args.runs
         };
-        let engine = engine.clone();
-        let mut command: Vec<String> = args
-            .wrap
-            .as_deref()
-            .map(|w| w.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default();
-        command.push(engine.display().to_string());
-        let world = World::new(cp, n, args.parallelism, command).await?;
+        let world = World::new(cp, n, args.parallelism, command.clone(), dir.clone()).await?;
         for &shape in &args.shapes {
             let m = world.measure(shape, runs.max(1)).await?;
             eprintln!("{}", row(&m));
@@ -261,6 +244,7 @@ impl World {
         n: usize,
         parallelism: u32,
         command: Vec<String>,
+        logs: PathBuf,
     ) -> Result<World> {
         let server = ScimServer::start(&["idp", "app"]);
         let seeding = Instant::now();
@@ -321,8 +305,6 @@ impl World {
             a.extend(attrs.into_iter().filter(|x| x != "id"));
             a.join(",")
         };
-        let logs = std::env::temp_dir().join(format!("catalogsync-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&logs)?;
         Ok(World {
             cp,
             ns,

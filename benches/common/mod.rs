@@ -1,27 +1,13 @@
-//! Helpers shared by the benchmarks (`mod common;` in each): object creation, the child's
-//! rusage, the machine's description.
+//! Helpers shared by the benchmarks (`mod common;` in each): the token Secrets, the binary
+//! under test's command line, the child's rusage, the machine's description.
 
-use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
 use kube::Client;
-use kube::api::{Api, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
-/// Creates a namespaced object of kind `K` from JSON (apiVersion and kind added).
-pub async fn create<K>(client: &Client, ns: &str, mut v: Value) -> Result<K>
-where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    v["apiVersion"] = json!(K::api_version(&()));
-    v["kind"] = json!(K::kind(&()));
-    let obj: K = serde_json::from_value(v)?;
-    Ok(Api::<K>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &obj)
-        .await?)
-}
+use crate::harness::create;
 
 /// Creates the two bearer-token Secrets the benchmarks' IdentityDomain and apps refer to
 /// (`idp-token`, `app-token`, key `token`), with `token(tenant)` as their value.
@@ -56,6 +42,28 @@ pub fn wait4(pid: libc::pid_t) -> Result<(i32, libc::rusage)> {
         -1
     };
     Ok((code, ru))
+}
+
+/// This run's scratch folder (the binary's copy, logs): `<tmp>/catalogsync-<what>-<pid>`.
+pub fn scratch_dir(what: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("catalogsync-{what}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The command line that starts the binary under test: `wrap` split on spaces, then a
+/// private copy in `dir` of `binary`, or of the catalogsync cargo built with this
+/// benchmark. A copy, taken at once: a shared CARGO_TARGET_DIR lets another checkout's
+/// build replace target/release/catalogsync while the benchmark runs.
+pub fn command_line(dir: &Path, binary: Option<&Path>, wrap: Option<&str>) -> Result<Vec<String>> {
+    let built = binary.unwrap_or(Path::new(env!("CARGO_BIN_EXE_catalogsync")));
+    let copy = dir.join("catalogsync");
+    std::fs::copy(built, &copy).with_context(|| format!("copying {}", built.display()))?;
+    let mut command: Vec<String> = wrap
+        .map(|w| w.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    command.push(copy.display().to_string());
+    Ok(command)
 }
 
 pub fn tv(t: libc::timeval) -> f64 {

@@ -243,6 +243,24 @@ impl ControlPlane {
     }
 }
 
+/// Creates a namespaced object of kind `K` from JSON (apiVersion and kind added).
+pub async fn create<K>(client: &Client, ns: &str, mut v: serde_json::Value) -> Result<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    v["apiVersion"] = serde_json::json!(K::api_version(&()));
+    v["kind"] = serde_json::json!(K::kind(&()));
+    let obj: K = serde_json::from_value(v)?;
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &obj)
+        .await
+        .with_context(|| format!("creating {}", K::kind(&())))
+}
+
 /// Parses a multi-document YAML stream into objects, skipping empty documents.
 pub fn parse_yaml(yaml: &str) -> Result<Vec<DynamicObject>> {
     use serde::Deserialize as _;

@@ -325,14 +325,9 @@ where
         + serde::Serialize
         + std::fmt::Debug,
 {
-    let mut v = v;
-    v["apiVersion"] = json!(K::api_version(&()));
-    v["kind"] = json!(K::kind(&()));
-    let obj: K = serde_json::from_value(v).unwrap();
-    Api::<K>::namespaced(cp.admin_client(), ns)
-        .create(&PostParams::default(), &obj)
+    crate::harness::create(&cp.admin_client(), ns, v)
         .await
-        .unwrap_or_else(|e| panic!("creating {}: {e}", K::kind(&())))
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// The run ended Failed, with exit code 1 and a message starting with `prefix`.
