@@ -320,6 +320,16 @@ fn app_cond(a: &CatalogApp, t: &str) -> Option<(String, String)> {
     cond_reason(&a.status.clone().unwrap_or_default().conditions, t)
 }
 
+/// The phase of the app's `lastRun`.
+fn last_run_phase(a: &CatalogApp) -> Option<RunPhase> {
+    a.status.as_ref()?.last_run.as_ref()?.phase
+}
+
+/// The `requested-at` value the controller last handled.
+fn requested_echo(a: &CatalogApp) -> Option<&str> {
+    a.status.as_ref()?.last_handled_requested_at.as_deref()
+}
+
 fn app_message(a: &CatalogApp, t: &str) -> String {
     let conds = a.status.clone().unwrap_or_default().conditions;
     find(&conds, t)
@@ -492,10 +502,7 @@ async fn requested_run_creates_exactly_one_run_and_a_restricted_job() {
     env.request_run("1700000000").await;
     let a = env
         .wait_app("request echoed", |a| {
-            a.status
-                .as_ref()
-                .and_then(|s| s.last_handled_requested_at.as_deref())
-                == Some("1700000000")
+            requested_echo(a) == Some("1700000000")
         })
         .await;
     assert_eq!(
@@ -693,13 +700,7 @@ async fn scheduled_run_then_disabling_cancels_it_and_enabling_resumes() {
     let a = env
         .wait_app("SynchronizationEnabled False Disabled", |a| {
             app_cond(a, "SynchronizationEnabled") == tf("False", "Disabled")
-                && a.status
-                    .as_ref()
-                    .unwrap()
-                    .last_run
-                    .as_ref()
-                    .and_then(|r| r.phase)
-                    == Some(RunPhase::Cancelled)
+                && last_run_phase(a) == Some(RunPhase::Cancelled)
         })
         .await;
     assert_eq!(app_cond(&a, "Synchronizing").unwrap().0, "False");
@@ -744,24 +745,11 @@ async fn suspend_stops_scheduling_and_cancels_the_active_run() {
     env.request_run("two").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(env.runs().await.len(), 1);
-    assert_eq!(
-        env.get_app()
-            .await
-            .status
-            .unwrap()
-            .last_handled_requested_at
-            .as_deref(),
-        Some("one")
-    );
+    assert_eq!(requested_echo(&env.get_app().await), Some("one"));
     // Resumed: the pending request runs.
     env.patch_app_spec(json!({"suspend": false})).await;
-    env.wait_app("request two handled", |a| {
-        a.status
-            .as_ref()
-            .and_then(|s| s.last_handled_requested_at.as_deref())
-            == Some("two")
-    })
-    .await;
+    env.wait_app("request two handled", |a| requested_echo(a) == Some("two"))
+        .await;
     assert_eq!(env.runs().await.len(), 2);
 }
 
@@ -817,11 +805,7 @@ async fn run_history_is_pruned_to_the_limits() {
         let run = eventually(30, "the requested run", || async {
             let a = env.get_app().await;
             let want = format!("req-{i}");
-            if a.status
-                .as_ref()
-                .and_then(|s| s.last_handled_requested_at.as_ref())
-                != Some(&want)
-            {
+            if requested_echo(&a) != Some(want.as_str()) {
                 return None;
             }
             env.runs()
@@ -899,11 +883,7 @@ async fn job_failing_without_an_outcome_fails_the_run_with_the_jobs_reason() {
     );
     let a = env
         .wait_app("lastRun Failed", |a| {
-            a.status
-                .as_ref()
-                .and_then(|s| s.last_run.as_ref())
-                .and_then(|r| r.phase)
-                == Some(RunPhase::Failed)
+            last_run_phase(a) == Some(RunPhase::Failed)
         })
         .await;
     assert_eq!(app_cond(&a, "Synchronizing").unwrap().0, "False");
@@ -1187,11 +1167,7 @@ async fn end_to_end_a_requested_run_executes_through_the_dev_job_runner() {
     env.request_run("e2e").await;
     let a = env
         .wait_app("lastRun Succeeded", |a| {
-            a.status
-                .as_ref()
-                .and_then(|s| s.last_run.as_ref())
-                .and_then(|r| r.phase)
-                == Some(RunPhase::Succeeded)
+            last_run_phase(a) == Some(RunPhase::Succeeded)
         })
         .await;
     let st = a.status.unwrap();
@@ -1468,10 +1444,7 @@ async fn replace_cancels_the_active_run_for_a_new_one() {
                 .is_some_and(|n| *n != first.name_any())
         })
         .await;
-    assert_eq!(
-        a.status.unwrap().last_handled_requested_at.as_deref(),
-        Some("second")
-    );
+    assert_eq!(requested_echo(&a), Some("second"));
     assert_eq!(env.runs().await.len(), 2);
 }
 
