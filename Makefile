@@ -10,11 +10,11 @@ SHELL := /bin/bash
 setup:
 	@KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" && echo "control plane: $$KUBEBUILDER_ASSETS"
 	@hack/scim/setup.sh >/dev/null && echo "SCIM servers: ready"
-	cargo build --locked
+	cargo build --locked --features dev
 
 ## test: unit tests and integration tests on a real control plane and real SCIM servers
 test: setup
-	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo test --locked --all-targets
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo test --locked --all-targets --features dev
 
 ## demo: the whole product on this machine (control plane, SCIM servers, controller, job runner);
 ## does its own set-up with progress lines. `make demo DEMO_ARGS=--keep` keeps it running.
@@ -23,16 +23,16 @@ demo:
 
 ## crds: regenerate crds/ and deploy/crds.yaml from the Rust types
 crds:
-	cargo run --locked -q -- crds --out-dir crds
-	cargo run --locked -q -- crds > deploy/crds.yaml
-	cargo run --locked -q -- api-docs > docs/api.md
+	cargo run --locked -q --features dev -- crds --out-dir crds
+	cargo run --locked -q --features dev -- crds > deploy/crds.yaml
+	cargo run --locked -q --features dev -- api-docs > docs/api.md
 
 ## bench: the sync engine benchmark (release build, 1,000/10,000/100,000 accounts per side,
 ## about 35 minutes on 2 cores plus the build); figures and how to read them in docs/benchmarks.md.
 ## BENCH_ARGS passes options, e.g. BENCH_ARGS="--sizes 10000 --shapes steady --runs 5".
 bench:
 	@hack/scim/setup.sh >/dev/null
-	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo bench --locked --bench sync -- \
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo bench --locked --features dev --bench sync -- \
 		--json target/bench/sync.json $(BENCH_ARGS)
 
 ## bench-controller: the controller benchmark (release build): 1,000 CatalogApps with their
@@ -40,15 +40,16 @@ bench:
 ## (a few minutes plus the build). CONTROLLER_BENCH_ARGS passes options, e.g. "--apps 200 --quiet-seconds 10".
 bench-controller:
 	@hack/scim/setup.sh >/dev/null
-	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo bench --locked --bench controller -- \
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo bench --locked --features dev --bench controller -- \
 		--json target/bench/controller.json $(CONTROLLER_BENCH_ARGS)
 
 ## bench-smoke: the same harness at 200 accounts, one run per shape (about a minute)
 bench-smoke:
 	@hack/scim/setup.sh >/dev/null
-	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo bench --locked --bench sync -- \
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo bench --locked --features dev --bench sync -- \
 		--sizes 200 --runs 1 $(BENCH_ARGS)
 
 lint:
 	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --all-targets --features dev -- -D warnings
+	cargo clippy --locked -- -D warnings

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use catalogsync::api::{CatalogApp, IdentityDomain, SyncPolicy, SyncRun};
-use catalogsync::conditions::{find, is_true};
+use catalogsync::cluster::conditions::{find, is_true};
 use clap::Parser;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::batch::v1::Job;

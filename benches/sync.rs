@@ -25,7 +25,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use catalogsync::api::{
     CatalogApp, IdentityDomain, RunPhase, SyncPolicy, SyncPolicySpec, SyncRun, SyncRunStatus,
 };
-use catalogsync::sync::extract::Rules;
+use catalogsync::engine::extract::Rules;
 use clap::Parser;
 use kube::api::Api;
 use serde_json::{Value, json};

@@ -108,7 +108,7 @@ else
 fi
 progress "preparing the SCIM servers (scim2-server in a virtualenv)" "$demo/scim-setup.log" hack/scim/setup.sh
 python="$(tail -n 1 "$demo/scim-setup.log")"
-progress "building catalogsync (first run 3-5 min)" "$demo/cargo.log" cargo build --locked
+progress "building catalogsync (first run 3-5 min)" "$demo/cargo.log" cargo build --locked --features dev
 target="${CARGO_TARGET_DIR:-$repo/target}"
 # A private copy: a shared target dir may be rebuilt by someone else meanwhile.
 mkdir -p "$demo/bin"

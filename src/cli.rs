@@ -8,11 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use crate::api::{apidocs, crdgen};
+use crate::cluster::exit_code;
+use crate::controller::http;
+use crate::controller::leader::LeaseConfig;
+use crate::controller::metrics::Metrics;
+use crate::controller::sync_run::job::JobConfig;
 use crate::controller::{self, Config};
-use crate::job_builder::JobConfig;
-use crate::leader::LeaseConfig;
-use crate::metrics::Metrics;
-use crate::{apidocs, crdgen, devrunner, exit_code, http, sync, telemetry};
+use crate::{engine, telemetry};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -55,30 +58,12 @@ enum Command {
     Controller(ControllerArgs),
     /// DEVELOPMENT TOOLING, not for production: run the catalogsync Jobs of a local
     /// control plane (which has no kubelet) as processes on this machine.
-    DevJobRunner(DevJobRunnerArgs),
+    #[cfg(feature = "dev")]
+    DevJobRunner(crate::dev::cli::JobRunnerArgs),
     /// DEVELOPMENT TOOLING, not for production: the product on this machine.
+    #[cfg(feature = "dev")]
     #[command(subcommand)]
-    Dev(DevCommand),
-}
-
-#[derive(Subcommand, Debug)]
-enum DevCommand {
-    /// Start a local control plane, seeded SCIM servers (identity domain `iam`, apps
-    /// `slack` and `jira`), the controller and the dev job runner; run until Ctrl-C.
-    Up(DevUpArgs),
-}
-
-#[derive(Args, Debug)]
-struct DevUpArgs {
-    /// Kubeconfig, `env` file and logs go here (emptied first).
-    #[arg(long, default_value = ".demo")]
-    state_dir: PathBuf,
-    /// The repository root (for hack/envtest.sh and hack/scim/serve.py).
-    #[arg(long, default_value = ".")]
-    repo: PathBuf,
-    /// Python of the SCIM servers' virtualenv (default: what hack/scim/setup.sh prints).
-    #[arg(long)]
-    scim_python: Option<PathBuf>,
+    Dev(crate::dev::cli::DevCommand),
 }
 
 #[derive(Args, Debug)]
@@ -116,21 +101,8 @@ struct ControllerArgs {
     namespace: Option<String>,
 }
 
-#[derive(Args, Debug)]
-struct DevJobRunnerArgs {
-    /// The binary standing for the image's `catalogsync` (default: this executable).
-    #[arg(long)]
-    binary: Option<PathBuf>,
-    /// Passed to the processes as KUBECONFIG (default: this process's KUBECONFIG).
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
-    /// Only run Jobs of this namespace.
-    #[arg(long)]
-    namespace: Option<String>,
-}
-
 /// A watch channel that turns true on SIGTERM or Ctrl-C.
-fn shutdown_channel() -> tokio::sync::watch::Receiver<bool> {
+pub(crate) fn shutdown_channel() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         controller::shutdown_signal().await;
@@ -175,44 +147,6 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn run_dev_job_runner(args: DevJobRunnerArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await?;
-    let binary = match args.binary {
-        Some(b) => b,
-        None => std::env::current_exe()?,
-    };
-    let config = devrunner::RunnerConfig {
-        binary,
-        kubeconfig: args.kubeconfig,
-        namespace: args.namespace,
-        grace: Duration::from_secs(30),
-    };
-    devrunner::run(client, config, shutdown_channel()).await
-}
-
-async fn run_dev_up(args: DevUpArgs) -> anyhow::Result<()> {
-    let repo = args.repo.canonicalize()?;
-    let python = match args.scim_python {
-        Some(p) => p,
-        None => {
-            let out = std::process::Command::new("bash")
-                .arg(repo.join("hack/scim/setup.sh"))
-                .stderr(std::process::Stdio::inherit())
-                .output()?;
-            anyhow::ensure!(out.status.success(), "hack/scim/setup.sh failed");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            PathBuf::from(stdout.lines().last().unwrap_or_default().trim())
-        }
-    };
-    let config = crate::dev::up::UpConfig {
-        state_dir: args.state_dir,
-        repo,
-        python,
-        binary: std::env::current_exe()?,
-    };
-    crate::dev::up::run(config, shutdown_channel()).await
-}
-
 fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(fut) {
@@ -241,6 +175,7 @@ where
 fn run(cli: Cli) -> ExitCode {
     match cli.command {
         // dev up talks to people on its stdout; the apiserver's start-up errors are noise.
+        #[cfg(feature = "dev")]
         Command::Dev(_) => telemetry::init_with_default(cli.log_format, "warn,kube_client=off"),
         _ => telemetry::init(cli.log_format),
     }
@@ -256,7 +191,7 @@ fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(exit_code::FAILED);
                 }
             };
-            ExitCode::from(rt.block_on(sync::main(&run)))
+            ExitCode::from(rt.block_on(engine::main(&run)))
         }
         Command::ApiDocs => {
             print!("{}", apidocs::render());
@@ -276,7 +211,11 @@ fn run(cli: Cli) -> ExitCode {
             },
         },
         Command::Controller(args) => block_on(run_controller(args)),
-        Command::DevJobRunner(args) => block_on(run_dev_job_runner(args)),
-        Command::Dev(DevCommand::Up(args)) => block_on(run_dev_up(args)),
+        #[cfg(feature = "dev")]
+        Command::DevJobRunner(args) => block_on(crate::dev::cli::run_job_runner(args)),
+        #[cfg(feature = "dev")]
+        Command::Dev(crate::dev::cli::DevCommand::Up(args)) => {
+            block_on(crate::dev::cli::run_up(args))
+        }
     }
 }

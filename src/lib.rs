@@ -1,28 +1,18 @@
 //! catalogsync: a Kubernetes operator for SaaS application provisioning and
 //! synchronization into an identity domain, over SCIM 2.0.
 
+// Unsafe code lives only in the development tooling (process control of the local
+// control plane); the product itself has none.
+#![cfg_attr(not(feature = "dev"), forbid(unsafe_code))]
+#![cfg_attr(feature = "dev", deny(unsafe_code))]
+
 pub mod api;
-pub mod apidocs;
-pub mod budget;
-pub mod catalog;
 pub mod cli;
-pub mod conditions;
+pub mod cluster;
 pub mod controller;
-pub mod crdgen;
-pub mod credentials;
+#[cfg(feature = "dev")]
+#[allow(unsafe_code)]
 pub mod dev;
-pub mod devrunner;
-pub mod exit_code;
-pub mod http;
-pub mod job_builder;
-pub mod leader;
-pub mod mapping;
-pub mod matching;
-pub mod metrics;
-pub mod plan;
-pub mod records;
-pub mod schedule;
+pub mod engine;
 pub mod scim;
-pub mod status;
-pub mod sync;
 pub mod telemetry;

@@ -40,7 +40,7 @@ pub struct CatalogAppSpec {
     pub identity_domain_ref: LocalRef,
     /// Entry of the built-in app catalog that describes this app's SCIM conventions.
     #[serde(default = "default_catalog_item")]
-    #[schemars(schema_with = "crate::catalog::catalog_item_schema")]
+    #[schemars(schema_with = "crate::api::catalog::catalog_item_schema")]
     pub catalog_item: String,
     /// The app's SCIM 2.0 endpoint.
     pub connection: Connection,

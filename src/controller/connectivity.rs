@@ -10,7 +10,7 @@ use kube::Client;
 use serde_json::json;
 
 use crate::api::{Auth, Capabilities, Tls};
-use crate::credentials::{self, CredentialsError};
+use crate::cluster::credentials::{self, CredentialsError};
 use crate::scim::{self, ClientOptions, ErrorKind, RetryPolicy, ScimClient, ScimError, Timeouts};
 
 /// Stable reasons of a failed check.

@@ -10,8 +10,8 @@ use kube::{Resource, ResourceExt};
 use super::connectivity::{Endpoint, Failure};
 use super::{Context, Error, Ev, Result, now_time};
 use crate::api::{Capabilities, IdentityDomain, IdentityDomainStatus};
-use crate::conditions::{self, Cond, READY};
-use crate::status;
+use crate::cluster::conditions::{self, Cond, READY};
+use crate::cluster::status;
 
 /// The status for a check outcome, plus the events the change deserves. Pure.
 pub fn decide(

@@ -6,7 +6,11 @@
 
 pub mod catalog_app;
 pub mod connectivity;
+pub mod http;
 pub mod identity_domain;
+pub mod leader;
+pub mod metrics;
+pub mod schedule;
 pub mod sync_policy;
 pub mod sync_run;
 
@@ -30,9 +34,9 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::watch;
 
 use crate::api::{Capabilities, CatalogApp, IdentityDomain, SyncPolicy, SyncRun};
-use crate::credentials;
-use crate::job_builder::{JobConfig, RUN_LABEL};
-use crate::metrics::Metrics;
+use crate::cluster::credentials;
+use crate::controller::metrics::Metrics;
+use crate::controller::sync_run::job::{JobConfig, RUN_LABEL};
 use connectivity::{Endpoints, Failure, ProbeCache};
 
 /// Errors of a reconcile; each carries a metric label.
@@ -439,7 +443,7 @@ pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
     config: Config,
-    lease: Option<crate::leader::LeaseConfig>,
+    lease: Option<crate::controller::leader::LeaseConfig>,
     shutdown: watch::Receiver<bool>,
     ready: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> anyhow::Result<()> {
@@ -456,7 +460,7 @@ pub async fn run(
     };
     // A standby replica is healthy and ready; it just does not act.
     set_ready(true);
-    let mut leadership = crate::leader::Leadership::start(client, &lease).await?;
+    let mut leadership = crate::controller::leader::Leadership::start(client, &lease).await?;
     let mut sd = shutdown.clone();
     tokio::select! {
         acquired = leadership.acquired() => acquired?,

@@ -10,9 +10,10 @@ use kube::runtime::controller::Action;
 
 use super::{Context, Error, Result, now_time};
 use crate::api::{SyncPolicy, SyncPolicyStatus};
-use crate::conditions::{self, Cond, READY, STALLED};
+use crate::cluster::conditions::{self, Cond, READY, STALLED};
+use crate::cluster::status;
+use crate::controller::schedule;
 use crate::scim::AttrPath;
-use crate::{schedule, status};
 
 /// The policy's status. Pure.
 pub fn decide(
@@ -69,7 +70,7 @@ pub async fn reconcile(policy: Arc<SyncPolicy>, ctx: Arc<Context>) -> Result<Act
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conditions::{find, is_true};
+    use crate::cluster::conditions::{find, is_true};
 
     fn policy(spec: serde_json::Value) -> SyncPolicy {
         serde_json::from_value(serde_json::json!({

@@ -6,9 +6,11 @@
 //!   the counts a synchronization must report;
 //! - [`up`]: `catalogsync dev up`, everything at once in one process tree.
 //!
-//! The dev job runner (a stand-in for the kubelet) is [`crate::devrunner`].
+//! The dev job runner (a stand-in for the kubelet) is [`crate::dev::runner`].
 
+pub mod cli;
 pub mod control_plane;
+pub mod runner;
 pub mod seed;
 pub mod up;
 

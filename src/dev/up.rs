@@ -58,8 +58,12 @@ pub async fn run(cfg: UpConfig, mut shutdown: tokio::sync::watch::Receiver<bool>
             "starting the local control plane (etcd + kube-apiserver)",
         );
         let assets = control_plane::find_assets(&cfg.repo.join("hack/envtest.sh"))?;
-        let cp =
-            ControlPlane::start(&assets, &dir.join("control-plane"), &crate::crdgen::all()).await?;
+        let cp = ControlPlane::start(
+            &assets,
+            &dir.join("control-plane"),
+            &crate::api::crdgen::all(),
+        )
+        .await?;
         step(
             start,
             &format!("control plane ready at {}; CRDs installed", cp.server()),

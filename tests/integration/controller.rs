@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use catalogsync::api::{
     CatalogApp, Direction, IdentityDomain, RunPhase, SyncPolicy, SyncRun, Trigger,
 };
-use catalogsync::conditions::find;
+use catalogsync::cluster::conditions::find;
+use catalogsync::controller::leader::LeaseConfig;
+use catalogsync::controller::metrics::Metrics;
+use catalogsync::controller::sync_run::job::{APP_LABEL, JobConfig, RUN_LABEL};
 use catalogsync::controller::{self, Config};
-use catalogsync::job_builder::{APP_LABEL, JobConfig, RUN_LABEL};
-use catalogsync::leader::LeaseConfig;
-use catalogsync::metrics::Metrics;
 use catalogsync::scim::{self, ClientOptions, ScimClient};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -298,10 +298,10 @@ spec:
 
     /// Writes run status as the sync Job does (its own field manager).
     async fn job_writes(&self, run: &str, status: serde_json::Value) {
-        catalogsync::status::apply(
+        catalogsync::cluster::status::apply(
             &self.api::<SyncRun>(),
             run,
-            catalogsync::status::JOB_MANAGER,
+            catalogsync::cluster::status::JOB_MANAGER,
             status,
         )
         .await
@@ -1151,9 +1151,9 @@ async fn end_to_end_a_requested_run_executes_through_the_dev_job_runner() {
     let _ctl =
         RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
     let (stop, rx) = watch::channel(false);
-    let runner = tokio::spawn(catalogsync::devrunner::run(
+    let runner = tokio::spawn(catalogsync::dev::runner::run(
         env.client.clone(),
-        catalogsync::devrunner::RunnerConfig {
+        catalogsync::dev::runner::RunnerConfig {
             binary: crate::sync_engine::binary().to_path_buf(),
             kubeconfig: Some(env.cp.kubeconfig_path().to_path_buf()),
             namespace: Some(env.ns.clone()),
@@ -1559,7 +1559,7 @@ async fn a_late_pending_never_overwrites_what_the_job_wrote() {
     env.apply("apiVersion: catalogsync.io/v1alpha1\nkind: SyncRun\nmetadata: {name: fast}\nspec: {appRef: {name: slack}}\n")
         .await;
     let run = env.api::<SyncRun>().get("fast").await.unwrap();
-    let job = catalogsync::job_builder::build(
+    let job = catalogsync::controller::sync_run::job::build(
         &run,
         &env.get_app().await,
         &env.api::<IdentityDomain>().get("corp").await.unwrap(),

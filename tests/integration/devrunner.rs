@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use catalogsync::devrunner::{self, RunnerConfig};
+use catalogsync::dev::runner::{self, RunnerConfig};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
@@ -62,7 +62,7 @@ async fn runs_jobs_as_processes_and_reports_like_the_job_controller() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (stop, rx) = watch::channel(false);
-    let runner = tokio::spawn(devrunner::run(
+    let runner = tokio::spawn(runner::run(
         client.clone(),
         RunnerConfig {
             binary: PathBuf::from(env!("CARGO_BIN_EXE_catalogsync")),

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use catalogsync::api::{CatalogApp, Counts, RunPhase, SyncRun};
-use catalogsync::conditions::find;
+use catalogsync::cluster::conditions::find;
 use catalogsync::dev::seed::{AppShape, Scenario};
 use catalogsync::dev::up::{self, DOMAIN_TENANT};
 use catalogsync::scim::{self, ClientOptions, ScimClient};
@@ -63,9 +63,9 @@ impl Product {
         let controller =
             RunningController::start(client.clone(), &ns, Duration::from_secs(300), None);
         let (runner_stop, rx) = watch::channel(false);
-        tokio::spawn(catalogsync::devrunner::run(
+        tokio::spawn(catalogsync::dev::runner::run(
             client.clone(),
-            catalogsync::devrunner::RunnerConfig {
+            catalogsync::dev::runner::RunnerConfig {
                 binary: crate::sync_engine::binary().to_path_buf(),
                 kubeconfig: Some(cp.kubeconfig_path().to_path_buf()),
                 namespace: Some(ns.clone()),

@@ -5,7 +5,7 @@
 //! `sync_engine`; `provision_follows_the_grant_group` there covers the basics.
 
 use catalogsync::api::RunPhase;
-use catalogsync::exit_code;
+use catalogsync::cluster::exit_code;
 use catalogsync::scim::PatchOp;
 use serde_json::{Value, json};
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use catalogsync::api::{
     CatalogApp, IdentityDomain, RunPhase, Stage, SyncPolicy, SyncRun, SyncRunStatus,
 };
-use catalogsync::exit_code;
+use catalogsync::cluster::exit_code;
 use catalogsync::scim::{self, ScimClient};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -313,7 +313,7 @@ fn engine_process() {
         .enable_all()
         .build()
         .unwrap();
-    let code = rt.block_on(catalogsync::sync::main(&run));
+    let code = rt.block_on(catalogsync::engine::main(&run));
     std::process::exit(code.into());
 }
 
@@ -991,10 +991,10 @@ async fn large_import_links_everything_in_few_requests() {
 #[tokio::test]
 async fn deletion_candidates_are_confirmed_against_the_app() {
     use catalogsync::api::MatchRule;
-    use catalogsync::matching::DomainUser;
-    use catalogsync::plan::Deletion;
-    use catalogsync::sync::extract::Rules;
-    use catalogsync::sync::import::confirm_deletions;
+    use catalogsync::engine::extract::Rules;
+    use catalogsync::engine::import::confirm_deletions;
+    use catalogsync::engine::plan::Deletion;
+    use catalogsync::engine::records::DomainUser;
 
     let server = ScimServer::start(&["idp", "app"]);
     let idp = client(&server.base_url("idp"), &server.token("idp"));
@@ -1080,7 +1080,7 @@ async fn deletion_candidates_are_confirmed_against_the_app() {
         ])
         .collect();
     let checked = std::sync::atomic::AtomicUsize::new(0);
-    let users = catalogsync::records::Records::of_users(rules.app.len(), &users);
+    let users = catalogsync::engine::records::Records::of_users(rules.app.len(), &users);
     let (confirmed, still_there) =
         confirm_deletions(&idp, &app, &rules, candidates, &users, 4, || {
             checked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -1,5 +1,5 @@
 use super::*;
-use crate::conditions::is_true;
+use crate::cluster::conditions::is_true;
 use serde_json::json;
 
 const APP_CREATED: &str = "2026-01-01T00:00:00Z";

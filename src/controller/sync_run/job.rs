@@ -17,8 +17,8 @@ use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{CatalogApp, IdentityDomain, SyncPolicy, SyncRun};
-use crate::credentials::{self, Side};
-use crate::exit_code;
+use crate::cluster::credentials::{self, Side};
+use crate::cluster::exit_code;
 
 /// Label on SyncRuns and Jobs: the CatalogApp they belong to.
 pub const APP_LABEL: &str = "catalogsync.io/app";
@@ -65,7 +65,7 @@ pub fn build(
     let ns = run.namespace().unwrap_or_default();
     let name = run.name_any();
     let timeout = policy
-        .and_then(|p| crate::sync::parse_duration(&p.spec.timeout))
+        .and_then(|p| crate::api::parse_duration(&p.spec.timeout))
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_TIMEOUT);
 

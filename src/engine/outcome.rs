@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::api::{Counts, Mode, RunPhase};
-use crate::budget::LimitCheck;
-use crate::conditions::Cond;
-use crate::exit_code;
+use crate::cluster::conditions::Cond;
+use crate::cluster::exit_code;
+use crate::engine::limits::LimitCheck;
 
 use super::stop::StopReason;
 

@@ -16,10 +16,10 @@ use kube::{Resource, ResourceExt};
 use super::connectivity::{self, Endpoint, Failure};
 use super::{Context, Error, Ev, Result, time_of, to_time};
 use crate::api::*;
-use crate::conditions::{self, Cond, READY, STALLED};
-use crate::job_builder::APP_LABEL;
-use crate::schedule::{self, STARTING_DEADLINE};
-use crate::status;
+use crate::cluster::conditions::{self, Cond, READY, STALLED};
+use crate::cluster::status;
+use crate::controller::schedule::{self, STARTING_DEADLINE};
+use crate::controller::sync_run::job::APP_LABEL;
 
 pub const PROVISIONING_ENABLED: &str = "ProvisioningEnabled";
 pub const SYNCHRONIZATION_ENABLED: &str = "SynchronizationEnabled";

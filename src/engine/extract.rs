@@ -3,10 +3,11 @@
 
 use serde_json::{Value, json};
 
+use crate::api::Direction;
 use crate::api::{AttributeMapping, MatchRule};
-use crate::mapping::{self as docs, From};
-use crate::matching::{AppAccount, DomainUser};
-use crate::records::Record;
+use crate::engine::mapping as docs;
+use crate::engine::records::Record;
+use crate::engine::records::{AppAccount, DomainUser};
 use crate::scim::AttrPath;
 use crate::scim::model::USER_SCHEMA;
 use crate::scim::path::quote;
@@ -75,7 +76,7 @@ impl Rules {
         dedup(a)
     }
 
-    /// A domain user document → what its side's [`crate::records::Records`] keep of it.
+    /// A domain user document → what its side's [`crate::engine::records::Records`] keep of it.
     pub fn domain_user(&self, v: &Value) -> Option<DomainUser> {
         Some(DomainUser {
             id: str_of(v, "id")?,
@@ -85,7 +86,7 @@ impl Rules {
         })
     }
 
-    /// An app account document → what its side's [`crate::records::Records`] keep of it.
+    /// An app account document → what its side's [`crate::engine::records::Records`] keep of it.
     pub fn app_account(&self, v: &Value) -> Option<AppAccount> {
         Some(AppAccount {
             id: str_of(v, "id")?,
@@ -151,7 +152,7 @@ fn unfiltered(p: &AttrPath) -> String {
 /// mappings applied to it. Its externalId is the account's id in the app, so a create
 /// retried after a lost answer is recognised as our own (see the engine's 409 handling).
 pub fn new_user(rules: &Rules, a: Record<'_>) -> Value {
-    let mut u = docs::build(&rules.import, From::App, |src| {
+    let mut u = docs::build(&rules.import, Direction::Import, |src| {
         let i = rules.import.iter().position(|m| m.app_attribute == src)?;
         Some(a.attr(i).to_string())
     });
@@ -185,7 +186,7 @@ mod tests {
     }
 
     fn creating(r: Rules) -> Rules {
-        let import = crate::catalog::get("GenericSCIM")
+        let import = crate::api::catalog::get("GenericSCIM")
             .unwrap()
             .import_mappings
             .clone();
@@ -272,7 +273,7 @@ mod tests {
             active: true,
             keys: vec![vec!["alice".into()], vec!["a@x.example".into(), "".into()]],
         };
-        let users = crate::records::Records::of_users(2, &[user]);
+        let users = crate::engine::records::Records::of_users(2, &[user]);
         assert_eq!(
             r.confirmation_filter("u1", Some(users.get(0))),
             r#"externalId eq "u1" or userName eq "alice" or emails.value eq "a@x.example""#
@@ -292,7 +293,7 @@ mod tests {
                 "name": {"givenName": "Bob"}, "emails": [{"value": "bob@x.example", "primary": true}]}),
             )
             .unwrap();
-        let accounts = crate::records::Records::of_accounts(2, r.import.len(), &[acct]);
+        let accounts = crate::engine::records::Records::of_accounts(2, r.import.len(), &[acct]);
         let u = new_user(&r, accounts.get(0));
         assert_eq!(u["userName"], "bob");
         assert_eq!(u["externalId"], "a1");

@@ -5,7 +5,7 @@
 
 use std::hash::BuildHasher;
 
-use crate::records::Records;
+use crate::engine::records::Records;
 
 /// Normalizes a value for comparison into `out`: surrounding whitespace never matters,
 /// case only when the rule says so (folded character by character). Into a buffer the
@@ -20,33 +20,6 @@ pub fn normalize(value: &str, case_sensitive: bool, out: &mut String) {
     } else {
         out.extend(v.chars().flat_map(char::to_lowercase));
     }
-}
-
-/// An identity-domain user as listing extracts it, before it joins the side's [`Records`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DomainUser {
-    /// SCIM id.
-    pub id: String,
-    pub user_name: String,
-    pub active: bool,
-    /// Raw values of each rule's `domainAttribute` (multi-valued: every email), per rule.
-    pub keys: Vec<Vec<String>>,
-}
-
-/// An app account as listing extracts it, before it joins the side's [`Records`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AppAccount {
-    /// SCIM id in the app.
-    pub id: String,
-    pub user_name: String,
-    /// The app's `externalId`: the identity-domain user id when provisioning created it.
-    pub external_id: Option<String>,
-    pub active: bool,
-    /// Raw values of each rule's `appAttribute`, per rule.
-    pub keys: Vec<Vec<String>>,
-    /// First value of each import mapping's app attribute ("" when absent): what a
-    /// CreateUser copies into the new user. Empty unless the policy creates users.
-    pub attrs: Vec<String>,
 }
 
 /// (hash of a normalized value, user) pairs sorted by hash: a multimap in 8 bytes per
@@ -293,6 +266,7 @@ pub fn classify(accounts: &Records, index: &Index, is_member: &[bool]) -> Classi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::records::{AppAccount, DomainUser};
 
     fn user(id: &str, user_name: &str, emails: &[&str]) -> DomainUser {
         DomainUser {

@@ -33,7 +33,7 @@ pub struct CatalogEntry {
     pub import_mappings: Vec<AttributeMapping>,
 }
 
-const SOURCES: &[&str] = &[include_str!("../catalog/GenericSCIM.yaml")];
+const SOURCES: &[&str] = &[include_str!("../../catalog/GenericSCIM.yaml")];
 
 static CATALOG: LazyLock<Vec<CatalogEntry>> = LazyLock::new(|| {
     SOURCES

@@ -4,29 +4,24 @@
 
 use serde_json::{Map, Value};
 
-use crate::api::AttributeMapping;
+use crate::api::{AttributeMapping, Direction};
 
-/// Which side of a mapping is the source.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum From {
-    /// Source is the identity domain user (provisioning).
-    Domain,
-    /// Source is the app account (import).
-    App,
-}
+mod provision;
+
+pub use provision::{Mappings, default_mappings};
 
 /// Builds a document: for each mapping, `lookup(source path)` gives the value to write at
 /// the target path. Missing or empty values are skipped.
 pub fn build(
     mappings: &[AttributeMapping],
-    from: From,
+    direction: Direction,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Value {
     let mut doc = Map::new();
     for m in mappings {
-        let (src, dst) = match from {
-            From::Domain => (&m.domain_attribute, &m.app_attribute),
-            From::App => (&m.app_attribute, &m.domain_attribute),
+        let (src, dst) = match direction {
+            Direction::Provision => (&m.domain_attribute, &m.app_attribute),
+            Direction::Import => (&m.app_attribute, &m.domain_attribute),
         };
         if let Some(v) = lookup(src).filter(|v| !v.is_empty()) {
             set(&mut doc, dst, Value::String(v));
@@ -36,12 +31,12 @@ pub fn build(
 }
 
 /// The target paths a set of mappings writes, for comparing an existing resource.
-pub fn targets(mappings: &[AttributeMapping], from: From) -> Vec<&str> {
+pub fn targets(mappings: &[AttributeMapping], direction: Direction) -> Vec<&str> {
     mappings
         .iter()
-        .map(|m| match from {
-            From::Domain => m.app_attribute.as_str(),
-            From::App => m.domain_attribute.as_str(),
+        .map(|m| match direction {
+            Direction::Provision => m.app_attribute.as_str(),
+            Direction::Import => m.domain_attribute.as_str(),
         })
         .collect()
 }
@@ -118,7 +113,7 @@ mod tests {
             m("title", "title"),
         ];
         let src = json!({"userName": "ada", "name": {"givenName": "Ada", "familyName": "Lovelace"}, "emails": "ada@example.com"});
-        let doc = build(&maps, From::Domain, |p| match p {
+        let doc = build(&maps, Direction::Provision, |p| match p {
             "userName" => Some("ada".into()),
             "name.givenName" => src["name"]["givenName"].as_str().map(String::from),
             "name.familyName" => src["name"]["familyName"].as_str().map(String::from),
@@ -138,11 +133,11 @@ mod tests {
     #[test]
     fn direction_picks_the_source_side() {
         let maps = [m("userName", "login")];
-        let doc = build(&maps, From::App, |p| {
+        let doc = build(&maps, Direction::Import, |p| {
             (p == "login").then(|| "ada".to_string())
         });
         assert_eq!(doc, json!({"userName": "ada"}));
-        assert_eq!(targets(&maps, From::Domain), vec!["login"]);
+        assert_eq!(targets(&maps, Direction::Provision), vec!["login"]);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
-use crate::job_builder::RUN_LABEL;
+use crate::controller::sync_run::job::RUN_LABEL;
 
 /// Settings of the runner.
 #[derive(Clone, Debug)]

@@ -1,6 +1,7 @@
 //! SyncRun: creates the run's Job and ends the run when its Job ends without
 //! the run having reported an outcome (OOMKilled, deadline, image errors, a pod
 //! that never wrote). The Job writes Running, progress and the final phase.
+pub mod job;
 
 use std::sync::Arc;
 
@@ -14,8 +15,8 @@ use serde_json::json;
 
 use super::{Context, Error, Ev, Result, now_time};
 use crate::api::{CatalogApp, Direction, IdentityDomain, Mode, RunPhase, SyncRun};
-use crate::job_builder;
-use crate::status;
+
+use crate::cluster::status;
 
 /// Set by the controller on a run it cancels, with the reason.
 pub const CANCEL_ANNOTATION: &str = "catalogsync.io/cancelled";
@@ -187,7 +188,7 @@ async fn build_job(
         let msg = format!("SyncPolicy {:?} not found", policy_name.unwrap_or_default());
         return Ok(Err(Ending::failed("PolicyNotFound", msg)));
     }
-    Ok(Ok(job_builder::build(
+    Ok(Ok(job::build(
         run,
         &app,
         &domain,
@@ -284,7 +285,7 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::await_change());
     };
 
-    if job_builder::run_of(&job).as_deref() != Some(name.as_str())
+    if job::run_of(&job).as_deref() != Some(name.as_str())
         || job
             .owner_references()
             .iter()

@@ -7,10 +7,10 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::api::{Limits, Mode, OnAccountDeleted, Stage};
-use crate::budget::{self, Budget};
-use crate::matching;
-use crate::plan::{self, Deletion, ImportPlan, ImportPolicy};
-use crate::records::{Ids, Record, Records};
+use crate::engine::limits::{self, Budget};
+use crate::engine::matching;
+use crate::engine::plan::{self, Deletion, ImportPlan, ImportPolicy};
+use crate::engine::records::{Ids, Record, Records};
 use crate::scim::model::{GROUPS, PatchOp, USERS};
 use crate::scim::path::quote;
 use crate::scim::{ScimClient, ScimError};
@@ -143,7 +143,7 @@ pub async fn run(r: &ImportRun) -> Result<Observed, ImportError> {
         return Ok(observed);
     }
 
-    let (max_creates, max_deletes) = budget::limits_of(r.c.limits.as_ref());
+    let (max_creates, max_deletes) = limits::limits_of(r.c.limits.as_ref());
     let creates = Budget::new(max_creates);
     let deletes = Budget::new(max_deletes);
     let total = plan.links.len()
@@ -243,7 +243,7 @@ pub(super) struct Append<'o, F>(pub &'o mut Records, pub F);
 
 impl<F> Sink for Append<'_, F>
 where
-    F: Fn(&Value, &mut Records) -> Option<Result<(), crate::records::TooLarge>>,
+    F: Fn(&Value, &mut Records) -> Option<Result<(), crate::engine::records::TooLarge>>,
 {
     fn reserve(&mut self, n: usize) {
         self.0.reserve(n);

@@ -1,14 +1,18 @@
 //! `catalogsync sync --run NAMESPACE/NAME`: executes one SyncRun. Loads the run, its app,
 //! identity domain and policy, resolves credentials (Job env, else the Secrets through the
 //! API, for runs by hand), then runs the stages while a reporter writes progress to the
-//! run's status; ends with the final phase and an exit code from [`crate::exit_code`].
+//! run's status; ends with the final phase and an exit code from [`crate::cluster::exit_code`].
 
 pub mod extract;
 pub mod import;
+pub mod limits;
 pub mod mapping;
+pub mod matching;
 pub mod outcome;
+pub mod plan;
 pub mod progress;
 pub mod provision;
+pub mod records;
 pub mod stop;
 pub mod writes;
 
@@ -22,9 +26,9 @@ use crate::api::{
     AppliedLimits, CatalogApp, Direction, IdentityDomain, RunPhase, Stage, SyncPolicy,
     SyncPolicySpec, SyncRun,
 };
-use crate::credentials::{self, Side};
-use crate::exit_code;
-use crate::plan::ImportPolicy;
+use crate::cluster::credentials::{self, Side};
+use crate::cluster::exit_code;
+use crate::engine::plan::ImportPolicy;
 use crate::scim::{ClientOptions, ScimClient};
 
 use outcome::Outcome;
@@ -70,37 +74,6 @@ fn spawn_signal_handler(stop: Stop) {
         tracing::info!("signal received: no new writes, finishing in-flight ones");
         stop.stop(StopReason::Signal);
     });
-}
-
-/// Parses a Go-style duration (`90m`, `1h30m`, `45s`, `500ms`).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        if digits == 0 {
-            return None;
-        }
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        // Checked arithmetic: an absurd timeout is invalid, never a wrapped-around one.
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60)?),
-            "h" => Duration::from_secs(n.checked_mul(3600)?),
-            _ => return None,
-        };
-        total = total.checked_add(unit)?;
-        rest = &rest[unit_len..];
-    }
-    Some(total)
 }
 
 /// A run that cannot start: why, and the exit code.
@@ -244,7 +217,7 @@ async fn load(
         None => (8, "1h".to_string(), 40),
     };
     let parallelism = parallelism.clamp(1, 256) as usize;
-    let timeout_after = parse_duration(&timeout)
+    let timeout_after = crate::api::parse_duration(&timeout)
         .ok_or_else(|| Invalid::config(format!("timeout {timeout:?} is not a duration")))?;
     let domain_client = client_for(
         client,
@@ -326,8 +299,8 @@ fn prepare_import(
     let p = l.policy.clone().expect("load requires a policy for Import");
     let mut rules = extract::Rules::parse(&p.matching).map_err(Invalid::config)?;
     if p.on_no_match == crate::api::OnNoMatch::CreateUser {
-        let import = crate::catalog::get(&l.app.spec.catalog_item)
-            .or_else(|| crate::catalog::get("GenericSCIM"))
+        let import = crate::api::catalog::get(&l.app.spec.catalog_item)
+            .or_else(|| crate::api::catalog::get("GenericSCIM"))
             .map(|e| e.import_mappings.clone())
             .unwrap_or_default();
         rules = rules
@@ -365,7 +338,7 @@ fn prepare_provision(
         prov.attribute_mappings.clone()
     };
     let mappings = mapping::Mappings::parse(&mappings).map_err(Invalid::config)?;
-    let entry = crate::catalog::get(&l.app.spec.catalog_item);
+    let entry = crate::api::catalog::get(&l.app.spec.catalog_item);
     // Only what both the app (its catalog entry) and the user allow.
     let operations: Vec<_> = prov
         .operations
@@ -374,7 +347,7 @@ fn prepare_provision(
         .filter(|o| entry.is_none_or(|e| e.operations.contains(o)))
         .collect();
     let deactivate_deletes =
-        entry.is_some_and(|e| e.deactivation == crate::catalog::Deactivation::Delete);
+        entry.is_some_and(|e| e.deactivation == crate::api::catalog::Deactivation::Delete);
     Ok(provision::ProvisionRun {
         mappings,
         operations,
@@ -470,7 +443,7 @@ async fn keep_cancel_reason(runs: &Api<SyncRun>, name: &str, outcome: &mut Outco
         return;
     };
     let conditions = current.status.unwrap_or_default().conditions;
-    if let Some(reason) = crate::conditions::find(&conditions, "Cancelled")
+    if let Some(reason) = crate::cluster::conditions::find(&conditions, "Cancelled")
         .filter(|c| c.status == "True" && !c.message.is_empty())
         .map(|c| c.message.clone())
         && let Some(counts) = outcome.message.strip_prefix("cancelled; ")
@@ -546,22 +519,4 @@ async fn execute_run(
         }
     }
     code
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration(""), None);
-        assert_eq!(parse_duration("1d"), None);
-        assert_eq!(parse_duration("h"), None);
-        assert_eq!(parse_duration("99999999999999999999h"), None);
-        assert_eq!(parse_duration("9999999999999999999h"), None);
-    }
 }

@@ -1,13 +1,11 @@
 //! Plans: what a run will change, computed in full before any write so that limits are
 //! checked against the whole plan. Pure functions over the matching results.
 
-pub mod provision;
-
 use std::collections::HashSet;
 
 use crate::api::{Counts, OnAccountDeleted, OnExactMatch, OnNoMatch, PlannedCounts, RunItem};
-use crate::matching::{Classification, DisputeReason, Situation};
-use crate::records::Records;
+use crate::engine::matching::{Classification, DisputeReason, Situation};
+use crate::engine::records::Records;
 
 /// How many items of each kind a status lists.
 pub const ITEMS_PER_KIND: usize = 10;
@@ -211,8 +209,9 @@ fn dispute_reason(s: &Situation, users: &Records) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matching::{AppAccount, DomainUser, Index, classify};
-    use crate::records::Ids;
+    use crate::engine::matching::{Index, classify};
+    use crate::engine::records::Ids;
+    use crate::engine::records::{AppAccount, DomainUser};
 
     fn user(id: &str, name: &str) -> DomainUser {
         DomainUser {

@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use crate::api::{
     AppliedLimits, Counts, PlannedCounts, Progress, RunItem, RunPhase, Stage, SyncRun,
 };
-use crate::conditions::{self, Cond};
-use crate::status;
+use crate::cluster::conditions::{self, Cond};
+use crate::cluster::status;
 
 /// How many failures a status lists.
 pub const MAX_FAILURES_LISTED: usize = 10;
@@ -133,8 +133,9 @@ impl Tracker {
         planned: &PlannedCounts,
         items: Vec<RunItem>,
         limits: Option<&crate::api::Limits>,
-    ) -> crate::budget::LimitCheck {
-        let check = crate::budget::check(planned.creates as u64, planned.deletes as u64, limits);
+    ) -> crate::engine::limits::LimitCheck {
+        let check =
+            crate::engine::limits::check(planned.creates as u64, planned.deletes as u64, limits);
         self.update(|s| {
             s.counts = counts.clone();
             s.planned = Some(planned.clone());

@@ -8,8 +8,8 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::api::{Operation, Stage};
-use crate::budget::{self, Budget};
-use crate::plan::provision::{self as pplan, ProvAccount, ProvUser, ProvisionPlan};
+use crate::engine::limits::{self, Budget};
+use crate::engine::plan::provision::{self as pplan, ProvAccount, ProvUser, ProvisionPlan};
 use crate::scim::ScimError;
 use crate::scim::model::{PatchOp, USERS};
 use crate::scim::path::quote;
@@ -62,7 +62,7 @@ pub async fn run(r: &ProvisionRun) -> Result<Observed, ImportError> {
     if !observed.proceed(r.c.mode, check) {
         return Ok(observed);
     }
-    let (max_creates, max_deletes) = budget::limits_of(r.c.limits.as_ref());
+    let (max_creates, max_deletes) = limits::limits_of(r.c.limits.as_ref());
     let cap = |n: usize, m: Option<u64>| m.map_or(n, |m| n.min(m as usize));
     let total = cap(plan.creates.len(), max_creates)
         + plan.updates.len()
@@ -86,7 +86,7 @@ pub async fn run(r: &ProvisionRun) -> Result<Observed, ImportError> {
     Ok(observed)
 }
 
-type Listed = (crate::records::Ids, Vec<ProvUser>, Vec<ProvAccount>);
+type Listed = (crate::engine::records::Ids, Vec<ProvUser>, Vec<ProvAccount>);
 
 async fn list(r: &ProvisionRun) -> Result<Listed, ImportError> {
     let (_, members) = grant_group(&r.c.domain, &r.c.grant_group).await?;

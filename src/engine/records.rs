@@ -4,7 +4,32 @@
 //! was ~8 allocations and ~1.7 KB per account pair, here it is a handful of allocations
 //! per side and about the text itself (docs/benchmarks.md, "memory").
 
-use crate::matching::{AppAccount, DomainUser};
+/// An identity-domain user as listing extracts it, before it joins the side's [`Records`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DomainUser {
+    /// SCIM id.
+    pub id: String,
+    pub user_name: String,
+    pub active: bool,
+    /// Raw values of each rule's `domainAttribute` (multi-valued: every email), per rule.
+    pub keys: Vec<Vec<String>>,
+}
+
+/// An app account as listing extracts it, before it joins the side's [`Records`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppAccount {
+    /// SCIM id in the app.
+    pub id: String,
+    pub user_name: String,
+    /// The app's `externalId`: the identity-domain user id when provisioning created it.
+    pub external_id: Option<String>,
+    pub active: bool,
+    /// Raw values of each rule's `appAttribute`, per rule.
+    pub keys: Vec<Vec<String>>,
+    /// First value of each import mapping's app attribute ("" when absent): what a
+    /// CreateUser copies into the new user. Empty unless the policy creates users.
+    pub attrs: Vec<String>,
+}
 
 /// A string inside [`Records`]' text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

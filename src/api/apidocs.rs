@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::crdgen;
+use crate::api::crdgen;
 
 /// Renders the reference for every kind.
 pub fn render() -> String {

@@ -1,19 +1,19 @@
 //! Attribute mappings of provisioning (identity-domain user → app account): reading the
 //! mapped values on both sides, and writing them into a new account (with
-//! [`crate::mapping`]) or a PATCH. Pure.
+//! [`super::build`]) or a PATCH. Pure.
 
 use serde_json::{Map, Value, json};
 
 use crate::api::AttributeMapping;
-use crate::mapping::{self as docs, From};
-use crate::plan::provision::{ProvAccount, ProvUser};
+use crate::api::Direction;
+use crate::engine::plan::provision::{ProvAccount, ProvUser};
 use crate::scim::AttrPath;
 use crate::scim::model::{PatchOp, PatchOperation, USER_SCHEMA};
 
 /// The provisioning mappings of a catalog entry (GenericSCIM's for an unknown entry).
 pub fn default_mappings(catalog_item: &str) -> Vec<AttributeMapping> {
-    crate::catalog::get(catalog_item)
-        .or_else(|| crate::catalog::get("GenericSCIM"))
+    crate::api::catalog::get(catalog_item)
+        .or_else(|| crate::api::catalog::get("GenericSCIM"))
         .map(|e| e.provisioning_mappings.clone())
         .unwrap_or_default()
 }
@@ -83,7 +83,9 @@ impl Mappings {
 
     /// The new account for a user: the mapped attributes, `externalId` = the user's id.
     pub fn new_account(&self, u: &ProvUser) -> Value {
-        let mut doc = docs::build(&self.raw, From::Domain, |src| self.first_value(u, src));
+        let mut doc = super::build(&self.raw, Direction::Provision, |src| {
+            self.first_value(u, src)
+        });
         doc["schemas"] = json!([USER_SCHEMA]);
         doc["externalId"] = json!(u.id);
         doc["active"] = json!(u.active);
@@ -117,7 +119,7 @@ impl Mappings {
             if path.filter.is_some() {
                 // Replace the whole multi-valued attribute: the filtered element is rebuilt.
                 let mut doc = Map::new();
-                docs::set(&mut doc, &self.raw[i].app_attribute, json!(value));
+                super::set(&mut doc, &self.raw[i].app_attribute, json!(value));
                 if let Some((key, v)) = doc.into_iter().next() {
                     ops.push(PatchOp::replace(key, v));
                 }
