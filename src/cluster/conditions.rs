@@ -9,16 +9,16 @@ pub const STALLED: &str = "Stalled";
 
 /// A condition as a reconcile decides it, before timestamps are attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cond {
+pub struct DesiredCondition {
     pub type_: String,
     pub status: bool,
     pub reason: String,
     pub message: String,
 }
 
-impl Cond {
+impl DesiredCondition {
     pub fn new(type_: &str, status: bool, reason: &str, message: impl Into<String>) -> Self {
-        Cond {
+        DesiredCondition {
             type_: type_.into(),
             status,
             reason: reason.into(),
@@ -43,7 +43,7 @@ fn status_str(b: bool) -> &'static str {
 /// False are dropped, as kstatus expects.
 pub fn merge(
     previous: &[Condition],
-    desired: &[Cond],
+    desired: &[DesiredCondition],
     generation: Option<i64>,
     now: &Time,
 ) -> Vec<Condition> {
@@ -96,13 +96,13 @@ mod tests {
     fn unchanged_conditions_keep_their_transition_time() {
         let first = merge(
             &[],
-            &[Cond::truthy(READY, "Connected", "ok")],
+            &[DesiredCondition::truthy(READY, "Connected", "ok")],
             Some(1),
             &t("2026-01-01T00:00:00Z"),
         );
         let second = merge(
             &first,
-            &[Cond::truthy(READY, "Connected", "ok")],
+            &[DesiredCondition::truthy(READY, "Connected", "ok")],
             Some(1),
             &t("2026-01-02T00:00:00Z"),
         );
@@ -113,13 +113,13 @@ mod tests {
     fn a_flip_moves_the_transition_time_but_a_new_message_does_not() {
         let first = merge(
             &[],
-            &[Cond::truthy(READY, "Connected", "ok")],
+            &[DesiredCondition::truthy(READY, "Connected", "ok")],
             Some(1),
             &t("2026-01-01T00:00:00Z"),
         );
         let msg = merge(
             &first,
-            &[Cond::truthy(READY, "Connected", "still ok")],
+            &[DesiredCondition::truthy(READY, "Connected", "still ok")],
             Some(2),
             &t("2026-01-02T00:00:00Z"),
         );
@@ -127,7 +127,7 @@ mod tests {
         assert_eq!(msg[0].observed_generation, Some(2));
         let flip = merge(
             &msg,
-            &[Cond::falsy(READY, "Unauthorized", "401")],
+            &[DesiredCondition::falsy(READY, "Unauthorized", "401")],
             Some(2),
             &t("2026-01-03T00:00:00Z"),
         );
@@ -140,9 +140,9 @@ mod tests {
         let out = merge(
             &[],
             &[
-                Cond::truthy(READY, "Ready", ""),
-                Cond::falsy(RECONCILING, "Done", ""),
-                Cond::falsy(STALLED, "Fine", ""),
+                DesiredCondition::truthy(READY, "Ready", ""),
+                DesiredCondition::falsy(RECONCILING, "Done", ""),
+                DesiredCondition::falsy(STALLED, "Fine", ""),
             ],
             None,
             &t("2026-01-01T00:00:00Z"),
@@ -152,8 +152,8 @@ mod tests {
         let stalled = merge(
             &out,
             &[
-                Cond::falsy(READY, "InvalidSchedule", "bad"),
-                Cond::truthy(STALLED, "InvalidSchedule", "bad"),
+                DesiredCondition::falsy(READY, "InvalidSchedule", "bad"),
+                DesiredCondition::truthy(STALLED, "InvalidSchedule", "bad"),
             ],
             None,
             &t("2026-01-01T00:00:00Z"),

@@ -8,9 +8,9 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::connectivity::{Endpoint, Failure};
-use super::{Context, Error, Ev, Result, now_time};
+use super::{Context, Error, ObjectEvent, Result, now_time};
 use crate::api::{Capabilities, IdentityDomain, IdentityDomainStatus};
-use crate::cluster::conditions::{self, Cond, READY};
+use crate::cluster::conditions::{self, DesiredCondition, READY};
 use crate::cluster::status;
 
 /// The status for a check outcome, plus the events the change deserves. Pure.
@@ -18,11 +18,11 @@ pub fn decide(
     domain: &IdentityDomain,
     outcome: &std::result::Result<Capabilities, Failure>,
     now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
-) -> (IdentityDomainStatus, Vec<Ev>) {
+) -> (IdentityDomainStatus, Vec<ObjectEvent>) {
     let old = domain.status.clone().unwrap_or_default();
     let (cond, capabilities) = match outcome {
         Ok(caps) => (
-            Cond::truthy(
+            DesiredCondition::truthy(
                 READY,
                 "Connected",
                 format!("connected to {}; credentials accepted", domain.spec.url),
@@ -31,17 +31,17 @@ pub fn decide(
         ),
         // Capabilities stay as last seen: they describe the server, not this failure.
         Err(f) => (
-            Cond::falsy(READY, f.reason, &f.message),
+            DesiredCondition::falsy(READY, f.reason, &f.message),
             old.capabilities.clone(),
         ),
     };
     let mut events = Vec::new();
     match (conditions::find(&old.conditions, READY), outcome) {
         (Some(prev), Err(f)) if prev.status == "True" => {
-            events.push(Ev::warning("ConnectivityLost", &f.message))
+            events.push(ObjectEvent::warning("ConnectivityLost", &f.message))
         }
         (Some(prev), Ok(_)) if prev.status == "False" => {
-            events.push(Ev::normal("ConnectivityRestored", &cond.message))
+            events.push(ObjectEvent::normal("ConnectivityRestored", &cond.message))
         }
         _ => {}
     }

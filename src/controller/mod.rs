@@ -76,22 +76,22 @@ pub struct Config {
 
 /// An event to publish about the reconciled object.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ev {
+pub struct ObjectEvent {
     pub type_: EventType,
     pub reason: String,
     pub note: String,
 }
 
-impl Ev {
+impl ObjectEvent {
     pub fn normal(reason: &str, note: impl Into<String>) -> Self {
-        Ev {
+        ObjectEvent {
             type_: EventType::Normal,
             reason: reason.into(),
             note: note.into(),
         }
     }
     pub fn warning(reason: &str, note: impl Into<String>) -> Self {
-        Ev {
+        ObjectEvent {
             type_: EventType::Warning,
             reason: reason.into(),
             note: note.into(),
@@ -129,7 +129,7 @@ impl Context {
     }
 
     /// Publishes an event; a failure to do so is logged, never fatal.
-    pub async fn publish(&self, reference: &ObjectReference, ev: &Ev) {
+    pub async fn publish(&self, reference: &ObjectReference, ev: &ObjectEvent) {
         let event = Event {
             type_: ev.type_,
             reason: ev.reason.clone(),

@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 
 use super::{Context, Error, Result, now_time};
 use crate::api::{SyncPolicy, SyncPolicyStatus};
-use crate::cluster::conditions::{self, Cond, READY, STALLED};
+use crate::cluster::conditions::{self, DesiredCondition, READY, STALLED};
 use crate::cluster::status;
 use crate::controller::schedule;
 use crate::scim::AttrPath;
@@ -33,12 +33,12 @@ pub fn decide(
     };
     let conds = match &problem {
         Some((reason, msg)) => vec![
-            Cond::falsy(READY, reason, msg.clone()),
-            Cond::truthy(STALLED, reason, msg.clone()),
+            DesiredCondition::falsy(READY, reason, msg.clone()),
+            DesiredCondition::truthy(STALLED, reason, msg.clone()),
         ],
         None => vec![
-            Cond::truthy(READY, "Valid", "the policy is valid"),
-            Cond::falsy(STALLED, "Valid", ""),
+            DesiredCondition::truthy(READY, "Valid", "the policy is valid"),
+            DesiredCondition::falsy(STALLED, "Valid", ""),
         ],
     };
     let old = policy.status.clone().unwrap_or_default();

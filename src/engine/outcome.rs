@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::api::{Counts, Mode, RunPhase};
-use crate::cluster::conditions::Cond;
+use crate::cluster::conditions::DesiredCondition;
 use crate::cluster::exit_code;
 use crate::engine::limits::LimitCheck;
 
@@ -48,7 +48,7 @@ impl Observed {
 pub struct Outcome {
     pub phase: RunPhase,
     pub message: String,
-    pub conditions: Vec<Cond>,
+    pub conditions: Vec<DesiredCondition>,
 }
 
 impl Outcome {
@@ -85,14 +85,19 @@ pub fn exit_code_of(phase: RunPhase) -> u8 {
     }
 }
 
-fn conditions_for(phase: RunPhase, reason: &str, message: &str, limit: Option<&str>) -> Vec<Cond> {
+fn conditions_for(
+    phase: RunPhase,
+    reason: &str,
+    message: &str,
+    limit: Option<&str>,
+) -> Vec<DesiredCondition> {
     let mut c = vec![
-        Cond::new(COMPLETE, phase == RunPhase::Succeeded, reason, message),
-        Cond::new(FAILED, phase == RunPhase::Failed, reason, message),
+        DesiredCondition::new(COMPLETE, phase == RunPhase::Succeeded, reason, message),
+        DesiredCondition::new(FAILED, phase == RunPhase::Failed, reason, message),
     ];
     c.push(match limit {
-        Some(m) => Cond::truthy(LIMIT_EXCEEDED, "LimitExceeded", m),
-        None => Cond::falsy(
+        Some(m) => DesiredCondition::truthy(LIMIT_EXCEEDED, "LimitExceeded", m),
+        None => DesiredCondition::falsy(
             LIMIT_EXCEEDED,
             "WithinLimits",
             "the plan is within the limits",

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::api::{
     AppliedLimits, Counts, PlannedCounts, Progress, RunItem, RunPhase, Stage, SyncRun,
 };
-use crate::cluster::conditions::{self, Cond};
+use crate::cluster::conditions::{self, DesiredCondition};
 use crate::cluster::status;
 
 /// How many failures a status lists.
@@ -35,7 +35,7 @@ pub struct RunState {
     pub limits: Option<AppliedLimits>,
     pub plan_items: Vec<RunItem>,
     pub failures: Vec<RunItem>,
-    pub conditions: Vec<Cond>,
+    pub conditions: Vec<DesiredCondition>,
     pub message: Option<String>,
 }
 
@@ -236,7 +236,7 @@ mod tests {
                 linked: 40,
                 ..Default::default()
             },
-            conditions: vec![Cond::truthy(
+            conditions: vec![DesiredCondition::truthy(
                 "LimitExceeded",
                 "Abort",
                 "planned 2 creates, allowed 1",

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use crate::api::{Operation, Stage};
 use crate::engine::limits::{self, Budget};
-use crate::engine::plan::provision::{self as pplan, ProvAccount, ProvUser, ProvisionPlan};
+use crate::engine::plan::provision::{
+    self as provision_plan, ProvAccount, ProvUser, ProvisionPlan,
+};
 use crate::scim::ScimError;
 use crate::scim::model::{PatchOp, USERS};
 use crate::scim::path::quote;
@@ -44,7 +46,7 @@ pub async fn run(r: &ProvisionRun) -> Result<Observed, ImportError> {
         .filter(|u| member_set.contains(u.id.as_str()))
         .collect();
     r.c.tracker.stage(Stage::Planning, 0);
-    let plan = pplan::provision(&members, &domain_ids, &accounts, &r.operations);
+    let plan = provision_plan::provision(&members, &domain_ids, &accounts, &r.operations);
     drop(domain_ids);
     let planned = plan.planned();
     let items = plan.items(&members, &accounts);
@@ -128,7 +130,7 @@ struct Applier<'a> {
 
 enum Work<'p> {
     Create(u32),
-    Update(&'p pplan::Update),
+    Update(&'p provision_plan::Update),
     Deactivate(u32),
     Delete(u32),
 }
@@ -206,7 +208,7 @@ impl Applier<'_> {
         }
     }
 
-    async fn update(&self, u: &pplan::Update) {
+    async fn update(&self, u: &provision_plan::Update) {
         let user = &self.members[u.user as usize];
         let account = &self.accounts[u.account as usize];
         let patch = self

@@ -14,9 +14,9 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::connectivity::{self, Endpoint, Failure};
-use super::{Context, Error, Ev, Result, time_of, to_time};
+use super::{Context, Error, ObjectEvent, Result, time_of, to_time};
 use crate::api::*;
-use crate::cluster::conditions::{self, Cond, READY, STALLED};
+use crate::cluster::conditions::{self, DesiredCondition, READY, STALLED};
 use crate::cluster::status;
 use crate::controller::schedule::{self, STARTING_DEADLINE};
 use crate::controller::sync_run::job::APP_LABEL;
@@ -73,7 +73,7 @@ pub struct Plan {
     /// Finished runs beyond the history limits.
     pub prune: Vec<String>,
     pub requeue: Duration,
-    pub events: Vec<Ev>,
+    pub events: Vec<ObjectEvent>,
     /// Runs seen finishing in this reconcile, for the runs metric.
     pub finished: Vec<(Direction, RunPhase)>,
 }
@@ -273,11 +273,11 @@ pub fn decide(inp: &Inputs) -> Plan {
     let prov_enabled = spec.provisioning.as_ref().is_some_and(|p| p.enabled);
     let prov_cond = match inp.provisioning {
         ProvisioningState::Disabled => {
-            Cond::falsy(PROVISIONING_ENABLED, "Disabled", "provisioning is disabled")
+            DesiredCondition::falsy(PROVISIONING_ENABLED, "Disabled", "provisioning is disabled")
         }
         ProvisioningState::Ready { grant_group_id } => {
             st.grant_group_id = Some(grant_group_id.clone());
-            Cond::truthy(
+            DesiredCondition::truthy(
                 PROVISIONING_ENABLED,
                 "Enabled",
                 format!(
@@ -286,7 +286,9 @@ pub fn decide(inp: &Inputs) -> Plan {
                 ),
             )
         }
-        ProvisioningState::Failed(f) => Cond::falsy(PROVISIONING_ENABLED, f.reason, &f.message),
+        ProvisioningState::Failed(f) => {
+            DesiredCondition::falsy(PROVISIONING_ENABLED, f.reason, &f.message)
+        }
     };
     let prov_ok = matches!(inp.provisioning, ProvisioningState::Ready { .. });
 
@@ -437,7 +439,7 @@ pub fn decide(inp: &Inputs) -> Plan {
                 Err(("Suspended", _)) => {}
                 Err((_, msg)) => {
                     st.last_handled_requested_at = Some(value.clone());
-                    plan.events.push(Ev::warning(
+                    plan.events.push(ObjectEvent::warning(
                         "RequestIgnored",
                         format!("on-demand run requested but not possible: {msg}"),
                     ));
@@ -453,7 +455,7 @@ pub fn decide(inp: &Inputs) -> Plan {
         if busy {
             match concurrency {
                 ConcurrencyPolicy::Forbid => {
-                    plan.events.push(Ev::normal(
+                    plan.events.push(ObjectEvent::normal(
                         "RunSkipped",
                         format!("{:?} run {run} skipped: a run is still active (concurrencyPolicy Forbid)", lane.direction),
                     ));
@@ -479,9 +481,13 @@ pub fn decide(inp: &Inputs) -> Plan {
 
     // Synchronization condition.
     let sync_cond = match (&import.runnable, &import_invalid) {
-        (Err((reason, msg)), _) => Cond::falsy(SYNCHRONIZATION_ENABLED, reason, msg.clone()),
-        (Ok(()), Some(e)) => Cond::falsy(SYNCHRONIZATION_ENABLED, "InvalidSchedule", e.clone()),
-        (Ok(()), None) => Cond::truthy(
+        (Err((reason, msg)), _) => {
+            DesiredCondition::falsy(SYNCHRONIZATION_ENABLED, reason, msg.clone())
+        }
+        (Ok(()), Some(e)) => {
+            DesiredCondition::falsy(SYNCHRONIZATION_ENABLED, "InvalidSchedule", e.clone())
+        }
+        (Ok(()), None) => DesiredCondition::truthy(
             SYNCHRONIZATION_ENABLED,
             "Enabled",
             match import.schedule {
@@ -504,7 +510,7 @@ pub fn decide(inp: &Inputs) -> Plan {
                 direction: Some(r.spec.direction),
                 progress: r.status.as_ref().and_then(|s| s.progress.clone()),
             });
-            Cond::truthy(SYNCHRONIZING, "RunActive", progress_text(r))
+            DesiredCondition::truthy(SYNCHRONIZING, "RunActive", progress_text(r))
         }
         None if !plan.create.is_empty() => {
             let r = &plan.create[0];
@@ -513,13 +519,13 @@ pub fn decide(inp: &Inputs) -> Plan {
                 direction: Some(r.direction),
                 progress: None,
             });
-            Cond::truthy(
+            DesiredCondition::truthy(
                 SYNCHRONIZING,
                 "RunActive",
                 format!("run {} created", r.name),
             )
         }
-        None => Cond::falsy(SYNCHRONIZING, "Idle", "no run is active"),
+        None => DesiredCondition::falsy(SYNCHRONIZING, "Idle", "no run is active"),
     };
     let last_finished = |dir: Direction| {
         inp.runs
@@ -537,46 +543,46 @@ pub fn decide(inp: &Inputs) -> Plan {
         .flatten()
         .max_by_key(|r| (ended(r), created(r)));
     let limit_cond = match newest {
-        Some(r) if phase(r) == Some(RunPhase::LimitExceeded) => Cond::truthy(
+        Some(r) if phase(r) == Some(RunPhase::LimitExceeded) => DesiredCondition::truthy(
             LIMIT_EXCEEDED,
             "LimitExceeded",
             limit_text(r, policy.map(|p| p.name_any()).as_deref()),
         ),
-        Some(r) => Cond::falsy(
+        Some(r) => DesiredCondition::falsy(
             LIMIT_EXCEEDED,
             "WithinLimits",
             format!("the last run {} stayed within its limits", r.name_any()),
         ),
         None => match conditions::find(&old.conditions, LIMIT_EXCEEDED) {
             // Its run was pruned: keep what we said about it.
-            Some(c) => Cond::new(
+            Some(c) => DesiredCondition::new(
                 LIMIT_EXCEEDED,
                 c.status == "True",
                 &c.reason,
                 c.message.clone(),
             ),
-            None => Cond::falsy(LIMIT_EXCEEDED, "NoRuns", "no run has finished yet"),
+            None => DesiredCondition::falsy(LIMIT_EXCEEDED, "NoRuns", "no run has finished yet"),
         },
     };
 
     // Ready: everything the user turned on works.
     let ready = if let Some(e) = &stalled {
-        Cond::falsy(READY, "InvalidSchedule", e.clone())
+        DesiredCondition::falsy(READY, "InvalidSchedule", e.clone())
     } else if prov_enabled && !prov_ok {
-        Cond::falsy(READY, &prov_cond.reason, prov_cond.message.clone())
+        DesiredCondition::falsy(READY, &prov_cond.reason, prov_cond.message.clone())
     } else if sync_enabled
         && let Err((reason, msg)) = &import.runnable
         && *reason != "Suspended"
     {
-        Cond::falsy(READY, reason, msg.clone())
+        DesiredCondition::falsy(READY, reason, msg.clone())
     } else if spec.suspend {
-        Cond::truthy(READY, "Suspended", "the app is suspended")
+        DesiredCondition::truthy(READY, "Suspended", "the app is suspended")
     } else {
-        Cond::truthy(READY, "Ready", "the app is reconciled")
+        DesiredCondition::truthy(READY, "Ready", "the app is reconciled")
     };
     let stalled_cond = match &stalled {
-        Some(e) => Cond::truthy(STALLED, "InvalidSchedule", e.clone()),
-        None => Cond::falsy(STALLED, "InvalidSchedule", ""),
+        Some(e) => DesiredCondition::truthy(STALLED, "InvalidSchedule", e.clone()),
+        None => DesiredCondition::falsy(STALLED, "InvalidSchedule", ""),
     };
     st.conditions = conditions::merge(
         &old.conditions,
@@ -641,16 +647,19 @@ pub fn decide(inp: &Inputs) -> Plan {
         .contains(&r)
     };
     match (old_prov, prov_ok) {
-        (Some(o), false) if o.status == "True" && failed_reason(&prov_cond.reason) => plan
-            .events
-            .push(Ev::warning("ConnectivityLost", prov_cond.message.clone())),
+        (Some(o), false) if o.status == "True" && failed_reason(&prov_cond.reason) => {
+            plan.events.push(ObjectEvent::warning(
+                "ConnectivityLost",
+                prov_cond.message.clone(),
+            ))
+        }
         (Some(o), true) if o.status == "False" && failed_reason(&o.reason) => plan.events.push(
-            Ev::normal("ConnectivityRestored", prov_cond.message.clone()),
+            ObjectEvent::normal("ConnectivityRestored", prov_cond.message.clone()),
         ),
         _ => {}
     }
     for c in &plan.create {
-        plan.events.push(Ev::normal(
+        plan.events.push(ObjectEvent::normal(
             "RunStarted",
             format!(
                 "created SyncRun {} ({:?}, trigger {:?})",
@@ -659,8 +668,10 @@ pub fn decide(inp: &Inputs) -> Plan {
         ));
     }
     for (run, why) in &plan.cancel {
-        plan.events
-            .push(Ev::normal("RunCancelled", format!("SyncRun {run} {why}")));
+        plan.events.push(ObjectEvent::normal(
+            "RunCancelled",
+            format!("SyncRun {run} {why}"),
+        ));
     }
     if !remaining_active.is_empty() || !plan.create.is_empty() {
         // Progress is mirrored from run events; this only bounds staleness.
@@ -670,7 +681,7 @@ pub fn decide(inp: &Inputs) -> Plan {
     plan
 }
 
-fn run_event(run: &RunSummary, phase: RunPhase) -> Ev {
+fn run_event(run: &RunSummary, phase: RunPhase) -> ObjectEvent {
     let msg = format!(
         "SyncRun {} ended {phase:?}{}",
         run.name,
@@ -680,11 +691,11 @@ fn run_event(run: &RunSummary, phase: RunPhase) -> Ev {
             .unwrap_or_default()
     );
     match phase {
-        RunPhase::Succeeded => Ev::normal("RunSucceeded", msg),
-        RunPhase::Failed => Ev::warning("RunFailed", msg),
-        RunPhase::LimitExceeded => Ev::warning("LimitExceeded", msg),
-        RunPhase::Cancelled => Ev::normal("RunCancelled", msg),
-        RunPhase::Pending | RunPhase::Running => Ev::normal("RunStarted", msg),
+        RunPhase::Succeeded => ObjectEvent::normal("RunSucceeded", msg),
+        RunPhase::Failed => ObjectEvent::warning("RunFailed", msg),
+        RunPhase::LimitExceeded => ObjectEvent::warning("LimitExceeded", msg),
+        RunPhase::Cancelled => ObjectEvent::normal("RunCancelled", msg),
+        RunPhase::Pending | RunPhase::Running => ObjectEvent::normal("RunStarted", msg),
     }
 }
 

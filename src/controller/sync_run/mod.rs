@@ -13,7 +13,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::{Context, Error, Ev, Result, now_time};
+use super::{Context, Error, ObjectEvent, Result, now_time};
 use crate::api::{CatalogApp, Direction, IdentityDomain, Mode, RunPhase, SyncRun};
 
 use crate::cluster::status;
@@ -71,8 +71,8 @@ pub async fn finish(
     let api: Api<SyncRun> = Api::namespaced(ctx.client.clone(), &ns);
     status::apply(&api, &run.name_any(), status::CONTROLLER_MANAGER, body).await?;
     let ev = match phase {
-        RunPhase::Cancelled => Ev::normal("RunCancelled", message),
-        _ => Ev::warning("RunFailed", message),
+        RunPhase::Cancelled => ObjectEvent::normal("RunCancelled", message),
+        _ => ObjectEvent::warning("RunFailed", message),
     };
     ctx.publish(&run.object_ref(&()), &ev).await;
     Ok(())
@@ -279,7 +279,7 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
         record_job(&runs, &name).await?;
         ctx.publish(
             &run.object_ref(&()),
-            &Ev::normal("JobCreated", format!("created Job {name}")),
+            &ObjectEvent::normal("JobCreated", format!("created Job {name}")),
         )
         .await;
         return Ok(Action::await_change());
