@@ -1,4 +1,11 @@
-//! The catalogsync.io/v1alpha1 API: the four kinds users write in YAML.
+//! The catalogsync.io/v1alpha1 API: the four kinds users write in YAML, and what is
+//! derived from them alone. The lowest layer: it imports nothing else of the crate.
+//!
+//! - the kinds: [`identity_domain`], [`catalog_app`], [`sync_policy`], [`sync_run`], and
+//!   the types they share ([`common`]);
+//! - [`catalog`]: the built-in app catalog (`catalog/*.yaml`, compiled in);
+//! - [`parse_duration`]: durations as specs write them (`90m`);
+//! - [`crdgen`] and [`apidocs`]: the CRDs and the API reference, generated from the types.
 
 pub mod apidocs;
 pub mod catalog;

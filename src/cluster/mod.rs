@@ -1,4 +1,11 @@
-//! What the controller and the sync Job share.
+//! What the controller and the sync Job share, so that neither imports the other:
+//!
+//! - [`status`]: the server-side-apply status writer (field managers, patches);
+//! - [`conditions`]: kstatus conditions (`Ready`, `Reconciling`, `Stalled`) and their
+//!   bookkeeping;
+//! - [`credentials`]: Secret references ↔ the Job's environment, resolved into SCIM
+//!   authentication;
+//! - [`exit_code`]: the Job ↔ controller contract of the engine's exit codes.
 
 pub mod conditions;
 pub mod credentials;
