@@ -11,7 +11,7 @@
 //! (peak RSS from its `/proc/<pid>/status` before SIGTERM, CPU from wait4's rusage after).
 //!
 //! `make bench-controller` runs it for 1,000 apps (see docs/benchmarks.md). Under
-//! `cargo test --all-targets` (no `--bench` argument) it makes a smoke run at 20 apps with a
+//! `cargo test --features dev --all-targets` (no `--bench` argument) it makes a smoke run at 20 apps with a
 //! 5 s quiet window that fails unless every app is Ready and the quiet window has no write.
 
 mod common;

@@ -5,7 +5,7 @@
 //! set of requests the sync needs, sent by a minimal client at the same concurrency.
 //!
 //! `make bench` runs it (see docs/benchmarks.md); `make bench-smoke` is a tiny run.
-//! It is a plain `main` (`harness = false`). Under `cargo test --all-targets` (no `--bench`
+//! It is a plain `main` (`harness = false`). Under `cargo test --features dev --all-targets` (no `--bench`
 //! argument) it only makes a smoke run at 100 accounts that checks the engine's results and
 //! its request counts against the minimum, without timing anything.
 
@@ -158,7 +158,7 @@ fn main() -> Result<()> {
 async fn run(mut args: Args) -> Result<()> {
     let smoke = !args.bench;
     if smoke {
-        // `cargo test --all-targets` runs this binary without `--bench`: a smoke run of the
+        // `cargo test --features dev --all-targets` runs this binary without `--bench`: a smoke run of the
         // harness at 100 accounts that checks correctness and request counts, no timings.
         eprintln!("smoke run; the benchmark itself runs with `make bench`");
         args.sizes = vec![100];
