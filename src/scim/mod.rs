@@ -1,22 +1,38 @@
 //! SCIM 2.0 client (RFC 7643 / 7644, cursor pagination RFC 9865).
 //!
-//! `client` talks HTTP (auth, retries, paging, membership batching), `model`
-//! holds the wire types, `path` parses attribute paths and extracts values
-//! for matching.
+//! - `client`: the [`ScimClient`] type, its options, construction and
+//!   single-resource CRUD.
+//! - `transport`: sending one request: auth header, concurrency limit, retry
+//!   loop, error statuses turned into typed errors.
+//! - `paging`: listing with pagination, by cursor or index, deduplicated by id.
+//! - `membership`: group membership PATCHes, batched.
+//! - `bulk`: Bulk requests and `create_many`.
+//! - `auth`: credentials and the OAuth token cache.
+//! - `retry`: the retry policy and `Retry-After` parsing.
+//! - `error`: the error type.
+//! - `model`: the wire types.
+//! - `path`: attribute paths, parsed, and values extracted for matching.
+//!
+//! Nothing here imports the rest of the crate.
 
 pub mod auth;
+pub mod bulk;
 pub mod client;
 pub mod error;
+pub mod membership;
 pub mod model;
+pub mod paging;
 pub mod path;
 pub mod retry;
+pub mod transport;
 
 pub use auth::Auth;
-pub use client::{
-    BulkOperation, BulkOutcome, ClientOptions, ListStats, MemberRemoval, Pager, RawResponse,
-    ScimClient, Timeouts,
-};
+pub use bulk::{BulkOperation, BulkOutcome};
+pub use client::{ClientOptions, ScimClient, Timeouts};
 pub use error::{ErrorKind, ScimError};
+pub use membership::MemberRemoval;
 pub use model::{Capabilities, Group, ListResponse, PatchOp, ServiceProviderConfig, User};
+pub use paging::{ListStats, Pager};
 pub use path::AttrPath;
 pub use retry::RetryPolicy;
+pub use transport::RawResponse;

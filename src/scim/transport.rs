@@ -1,0 +1,296 @@
+//! Sending one request: auth header, concurrency limit, retry loop with
+//! backoff and `Retry-After`, and turning error statuses into typed errors.
+
+use crate::scim::client::ScimClient;
+use crate::scim::error::{ErrorKind, Result, ScimError};
+use crate::scim::model::ErrorResponse;
+use crate::scim::retry::parse_retry_after;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, RequestBuilder, StatusCode, header};
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+const SCIM_JSON: &str = "application/scim+json";
+
+/// A successful answer.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub etag: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub(super) fn json<T: for<'de> Deserialize<'de>>(&self, what: &str) -> Result<T> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ScimError::Protocol(format!("malformed JSON in {what}: {e}")))
+    }
+}
+
+/// What came back for one attempt, whatever the status.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+pub(super) fn error_from(
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    body: &[u8],
+) -> ScimError {
+    let parsed: Option<ErrorResponse> = serde_json::from_slice(body).ok();
+    let detail = parsed
+        .as_ref()
+        .and_then(|e| e.detail.clone())
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() {
+                status.canonical_reason().unwrap_or("").to_string()
+            } else {
+                text.chars().take(300).collect()
+            }
+        });
+    ScimError::Status {
+        method: method.to_string(),
+        path: path.to_string(),
+        status: status.as_u16(),
+        kind: ErrorKind::from_status(status.as_u16()),
+        scim_type: parsed.and_then(|e| e.scim_type),
+        detail,
+    }
+}
+
+/// Whether a status is worth another try: throttling and transient server trouble.
+fn retryable_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
+}
+
+impl ScimClient {
+    async fn wait_for_pause(&self) {
+        let until = *self.inner.pause_until.lock().expect("pause lock");
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    fn pause(&self, delay: Duration) {
+        let until = Instant::now() + delay;
+        let mut guard = self.inner.pause_until.lock().expect("pause lock");
+        if guard.is_none_or(|u| u < until) {
+            *guard = Some(until);
+        }
+    }
+
+    /// Sends one request with auth, concurrency limit and retries. `path` is
+    /// relative to the base URL (e.g. `/Users/abc`). Error statuses become
+    /// [`ScimError::Status`].
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<RawResponse> {
+        let payload = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ScimError::Config(format!("request body of {method} {path}: {e}")))?;
+        self.send_bytes(method, path, query, payload, if_match)
+            .await
+    }
+
+    /// [`Self::send`] with a body already serialized.
+    pub(super) async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        payload: Option<Vec<u8>>,
+        if_match: Option<&str>,
+    ) -> Result<RawResponse> {
+        let url = format!("{}{}", self.inner.base, path);
+        let mut oauth_refreshed = false;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            self.wait_for_pause().await;
+            let request = self
+                .build_request(&method, &url, query, payload.as_deref(), if_match)
+                .await?;
+            let answer = match self.exchange(request).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    let err = ScimError::Transport {
+                        method: method.to_string(),
+                        path: path.to_string(),
+                        source: e,
+                    };
+                    if attempt >= self.inner.opts.retry.max_attempts {
+                        return Err(ScimError::RetriesExhausted {
+                            attempts: attempt,
+                            last: Box::new(err),
+                        });
+                    }
+                    self.backoff(attempt, None).await;
+                    continue;
+                }
+            };
+
+            if answer.status.is_success() {
+                return Ok(RawResponse {
+                    status: answer.status.as_u16(),
+                    etag: answer
+                        .headers
+                        .get(header::ETAG)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string),
+                    body: answer.body,
+                });
+            }
+            if answer.status == StatusCode::UNAUTHORIZED
+                && self.inner.auth.is_oauth()
+                && !oauth_refreshed
+            {
+                // The cached token may have been revoked or expired early: fetch one anew once.
+                oauth_refreshed = true;
+                self.inner.auth.invalidate().await;
+                attempt -= 1;
+                continue;
+            }
+            let retry_after = self.retry_after_failure(&method, path, &answer, attempt)?;
+            self.backoff(attempt, retry_after).await;
+        }
+    }
+
+    /// One attempt's request: headers, query, body and credentials.
+    async fn build_request(
+        &self,
+        method: &Method,
+        url: &str,
+        query: &[(&str, String)],
+        payload: Option<&[u8]>,
+        if_match: Option<&str>,
+    ) -> Result<RequestBuilder> {
+        let mut rb = self
+            .inner
+            .http
+            .request(method.clone(), url)
+            .header(header::ACCEPT, SCIM_JSON);
+        if !query.is_empty() {
+            rb = rb.query(query);
+        }
+        if let Some(p) = payload {
+            rb = rb.header(header::CONTENT_TYPE, SCIM_JSON).body(p.to_vec());
+        }
+        if let Some(etag) = if_match {
+            rb = rb.header(header::IF_MATCH, etag);
+        }
+        self.inner.auth.apply(&self.inner.http, rb).await
+    }
+
+    /// Sends the request and reads the whole answer under a permit.
+    async fn exchange(&self, request: RequestBuilder) -> reqwest::Result<Answer> {
+        // The permit covers only the exchange, not the backoff sleeps.
+        let _permit = self.inner.permits.acquire().await.expect("semaphore open");
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = request.send().await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await?.to_vec();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// After an error status: the error when it is final, else the server's
+    /// `Retry-After` (if any) to wait before the next attempt.
+    fn retry_after_failure(
+        &self,
+        method: &Method,
+        path: &str,
+        answer: &Answer,
+        attempt: u32,
+    ) -> Result<Option<Duration>> {
+        let policy = &self.inner.opts.retry;
+        let status = answer.status;
+        let err = error_from(method, path, status, &answer.body);
+        if !retryable_status(status) {
+            return Err(err);
+        }
+        let retry_after = answer
+            .headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        if let Some(ra) = retry_after
+            && ra > policy.max_retry_after
+        {
+            return Err(ScimError::RetryAfterTooLong {
+                method: method.to_string(),
+                path: path.to_string(),
+                seconds: ra.as_secs(),
+                limit: policy.max_retry_after.as_secs(),
+            });
+        }
+        if attempt >= policy.max_attempts {
+            return Err(ScimError::RetriesExhausted {
+                attempts: attempt,
+                last: Box::new(err),
+            });
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS
+            && let Some(ra) = retry_after
+        {
+            // Throttling applies to the whole client, not just this request.
+            self.pause(ra);
+        }
+        Ok(retry_after)
+    }
+
+    async fn backoff(&self, attempt: u32, retry_after: Option<Duration>) {
+        self.inner.retries.fetch_add(1, Ordering::Relaxed);
+        let delay = match retry_after {
+            Some(ra) => ra,
+            None => self.inner.opts.retry.backoff(attempt, &mut rand::rng()),
+        };
+        tracing::debug!(base = %self.inner.base, attempt, ?delay, "retrying SCIM request");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_become_typed_errors() {
+        let body = br#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"409","scimType":"uniqueness","detail":"userName taken"}"#;
+        let e = error_from(&Method::POST, "/Users", StatusCode::CONFLICT, body);
+        assert!(e.is_conflict() && e.is_uniqueness());
+        assert_eq!(
+            e.to_string(),
+            "POST /Users: HTTP 409 (uniqueness): userName taken"
+        );
+        let e = error_from(&Method::GET, "/Users", StatusCode::UNAUTHORIZED, b"");
+        assert_eq!(e.kind(), Some(ErrorKind::Unauthorized));
+        assert_eq!(e.to_string(), "GET /Users: HTTP 401: Unauthorized");
+        let e = error_from(
+            &Method::GET,
+            "/x",
+            StatusCode::BAD_GATEWAY,
+            b"<html>proxy</html>",
+        );
+        assert!(e.to_string().contains("<html>proxy</html>"));
+        assert!(retryable_status(StatusCode::TOO_MANY_REQUESTS));
+        assert!(!retryable_status(StatusCode::CONFLICT));
+    }
+}
