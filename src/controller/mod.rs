@@ -1,8 +1,17 @@
-//! The controller: one kube-rs Controller per kind, sharing a [`Context`].
+//! The controller: the long-running operator. One kube-rs Controller per kind,
+//! sharing a [`Context`].
 //!
 //! Each reconcile is a pipeline — dereference (read what the object refers
 //! to), decide (a pure function), apply (create/delete children), update
 //! status (server-side apply, only when it changed).
+//!
+//! - here: the runtime — the [`Context`], one function per kind's controller
+//!   and what it watches, [`run`] with leader election, shutdown;
+//! - one module per kind: `identity_domain`, `catalog_app/`, `sync_policy`,
+//!   `sync_run/` (with the Job builder, `sync_run::job`);
+//! - shared by them: `connectivity` (SCIM endpoint probes and their caches),
+//!   `schedule` (cron slots);
+//! - serving: `leader` (the Lease), `metrics`, `http` (metrics and probes).
 
 pub mod catalog_app;
 pub mod connectivity;
@@ -129,16 +138,16 @@ impl Context {
     }
 
     /// Publishes an event; a failure to do so is logged, never fatal.
-    pub async fn publish(&self, reference: &ObjectReference, ev: &ObjectEvent) {
-        let event = Event {
-            type_: ev.type_,
-            reason: ev.reason.clone(),
-            note: Some(truncate(&ev.note, 1000)),
+    pub async fn publish(&self, reference: &ObjectReference, event: &ObjectEvent) {
+        let published = Event {
+            type_: event.type_,
+            reason: event.reason.clone(),
+            note: Some(truncate(&event.note, 1000)),
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, reference).await {
-            tracing::warn!(error = %e, reason = %ev.reason, "publishing an event failed");
+        if let Err(e) = self.recorder.publish(&published, reference).await {
+            tracing::warn!(error = %e, reason = %event.reason, "publishing an event failed");
         }
     }
 }
@@ -353,44 +362,52 @@ fn app_controller(
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
     let (client, ns) = (&ctx.client, &ctx.config.namespace);
-    let wc = watcher::Config::default();
+    let watch_all = watcher::Config::default();
     let apps = controller(
         scoped::<CatalogApp>(client, ns),
         bounded(APP_RECONCILE_CONCURRENCY).debounce(Duration::from_millis(500)),
     );
     let (by_secret, by_domain, by_policy) = (apps.store(), apps.store(), apps.store());
     let c = ctx.clone();
-    apps.watches(scoped::<SyncRun>(client, ns), wc.clone(), |r| {
+    apps.watches(scoped::<SyncRun>(client, ns), watch_all.clone(), |r| {
         r.namespace()
             .map(|ns| ObjectRef::<CatalogApp>::new(&r.spec.app_ref.name).within(&ns))
     })
-    .watches(scoped::<Meta<Secret>>(client, ns), wc.clone(), move |s| {
-        let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
-        c.endpoints.invalidate_secret(&ns, &name);
-        let hits = referrers(&by_secret, Some(ns.clone()), |a: &CatalogApp| {
-            let connection = &a.spec.connection;
-            credentials::secret_names(&connection.auth, connection.tls.as_ref()).contains(&name)
-        });
-        for a in &hits {
-            c.app_probes.invalidate(&format!("{ns}/{}", a.name));
-        }
-        hits
-    })
+    .watches(
+        scoped::<Meta<Secret>>(client, ns),
+        watch_all.clone(),
+        move |s| {
+            let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+            c.endpoints.invalidate_secret(&ns, &name);
+            let hits = referrers(&by_secret, Some(ns.clone()), |a: &CatalogApp| {
+                let connection = &a.spec.connection;
+                credentials::secret_names(&connection.auth, connection.tls.as_ref()).contains(&name)
+            });
+            for a in &hits {
+                c.app_probes.invalidate(&format!("{ns}/{}", a.name));
+            }
+            hits
+        },
+    )
     .watches(
         scoped::<Meta<IdentityDomain>>(client, ns),
-        wc.clone(),
+        watch_all.clone(),
         move |d| {
             referrers(&by_domain, d.namespace(), |a: &CatalogApp| {
                 a.spec.identity_domain_ref.name == d.name_any()
             })
         },
     )
-    .watches(scoped::<Meta<SyncPolicy>>(client, ns), wc, move |p| {
-        referrers(&by_policy, p.namespace(), |a: &CatalogApp| {
-            let synchronization = a.spec.synchronization.as_ref();
-            synchronization.is_some_and(|s| s.policy_ref.name == p.name_any())
-        })
-    })
+    .watches(
+        scoped::<Meta<SyncPolicy>>(client, ns),
+        watch_all,
+        move |p| {
+            referrers(&by_policy, p.namespace(), |a: &CatalogApp| {
+                let synchronization = a.spec.synchronization.as_ref();
+                synchronization.is_some_and(|s| s.policy_ref.name == p.name_any())
+            })
+        },
+    )
     .graceful_shutdown_on(stop)
     .run(
         catalog_app::reconcile,
@@ -480,10 +497,10 @@ pub async fn run(
     // A standby replica is healthy and ready; it just does not act.
     set_ready(true);
     let mut leadership = crate::controller::leader::Leadership::start(client, &lease).await?;
-    let mut sd = shutdown.clone();
+    let mut shutdown_rx = shutdown.clone();
     tokio::select! {
         acquired = leadership.acquired() => acquired?,
-        _ = stopped(&mut sd) => {
+        _ = stopped(&mut shutdown_rx) => {
             leadership.release().await;
             return Ok(());
         }
@@ -493,7 +510,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let controllers = tokio::spawn(run_controllers(ctx, stop_rx));
     let lost = tokio::select! {
-        _ = stopped(&mut sd) => false,
+        _ = stopped(&mut shutdown_rx) => false,
         _ = leadership.lost() => true,
     };
     let _ = stop_tx.send(true);
