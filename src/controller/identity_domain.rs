@@ -21,13 +21,13 @@ pub fn decide(
 ) -> (IdentityDomainStatus, Vec<ObjectEvent>) {
     let old = domain.status.clone().unwrap_or_default();
     let (cond, capabilities) = match outcome {
-        Ok(caps) => (
+        Ok(capabilities) => (
             DesiredCondition::truthy(
                 READY,
                 "Connected",
                 format!("connected to {}; credentials accepted", domain.spec.url),
             ),
-            Some(caps.clone()),
+            Some(capabilities.clone()),
         ),
         // Capabilities stay as last seen: they describe the server, not this failure.
         Err(f) => (
@@ -97,8 +97,8 @@ pub async fn reconcile(domain: Arc<IdentityDomain>, ctx: Arc<Context>) -> Result
         .await?;
     }
     let reference = domain.object_ref(&());
-    for ev in &events {
-        ctx.publish(&reference, ev).await;
+    for event in &events {
+        ctx.publish(&reference, event).await;
     }
     Ok(Action::requeue(match outcome {
         Ok(_) if !tolerated => ctx.config.recheck,
@@ -127,17 +127,21 @@ mod tests {
 
     #[test]
     fn failure_sets_reason_and_message_and_keeps_capabilities() {
-        let caps = Capabilities {
+        let capabilities = Capabilities {
             patch: true,
             max_results: 1000,
             ..Default::default()
         };
-        let (ok, ev) = decide(&domain(None), &Ok(caps.clone()), &t("2026-01-01T00:00:00Z"));
-        assert!(ev.is_empty(), "no event for the first observation");
+        let (ok, events) = decide(
+            &domain(None),
+            &Ok(capabilities.clone()),
+            &t("2026-01-01T00:00:00Z"),
+        );
+        assert!(events.is_empty(), "no event for the first observation");
         assert_eq!(ok.observed_generation, Some(2));
         assert!(conditions::is_true(&ok.conditions, READY));
         let failure = Failure::new("Unauthorized", "GET /ServiceProviderConfig: HTTP 401");
-        let (bad, ev) = decide(
+        let (bad, events) = decide(
             &domain(Some(ok.clone())),
             &Err(failure),
             &t("2026-01-01T01:00:00Z"),
@@ -148,11 +152,11 @@ mod tests {
             ("False", "Unauthorized")
         );
         assert!(ready.message.contains("401"));
-        assert_eq!(bad.capabilities, Some(caps.clone()));
-        assert_eq!(ev[0].reason, "ConnectivityLost");
+        assert_eq!(bad.capabilities, Some(capabilities.clone()));
+        assert_eq!(events[0].reason, "ConnectivityLost");
         let (again, ev) = decide(
             &domain(Some(bad.clone())),
-            &Ok(caps),
+            &Ok(capabilities),
             &t("2026-01-01T02:00:00Z"),
         );
         assert_eq!(ev[0].reason, "ConnectivityRestored");

@@ -1,8 +1,17 @@
-//! The controller: one kube-rs Controller per kind, sharing a [`Context`].
+//! The controller: the long-running operator. One kube-rs Controller per kind,
+//! sharing a [`Context`].
 //!
 //! Each reconcile is a pipeline — dereference (read what the object refers
 //! to), decide (a pure function), apply (create/delete children), update
 //! status (server-side apply, only when it changed).
+//!
+//! - here: the runtime — the [`Context`], one function per kind's controller
+//!   and what it watches, [`run`] with leader election, shutdown;
+//! - one module per kind: `identity_domain`, `catalog_app/`, `sync_policy`,
+//!   `sync_run/` (with the Job builder, `sync_run::job`);
+//! - shared by them: `connectivity` (SCIM endpoint probes and their caches),
+//!   `schedule` (cron slots);
+//! - serving: `leader` (the Lease), `metrics`, `http` (metrics and probes).
 
 pub mod catalog_app;
 pub mod connectivity;
@@ -129,16 +138,16 @@ impl Context {
     }
 
     /// Publishes an event; a failure to do so is logged, never fatal.
-    pub async fn publish(&self, reference: &ObjectReference, ev: &ObjectEvent) {
-        let event = Event {
-            type_: ev.type_,
-            reason: ev.reason.clone(),
-            note: Some(truncate(&ev.note, 1000)),
+    pub async fn publish(&self, reference: &ObjectReference, event: &ObjectEvent) {
+        let published = Event {
+            type_: event.type_,
+            reason: event.reason.clone(),
+            note: Some(truncate(&event.note, 1000)),
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, reference).await {
-            tracing::warn!(error = %e, reason = %ev.reason, "publishing an event failed");
+        if let Err(e) = self.recorder.publish(&published, reference).await {
+            tracing::warn!(error = %e, reason = %event.reason, "publishing an event failed");
         }
     }
 }
@@ -280,160 +289,187 @@ fn bounded(n: u16) -> ControllerConfig {
     ControllerConfig::default().concurrency(n)
 }
 
+/// Objects reconciled at once, by kind. Apps: each may hold two SCIM connections.
+const APP_RECONCILE_CONCURRENCY: u16 = 16;
+const RECONCILE_CONCURRENCY: u16 = 8;
+
 /// Runs the controllers until `shutdown` turns true.
 pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
-    let client = ctx.client.clone();
-    let ns = ctx.config.namespace.clone();
     let stop = move || {
         let mut rx = shutdown.clone();
         async move { stopped(&mut rx).await }
     };
-    let wc = watcher::Config::default();
-    // Objects reconciled at once, by kind. Apps: each may hold two SCIM connections.
-    const APP_RECONCILE_CONCURRENCY: u16 = 16;
-    const RECONCILE_CONCURRENCY: u16 = 8;
+    let forget = forget_deleted_apps(
+        scoped::<Meta<CatalogApp>>(&ctx.client, &ctx.config.namespace),
+        ctx.metrics.clone(),
+        Box::pin(stop()),
+    );
+    tokio::join!(
+        domain_controller(&ctx, stop()),
+        app_controller(&ctx, stop()),
+        policy_controller(&ctx, stop()),
+        run_controller(&ctx, stop()),
+        forget,
+    );
+}
 
-    // IdentityDomain: re-test when a referenced Secret changes.
+/// IdentityDomain: re-tested when a referenced Secret changes.
+fn domain_controller(
+    ctx: &Arc<Context>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> {
+    let (client, ns) = (&ctx.client, &ctx.config.namespace);
     let domains = controller(
-        scoped::<IdentityDomain>(&client, &ns),
+        scoped::<IdentityDomain>(client, ns),
         bounded(RECONCILE_CONCURRENCY),
     );
-    let domain_store = domains.store();
+    let store = domains.store();
     let c = ctx.clone();
-    let domains = domains
-        .watches(scoped::<Meta<Secret>>(&client, &ns), wc.clone(), move |s| {
-            let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
-            c.endpoints.invalidate_secret(&ns, &name);
-            let hits: Vec<_> = domain_store
-                .state()
-                .into_iter()
-                .filter(|d| d.namespace().as_deref() == Some(ns.as_str()))
-                .filter(|d| {
+    domains
+        .watches(
+            scoped::<Meta<Secret>>(client, ns),
+            watcher::Config::default(),
+            move |s| {
+                let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+                c.endpoints.invalidate_secret(&ns, &name);
+                let hits = referrers(&store, Some(ns.clone()), |d: &IdentityDomain| {
                     credentials::secret_names(&d.spec.auth, d.spec.tls.as_ref()).contains(&name)
-                })
-                .map(|d| {
-                    c.domain_probes
-                        .invalidate(&format!("{ns}/{}", d.name_any()));
-                    ObjectRef::from_obj(&*d)
-                })
-                .collect();
-            hits
-        })
-        .graceful_shutdown_on(stop())
+                });
+                for d in &hits {
+                    c.domain_probes.invalidate(&format!("{ns}/{}", d.name));
+                }
+                hits
+            },
+        )
+        .graceful_shutdown_on(stop)
         .run(
             identity_domain::reconcile,
             error_policy("IdentityDomain"),
             ctx.clone(),
         )
-        .for_each(|_| async {});
+        .for_each(|_| async {})
+}
 
-    // CatalogApp: its runs (by spec.appRef, so hand-made runs count too), its
-    // Secrets, its domain and its policy; all but the runs by metadata only (Meta:
-    // the mappers need no more, and Secret data is never transferred nor kept).
-    // Runs report progress every second or two; a short debounce folds a burst of
-    // them into one reconcile (and one status write). Each reconcile probes SCIM
-    // providers: bounding concurrent reconciles keeps a thousand apps from opening
-    // thousands of connections to one provider at once (which it refuses).
+/// CatalogApp: its runs (by spec.appRef, so hand-made runs count too), its
+/// Secrets, its domain and its policy; all but the runs by metadata only (Meta:
+/// the mappers need no more, and Secret data is never transferred nor kept).
+/// Runs report progress every second or two; a short debounce folds a burst of
+/// them into one reconcile (and one status write). Each reconcile probes SCIM
+/// providers: bounding concurrent reconciles keeps a thousand apps from opening
+/// thousands of connections to one provider at once (which it refuses).
+fn app_controller(
+    ctx: &Arc<Context>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> {
+    let (client, ns) = (&ctx.client, &ctx.config.namespace);
+    let watch_all = watcher::Config::default();
     let apps = controller(
-        scoped::<CatalogApp>(&client, &ns),
+        scoped::<CatalogApp>(client, ns),
         bounded(APP_RECONCILE_CONCURRENCY).debounce(Duration::from_millis(500)),
     );
-    let app_store = apps.store();
-    let (s1, s2, s3) = (app_store.clone(), app_store.clone(), app_store);
+    let (by_secret, by_domain, by_policy) = (apps.store(), apps.store(), apps.store());
     let c = ctx.clone();
-    let apps = apps
-        .watches(scoped::<SyncRun>(&client, &ns), wc.clone(), |r| {
-            r.namespace()
-                .map(|ns| ObjectRef::<CatalogApp>::new(&r.spec.app_ref.name).within(&ns))
-        })
-        .watches(scoped::<Meta<Secret>>(&client, &ns), wc.clone(), move |s| {
+    apps.watches(scoped::<SyncRun>(client, ns), watch_all.clone(), |r| {
+        r.namespace()
+            .map(|ns| ObjectRef::<CatalogApp>::new(&r.spec.app_ref.name).within(&ns))
+    })
+    .watches(
+        scoped::<Meta<Secret>>(client, ns),
+        watch_all.clone(),
+        move |s| {
             let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
             c.endpoints.invalidate_secret(&ns, &name);
-            s1.state()
-                .into_iter()
-                .filter(|a| a.namespace().as_deref() == Some(ns.as_str()))
-                .filter(|a| {
-                    let conn = &a.spec.connection;
-                    credentials::secret_names(&conn.auth, conn.tls.as_ref()).contains(&name)
-                })
-                .map(|a| {
-                    c.app_probes.invalidate(&format!("{ns}/{}", a.name_any()));
-                    ObjectRef::from_obj(&*a)
-                })
-                .collect::<Vec<_>>()
-        })
-        .watches(
-            scoped::<Meta<IdentityDomain>>(&client, &ns),
-            wc.clone(),
-            move |d| {
-                let ns = d.namespace();
-                s2.state()
-                    .into_iter()
-                    .filter(|a| a.namespace() == ns)
-                    .filter(|a| a.spec.identity_domain_ref.name == d.name_any())
-                    .map(|a| ObjectRef::from_obj(&*a))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .watches(
-            scoped::<Meta<SyncPolicy>>(&client, &ns),
-            wc.clone(),
-            move |p| {
-                let ns = p.namespace();
-                s3.state()
-                    .into_iter()
-                    .filter(|a| a.namespace() == ns)
-                    .filter(|a| {
-                        a.spec
-                            .synchronization
-                            .as_ref()
-                            .is_some_and(|s| s.policy_ref.name == p.name_any())
-                    })
-                    .map(|a| ObjectRef::from_obj(&*a))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .graceful_shutdown_on(stop())
-        .run(
-            catalog_app::reconcile,
-            error_policy("CatalogApp"),
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
+            let hits = referrers(&by_secret, Some(ns.clone()), |a: &CatalogApp| {
+                let connection = &a.spec.connection;
+                credentials::secret_names(&connection.auth, connection.tls.as_ref()).contains(&name)
+            });
+            for a in &hits {
+                c.app_probes.invalidate(&format!("{ns}/{}", a.name));
+            }
+            hits
+        },
+    )
+    .watches(
+        scoped::<Meta<IdentityDomain>>(client, ns),
+        watch_all.clone(),
+        move |d| {
+            referrers(&by_domain, d.namespace(), |a: &CatalogApp| {
+                a.spec.identity_domain_ref.name == d.name_any()
+            })
+        },
+    )
+    .watches(
+        scoped::<Meta<SyncPolicy>>(client, ns),
+        watch_all,
+        move |p| {
+            referrers(&by_policy, p.namespace(), |a: &CatalogApp| {
+                let synchronization = a.spec.synchronization.as_ref();
+                synchronization.is_some_and(|s| s.policy_ref.name == p.name_any())
+            })
+        },
+    )
+    .graceful_shutdown_on(stop)
+    .run(
+        catalog_app::reconcile,
+        error_policy("CatalogApp"),
+        ctx.clone(),
+    )
+    .for_each(|_| async {})
+}
 
-    // SyncPolicy: validation only.
-    let policies = controller(
-        scoped::<SyncPolicy>(&client, &ns),
+/// SyncPolicy: validation only.
+fn policy_controller(
+    ctx: &Arc<Context>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> {
+    controller(
+        scoped::<SyncPolicy>(&ctx.client, &ctx.config.namespace),
         bounded(RECONCILE_CONCURRENCY),
     )
-    .graceful_shutdown_on(stop())
+    .graceful_shutdown_on(stop)
     .run(
         sync_policy::reconcile,
         error_policy("SyncPolicy"),
         ctx.clone(),
     )
-    .for_each(|_| async {});
+    .for_each(|_| async {})
+}
 
-    // SyncRun: its Job (ours only, by label; owns watches metadata only).
-    let runs = controller(
-        scoped::<SyncRun>(&client, &ns),
+/// SyncRun: its Job (ours only, by label; owns watches metadata only).
+fn run_controller(
+    ctx: &Arc<Context>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> {
+    let (client, ns) = (&ctx.client, &ctx.config.namespace);
+    controller(
+        scoped::<SyncRun>(client, ns),
         bounded(RECONCILE_CONCURRENCY),
     )
     .owns(
-        scoped::<Job>(&client, &ns),
+        scoped::<Job>(client, ns),
         watcher::Config::default().labels(RUN_LABEL),
     )
-    .graceful_shutdown_on(stop())
+    .graceful_shutdown_on(stop)
     .run(sync_run::reconcile, error_policy("SyncRun"), ctx.clone())
-    .for_each(|_| async {});
+    .for_each(|_| async {})
+}
 
-    let forget = forget_deleted_apps(
-        scoped::<Meta<CatalogApp>>(&client, &ns),
-        ctx.metrics.clone(),
-        Box::pin(stop()),
-    );
-
-    tokio::join!(domains, apps, policies, runs, forget);
+/// The objects of `store` in namespace `ns` for which `refers` holds: those a
+/// changed Secret, domain or policy concerns.
+fn referrers<K>(
+    store: &reflector::Store<K>,
+    ns: Option<String>,
+    refers: impl Fn(&K) -> bool,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.namespace() == ns && refers(o))
+        .map(|o| ObjectRef::from_obj(&*o))
+        .collect()
 }
 
 /// Runs the controllers, with leader election when `lease` is set, until
@@ -461,10 +497,10 @@ pub async fn run(
     // A standby replica is healthy and ready; it just does not act.
     set_ready(true);
     let mut leadership = crate::controller::leader::Leadership::start(client, &lease).await?;
-    let mut sd = shutdown.clone();
+    let mut shutdown_rx = shutdown.clone();
     tokio::select! {
         acquired = leadership.acquired() => acquired?,
-        _ = stopped(&mut sd) => {
+        _ = stopped(&mut shutdown_rx) => {
             leadership.release().await;
             return Ok(());
         }
@@ -474,7 +510,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let controllers = tokio::spawn(run_controllers(ctx, stop_rx));
     let lost = tokio::select! {
-        _ = stopped(&mut sd) => false,
+        _ = stopped(&mut shutdown_rx) => false,
         _ = leadership.lost() => true,
     };
     let _ = stop_tx.send(true);

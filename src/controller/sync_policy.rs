@@ -31,7 +31,7 @@ pub fn decide(
         Some(Err(e)) => Some(("InvalidSchedule", e.to_string())),
         _ => bad_path.map(|m| ("InvalidMatching", m)),
     };
-    let conds = match &problem {
+    let desired = match &problem {
         Some((reason, msg)) => vec![
             DesiredCondition::falsy(READY, reason, msg.clone()),
             DesiredCondition::truthy(STALLED, reason, msg.clone()),
@@ -44,7 +44,7 @@ pub fn decide(
     let old = policy.status.clone().unwrap_or_default();
     SyncPolicyStatus {
         observed_generation: policy.metadata.generation,
-        conditions: conditions::merge(&old.conditions, &conds, policy.metadata.generation, now),
+        conditions: conditions::merge(&old.conditions, &desired, policy.metadata.generation, now),
     }
 }
 
@@ -87,34 +87,34 @@ mod tests {
 
     #[test]
     fn valid_policy_is_ready() {
-        let st = decide(
+        let status = decide(
             &policy(serde_json::json!({"schedule": "0 */4 * * *"})),
             &t(),
         );
-        assert!(is_true(&st.conditions, READY));
-        assert!(find(&st.conditions, STALLED).is_none());
-        assert_eq!(st.observed_generation, Some(4));
+        assert!(is_true(&status.conditions, READY));
+        assert!(find(&status.conditions, STALLED).is_none());
+        assert_eq!(status.observed_generation, Some(4));
     }
 
     #[test]
     fn invalid_schedule_and_matching_are_reported() {
-        let st = decide(&policy(serde_json::json!({"schedule": "whenever"})), &t());
-        let ready = find(&st.conditions, READY).unwrap();
+        let status = decide(&policy(serde_json::json!({"schedule": "whenever"})), &t());
+        let ready = find(&status.conditions, READY).unwrap();
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
             ("False", "InvalidSchedule")
         );
         assert!(ready.message.contains("whenever"));
-        assert!(is_true(&st.conditions, STALLED));
+        assert!(is_true(&status.conditions, STALLED));
 
-        let st = decide(
+        let status = decide(
             &policy(serde_json::json!({"matching": [
                 {"appAttribute": "emails[primary eq", "domainAttribute": "userName"}
             ]})),
             &t(),
         );
         assert_eq!(
-            find(&st.conditions, READY).unwrap().reason,
+            find(&status.conditions, READY).unwrap().reason,
             "InvalidMatching"
         );
     }

@@ -1,6 +1,16 @@
-use super::*;
-use crate::cluster::conditions::is_true;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use serde_json::json;
+
+use super::texts::{limit_text, progress_text};
+use super::*;
+use crate::api::*;
+use crate::cluster::conditions::{self, READY, STALLED, is_true};
+use crate::controller::connectivity::Failure;
+use crate::controller::sync_run::job::APP_LABEL;
 
 const APP_CREATED: &str = "2026-01-01T00:00:00Z";
 
@@ -66,14 +76,14 @@ fn ready() -> ProvisioningState {
 fn decide_at(
     app: &CatalogApp,
     now: &str,
-    prov: &ProvisioningState,
+    provisioning: &ProvisioningState,
     policy: Option<&SyncPolicy>,
     runs: &[SyncRun],
 ) -> Plan {
     decide(&Inputs {
         app,
         now: t(now),
-        provisioning: prov,
+        provisioning,
         policy: match policy {
             Some(p) => PolicyState::Found(p),
             None => PolicyState::NotFound("default"),
@@ -402,13 +412,13 @@ fn last_run_and_limit_exceeded_mirror_the_runs() {
         Some(RunPhase::LimitExceeded),
         "2026-01-01T09:00:00Z",
     );
-    let st = r.status.as_mut().unwrap();
-    st.planned = Some(PlannedCounts {
+    let status = r.status.as_mut().unwrap();
+    status.planned = Some(PlannedCounts {
         creates: 150,
         deletes: 3,
         ..Default::default()
     });
-    st.limits = Some(AppliedLimits {
+    status.limits = Some(AppliedLimits {
         max_creates: Some(100),
         max_deletes: None,
     });
@@ -503,8 +513,8 @@ fn progress_names_the_stage_and_limit_messages_say_what_to_raise() {
         Some(RunPhase::Running),
         APP_CREATED,
     );
-    let st = r.status.as_mut().unwrap();
-    st.stage = Some(Stage::Listing);
+    let status = r.status.as_mut().unwrap();
+    status.stage = Some(Stage::Listing);
     assert_eq!(progress_text(&r), "run slack-r1 (Import, Running): listing");
     r.status.as_mut().unwrap().progress = Some(
         serde_json::from_value(json!({"processed": 1000, "total": 4000, "percent": 25})).unwrap(),
@@ -520,9 +530,10 @@ fn progress_names_the_stage_and_limit_messages_say_what_to_raise() {
         Some(RunPhase::LimitExceeded),
         APP_CREATED,
     );
-    let st = r.status.as_mut().unwrap();
-    st.planned = Some(serde_json::from_value(json!({"creates": 150, "deletes": 35})).unwrap());
-    st.limits = Some(serde_json::from_value(json!({"maxCreates": 100, "maxDeletes": 20})).unwrap());
+    let status = r.status.as_mut().unwrap();
+    status.planned = Some(serde_json::from_value(json!({"creates": 150, "deletes": 35})).unwrap());
+    status.limits =
+        Some(serde_json::from_value(json!({"maxCreates": 100, "maxDeletes": 20})).unwrap());
     let msg = limit_text(&r, Some("default"));
     assert!(
         msg.contains("planned 150 creates and 35 deletes; allowed 100 creates and 20 deletes")

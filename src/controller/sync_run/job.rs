@@ -62,13 +62,45 @@ pub fn build(
     policy: Option<&SyncPolicy>,
     config: &JobConfig,
 ) -> Job {
-    let ns = run.namespace().unwrap_or_default();
-    let name = run.name_any();
     let timeout = policy
         .and_then(|p| crate::api::parse_duration(&p.spec.timeout))
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_TIMEOUT);
+    let labels = labels(run);
+    Job {
+        metadata: ObjectMeta {
+            name: Some(run.name_any()),
+            namespace: Some(run.namespace().unwrap_or_default()),
+            labels: Some(labels.clone()),
+            owner_references: run.controller_owner_ref(&()).map(|r| vec![r]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(BACKOFF_LIMIT),
+            active_deadline_seconds: Some(timeout.as_secs().max(1) as i64),
+            ttl_seconds_after_finished: Some(TTL_AFTER_FINISHED),
+            pod_failure_policy: Some(pod_failure_policy()),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(pod(container(run, app, domain, config), config)),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
 
+/// The `catalogsync sync` container: both sides' credentials from their Secret
+/// references, bounded resources, the restricted security context.
+fn container(
+    run: &SyncRun,
+    app: &CatalogApp,
+    domain: &IdentityDomain,
+    config: &JobConfig,
+) -> Container {
     let mut env = vec![EnvVar {
         name: "CATALOGSYNC_LOG_FORMAT".into(),
         value: Some("json".into()),
@@ -84,18 +116,18 @@ pub fn build(
         &app.spec.connection.auth,
         app.spec.connection.tls.as_ref(),
     ));
-
-    let quantities = |cpu: &str, mem: &str| {
+    let quantities = |cpu: &str, memory: &str| {
         BTreeMap::from([
             ("cpu".to_string(), Quantity(cpu.into())),
-            ("memory".to_string(), Quantity(mem.into())),
+            ("memory".to_string(), Quantity(memory.into())),
         ])
     };
-    let container = Container {
+    let run_ref = format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any());
+    Container {
         name: CONTAINER.into(),
         image: Some(config.image.clone()),
         command: Some(vec!["catalogsync".into()]),
-        args: Some(vec!["sync".into(), "--run".into(), format!("{ns}/{name}")]),
+        args: Some(vec!["sync".into(), "--run".into(), run_ref]),
         env: Some(env),
         resources: Some(ResourceRequirements {
             requests: Some(quantities("100m", "128Mi")),
@@ -122,9 +154,13 @@ pub fn build(
         }]),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
-    };
+    }
+}
 
-    let pod = PodSpec {
+/// The pod around `container`: never restarted in place (the Job retries),
+/// non-root, a small scratch volume.
+fn pod(container: Container, config: &JobConfig) -> PodSpec {
+    PodSpec {
         restart_policy: Some("Never".into()),
         service_account_name: Some(config.service_account.clone()),
         enable_service_links: Some(false),
@@ -147,32 +183,6 @@ pub fn build(
         // The engine stops cleanly on SIGTERM and writes Cancelled.
         termination_grace_period_seconds: Some(30),
         ..Default::default()
-    };
-
-    let labels = labels(run);
-    Job {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(ns),
-            labels: Some(labels.clone()),
-            owner_references: run.controller_owner_ref(&()).map(|r| vec![r]),
-            ..Default::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(BACKOFF_LIMIT),
-            active_deadline_seconds: Some(timeout.as_secs().max(1) as i64),
-            ttl_seconds_after_finished: Some(TTL_AFTER_FINISHED),
-            pod_failure_policy: Some(pod_failure_policy()),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
-            ..Default::default()
-        }),
-        status: None,
     }
 }
 

@@ -1,0 +1,142 @@
+//! The provisioning checks behind `ProvisioningEnabled`: the IdentityDomain is
+//! Ready, the app's endpoint answers with its credentials, the grant group
+//! exists in the domain. Results are cached per app (and endpoint) so that the
+//! status writes and run events that trigger most reconciles cost no SCIM call.
+
+use kube::ResourceExt;
+use kube::api::Api;
+
+use super::decide::ProvisioningState;
+use super::{IDENTITY_DOMAIN_NOT_FOUND, IDENTITY_DOMAIN_NOT_READY};
+use crate::api::{CatalogApp, IdentityDomain};
+use crate::cluster::conditions::{self, READY};
+use crate::controller::connectivity::{self, Endpoint, Failure};
+use crate::controller::{Context, Result};
+
+/// Checks provisioning: the domain, the app's endpoint and the grant group.
+/// Also says whether a Ready state stands in for a transient failure.
+pub(super) async fn check_provisioning(
+    ctx: &Context,
+    app: &CatalogApp,
+    ns: &str,
+) -> Result<(ProvisioningState, bool)> {
+    if !app.spec.provisioning.as_ref().is_some_and(|p| p.enabled) {
+        return Ok((ProvisioningState::Disabled, false));
+    }
+    let domain_name = &app.spec.identity_domain_ref.name;
+    let domains: Api<IdentityDomain> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(domain) = domains.get_opt(domain_name).await? else {
+        return Ok((
+            ProvisioningState::Failed(Failure::new(
+                IDENTITY_DOMAIN_NOT_FOUND,
+                format!("IdentityDomain {domain_name:?} not found"),
+            )),
+            false,
+        ));
+    };
+    let domain_ready = domain
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, READY))
+        .cloned();
+    let key = format!("{ns}/{}", app.name_any());
+    // Not the app's status: its own grantGroupId write would make the next
+    // reconcile check again (the cached state holds the id).
+    let fingerprint = format!(
+        "{:?}/{:?}/{:?}",
+        app.metadata.generation,
+        domain.metadata.generation,
+        domain_ready.as_ref().map(|c| (&c.status, &c.reason)),
+    );
+    if let Some(cached) = ctx.app_probes.get(&key, &fingerprint) {
+        return Ok((cached, false));
+    }
+    let state = match domain_ready {
+        Some(c) if c.status == "True" => probe_app_and_group(ctx, app, ns, &domain).await?,
+        other => ProvisioningState::Failed(Failure::new(
+            IDENTITY_DOMAIN_NOT_READY,
+            format!(
+                "IdentityDomain {domain_name:?} is not ready{}",
+                other
+                    .map(|c| format!(": {}", c.message))
+                    .unwrap_or_default()
+            ),
+        )),
+    };
+    // Failures are not cached: the next reconcile (at most FAILURE_RECHECK away) retries.
+    let failure = match &state {
+        ProvisioningState::Failed(f) => Some(f.clone()),
+        _ => None,
+    };
+    let (state, tolerated) = ctx
+        .app_probes
+        .settle(&key, &fingerprint, state, failure.as_ref());
+    if tolerated && let Some(f) = failure {
+        tracing::info!(app = %key, reason = f.reason, "provisioning check failed, the provider may be busy; still Ready, rechecking soon");
+    }
+    Ok((state, tolerated))
+}
+
+async fn probe_app_and_group(
+    ctx: &Context,
+    app: &CatalogApp,
+    ns: &str,
+    domain: &IdentityDomain,
+) -> Result<ProvisioningState> {
+    let connection = &app.spec.connection;
+    // Shared by the apps of this endpoint and credentials.
+    let checked = ctx
+        .endpoints
+        .probe(
+            &ctx.client,
+            Endpoint {
+                ns,
+                url: &connection.url,
+                auth: &connection.auth,
+                tls: connection.tls.as_ref(),
+            },
+        )
+        .await?;
+    if let Err(f) = checked {
+        return Ok(ProvisioningState::Failed(f.restated(
+            f.reason,
+            format!("app {}: {}", connection.url, f.message),
+        )));
+    }
+    let domain_spec = &domain.spec;
+    let domain_client = match ctx
+        .endpoints
+        .client(
+            &ctx.client,
+            Endpoint {
+                ns,
+                url: &domain_spec.url,
+                auth: &domain_spec.auth,
+                tls: domain_spec.tls.as_ref(),
+            },
+        )
+        .await?
+    {
+        Ok(c) => c,
+        Err(f) => {
+            return Ok(ProvisioningState::Failed(f.restated(
+                IDENTITY_DOMAIN_NOT_READY,
+                format!("identity domain: {}", f.message),
+            )));
+        }
+    };
+    let group = app.grant_group_name();
+    let known = app
+        .status
+        .as_ref()
+        .and_then(|s| s.grant_group_id.as_deref());
+    match connectivity::ensure_group(&domain_client, &group, known).await {
+        Ok(id) => Ok(ProvisioningState::Ready { grant_group_id: id }),
+        Err(e) => Ok(ProvisioningState::Failed(
+            connectivity::scim_failure(&e).restated(
+                IDENTITY_DOMAIN_NOT_READY,
+                format!("grant group {group:?} in the identity domain: {e}"),
+            ),
+        )),
+    }
+}

@@ -1,0 +1,221 @@
+//! The app's SyncRuns: what the policy reads of them (active, last finished,
+//! beyond the history limits), their names, the object for a new run, and the
+//! API calls that create, cancel and prune them.
+
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::{Resource, ResourceExt};
+
+use super::decide::{NewRun, Plan};
+use crate::api::{
+    CatalogApp, Direction, LocalRef, Mode, RunPhase, RunSummary, SyncPolicy, SyncRun, SyncRunSpec,
+};
+use crate::controller::sync_run::job::APP_LABEL;
+use crate::controller::sync_run::{self, CANCEL_ANNOTATION};
+use crate::controller::{Context, Result};
+
+const MAX_NAME: usize = 63;
+
+/// A deterministic run name: `<app>-<suffix>`, the app part shortened so the
+/// name stays a valid Job name (a label value, at most 63 characters).
+pub fn run_name(app: &str, suffix: &str) -> String {
+    let keep = MAX_NAME.saturating_sub(suffix.len() + 1);
+    let prefix: String = app.chars().take(keep).collect();
+    let prefix = prefix.trim_end_matches(['-', '.']);
+    format!("{prefix}-{suffix}")
+}
+
+/// FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
+pub fn short_hash(parts: &[&str]) -> String {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for part in parts {
+        for byte in part.bytes().chain([0u8]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x100000001b3);
+        }
+    }
+    format!("{:08x}", (hash >> 32) as u32)
+}
+
+pub fn phase(run: &SyncRun) -> Option<RunPhase> {
+    run.status.as_ref().and_then(|s| s.phase)
+}
+
+pub fn is_active(run: &SyncRun) -> bool {
+    !sync_run::is_finished(run)
+}
+
+fn created(run: &SyncRun) -> Option<jiff::Timestamp> {
+    run.metadata.creation_timestamp.as_ref().map(|t| t.0)
+}
+
+/// When a run ended (its completion time, else its creation).
+fn ended(run: &SyncRun) -> Option<jiff::Timestamp> {
+    run.status
+        .as_ref()
+        .and_then(|s| s.completion_time.as_ref().map(|t| t.0))
+        .or_else(|| created(run))
+}
+
+/// The run as the app's status shows it.
+pub fn summary(run: &SyncRun) -> RunSummary {
+    let status = run.status.clone().unwrap_or_default();
+    RunSummary {
+        name: run.name_any(),
+        phase: status.phase,
+        start_time: status.start_time,
+        completion_time: status.completion_time,
+        counts: status.counts,
+        message: status.message,
+    }
+}
+
+/// The active runs: the one executing (has a Job) first, then the newest.
+pub fn active(runs: &[SyncRun]) -> Vec<&SyncRun> {
+    let mut active: Vec<&SyncRun> = runs.iter().filter(|r| is_active(r)).collect();
+    active.sort_by_key(|r| {
+        let has_job = r.status.as_ref().is_some_and(|s| s.job_name.is_some());
+        std::cmp::Reverse((has_job, created(r)))
+    });
+    active
+}
+
+/// Whether the plan cancels the run already.
+pub fn is_cancelled(run: &SyncRun, plan: &Plan) -> bool {
+    plan.cancel.iter().any(|(name, _)| *name == run.name_any())
+}
+
+/// The run of `direction` that ended last.
+pub fn last_finished(runs: &[SyncRun], direction: Direction) -> Option<&SyncRun> {
+    runs.iter()
+        .filter(|r| r.spec.direction == direction && !is_active(r))
+        .max_by_key(|r| (ended(r), created(r)))
+}
+
+/// Of two finished runs, the one that ended last.
+pub fn newest(runs: [Option<&SyncRun>; 2]) -> Option<&SyncRun> {
+    runs.into_iter()
+        .flatten()
+        .max_by_key(|r| (ended(r), created(r)))
+}
+
+/// Finished runs beyond the history limits: newest first, the configured
+/// number of each outcome kept (three of each without a policy).
+pub fn beyond_history(runs: &[SyncRun], policy: Option<&SyncPolicy>) -> Vec<String> {
+    let (keep_succeeded, keep_failed) = policy.map_or((3, 3), |p| {
+        (
+            p.spec.successful_runs_history_limit.max(0) as usize,
+            p.spec.failed_runs_history_limit.max(0) as usize,
+        )
+    });
+    let mut finished: Vec<&SyncRun> = runs.iter().filter(|r| !is_active(r)).collect();
+    finished.sort_by_key(|r| std::cmp::Reverse((created(r), r.name_any())));
+    let (mut succeeded, mut failed) = (0, 0);
+    let mut prune = Vec::new();
+    for run in finished {
+        let (count, keep) = if phase(run) == Some(RunPhase::Succeeded) {
+            (&mut succeeded, keep_succeeded)
+        } else {
+            (&mut failed, keep_failed)
+        };
+        *count += 1;
+        if *count > keep {
+            prune.push(run.name_any());
+        }
+    }
+    prune
+}
+
+/// The SyncRun object for a planned run: our labels and owner reference only.
+pub fn new_run(app: &CatalogApp, run: &NewRun) -> SyncRun {
+    let mut owner = app.controller_owner_ref(&());
+    if let Some(o) = owner.as_mut() {
+        // blockOwnerDeletion needs rights on the owner's finalizers; GC works without it.
+        o.block_owner_deletion = None;
+    }
+    SyncRun {
+        metadata: ObjectMeta {
+            name: Some(run.name.clone()),
+            namespace: app.namespace(),
+            labels: Some([(APP_LABEL.to_string(), app.name_any())].into()),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: SyncRunSpec {
+            app_ref: LocalRef {
+                name: app.name_any(),
+            },
+            direction: run.direction,
+            mode: Mode::Apply,
+            trigger: run.trigger,
+        },
+        status: None,
+    }
+}
+
+/// Creates the planned runs; one created before (e.g. by a previous leader) is done already.
+pub async fn create(api: &Api<SyncRun>, app: &CatalogApp, runs: &[NewRun]) -> Result<()> {
+    for run in runs {
+        match api.create(&PostParams::default(), &new_run(app, run)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the named objects in the background; one gone already is fine.
+pub async fn delete<K>(api: &Api<K>, names: &[String]) -> Result<()>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    for name in names {
+        match api.delete(name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Cancels an active run: the controller records Cancelled (the Job may not
+/// get the chance), then deletes the Job so its pod gets SIGTERM.
+pub async fn cancel(ctx: &Context, ns: &str, run: &str, message: &str) -> Result<()> {
+    let runs: Api<SyncRun> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(current) = runs.get_opt(run).await? else {
+        return Ok(());
+    };
+    if !is_active(&current) {
+        return Ok(());
+    }
+    // Recorded on the run too: should a late progress write of the dying Job
+    // un-finish the status, the run still ends Cancelled, not Failed.
+    runs.patch(
+        run,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({
+            "metadata": {"annotations": {CANCEL_ANNOTATION: message}}
+        })),
+    )
+    .await?;
+    let recorded = current.status.as_ref().and_then(|s| s.job_name.clone());
+    sync_run::finish(
+        ctx,
+        &current,
+        RunPhase::Cancelled,
+        "Cancelled",
+        message,
+        recorded.as_deref(),
+    )
+    .await?;
+    // The Job is named like the run, even if its name was never recorded.
+    // Background: the Job goes now, its pod is stopped (SIGTERM) by the garbage collector.
+    let job_name = recorded.unwrap_or_else(|| run.to_string());
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(ctx.client.clone(), ns);
+    delete(&jobs, &[job_name]).await
+}
