@@ -8,6 +8,7 @@ use crate::cluster::conditions::DesiredCondition;
 use crate::cluster::exit_code;
 use crate::engine::limits::LimitCheck;
 
+use super::error::RunError;
 use super::stop::StopReason;
 
 pub const COMPLETE: &str = "Complete";
@@ -19,8 +20,8 @@ pub const LIMIT_EXCEEDED: &str = "LimitExceeded";
 pub struct Observed {
     /// The plan-versus-limits check.
     pub limit: Option<LimitCheck>,
-    /// A budget refused a reservation during the apply.
-    pub budget_refused: bool,
+    /// An allowance ran out during the apply: a create or delete was refused.
+    pub limit_reached: bool,
     pub stopped: Option<StopReason>,
     pub timeout: String,
     pub max_failure_percent: u32,
@@ -56,20 +57,13 @@ impl Outcome {
         exit_code_of(self.phase)
     }
 
-    /// A run that could not start or broke: `Failed` with the error as message.
-    pub fn failed(message: impl Into<String>) -> Self {
-        Self::ended(RunPhase::Failed, "Error", message.into())
-    }
-
-    /// A run that must not start (the app suspended, synchronization turned off).
-    pub fn cancelled(message: impl Into<String>) -> Self {
-        Self::ended(RunPhase::Cancelled, "Cancelled", message.into())
-    }
-
-    fn ended(phase: RunPhase, reason: &str, message: String) -> Self {
+    /// A run that could not start or broke: the error's phase and reason, the error as
+    /// message.
+    pub fn of_error(e: &RunError) -> Self {
+        let (phase, message) = (e.phase(), e.to_string());
         Outcome {
             phase,
-            conditions: conditions_for(phase, reason, &message, None),
+            conditions: conditions_for(phase, e.reason(), &message, None),
             message,
         }
     }
@@ -171,7 +165,7 @@ pub fn decide(mode: Mode, counts: &Counts, o: &Observed) -> Outcome {
                 "LimitExceeded",
                 format!("applied up to the limit: {message}; {}", summary(counts)),
             ),
-            _ if o.budget_refused => (
+            _ if o.limit_reached => (
                 RunPhase::LimitExceeded,
                 "LimitExceeded",
                 format!("stopped at the limit; {}", summary(counts)),
@@ -285,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn clean_apply_succeeds_and_budget_refusal_is_limit_exceeded() {
+    fn clean_apply_succeeds_and_reaching_a_limit_is_limit_exceeded() {
         let o = decide(
             Mode::Apply,
             &Counts::default(),
@@ -294,7 +288,7 @@ mod tests {
         assert_eq!(o.phase, RunPhase::Succeeded);
         assert!(o.conditions.iter().any(|c| c.type_ == COMPLETE && c.status));
         let mut ob = observed(None);
-        ob.budget_refused = true;
+        ob.limit_reached = true;
         assert_eq!(
             decide(Mode::Apply, &Counts::default(), &ob).phase,
             RunPhase::LimitExceeded
