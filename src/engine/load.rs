@@ -28,7 +28,7 @@ use super::stop::{Stop, StopReason};
 pub struct Loaded {
     pub app: CatalogApp,
     pub policy: Option<SyncPolicySpec>,
-    pub domain: ScimClient,
+    pub domain_client: ScimClient,
     pub app_client: ScimClient,
     pub parallelism: usize,
     pub timeout: String,
@@ -81,7 +81,7 @@ pub async fn load(
     Ok(Loaded {
         app,
         policy,
-        domain: domain_client,
+        domain_client,
         app_client,
         parallelism,
         timeout,
@@ -186,7 +186,7 @@ impl Loaded {
         tracker.update(|s| s.limits = Some(applied_limits(limits.as_ref())));
         Context {
             grant_group: self.app.grant_group_name(),
-            domain: self.domain,
+            domain: self.domain_client,
             app: self.app_client,
             limits,
             parallelism: self.parallelism,
@@ -238,22 +238,22 @@ impl Loaded {
         tracker: &Tracker,
         stop: &Stop,
     ) -> Result<ProvisionRun, RunError> {
-        let prov = self
+        let provisioning = self
             .app
             .spec
             .provisioning
             .clone()
             .filter(|p| p.enabled)
             .ok_or_else(|| RunError::Invalid("provisioning is not enabled for this app".into()))?;
-        let mappings = if prov.attribute_mappings.is_empty() {
+        let mappings = if provisioning.attribute_mappings.is_empty() {
             mapping::default_mappings(&self.app.spec.catalog_item)
         } else {
-            prov.attribute_mappings.clone()
+            provisioning.attribute_mappings.clone()
         };
         let mappings = Mappings::parse(&mappings).map_err(RunError::Invalid)?;
         let entry = catalog::get(&self.app.spec.catalog_item);
         // Only what both the app (its catalog entry) and the user allow.
-        let operations: Vec<_> = prov
+        let operations: Vec<_> = provisioning
             .operations
             .iter()
             .copied()
@@ -265,7 +265,7 @@ impl Loaded {
             mappings,
             operations,
             deactivate_deletes,
-            context: self.context(prov.limits.clone(), run, tracker, stop),
+            context: self.context(provisioning.limits.clone(), run, tracker, stop),
         })
     }
 }

@@ -81,15 +81,15 @@ pub(crate) trait Stages {
 /// Runs one direction and returns what the outcome decision needs. The tracker's counts
 /// are final when it returns.
 pub(crate) async fn run(direction: &impl Stages) -> Result<Observed, RunError> {
-    let c = direction.context();
-    let mut observed = Observed::new(&c.timeout, c.max_failure_percent);
-    c.tracker.stage(Stage::Listing, 0);
-    let Some(listed) = c.until_stopped(direction.list()).await? else {
-        observed.stopped = c.stop.reason();
+    let context = direction.context();
+    let mut observed = Observed::new(&context.timeout, context.max_failure_percent);
+    context.tracker.stage(Stage::Listing, 0);
+    let Some(listed) = context.until_stopped(direction.list()).await? else {
+        observed.stopped = context.stop.reason();
         return Ok(observed);
     };
     let Some(planned) = direction.plan(listed).await? else {
-        observed.stopped = c.stop.reason();
+        observed.stopped = context.stop.reason();
         return Ok(observed);
     };
 
@@ -98,21 +98,27 @@ pub(crate) async fn run(direction: &impl Stages) -> Result<Observed, RunError> {
     let check = limits::check(
         report.planned.creates as u64,
         report.planned.deletes as u64,
-        c.limits.as_ref(),
+        context.limits.as_ref(),
     );
-    c.tracker
+    context
+        .tracker
         .publish_plan(&report.counts, &report.planned, report.items);
     direction.log_plan(&report.counts, &report.planned, &check);
-    if !observed.proceed(c.mode, check) {
+    if !observed.proceed(context.mode, check) {
         return Ok(observed);
     }
 
-    let allowed = Allowances::new(c.limits.as_ref());
-    c.tracker
+    let allowed = Allowances::new(context.limits.as_ref());
+    context
+        .tracker
         .stage(Stage::Applying, allowed.writes_to_apply(&report.planned));
-    let writes = Writes::new(c.tracker.clone(), c.stop.clone(), c.max_failure_percent);
+    let writes = Writes::new(
+        context.tracker.clone(),
+        context.stop.clone(),
+        context.max_failure_percent,
+    );
     direction.apply(&planned, &allowed, &writes).await;
     observed.limit_reached = allowed.limit_reached();
-    observed.stopped = c.stop.reason();
+    observed.stopped = context.stop.reason();
     Ok(observed)
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::api::{Counts, Operation, PlannedCounts, Stage};
 use crate::engine::limits::{Allowances, LimitCheck};
 use crate::engine::plan::provision::{
-    self as provision_plan, ProvAccount, ProvUser, ProvisionPlan,
+    self as provision_plan, ProvisionAccount, ProvisionPlan, ProvisionUser,
 };
 use crate::engine::records::Ids;
 use crate::scim::ScimError;
@@ -37,14 +37,14 @@ pub struct ProvisionRun {
 /// What the listing stage gathered.
 pub struct Listed {
     group_members: Ids,
-    users: Vec<ProvUser>,
-    accounts: Vec<ProvAccount>,
+    users: Vec<ProvisionUser>,
+    accounts: Vec<ProvisionAccount>,
 }
 
 /// The plan, with the members and accounts it points into.
 pub struct Planned {
-    members: Vec<ProvUser>,
-    accounts: Vec<ProvAccount>,
+    members: Vec<ProvisionUser>,
+    accounts: Vec<ProvisionAccount>,
     plan: ProvisionPlan,
 }
 
@@ -57,11 +57,11 @@ impl Stages for ProvisionRun {
     }
 
     async fn list(&self) -> Result<Listed, RunError> {
-        let c = &self.context;
-        let (_, group_members) = list::grant_group(&c.domain, &c.grant_group).await?;
+        let context = &self.context;
+        let (_, group_members) = list::grant_group(&context.domain, &context.grant_group).await?;
         let (mut users, mut accounts) = (Vec::new(), Vec::new());
         list::both_sides(
-            c,
+            context,
             &self.mappings.domain_attributes(),
             Collect(&mut users, |v: &Value| self.mappings.user(v)),
             &self.mappings.app_attributes(),
@@ -84,7 +84,7 @@ impl Stages for ProvisionRun {
         let member_set: HashSet<&str> = group_members.iter().collect();
         // Every domain user's id, to tell a revoked user's account from one never provisioned.
         let domain_ids: HashSet<String> = users.iter().map(|u| u.id.clone()).collect();
-        let members: Vec<ProvUser> = users
+        let members: Vec<ProvisionUser> = users
             .into_iter()
             .filter(|u| member_set.contains(u.id.as_str()))
             .collect();
@@ -130,8 +130,8 @@ impl Stages for ProvisionRun {
 
 struct Applier<'a> {
     run: &'a ProvisionRun,
-    members: &'a [ProvUser],
-    accounts: &'a [ProvAccount],
+    members: &'a [ProvisionUser],
+    accounts: &'a [ProvisionAccount],
     allowed: &'a Allowances,
     writes: &'a Writes,
 }
@@ -191,7 +191,7 @@ impl Applier<'_> {
 
     /// A 409: an account with this userName exists. Ours (externalId = the user) means a
     /// create whose first answer was lost; anyone else's is adopted by the next run.
-    async fn create_conflict(&self, user: &ProvUser, body: &Value, e: ScimError) {
+    async fn create_conflict(&self, user: &ProvisionUser, body: &Value, e: ScimError) {
         let name = body["userName"].as_str().unwrap_or_default();
         let filter = format!("userName eq {}", quote(name));
         let found = self

@@ -125,7 +125,7 @@ async fn load_and_run(
     stop: &Stop,
 ) -> Result<Observed, RunError> {
     let loaded = load::load(client, namespace, run, stop).await?;
-    let (domain, app) = (loaded.domain.clone(), loaded.app_client.clone());
+    let (domain, app) = (loaded.domain_client.clone(), loaded.app_client.clone());
     let started = Instant::now();
     let observed = match run.spec.direction {
         Direction::Import => pipeline::run(&loaded.import(run, tracker, stop)?).await,

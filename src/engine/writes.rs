@@ -1,5 +1,5 @@
 //! Bookkeeping shared by the apply stages: success and failure counts, the failure
-//! threshold, and whether a failed write certainly did not happen (so its budget returns).
+//! threshold, and whether a failed write certainly did not happen (so its allowance returns).
 
 use crate::scim::ScimError;
 

@@ -53,13 +53,13 @@ impl Stages for ImportRun {
 
     /// Lists the grant group, the domain users and the app accounts, both sides at once.
     async fn list(&self) -> Result<Listed, RunError> {
-        let c = &self.context;
-        let (group_id, members) = list::grant_group(&c.domain, &c.grant_group).await?;
+        let context = &self.context;
+        let (group_id, members) = list::grant_group(&context.domain, &context.grant_group).await?;
         let rules = self.rules.app.len();
         let mut users = Records::new(rules, 0);
         let mut accounts = Records::new(rules, self.rules.import.len());
         list::both_sides(
-            c,
+            context,
             &self.rules.domain_attributes(),
             Append(&mut users, |v: &Value, out: &mut Records| {
                 self.rules.domain_user(v).map(|u| out.push_user(&u))
@@ -86,21 +86,22 @@ impl Stages for ImportRun {
 
     /// Pure matching and planning, then reads only for the deletion candidates.
     async fn plan(&self, listed: Listed) -> Result<Option<Planned>, RunError> {
-        let c = &self.context;
+        let context = &self.context;
         let mut plan = self.match_and_plan(&listed);
-        c.tracker
+        context
+            .tracker
             .stage(Stage::Planning, plan.deletions.len() as u64);
         let candidates = std::mem::take(&mut plan.deletions);
         let confirm = confirm_deletions(
-            &c.domain,
-            &c.app,
+            &context.domain,
+            &context.app,
             &self.rules,
             candidates,
             &listed.users,
-            c.parallelism,
-            || c.tracker.advance(1),
+            context.parallelism,
+            || context.tracker.advance(1),
         );
-        let Some((confirmed, still_there)) = c.until_stopped(confirm).await? else {
+        let Some((confirmed, still_there)) = context.until_stopped(confirm).await? else {
             return Ok(None);
         };
         plan.deletions = confirmed;

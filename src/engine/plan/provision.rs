@@ -15,7 +15,7 @@ use super::ITEMS_PER_KIND;
 
 /// A domain user as provisioning needs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProvUser {
+pub struct ProvisionUser {
     pub id: String,
     pub user_name: String,
     pub active: bool,
@@ -25,7 +25,7 @@ pub struct ProvUser {
 
 /// An app account as provisioning needs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProvAccount {
+pub struct ProvisionAccount {
     pub id: String,
     pub user_name: String,
     pub external_id: Option<String>,
@@ -79,9 +79,9 @@ fn same_values(a: &[String], b: &[String]) -> bool {
 /// Computes the Provision plan. `members` are the grant group's users; `domain_ids` every
 /// domain user id (to tell a revoked user's account from an account we never provisioned).
 pub fn provision(
-    members: &[ProvUser],
+    members: &[ProvisionUser],
     domain_ids: &HashSet<String>,
-    accounts: &[ProvAccount],
+    accounts: &[ProvisionAccount],
     operations: &[Operation],
 ) -> ProvisionPlan {
     let allowed = |o: Operation| operations.contains(&o);
@@ -136,9 +136,9 @@ impl Ownership {
     /// Each member's account: by externalId first, then adoption by userName. Accounts
     /// left to a human (disputed) or not ours (unmatched) are counted in `counts`.
     fn of(
-        members: &[ProvUser],
+        members: &[ProvisionUser],
         domain_ids: &HashSet<String>,
-        accounts: &[ProvAccount],
+        accounts: &[ProvisionAccount],
         counts: &mut Counts,
     ) -> Self {
         let member_by_id: HashMap<&str, u32> = members
@@ -159,9 +159,9 @@ impl Ownership {
             revoked: Vec::new(),
         };
         let mut adoptable = Vec::new();
-        for (a, acct) in accounts.iter().enumerate() {
+        for (a, account) in accounts.iter().enumerate() {
             let a = a as u32;
-            match acct.external_id.as_deref() {
+            match account.external_id.as_deref() {
                 Some(ext) => match member_by_id.get(ext) {
                     Some(&m) if owned.account_of[m as usize].is_none() => {
                         owned.account_of[m as usize] = Some(a)
@@ -196,9 +196,9 @@ impl ProvisionPlan {
     fn bring_in_line(
         &mut self,
         m: u32,
-        user: &ProvUser,
+        user: &ProvisionUser,
         a: u32,
-        acct: &ProvAccount,
+        account: &ProvisionAccount,
         adopted: bool,
         allowed: impl Fn(Operation) -> bool,
     ) {
@@ -206,14 +206,14 @@ impl ProvisionPlan {
             .filter(|&i| {
                 !same_values(
                     &user.values[i],
-                    acct.values.get(i).map(Vec::as_slice).unwrap_or_default(),
+                    account.values.get(i).map(Vec::as_slice).unwrap_or_default(),
                 )
             })
             .collect();
         // Deactivating is the Deactivate operation, held to maxDeletes like a
         // revoked member's; the rest (reactivation too) is an Update.
-        let deactivate = acct.active && !user.active;
-        let reactivate = !acct.active && user.active;
+        let deactivate = account.active && !user.active;
+        let reactivate = !account.active && user.active;
         let set_external_id = adopted;
         let update = !mappings.is_empty() || reactivate || set_external_id;
         if !deactivate && !update {
@@ -253,7 +253,7 @@ impl ProvisionPlan {
     }
 
     /// The first items of each kind, for `status.planItems`.
-    pub fn items(&self, members: &[ProvUser], accounts: &[ProvAccount]) -> Vec<RunItem> {
+    pub fn items(&self, members: &[ProvisionUser], accounts: &[ProvisionAccount]) -> Vec<RunItem> {
         let user = |m: u32| members[m as usize].user_name.clone();
         let acct = |a: u32| accounts[a as usize].user_name.clone();
         let item = |action: &str, subject: String, reason: &str| RunItem {
@@ -296,16 +296,22 @@ impl ProvisionPlan {
 mod tests {
     use super::*;
 
-    fn user(id: &str, name: &str, active: bool, email: &str) -> ProvUser {
-        ProvUser {
+    fn user(id: &str, name: &str, active: bool, email: &str) -> ProvisionUser {
+        ProvisionUser {
             id: id.into(),
             user_name: name.into(),
             active,
             values: vec![vec![name.into()], vec![email.into()]],
         }
     }
-    fn account(id: &str, name: &str, ext: Option<&str>, active: bool, email: &str) -> ProvAccount {
-        ProvAccount {
+    fn account(
+        id: &str,
+        name: &str,
+        ext: Option<&str>,
+        active: bool,
+        email: &str,
+    ) -> ProvisionAccount {
+        ProvisionAccount {
             id: id.into(),
             user_name: name.into(),
             external_id: ext.map(Into::into),
