@@ -1,8 +1,6 @@
 //! The final phase, message, conditions and exit code of a run, decided from what happened.
 //! Pure.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::api::{Counts, Mode, RunPhase};
 use crate::cluster::conditions::DesiredCondition;
 use crate::cluster::exit_code;
@@ -180,34 +178,6 @@ pub fn decide(mode: Mode, counts: &Counts, o: &Observed) -> Outcome {
     }
 }
 
-/// Counts attempted and failed changes; trips once failures exceed the percentage and at
-/// least [`Self::MIN_ATTEMPTS`] changes were attempted.
-#[derive(Debug)]
-pub struct FailureGuard {
-    percent: u64,
-    attempted: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl FailureGuard {
-    pub const MIN_ATTEMPTS: u64 = 10;
-
-    pub fn new(percent: u32) -> Self {
-        FailureGuard {
-            percent: percent as u64,
-            attempted: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-        }
-    }
-
-    /// Records `n` attempted changes of which `failed` failed; true when the run must stop.
-    pub fn record(&self, n: u64, failed: u64) -> bool {
-        let a = self.attempted.fetch_add(n, Ordering::AcqRel) + n;
-        let f = self.failed.fetch_add(failed, Ordering::AcqRel) + failed;
-        a >= Self::MIN_ATTEMPTS && f * 100 > self.percent * a
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,17 +263,5 @@ mod tests {
             decide(Mode::Apply, &Counts::default(), &ob).phase,
             RunPhase::LimitExceeded
         );
-    }
-
-    #[test]
-    fn failure_guard_waits_for_ten_attempts() {
-        let g = FailureGuard::new(40);
-        for _ in 0..9 {
-            assert!(!g.record(1, 1), "fewer than 10 attempted never trips");
-        }
-        assert!(g.record(1, 1));
-        let g = FailureGuard::new(40);
-        assert!(!g.record(10, 4), "exactly 40% is not above 40%");
-        assert!(g.record(1, 1));
     }
 }
