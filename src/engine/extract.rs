@@ -148,8 +148,8 @@ fn unfiltered(p: &AttrPath) -> String {
     s
 }
 
-/// The new identity-domain user authoritative sync creates for an account: the import
-/// mappings applied to it. Its externalId is the account's id in the app, so a create
+/// The new identity-domain user an Import creates for an unmatched account (`onNoMatch:
+/// CreateUser`): the import mappings applied to it. Its externalId is the account's id in the app, so a create
 /// retried after a lost answer is recognised as our own (see the engine's 409 handling).
 pub fn new_user(rules: &Rules, a: Record<'_>) -> Value {
     let mut u = docs::build(&rules.import, Direction::Import, |src| {

@@ -1,14 +1,15 @@
-//! Limits: the pre-apply check of a whole plan, and the budget that keeps the apply
-//! exact under any number of parallel workers.
+//! Limits (`maxCreates`, `maxDeletes`): the check of a whole plan before any write, and
+//! the allowances that keep the apply exact under any number of parallel workers. The
+//! pipeline ([`super::pipeline`]) does both.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::api::{Limits, WhenExceeded};
+use crate::api::{Limits, PlannedCounts, WhenExceeded};
 
-/// A count of writes that may still be made. Workers reserve before each write; the sum
-/// of grants minus releases never exceeds the limit, whatever the interleaving.
+/// How many more writes of one kind a run may make. Workers reserve before each write;
+/// the sum of grants minus releases never exceeds the limit, whatever the interleaving.
 #[derive(Debug)]
-pub struct Budget {
+pub struct Allowance {
     /// None: unlimited.
     limit: Option<u64>,
     remaining: AtomicU64,
@@ -16,10 +17,10 @@ pub struct Budget {
     refused: AtomicBool,
 }
 
-impl Budget {
-    /// A budget of `limit` writes; None is unlimited.
+impl Allowance {
+    /// An allowance of `limit` writes; None is unlimited.
     pub fn new(limit: Option<u64>) -> Self {
-        Budget {
+        Allowance {
             limit,
             remaining: AtomicU64::new(limit.unwrap_or(u64::MAX)),
             granted: AtomicU64::new(0),
@@ -59,14 +60,50 @@ impl Budget {
         self.granted.load(Ordering::Acquire)
     }
 
-    /// True once a reservation was refused: the run stopped on this limit.
-    pub fn was_refused(&self) -> bool {
+    /// True once a reservation was refused: the run stopped at this limit.
+    pub fn limit_reached(&self) -> bool {
         self.refused.load(Ordering::Acquire)
     }
 
     /// The limit, None when unlimited.
     pub fn limit(&self) -> Option<u64> {
         self.limit
+    }
+
+    /// How many of `planned` writes this allowance lets through.
+    fn cap(&self, planned: i64) -> u64 {
+        let planned = planned.max(0) as u64;
+        self.limit.map_or(planned, |m| planned.min(m))
+    }
+}
+
+/// The run's allowances of creates and deletes (deactivations count as deletes).
+#[derive(Debug)]
+pub struct Allowances {
+    pub creates: Allowance,
+    pub deletes: Allowance,
+}
+
+impl Allowances {
+    pub fn new(limits: Option<&Limits>) -> Self {
+        let (max_creates, max_deletes) = max_creates_and_deletes(limits);
+        Allowances {
+            creates: Allowance::new(max_creates),
+            deletes: Allowance::new(max_deletes),
+        }
+    }
+
+    /// The writes the apply attempts: links and updates (not limited), creates and
+    /// deletes up to their limits. The apply stage's progress total.
+    pub fn writes_to_apply(&self, planned: &PlannedCounts) -> u64 {
+        (planned.links + planned.updates).max(0) as u64
+            + self.creates.cap(planned.creates)
+            + self.deletes.cap(planned.deletes)
+    }
+
+    /// True once either allowance refused a write.
+    pub fn limit_reached(&self) -> bool {
+        self.creates.limit_reached() || self.deletes.limit_reached()
     }
 }
 
@@ -97,8 +134,8 @@ fn limit_of(v: Option<i64>) -> Option<u64> {
     v.map(|v| v.max(0) as u64)
 }
 
-/// The creates and deletes limits as budgets' sizes.
-pub fn limits_of(limits: Option<&Limits>) -> (Option<u64>, Option<u64>) {
+/// The creates and deletes limits; None is unlimited.
+fn max_creates_and_deletes(limits: Option<&Limits>) -> (Option<u64>, Option<u64>) {
     match limits {
         None => (None, None),
         Some(l) => (limit_of(l.max_creates), limit_of(l.max_deletes)),
@@ -111,7 +148,7 @@ pub fn check(planned_creates: u64, planned_deletes: u64, limits: Option<&Limits>
     let Some(l) = limits else {
         return LimitCheck::Within;
     };
-    let (mc, md) = limits_of(Some(l));
+    let (mc, md) = max_creates_and_deletes(Some(l));
     let mut parts = Vec::new();
     if let Some(m) = mc.filter(|&m| planned_creates > m) {
         parts.push(format!("planned {planned_creates} creates, allowed {m}"));
@@ -174,10 +211,10 @@ mod tests {
 
     #[test]
     fn reserve_is_all_or_nothing_and_release_returns() {
-        let b = Budget::new(Some(3));
+        let b = Allowance::new(Some(3));
         assert!(b.try_reserve(2));
         assert!(!b.try_reserve(2));
-        assert!(b.was_refused());
+        assert!(b.limit_reached());
         assert!(b.try_reserve(1));
         assert!(!b.try_reserve(1));
         b.release(1);
@@ -187,22 +224,22 @@ mod tests {
 
     #[test]
     fn zero_limit_grants_nothing_and_unlimited_everything() {
-        let b = Budget::new(Some(0));
+        let b = Allowance::new(Some(0));
         assert!(!b.try_reserve(1));
         assert_eq!(b.granted(), 0);
-        let u = Budget::new(None);
+        let u = Allowance::new(None);
         for _ in 0..1000 {
             assert!(u.try_reserve(7));
         }
         assert_eq!(u.granted(), 7000);
-        assert!(!u.was_refused());
+        assert!(!u.limit_reached());
     }
 
-    /// Many OS threads race for a small budget: exactly the limit is granted.
+    /// Many OS threads race for a small allowance: exactly the limit is granted.
     #[test]
     fn threads_hammering_get_exactly_the_limit() {
         for limit in [0u64, 1, 37, 100, 999] {
-            let b = Arc::new(Budget::new(Some(limit)));
+            let b = Arc::new(Allowance::new(Some(limit)));
             let handles: Vec<_> = (0..16)
                 .map(|_| {
                     let b = b.clone();
@@ -236,7 +273,7 @@ mod tests {
             let workers = rng.random_range(1..24usize);
             let per_worker = rng.random_range(0..40u64);
             let batch = rng.random_range(1..5u64);
-            let b = Arc::new(Budget::new(Some(limit)));
+            let b = Arc::new(Allowance::new(Some(limit)));
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
                     let b = b.clone();
@@ -265,7 +302,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn tasks_with_releases_never_exceed_the_limit() {
         let limit = 37u64;
-        let b = Arc::new(Budget::new(Some(limit)));
+        let b = Arc::new(Allowance::new(Some(limit)));
         let kept = Arc::new(AtomicU64::new(0));
         let mut set = tokio::task::JoinSet::new();
         for t in 0..32u64 {
@@ -294,6 +331,6 @@ mod tests {
         // Accounting is exact: what was not kept is still available, and not one more.
         assert!(b.try_reserve(limit - kept));
         assert!(!b.try_reserve(1));
-        assert!(b.was_refused());
+        assert!(b.limit_reached());
     }
 }

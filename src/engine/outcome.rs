@@ -1,13 +1,12 @@
 //! The final phase, message, conditions and exit code of a run, decided from what happened.
 //! Pure.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::api::{Counts, Mode, RunPhase};
 use crate::cluster::conditions::DesiredCondition;
 use crate::cluster::exit_code;
 use crate::engine::limits::LimitCheck;
 
+use super::error::RunError;
 use super::stop::StopReason;
 
 pub const COMPLETE: &str = "Complete";
@@ -19,8 +18,8 @@ pub const LIMIT_EXCEEDED: &str = "LimitExceeded";
 pub struct Observed {
     /// The plan-versus-limits check.
     pub limit: Option<LimitCheck>,
-    /// A budget refused a reservation during the apply.
-    pub budget_refused: bool,
+    /// An allowance ran out during the apply: a create or delete was refused.
+    pub limit_reached: bool,
     pub stopped: Option<StopReason>,
     pub timeout: String,
     pub max_failure_percent: u32,
@@ -56,20 +55,13 @@ impl Outcome {
         exit_code_of(self.phase)
     }
 
-    /// A run that could not start or broke: `Failed` with the error as message.
-    pub fn failed(message: impl Into<String>) -> Self {
-        Self::ended(RunPhase::Failed, "Error", message.into())
-    }
-
-    /// A run that must not start (the app suspended, synchronization turned off).
-    pub fn cancelled(message: impl Into<String>) -> Self {
-        Self::ended(RunPhase::Cancelled, "Cancelled", message.into())
-    }
-
-    fn ended(phase: RunPhase, reason: &str, message: String) -> Self {
+    /// A run that could not start or broke: the error's phase and reason, the error as
+    /// message.
+    pub fn of_error(e: &RunError) -> Self {
+        let (phase, message) = (e.phase(), e.to_string());
         Outcome {
             phase,
-            conditions: conditions_for(phase, reason, &message, None),
+            conditions: conditions_for(phase, e.reason(), &message, None),
             message,
         }
     }
@@ -171,7 +163,7 @@ pub fn decide(mode: Mode, counts: &Counts, o: &Observed) -> Outcome {
                 "LimitExceeded",
                 format!("applied up to the limit: {message}; {}", summary(counts)),
             ),
-            _ if o.budget_refused => (
+            _ if o.limit_reached => (
                 RunPhase::LimitExceeded,
                 "LimitExceeded",
                 format!("stopped at the limit; {}", summary(counts)),
@@ -183,34 +175,6 @@ pub fn decide(mode: Mode, counts: &Counts, o: &Observed) -> Outcome {
         phase,
         conditions: conditions_for(phase, reason, &message, limit_msg.as_deref()),
         message,
-    }
-}
-
-/// Counts attempted and failed changes; trips once failures exceed the percentage and at
-/// least [`Self::MIN_ATTEMPTS`] changes were attempted.
-#[derive(Debug)]
-pub struct FailureGuard {
-    percent: u64,
-    attempted: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl FailureGuard {
-    pub const MIN_ATTEMPTS: u64 = 10;
-
-    pub fn new(percent: u32) -> Self {
-        FailureGuard {
-            percent: percent as u64,
-            attempted: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-        }
-    }
-
-    /// Records `n` attempted changes of which `failed` failed; true when the run must stop.
-    pub fn record(&self, n: u64, failed: u64) -> bool {
-        let a = self.attempted.fetch_add(n, Ordering::AcqRel) + n;
-        let f = self.failed.fetch_add(failed, Ordering::AcqRel) + failed;
-        a >= Self::MIN_ATTEMPTS && f * 100 > self.percent * a
     }
 }
 
@@ -285,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn clean_apply_succeeds_and_budget_refusal_is_limit_exceeded() {
+    fn clean_apply_succeeds_and_reaching_a_limit_is_limit_exceeded() {
         let o = decide(
             Mode::Apply,
             &Counts::default(),
@@ -294,22 +258,10 @@ mod tests {
         assert_eq!(o.phase, RunPhase::Succeeded);
         assert!(o.conditions.iter().any(|c| c.type_ == COMPLETE && c.status));
         let mut ob = observed(None);
-        ob.budget_refused = true;
+        ob.limit_reached = true;
         assert_eq!(
             decide(Mode::Apply, &Counts::default(), &ob).phase,
             RunPhase::LimitExceeded
         );
-    }
-
-    #[test]
-    fn failure_guard_waits_for_ten_attempts() {
-        let g = FailureGuard::new(40);
-        for _ in 0..9 {
-            assert!(!g.record(1, 1), "fewer than 10 attempted never trips");
-        }
-        assert!(g.record(1, 1));
-        let g = FailureGuard::new(40);
-        assert!(!g.record(10, 4), "exactly 40% is not above 40%");
-        assert!(g.record(1, 1));
     }
 }

@@ -126,22 +126,13 @@ impl Tracker {
         });
     }
 
-    /// Publishes a computed plan and checks it against the limits, before any write.
-    pub fn publish_plan(
-        &self,
-        counts: &Counts,
-        planned: &PlannedCounts,
-        items: Vec<RunItem>,
-        limits: Option<&crate::api::Limits>,
-    ) -> crate::engine::limits::LimitCheck {
-        let check =
-            crate::engine::limits::check(planned.creates as u64, planned.deletes as u64, limits);
+    /// Publishes a computed plan: its counts, planned writes and first items.
+    pub fn publish_plan(&self, counts: &Counts, planned: &PlannedCounts, items: Vec<RunItem>) {
         self.update(|s| {
             s.counts = counts.clone();
             s.planned = Some(planned.clone());
             s.plan_items = items;
         });
-        check
     }
 
     pub fn advance(&self, n: u64) {

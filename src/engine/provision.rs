@@ -1,131 +1,139 @@
-//! The Provision pipeline (identity domain → app): list the domain users and the app
-//! accounts once, plan in full, check `spec.provisioning.limits`, then apply with bounded
-//! parallelism, each create and delete under its budget.
+//! Provision (identity domain → app): the direction's steps of the
+//! [`pipeline`](super::pipeline). Lists the grant group's members, the domain users and the
+//! app accounts; plans in full ([`crate::engine::plan::provision`]); creates, updates,
+//! deactivates and deletes accounts with bounded parallelism, each create and delete
+//! within its allowance of `spec.provisioning.limits`.
 
 use std::collections::HashSet;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::api::{Operation, Stage};
-use crate::engine::limits::{self, Budget};
+use crate::api::{Counts, Operation, PlannedCounts, Stage};
+use crate::engine::limits::{Allowances, LimitCheck};
 use crate::engine::plan::provision::{
-    self as provision_plan, ProvAccount, ProvUser, ProvisionPlan,
+    self as provision_plan, ProvisionAccount, ProvisionPlan, ProvisionUser,
 };
+use crate::engine::records::Ids;
 use crate::scim::ScimError;
 use crate::scim::model::{PatchOp, USERS};
 use crate::scim::path::quote;
 
-use super::import::{Collect, Common, ImportError, grant_group, list_side};
+use super::error::RunError;
+use super::list::{self, Collect};
 use super::mapping::Mappings;
-use super::outcome::Observed;
+use super::pipeline::{Context, PlanReport, Stages};
 use super::writes::{Writes, certainly_not_applied};
 
 /// Everything a Provision run needs.
 pub struct ProvisionRun {
-    pub c: Common,
+    pub context: Context,
     pub mappings: Mappings,
     pub operations: Vec<Operation>,
     /// The app has no inactive state (its catalog entry): deactivating deletes.
     pub deactivate_deletes: bool,
 }
 
-/// Runs a Provision; the tracker's counts are final when it returns.
-pub async fn run(r: &ProvisionRun) -> Result<Observed, ImportError> {
-    let mut observed = Observed::new(&r.c.timeout, r.c.max_failure_percent);
-    r.c.tracker.stage(Stage::Listing, 0);
-    let listed = tokio::select! {
-        l = list(r) => l?,
-        _ = r.c.stop.stopped() => return Err(ImportError::Stopped),
-    };
-    let (group_members, users, accounts) = listed;
-    let member_set: HashSet<&str> = group_members.iter().collect();
-    let domain_ids: HashSet<String> = users.iter().map(|u| u.id.clone()).collect();
-    let members: Vec<ProvUser> = users
-        .into_iter()
-        .filter(|u| member_set.contains(u.id.as_str()))
-        .collect();
-    r.c.tracker.stage(Stage::Planning, 0);
-    let plan = provision_plan::provision(&members, &domain_ids, &accounts, &r.operations);
-    drop(domain_ids);
-    let planned = plan.planned();
-    let items = plan.items(&members, &accounts);
-    let check =
-        r.c.tracker
-            .publish_plan(&plan.counts, &planned, items, r.c.limits.as_ref());
-    tracing::info!(
-        creates = planned.creates,
-        updates = planned.updates,
-        deletes = planned.deletes,
-        not_allowed = plan.counts.not_allowed,
-        limit = ?check,
-        "provisioning plan computed"
-    );
-    if !observed.proceed(r.c.mode, check) {
-        return Ok(observed);
-    }
-    let (max_creates, max_deletes) = limits::limits_of(r.c.limits.as_ref());
-    let cap = |n: usize, m: Option<u64>| m.map_or(n, |m| n.min(m as usize));
-    let total = cap(plan.creates.len(), max_creates)
-        + plan.updates.len()
-        + cap(plan.deactivations.len() + plan.deletions.len(), max_deletes);
-    r.c.tracker.stage(Stage::Applying, total as u64);
-    let a = Applier {
-        r,
-        members: &members,
-        accounts: &accounts,
-        creates: Budget::new(max_creates),
-        deletes: Budget::new(max_deletes),
-        w: Writes::new(
-            r.c.tracker.clone(),
-            r.c.stop.clone(),
-            r.c.max_failure_percent,
-        ),
-    };
-    a.apply(&plan).await;
-    observed.budget_refused = a.creates.was_refused() || a.deletes.was_refused();
-    observed.stopped = r.c.stop.reason();
-    Ok(observed)
+/// What the listing stage gathered.
+pub struct Listed {
+    group_members: Ids,
+    users: Vec<ProvisionUser>,
+    accounts: Vec<ProvisionAccount>,
 }
 
-type Listed = (crate::engine::records::Ids, Vec<ProvUser>, Vec<ProvAccount>);
+/// The plan, with the members and accounts it points into.
+pub struct Planned {
+    members: Vec<ProvisionUser>,
+    accounts: Vec<ProvisionAccount>,
+    plan: ProvisionPlan,
+}
 
-async fn list(r: &ProvisionRun) -> Result<Listed, ImportError> {
-    let (_, members) = grant_group(&r.c.domain, &r.c.grant_group).await?;
-    let totals = std::sync::Mutex::new((0, 0));
-    let domain_attrs = r.mappings.domain_attributes();
-    let app_attrs = r.mappings.app_attributes();
-    let (mut users, mut accounts) = (Vec::new(), Vec::new());
-    let (u, a) = tokio::join!(
-        list_side(
-            &r.c.tracker,
-            &r.c.domain,
-            &domain_attrs,
-            &totals,
-            0,
-            Collect(&mut users, |v: &Value| r.mappings.user(v)),
-        ),
-        list_side(
-            &r.c.tracker,
-            &r.c.app,
-            &app_attrs,
-            &totals,
-            1,
-            Collect(&mut accounts, |v: &Value| r.mappings.account(v)),
-        ),
-    );
-    u.map_err(ImportError::Domain)?;
-    a.map_err(ImportError::App)?;
-    Ok((members, users, accounts))
+impl Stages for ProvisionRun {
+    type Listed = Listed;
+    type Planned = Planned;
+
+    fn context(&self) -> &Context {
+        &self.context
+    }
+
+    async fn list(&self) -> Result<Listed, RunError> {
+        let context = &self.context;
+        let (_, group_members) = list::grant_group(&context.domain, &context.grant_group).await?;
+        let (mut users, mut accounts) = (Vec::new(), Vec::new());
+        list::both_sides(
+            context,
+            &self.mappings.domain_attributes(),
+            Collect(&mut users, |v: &Value| self.mappings.user(v)),
+            &self.mappings.app_attributes(),
+            Collect(&mut accounts, |v: &Value| self.mappings.account(v)),
+        )
+        .await?;
+        Ok(Listed {
+            group_members,
+            users,
+            accounts,
+        })
+    }
+
+    async fn plan(&self, listed: Listed) -> Result<Option<Planned>, RunError> {
+        let Listed {
+            group_members,
+            users,
+            accounts,
+        } = listed;
+        let member_set: HashSet<&str> = group_members.iter().collect();
+        // Every domain user's id, to tell a revoked user's account from one never provisioned.
+        let domain_ids: HashSet<String> = users.iter().map(|u| u.id.clone()).collect();
+        let members: Vec<ProvisionUser> = users
+            .into_iter()
+            .filter(|u| member_set.contains(u.id.as_str()))
+            .collect();
+        self.context.tracker.stage(Stage::Planning, 0);
+        let plan = provision_plan::provision(&members, &domain_ids, &accounts, &self.operations);
+        Ok(Some(Planned {
+            members,
+            accounts,
+            plan,
+        }))
+    }
+
+    fn report(&self, p: &Planned) -> PlanReport {
+        PlanReport {
+            counts: p.plan.counts.clone(),
+            planned: p.plan.planned(),
+            items: p.plan.items(&p.members, &p.accounts),
+        }
+    }
+
+    fn log_plan(&self, counts: &Counts, planned: &PlannedCounts, check: &LimitCheck) {
+        tracing::info!(
+            creates = planned.creates,
+            updates = planned.updates,
+            deletes = planned.deletes,
+            not_allowed = counts.not_allowed,
+            limit = ?check,
+            "provisioning plan computed"
+        );
+    }
+
+    async fn apply(&self, p: &Planned, allowed: &Allowances, writes: &Writes) {
+        let applier = Applier {
+            run: self,
+            members: &p.members,
+            accounts: &p.accounts,
+            allowed,
+            writes,
+        };
+        applier.apply(&p.plan).await;
+    }
 }
 
 struct Applier<'a> {
-    r: &'a ProvisionRun,
-    members: &'a [ProvUser],
-    accounts: &'a [ProvAccount],
-    creates: Budget,
-    deletes: Budget,
-    w: Writes,
+    run: &'a ProvisionRun,
+    members: &'a [ProvisionUser],
+    accounts: &'a [ProvisionAccount],
+    allowed: &'a Allowances,
+    writes: &'a Writes,
 }
 
 enum Work<'p> {
@@ -145,14 +153,14 @@ impl Applier<'_> {
             .chain(plan.deactivations.iter().map(|&a| Work::Deactivate(a)))
             .chain(plan.deletions.iter().map(|&a| Work::Delete(a)));
         futures::stream::iter(work)
-            .for_each_concurrent(self.r.c.parallelism.max(1), |w| async move {
-                if self.w.stopping() {
+            .for_each_concurrent(self.run.context.parallelism.max(1), |work| async move {
+                if self.writes.stopping() {
                     return;
                 }
-                match w {
+                match work {
                     Work::Create(m) => self.create(m).await,
                     Work::Update(u) => self.update(u).await,
-                    Work::Deactivate(a) => self.remove(a, self.r.deactivate_deletes).await,
+                    Work::Deactivate(a) => self.remove(a, self.run.deactivate_deletes).await,
                     Work::Delete(a) => self.remove(a, true).await,
                 }
             })
@@ -160,35 +168,35 @@ impl Applier<'_> {
     }
 
     async fn create(&self, m: u32) {
-        if !self.creates.try_reserve(1) {
+        if !self.allowed.creates.try_reserve(1) {
             return;
         }
         let user = &self.members[m as usize];
-        let body = self.r.mappings.new_account(user);
-        match self.r.c.app.create(USERS, &body).await {
+        let body = self.run.mappings.new_account(user);
+        match self.run.context.app.create(USERS, &body).await {
             Ok(_) => {
-                self.w.tracker.update(|s| s.counts.created += 1);
-                self.w.succeeded(1);
+                self.writes.tracker.update(|s| s.counts.created += 1);
+                self.writes.succeeded(1);
             }
             Err(e) if e.is_uniqueness() => self.create_conflict(user, &body, e).await,
             Err(e) => {
                 if certainly_not_applied(&e) {
-                    self.creates.release(1);
+                    self.allowed.creates.release(1);
                 }
-                self.w.failed(1, "CreateAccount", &user.user_name, &e);
+                self.writes.failed(1, "CreateAccount", &user.user_name, &e);
             }
         }
-        self.w.tracker.advance(1);
+        self.writes.tracker.advance(1);
     }
 
     /// A 409: an account with this userName exists. Ours (externalId = the user) means a
     /// create whose first answer was lost; anyone else's is adopted by the next run.
-    async fn create_conflict(&self, user: &ProvUser, body: &Value, e: ScimError) {
+    async fn create_conflict(&self, user: &ProvisionUser, body: &Value, e: ScimError) {
         let name = body["userName"].as_str().unwrap_or_default();
         let filter = format!("userName eq {}", quote(name));
         let found = self
-            .r
-            .c
+            .run
+            .context
             .app
             .list(USERS, &["userName", "externalId"], Some(&filter))
             .await
@@ -198,13 +206,13 @@ impl Applier<'_> {
             .iter()
             .any(|a| a.get("externalId").and_then(Value::as_str) == Some(user.id.as_str()));
         if ours {
-            self.w.tracker.update(|s| s.counts.created += 1);
-            self.w.succeeded(1);
+            self.writes.tracker.update(|s| s.counts.created += 1);
+            self.writes.succeeded(1);
         } else {
             if !found.is_empty() {
-                self.creates.release(1);
+                self.allowed.creates.release(1);
             }
-            self.w.failed(1, "CreateAccount", &user.user_name, &e);
+            self.writes.failed(1, "CreateAccount", &user.user_name, &e);
         }
     }
 
@@ -212,29 +220,37 @@ impl Applier<'_> {
         let user = &self.members[u.user as usize];
         let account = &self.accounts[u.account as usize];
         let patch = self
-            .r
+            .run
             .mappings
             .update(user, &u.mappings, u.active, u.set_external_id);
-        match self.r.c.app.patch(USERS, &account.id, &patch, None).await {
+        match self
+            .run
+            .context
+            .app
+            .patch(USERS, &account.id, &patch, None)
+            .await
+        {
             Ok(_) => {
-                self.w.tracker.update(|s| s.counts.updated += 1);
-                self.w.succeeded(1);
+                self.writes.tracker.update(|s| s.counts.updated += 1);
+                self.writes.succeeded(1);
             }
-            Err(e) => self.w.failed(1, "UpdateAccount", &account.user_name, &e),
+            Err(e) => self
+                .writes
+                .failed(1, "UpdateAccount", &account.user_name, &e),
         }
-        self.w.tracker.advance(1);
+        self.writes.tracker.advance(1);
     }
 
     async fn remove(&self, a: u32, delete: bool) {
-        if !self.deletes.try_reserve(1) {
+        if !self.allowed.deletes.try_reserve(1) {
             return;
         }
         let account = &self.accounts[a as usize];
         let (action, result) = if delete {
             (
                 "DeleteAccount",
-                self.r
-                    .c
+                self.run
+                    .context
                     .app
                     .delete(USERS, &account.id, None)
                     .await
@@ -244,8 +260,8 @@ impl Applier<'_> {
             let op = PatchOp::new(vec![PatchOp::replace("active", json!(false))]);
             (
                 "DeactivateAccount",
-                self.r
-                    .c
+                self.run
+                    .context
                     .app
                     .patch(USERS, &account.id, &op, None)
                     .await
@@ -254,16 +270,16 @@ impl Applier<'_> {
         };
         match result {
             Ok(()) => {
-                self.w.tracker.update(|s| s.counts.deleted += 1);
-                self.w.succeeded(1);
+                self.writes.tracker.update(|s| s.counts.deleted += 1);
+                self.writes.succeeded(1);
             }
             Err(e) => {
                 if certainly_not_applied(&e) {
-                    self.deletes.release(1);
+                    self.allowed.deletes.release(1);
                 }
-                self.w.failed(1, action, &account.user_name, &e);
+                self.writes.failed(1, action, &account.user_name, &e);
             }
         }
-        self.w.tracker.advance(1);
+        self.writes.tracker.advance(1);
     }
 }

@@ -2,6 +2,7 @@
 //! before every write; in-flight writes finish.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -55,6 +56,36 @@ impl Stop {
         let mut rx = self.tx.subscribe();
         let r = rx.wait_for(Option::is_some).await.expect("sender alive");
         r.expect("checked by wait_for")
+    }
+
+    /// Stops with `reason` once `after` has passed.
+    pub fn after(&self, after: Duration, reason: StopReason) {
+        let stop = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            stop.stop(reason);
+        });
+    }
+
+    /// Stops on the first SIGTERM or SIGINT.
+    pub fn on_signals(&self) {
+        let stop = self.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                tracing::warn!("cannot install signal handlers");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("signal received: no new writes, finishing in-flight ones");
+            stop.stop(StopReason::Signal);
+        });
     }
 }
 

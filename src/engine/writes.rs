@@ -1,9 +1,10 @@
 //! Bookkeeping shared by the apply stages: success and failure counts, the failure
-//! threshold, and whether a failed write certainly did not happen (so its budget returns).
+//! threshold, and whether a failed write certainly did not happen (so its allowance returns).
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::scim::ScimError;
 
-use super::outcome::FailureGuard;
 use super::progress::Tracker;
 use super::stop::{Stop, StopReason};
 
@@ -47,4 +48,49 @@ impl Writes {
 /// Anything else (5xx, timeouts, exhausted retries) may have been applied.
 pub fn certainly_not_applied(e: &ScimError) -> bool {
     matches!(e, ScimError::Status { status, .. } if (400..500).contains(status) && *status != 429)
+}
+
+/// Counts attempted and failed changes; trips once failures exceed the percentage and at
+/// least [`Self::MIN_ATTEMPTS`] changes were attempted.
+#[derive(Debug)]
+pub struct FailureGuard {
+    percent: u64,
+    attempted: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl FailureGuard {
+    pub const MIN_ATTEMPTS: u64 = 10;
+
+    pub fn new(percent: u32) -> Self {
+        FailureGuard {
+            percent: percent as u64,
+            attempted: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    /// Records `n` attempted changes of which `failed` failed; true when the run must stop.
+    pub fn record(&self, n: u64, failed: u64) -> bool {
+        let a = self.attempted.fetch_add(n, Ordering::AcqRel) + n;
+        let f = self.failed.fetch_add(failed, Ordering::AcqRel) + failed;
+        a >= Self::MIN_ATTEMPTS && f * 100 > self.percent * a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_guard_waits_for_ten_attempts() {
+        let g = FailureGuard::new(40);
+        for _ in 0..9 {
+            assert!(!g.record(1, 1), "fewer than 10 attempted never trips");
+        }
+        assert!(g.record(1, 1));
+        let g = FailureGuard::new(40);
+        assert!(!g.record(10, 4), "exactly 40% is not above 40%");
+        assert!(g.record(1, 1));
+    }
 }

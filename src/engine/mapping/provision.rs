@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::api::AttributeMapping;
 use crate::api::Direction;
-use crate::engine::plan::provision::{ProvAccount, ProvUser};
+use crate::engine::plan::provision::{ProvisionAccount, ProvisionUser};
 use crate::scim::AttrPath;
 use crate::scim::model::{PatchOp, PatchOperation, USER_SCHEMA};
 
@@ -58,8 +58,8 @@ impl Mappings {
         a
     }
 
-    pub fn user(&self, v: &Value) -> Option<ProvUser> {
-        Some(ProvUser {
+    pub fn user(&self, v: &Value) -> Option<ProvisionUser> {
+        Some(ProvisionUser {
             id: v.get("id")?.as_str()?.to_string(),
             user_name: text(v, "userName"),
             active: v.get("active").and_then(Value::as_bool).unwrap_or(true),
@@ -67,8 +67,8 @@ impl Mappings {
         })
     }
 
-    pub fn account(&self, v: &Value) -> Option<ProvAccount> {
-        Some(ProvAccount {
+    pub fn account(&self, v: &Value) -> Option<ProvisionAccount> {
+        Some(ProvisionAccount {
             id: v.get("id")?.as_str()?.to_string(),
             user_name: text(v, "userName"),
             external_id: v
@@ -82,7 +82,7 @@ impl Mappings {
     }
 
     /// The new account for a user: the mapped attributes, `externalId` = the user's id.
-    pub fn new_account(&self, u: &ProvUser) -> Value {
+    pub fn new_account(&self, u: &ProvisionUser) -> Value {
         let mut doc = super::build(&self.raw, Direction::Provision, |src| {
             self.first_value(u, src)
         });
@@ -95,7 +95,7 @@ impl Mappings {
         doc
     }
 
-    fn first_value(&self, u: &ProvUser, domain_path: &str) -> Option<String> {
+    fn first_value(&self, u: &ProvisionUser, domain_path: &str) -> Option<String> {
         let i = self
             .raw
             .iter()
@@ -107,7 +107,7 @@ impl Mappings {
     /// `externalId` of an adopted account.
     pub fn update(
         &self,
-        u: &ProvUser,
+        u: &ProvisionUser,
         mappings: &[usize],
         active: Option<bool>,
         set_external_id: bool,

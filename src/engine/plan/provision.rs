@@ -15,7 +15,7 @@ use super::ITEMS_PER_KIND;
 
 /// A domain user as provisioning needs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProvUser {
+pub struct ProvisionUser {
     pub id: String,
     pub user_name: String,
     pub active: bool,
@@ -25,7 +25,7 @@ pub struct ProvUser {
 
 /// An app account as provisioning needs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProvAccount {
+pub struct ProvisionAccount {
     pub id: String,
     pub user_name: String,
     pub external_id: Option<String>,
@@ -79,61 +79,20 @@ fn same_values(a: &[String], b: &[String]) -> bool {
 /// Computes the Provision plan. `members` are the grant group's users; `domain_ids` every
 /// domain user id (to tell a revoked user's account from an account we never provisioned).
 pub fn provision(
-    members: &[ProvUser],
+    members: &[ProvisionUser],
     domain_ids: &HashSet<String>,
-    accounts: &[ProvAccount],
+    accounts: &[ProvisionAccount],
     operations: &[Operation],
 ) -> ProvisionPlan {
     let allowed = |o: Operation| operations.contains(&o);
     let mut plan = ProvisionPlan::default();
     plan.counts.app_accounts = accounts.len() as i64;
     plan.counts.domain_users = members.len() as i64;
-
-    let member_by_id: HashMap<&str, u32> = members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.id.as_str(), i as u32))
-        .collect();
-    let mut member_by_name: HashMap<String, Vec<u32>> = HashMap::new();
-    for (i, m) in members.iter().enumerate() {
-        member_by_name
-            .entry(m.user_name.to_lowercase())
-            .or_default()
-            .push(i as u32);
-    }
-    // Each member's account: by externalId first, then adoption by userName.
-    let mut account_of: Vec<Option<u32>> = vec![None; members.len()];
-    let mut adopted = vec![false; members.len()];
-    let mut revoked = Vec::new();
-    let mut adoptable = Vec::new();
-    for (a, acct) in accounts.iter().enumerate() {
-        let a = a as u32;
-        match acct.external_id.as_deref() {
-            Some(ext) => match member_by_id.get(ext) {
-                Some(&m) if account_of[m as usize].is_none() => account_of[m as usize] = Some(a),
-                // A second account for the same member: leave it for a human.
-                Some(_) => plan.counts.disputed += 1,
-                None if domain_ids.contains(ext) => revoked.push(a),
-                None => plan.counts.unmatched += 1,
-            },
-            None => adoptable.push(a),
-        }
-    }
-    for a in adoptable {
-        let name = accounts[a as usize].user_name.to_lowercase();
-        match member_by_name.get(&name).map(Vec::as_slice) {
-            Some([m]) if account_of[*m as usize].is_none() => {
-                account_of[*m as usize] = Some(a);
-                adopted[*m as usize] = true;
-            }
-            Some([_]) | Some([_, _, ..]) => plan.counts.disputed += 1,
-            _ => plan.counts.unmatched += 1,
-        }
-    }
+    let owned = Ownership::of(members, domain_ids, accounts, &mut plan.counts);
 
     for (m, user) in members.iter().enumerate() {
         let m = m as u32;
-        match account_of[m as usize] {
+        match owned.account_of[m as usize] {
             None if user.active => {
                 if allowed(Operation::Create) {
                     plan.creates.push(m);
@@ -144,49 +103,12 @@ pub fn provision(
             // An inactive member gets no new account.
             None => {}
             Some(a) => {
-                let acct = &accounts[a as usize];
-                let mappings: Vec<usize> = (0..user.values.len())
-                    .filter(|&i| {
-                        !same_values(
-                            &user.values[i],
-                            acct.values.get(i).map(Vec::as_slice).unwrap_or_default(),
-                        )
-                    })
-                    .collect();
-                // Deactivating is the Deactivate operation, held to maxDeletes like a
-                // revoked member's; the rest (reactivation too) is an Update.
-                let deactivate = acct.active && !user.active;
-                let reactivate = !acct.active && user.active;
-                let set_external_id = adopted[m as usize];
-                let update = !mappings.is_empty() || reactivate || set_external_id;
-                if !deactivate && !update {
-                    plan.counts.already_linked += 1;
-                    continue;
-                }
-                if deactivate {
-                    if allowed(Operation::Deactivate) {
-                        plan.deactivations.push(a);
-                    } else {
-                        plan.counts.not_allowed += 1;
-                    }
-                }
-                if update {
-                    if allowed(Operation::Update) {
-                        plan.updates.push(Update {
-                            user: m,
-                            account: a,
-                            mappings,
-                            active: reactivate.then_some(true),
-                            set_external_id,
-                        });
-                    } else {
-                        plan.counts.not_allowed += 1;
-                    }
-                }
+                let account = &accounts[a as usize];
+                plan.bring_in_line(m, user, a, account, owned.adopted[m as usize], allowed);
             }
         }
     }
-    for a in revoked {
+    for a in owned.revoked {
         if allowed(Operation::Delete) {
             plan.deletions.push(a);
         } else if !accounts[a as usize].active {
@@ -200,7 +122,126 @@ pub fn provision(
     plan
 }
 
+/// Which account each member holds, and the accounts of users no longer granted.
+struct Ownership {
+    /// Per member, its account.
+    account_of: Vec<Option<u32>>,
+    /// Per member, whether its account was adopted by userName.
+    adopted: Vec<bool>,
+    /// Accounts of domain users that are no longer members.
+    revoked: Vec<u32>,
+}
+
+impl Ownership {
+    /// Each member's account: by externalId first, then adoption by userName. Accounts
+    /// left to a human (disputed) or not ours (unmatched) are counted in `counts`.
+    fn of(
+        members: &[ProvisionUser],
+        domain_ids: &HashSet<String>,
+        accounts: &[ProvisionAccount],
+        counts: &mut Counts,
+    ) -> Self {
+        let member_by_id: HashMap<&str, u32> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.as_str(), i as u32))
+            .collect();
+        let mut member_by_name: HashMap<String, Vec<u32>> = HashMap::new();
+        for (i, m) in members.iter().enumerate() {
+            member_by_name
+                .entry(m.user_name.to_lowercase())
+                .or_default()
+                .push(i as u32);
+        }
+        let mut owned = Ownership {
+            account_of: vec![None; members.len()],
+            adopted: vec![false; members.len()],
+            revoked: Vec::new(),
+        };
+        let mut adoptable = Vec::new();
+        for (a, account) in accounts.iter().enumerate() {
+            let a = a as u32;
+            match account.external_id.as_deref() {
+                Some(ext) => match member_by_id.get(ext) {
+                    Some(&m) if owned.account_of[m as usize].is_none() => {
+                        owned.account_of[m as usize] = Some(a)
+                    }
+                    // A second account for the same member: leave it for a human.
+                    Some(_) => counts.disputed += 1,
+                    None if domain_ids.contains(ext) => owned.revoked.push(a),
+                    None => counts.unmatched += 1,
+                },
+                None => adoptable.push(a),
+            }
+        }
+        for a in adoptable {
+            let name = accounts[a as usize].user_name.to_lowercase();
+            match member_by_name.get(&name).map(Vec::as_slice) {
+                Some([m]) if owned.account_of[*m as usize].is_none() => {
+                    owned.account_of[*m as usize] = Some(a);
+                    owned.adopted[*m as usize] = true;
+                }
+                Some([_]) | Some([_, _, ..]) => counts.disputed += 1,
+                _ => counts.unmatched += 1,
+            }
+        }
+        owned
+    }
+}
+
 impl ProvisionPlan {
+    /// Plans what brings member `m`'s account `a` in line with the user: an update of the
+    /// mapped values that differ (and reactivation, and the externalId of an adopted
+    /// account), or deactivation.
+    fn bring_in_line(
+        &mut self,
+        m: u32,
+        user: &ProvisionUser,
+        a: u32,
+        account: &ProvisionAccount,
+        adopted: bool,
+        allowed: impl Fn(Operation) -> bool,
+    ) {
+        let mappings: Vec<usize> = (0..user.values.len())
+            .filter(|&i| {
+                !same_values(
+                    &user.values[i],
+                    account.values.get(i).map(Vec::as_slice).unwrap_or_default(),
+                )
+            })
+            .collect();
+        // Deactivating is the Deactivate operation, held to maxDeletes like a
+        // revoked member's; the rest (reactivation too) is an Update.
+        let deactivate = account.active && !user.active;
+        let reactivate = !account.active && user.active;
+        let set_external_id = adopted;
+        let update = !mappings.is_empty() || reactivate || set_external_id;
+        if !deactivate && !update {
+            self.counts.already_linked += 1;
+            return;
+        }
+        if deactivate {
+            if allowed(Operation::Deactivate) {
+                self.deactivations.push(a);
+            } else {
+                self.counts.not_allowed += 1;
+            }
+        }
+        if update {
+            if allowed(Operation::Update) {
+                self.updates.push(Update {
+                    user: m,
+                    account: a,
+                    mappings,
+                    active: reactivate.then_some(true),
+                    set_external_id,
+                });
+            } else {
+                self.counts.not_allowed += 1;
+            }
+        }
+    }
+
     /// Creates and deletes (deactivations count as deletes) against the limits.
     pub fn planned(&self) -> PlannedCounts {
         PlannedCounts {
@@ -212,7 +253,7 @@ impl ProvisionPlan {
     }
 
     /// The first items of each kind, for `status.planItems`.
-    pub fn items(&self, members: &[ProvUser], accounts: &[ProvAccount]) -> Vec<RunItem> {
+    pub fn items(&self, members: &[ProvisionUser], accounts: &[ProvisionAccount]) -> Vec<RunItem> {
         let user = |m: u32| members[m as usize].user_name.clone();
         let acct = |a: u32| accounts[a as usize].user_name.clone();
         let item = |action: &str, subject: String, reason: &str| RunItem {
@@ -255,16 +296,22 @@ impl ProvisionPlan {
 mod tests {
     use super::*;
 
-    fn user(id: &str, name: &str, active: bool, email: &str) -> ProvUser {
-        ProvUser {
+    fn user(id: &str, name: &str, active: bool, email: &str) -> ProvisionUser {
+        ProvisionUser {
             id: id.into(),
             user_name: name.into(),
             active,
             values: vec![vec![name.into()], vec![email.into()]],
         }
     }
-    fn account(id: &str, name: &str, ext: Option<&str>, active: bool, email: &str) -> ProvAccount {
-        ProvAccount {
+    fn account(
+        id: &str,
+        name: &str,
+        ext: Option<&str>,
+        active: bool,
+        email: &str,
+    ) -> ProvisionAccount {
+        ProvisionAccount {
             id: id.into(),
             user_name: name.into(),
             external_id: ext.map(Into::into),

@@ -1,0 +1,102 @@
+//! Why a run ended before (or instead of) applying its plan: one typed error for loading
+//! and both directions, with the condition reason, phase and exit code it ends the run with.
+//! A run stopped by a signal, its timeout or too many failures is no error: that outcome
+//! is decided from the counts in [`super::outcome::decide`].
+
+use crate::api::RunPhase;
+use crate::cluster::exit_code;
+use crate::scim::ScimError;
+
+/// The condition reason of a run that broke or could not start.
+pub const ERROR: &str = "Error";
+/// The condition reason of a run that must not change anything any more.
+pub const CANCELLED: &str = "Cancelled";
+
+/// A run that could not start, or broke before its plan was applied.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is wrong or incomplete: running again will not help.
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading the cluster failed: running again may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Not a failure: the run must not change anything (its app suspended, its direction
+    /// turned off).
+    #[error("{0}")]
+    Cancelled(String),
+    #[error(
+        "grant group {0:?} not found in the identity domain (the controller creates it when provisioning is enabled)"
+    )]
+    GrantGroupMissing(String),
+    #[error("{0} groups in the identity domain have the display name {1:?}")]
+    GrantGroupAmbiguous(usize, String),
+    #[error("identity domain: {0}")]
+    Domain(#[source] ScimError),
+    #[error("app: {0}")]
+    App(#[source] ScimError),
+}
+
+impl RunError {
+    /// Reading `what` from the cluster failed: missing is a configuration error, anything
+    /// else may pass.
+    pub fn reading(what: &str, e: kube::Error) -> Self {
+        match &e {
+            kube::Error::Api(s) if s.code == 404 => RunError::Invalid(format!("{what} not found")),
+            _ => RunError::Unavailable(format!("reading {what}: {e}")),
+        }
+    }
+
+    /// The reason of the run's conditions. Stable: alerts and dashboards key on it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RunError::Cancelled(_) => CANCELLED,
+            _ => ERROR,
+        }
+    }
+
+    /// The phase the run ends in.
+    pub fn phase(&self) -> RunPhase {
+        match self {
+            RunError::Cancelled(_) => RunPhase::Cancelled,
+            _ => RunPhase::Failed,
+        }
+    }
+
+    /// The exit code of the Job: the controller and the Job's pod failure policy read it.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Invalid(_) => exit_code::INVALID,
+            RunError::Cancelled(_) => exit_code::CANCELLED,
+            _ => exit_code::FAILED,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_phases_and_exit_codes() {
+        let cases = [
+            (RunError::Invalid("x".into()), ERROR, exit_code::INVALID),
+            (RunError::Unavailable("x".into()), ERROR, exit_code::FAILED),
+            (
+                RunError::Cancelled("x".into()),
+                CANCELLED,
+                exit_code::CANCELLED,
+            ),
+            (
+                RunError::GrantGroupMissing("g".into()),
+                ERROR,
+                exit_code::FAILED,
+            ),
+        ];
+        for (e, reason, code) in cases {
+            assert_eq!((e.reason(), e.exit_code()), (reason, code), "{e:?}");
+        }
+        assert_eq!(RunError::Cancelled("x".into()).phase(), RunPhase::Cancelled);
+        assert_eq!(RunError::Invalid("x".into()).phase(), RunPhase::Failed);
+    }
+}

@@ -1,0 +1,278 @@
+//! Loading a run: its app, identity domain and policy from the cluster, both SCIM clients
+//! with their credentials (the Job's env, else the Secrets through the API, for runs by
+//! hand), and from them each direction's run: matching rules and policy reactions for
+//! Import, mappings and operations for Provision.
+
+use kube::{Api, Client};
+
+use crate::api::{
+    AppliedLimits, Auth, CatalogApp, Direction, IdentityDomain, Limits, OnNoMatch, SyncPolicy,
+    SyncPolicySpec, SyncRun, Tls, catalog,
+};
+use crate::cluster::credentials::{self, Side};
+use crate::scim::{ClientOptions, ScimClient};
+
+use super::error::RunError;
+use super::extract::Rules;
+use super::import::ImportRun;
+use super::mapping::{self, Mappings};
+use super::pipeline::Context;
+use super::plan::ImportPolicy;
+use super::progress::Tracker;
+use super::provision::ProvisionRun;
+use super::stop::{Stop, StopReason};
+
+/// What every run needs from the cluster: its app, both SCIM clients, and the policy
+/// (required for Import; for Provision it only lends parallelism, timeout and failure
+/// threshold when the app has one).
+pub struct Loaded {
+    pub app: CatalogApp,
+    pub policy: Option<SyncPolicySpec>,
+    pub domain_client: ScimClient,
+    pub app_client: ScimClient,
+    pub parallelism: usize,
+    pub timeout: String,
+    pub max_failure_percent: u32,
+}
+
+/// Loads what `run` needs, and arms its timeout on `stop`.
+pub async fn load(
+    client: &Client,
+    namespace: &str,
+    run: &SyncRun,
+    stop: &Stop,
+) -> Result<Loaded, RunError> {
+    let app = app_of(client, namespace, run).await?;
+    let domains: Api<IdentityDomain> = Api::namespaced(client.clone(), namespace);
+    let domain_name = &app.spec.identity_domain_ref.name;
+    let domain = domains
+        .get(domain_name)
+        .await
+        .map_err(|e| RunError::reading(&format!("IdentityDomain {domain_name}"), e))?;
+    let policy = policy_of(client, namespace, run, &app).await?;
+    let (parallelism, timeout, max_failure_percent) = match &policy {
+        Some(p) => (p.parallelism, p.timeout.clone(), p.max_failure_percent),
+        None => (8, "1h".to_string(), 40),
+    };
+    let parallelism = parallelism.clamp(1, 256) as usize;
+    let timeout_after = crate::api::parse_duration(&timeout)
+        .ok_or_else(|| RunError::Invalid(format!("timeout {timeout:?} is not a duration")))?;
+    let domain_client = client_for(
+        client,
+        namespace,
+        Side::Domain,
+        &domain.spec.url,
+        &domain.spec.auth,
+        domain.spec.tls.as_ref(),
+        parallelism,
+    )
+    .await?;
+    let app_client = client_for(
+        client,
+        namespace,
+        Side::App,
+        &app.spec.connection.url,
+        &app.spec.connection.auth,
+        app.spec.connection.tls.as_ref(),
+        parallelism,
+    )
+    .await?;
+    stop.after(timeout_after, StopReason::Timeout);
+    Ok(Loaded {
+        app,
+        policy,
+        domain_client,
+        app_client,
+        parallelism,
+        timeout,
+        max_failure_percent: max_failure_percent.clamp(0, 100) as u32,
+    })
+}
+
+/// The run's app, if the run may still act on it.
+async fn app_of(client: &Client, namespace: &str, run: &SyncRun) -> Result<CatalogApp, RunError> {
+    let apps: Api<CatalogApp> = Api::namespaced(client.clone(), namespace);
+    let app_name = &run.spec.app_ref.name;
+    let app = apps
+        .get(app_name)
+        .await
+        .map_err(|e| RunError::reading(&format!("CatalogApp {app_name}"), e))?;
+    // The controller cancels runs of suspended apps; a Job starting meanwhile must not act.
+    if app.spec.suspend {
+        return Err(RunError::Cancelled(format!(
+            "CatalogApp {app_name} is suspended"
+        )));
+    }
+    let (enabled, what) = match run.spec.direction {
+        Direction::Import => (
+            app.spec.synchronization.as_ref().is_some_and(|s| s.enabled),
+            "synchronization",
+        ),
+        Direction::Provision => (
+            app.spec.provisioning.as_ref().is_some_and(|p| p.enabled),
+            "provisioning",
+        ),
+    };
+    if !enabled {
+        return Err(RunError::Cancelled(format!(
+            "{what} is not enabled for CatalogApp {app_name}"
+        )));
+    }
+    Ok(app)
+}
+
+/// The app's SyncPolicy: required for Import, optional for Provision.
+async fn policy_of(
+    client: &Client,
+    namespace: &str,
+    run: &SyncRun,
+    app: &CatalogApp,
+) -> Result<Option<SyncPolicySpec>, RunError> {
+    let direction = run.spec.direction;
+    let policy_name = app
+        .spec
+        .synchronization
+        .as_ref()
+        .map(|s| &s.policy_ref.name);
+    let Some(name) = policy_name else {
+        return match direction {
+            Direction::Import => Err(RunError::Invalid(format!(
+                "CatalogApp {} has no synchronization.policyRef",
+                run.spec.app_ref.name
+            ))),
+            Direction::Provision => Ok(None),
+        };
+    };
+    let policies: Api<SyncPolicy> = Api::namespaced(client.clone(), namespace);
+    match policies.get_opt(name).await {
+        Ok(Some(p)) => Ok(Some(p.spec)),
+        Ok(None) if direction == Direction::Provision => Ok(None),
+        Ok(None) => Err(RunError::Invalid(format!("SyncPolicy {name} not found"))),
+        Err(e) => Err(RunError::reading(&format!("SyncPolicy {name}"), e)),
+    }
+}
+
+/// A SCIM client for one side, with its credentials.
+async fn client_for(
+    client: &Client,
+    namespace: &str,
+    side: Side,
+    url: &str,
+    auth: &Auth,
+    tls: Option<&Tls>,
+    parallelism: usize,
+) -> Result<ScimClient, RunError> {
+    let resolved = if credentials::env_present(side, auth, tls) {
+        credentials::from_env(side, auth, tls)
+    } else {
+        credentials::from_secrets(client, namespace, auth, tls).await
+    }
+    .map_err(|e| RunError::Invalid(format!("{side:?} credentials: {e}")))?;
+    let mut opts = ClientOptions::new(url, resolved.credentials);
+    opts.ca_pem = resolved.ca_pem.map(String::into_bytes);
+    opts.parallelism = parallelism;
+    ScimClient::with_options(opts).map_err(|e| RunError::Invalid(format!("{side:?} client: {e}")))
+}
+
+impl Loaded {
+    /// The shared part of a run, held to `limits` (shown in the status from the start).
+    fn context(
+        self,
+        limits: Option<Limits>,
+        run: &SyncRun,
+        tracker: &Tracker,
+        stop: &Stop,
+    ) -> Context {
+        tracker.update(|s| s.limits = Some(applied_limits(limits.as_ref())));
+        Context {
+            grant_group: self.app.grant_group_name(),
+            domain: self.domain_client,
+            app: self.app_client,
+            limits,
+            parallelism: self.parallelism,
+            mode: run.spec.mode,
+            max_failure_percent: self.max_failure_percent,
+            timeout: self.timeout,
+            tracker: tracker.clone(),
+            stop: stop.clone(),
+        }
+    }
+
+    /// The Import run: matching rules (with the catalog's import mappings when unmatched
+    /// accounts become users), policy reactions and limits from the SyncPolicy.
+    pub fn import(
+        self,
+        run: &SyncRun,
+        tracker: &Tracker,
+        stop: &Stop,
+    ) -> Result<ImportRun, RunError> {
+        let p = self
+            .policy
+            .clone()
+            .expect("load requires a policy for Import");
+        let mut rules = Rules::parse(&p.matching).map_err(RunError::Invalid)?;
+        if p.on_no_match == OnNoMatch::CreateUser {
+            let import = catalog::get(&self.app.spec.catalog_item)
+                .or_else(|| catalog::get("GenericSCIM"))
+                .map(|e| e.import_mappings.clone())
+                .unwrap_or_default();
+            rules = rules
+                .with_import_mappings(import)
+                .map_err(RunError::Invalid)?;
+        }
+        Ok(ImportRun {
+            rules,
+            policy: ImportPolicy {
+                on_exact_match: p.on_exact_match,
+                on_no_match: p.on_no_match,
+                on_account_deleted: p.on_account_deleted,
+            },
+            context: self.context(p.limits.clone(), run, tracker, stop),
+        })
+    }
+
+    /// The Provision run: mappings, operations and limits from `spec.provisioning`.
+    pub fn provision(
+        self,
+        run: &SyncRun,
+        tracker: &Tracker,
+        stop: &Stop,
+    ) -> Result<ProvisionRun, RunError> {
+        let provisioning = self
+            .app
+            .spec
+            .provisioning
+            .clone()
+            .filter(|p| p.enabled)
+            .ok_or_else(|| RunError::Invalid("provisioning is not enabled for this app".into()))?;
+        let mappings = if provisioning.attribute_mappings.is_empty() {
+            mapping::default_mappings(&self.app.spec.catalog_item)
+        } else {
+            provisioning.attribute_mappings.clone()
+        };
+        let mappings = Mappings::parse(&mappings).map_err(RunError::Invalid)?;
+        let entry = catalog::get(&self.app.spec.catalog_item);
+        // Only what both the app (its catalog entry) and the user allow.
+        let operations: Vec<_> = provisioning
+            .operations
+            .iter()
+            .copied()
+            .filter(|o| entry.is_none_or(|e| e.operations.contains(o)))
+            .collect();
+        let deactivate_deletes =
+            entry.is_some_and(|e| e.deactivation == catalog::Deactivation::Delete);
+        Ok(ProvisionRun {
+            mappings,
+            operations,
+            deactivate_deletes,
+            context: self.context(provisioning.limits.clone(), run, tracker, stop),
+        })
+    }
+}
+
+fn applied_limits(limits: Option<&Limits>) -> AppliedLimits {
+    AppliedLimits {
+        max_creates: limits.and_then(|l| l.max_creates),
+        max_deletes: limits.and_then(|l| l.max_deletes),
+    }
+}

@@ -1,0 +1,124 @@
+//! The sequence both directions run: list both sides once → plan in full → check the plan
+//! against the limits → publish it → apply it (not in Plan mode, not when a limit aborts),
+//! each create and delete within its allowance. A direction ([`super::import`],
+//! [`super::provision`]) supplies its steps as [`Stages`]; the pipeline owns the order, the
+//! stops, the limits and what the outcome decision observes.
+
+use std::future::Future;
+
+use crate::api::{Counts, Limits, Mode, PlannedCounts, RunItem, Stage};
+use crate::scim::ScimClient;
+
+use super::error::RunError;
+use super::limits::{self, Allowances, LimitCheck};
+use super::outcome::Observed;
+use super::progress::Tracker;
+use super::stop::Stop;
+use super::writes::Writes;
+
+/// What both directions' runs share: the two SCIM clients, the limits and settings of the
+/// policy, and where progress and stops go.
+pub struct Context {
+    pub domain: ScimClient,
+    pub app: ScimClient,
+    pub limits: Option<Limits>,
+    pub parallelism: usize,
+    pub mode: Mode,
+    pub grant_group: String,
+    pub max_failure_percent: u32,
+    pub timeout: String,
+    pub tracker: Tracker,
+    pub stop: Stop,
+}
+
+impl Context {
+    /// Runs `step` unless the run stops first; `None` when it stopped (nothing in flight is
+    /// a write: steps raced against a stop only read).
+    pub async fn until_stopped<T>(
+        &self,
+        step: impl Future<Output = Result<T, RunError>>,
+    ) -> Result<Option<T>, RunError> {
+        tokio::select! {
+            r = step => r.map(Some),
+            _ = self.stop.stopped() => Ok(None),
+        }
+    }
+}
+
+/// What a plan shows before any write: the status's counts, planned writes and items.
+pub struct PlanReport {
+    pub counts: Counts,
+    pub planned: PlannedCounts,
+    pub items: Vec<RunItem>,
+}
+
+/// The steps of one direction.
+pub(crate) trait Stages {
+    /// What listing gathered.
+    type Listed;
+    /// The plan, with what applying it needs of the listing.
+    type Planned;
+
+    fn context(&self) -> &Context;
+
+    /// Lists both sides (raced against a stop by the pipeline).
+    async fn list(&self) -> Result<Self::Listed, RunError>;
+
+    /// Plans in full; `None` when the run stopped while planning.
+    async fn plan(&self, listed: Self::Listed) -> Result<Option<Self::Planned>, RunError>;
+
+    /// The plan as the status shows it.
+    fn report(&self, planned: &Self::Planned) -> PlanReport;
+
+    /// Logs the computed plan and its limit check.
+    fn log_plan(&self, counts: &Counts, planned: &PlannedCounts, check: &LimitCheck);
+
+    /// Makes the plan's writes, each create and delete within `allowed`, recording each
+    /// outcome in `writes`.
+    async fn apply(&self, planned: &Self::Planned, allowed: &Allowances, writes: &Writes);
+}
+
+/// Runs one direction and returns what the outcome decision needs. The tracker's counts
+/// are final when it returns.
+pub(crate) async fn run(direction: &impl Stages) -> Result<Observed, RunError> {
+    let context = direction.context();
+    let mut observed = Observed::new(&context.timeout, context.max_failure_percent);
+    context.tracker.stage(Stage::Listing, 0);
+    let Some(listed) = context.until_stopped(direction.list()).await? else {
+        observed.stopped = context.stop.reason();
+        return Ok(observed);
+    };
+    let Some(planned) = direction.plan(listed).await? else {
+        observed.stopped = context.stop.reason();
+        return Ok(observed);
+    };
+
+    // The limits are checked against the whole plan, before any write.
+    let report = direction.report(&planned);
+    let check = limits::check(
+        report.planned.creates as u64,
+        report.planned.deletes as u64,
+        context.limits.as_ref(),
+    );
+    context
+        .tracker
+        .publish_plan(&report.counts, &report.planned, report.items);
+    direction.log_plan(&report.counts, &report.planned, &check);
+    if !observed.proceed(context.mode, check) {
+        return Ok(observed);
+    }
+
+    let allowed = Allowances::new(context.limits.as_ref());
+    context
+        .tracker
+        .stage(Stage::Applying, allowed.writes_to_apply(&report.planned));
+    let writes = Writes::new(
+        context.tracker.clone(),
+        context.stop.clone(),
+        context.max_failure_percent,
+    );
+    direction.apply(&planned, &allowed, &writes).await;
+    observed.limit_reached = allowed.limit_reached();
+    observed.stopped = context.stop.reason();
+    Ok(observed)
+}

@@ -1,0 +1,181 @@
+//! Executing one SyncRun: read it (a finished run is not run again), write `Running`,
+//! load and run its direction through the [`pipeline`](super::pipeline) while the
+//! reporter writes progress, then write the final phase, message and conditions and
+//! return the exit code.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Api, Client};
+use tracing::Instrument;
+
+use crate::api::{Direction, RunPhase, Stage, SyncRun, SyncRunStatus};
+
+use super::error::RunError;
+use super::load;
+use super::outcome::{self, Observed, Outcome};
+use super::pipeline;
+use super::progress::{self, RunState, Tracker};
+use super::stop::Stop;
+
+/// Executes the SyncRun `namespace/name` and returns the process exit code.
+pub async fn execute(client: Client, namespace: &str, name: &str, stop: Stop) -> u8 {
+    let runs: Api<SyncRun> = Api::namespaced(client.clone(), namespace);
+    let run = match runs.get(name).await {
+        Ok(r) => r,
+        Err(e) => {
+            let e = RunError::reading(&format!("SyncRun {namespace}/{name}"), e);
+            tracing::error!(run = %format!("{namespace}/{name}"), error = %e, "cannot start");
+            return e.exit_code();
+        }
+    };
+    let previous = run.status.clone().unwrap_or_default();
+    if let Some(phase) = previous.phase.filter(|p| p.is_finished()) {
+        // A Job retried after the run finished must not run it again.
+        tracing::info!(run = name, ?phase, "run already finished");
+        return outcome::exit_code_of(phase);
+    }
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let tracker = Tracker::new(RunState {
+        phase: Some(RunPhase::Running),
+        stage: Some(Stage::Listing),
+        start_time: Some(previous.start_time.clone().unwrap_or(now)),
+        ..Default::default()
+    });
+    let span = tracing::info_span!("sync", run = %format!("{namespace}/{name}"), app = %run.spec.app_ref.name, direction = ?run.spec.direction, mode = ?run.spec.mode);
+    execute_run(client, runs, run, previous, tracker, stop)
+        .instrument(span)
+        .await
+}
+
+async fn execute_run(
+    client: Client,
+    runs: Api<SyncRun>,
+    run: SyncRun,
+    previous: SyncRunStatus,
+    tracker: Tracker,
+    stop: Stop,
+) -> u8 {
+    let name = run.metadata.name.clone().unwrap_or_default();
+    let name = name.as_str();
+    let namespace = run.metadata.namespace.clone().unwrap_or_default();
+    let generation = run.metadata.generation;
+    if let Err(e) = progress::write(&runs, name, &tracker, &previous.conditions, generation).await {
+        tracing::warn!(error = %e, "writing the Running status failed");
+    }
+
+    let (stop_reporter, reporter) = progress::spawn_reporter(
+        runs.clone(),
+        name.to_string(),
+        tracker.clone(),
+        previous.conditions.clone(),
+        generation,
+    );
+    let (mut outcome, code) = run_stages(&client, &namespace, &run, &tracker, &stop).await;
+    let _ = stop_reporter.send(true);
+    let _ = reporter.await;
+    if outcome.phase == RunPhase::Cancelled {
+        keep_cancel_reason(&runs, name, &mut outcome).await;
+    }
+
+    tracker.update(|s| {
+        s.phase = Some(outcome.phase);
+        s.stage = Some(Stage::Done);
+        s.completion_time = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        s.message = Some(outcome.message.clone());
+        s.conditions = outcome.conditions.clone();
+    });
+    log_finished(&outcome, &tracker.snapshot());
+    // The final status is the run's result: retry it a few times.
+    for attempt in 1..=5u32 {
+        match progress::write(&runs, name, &tracker, &previous.conditions, generation).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "writing the final status failed");
+                tokio::time::sleep(Duration::from_millis(500 * attempt as u64)).await;
+            }
+        }
+    }
+    code
+}
+
+/// Loads the run, runs its direction and decides the outcome and exit code.
+async fn run_stages(
+    client: &Client,
+    namespace: &str,
+    run: &SyncRun,
+    tracker: &Tracker,
+    stop: &Stop,
+) -> (Outcome, u8) {
+    match load_and_run(client, namespace, run, tracker, stop).await {
+        Ok(observed) => {
+            let o = outcome::decide(run.spec.mode, &tracker.snapshot().counts, &observed);
+            let code = o.exit_code();
+            (o, code)
+        }
+        Err(e) => (Outcome::of_error(&e), e.exit_code()),
+    }
+}
+
+async fn load_and_run(
+    client: &Client,
+    namespace: &str,
+    run: &SyncRun,
+    tracker: &Tracker,
+    stop: &Stop,
+) -> Result<Observed, RunError> {
+    let loaded = load::load(client, namespace, run, stop).await?;
+    let (domain, app) = (loaded.domain_client.clone(), loaded.app_client.clone());
+    let started = Instant::now();
+    let observed = match run.spec.direction {
+        Direction::Import => pipeline::run(&loaded.import(run, tracker, stop)?).await,
+        Direction::Provision => pipeline::run(&loaded.provision(run, tracker, stop)?).await,
+    };
+    // Cost of the run, for capacity planning: requests per side, retries, wall time.
+    tracing::info!(
+        domain_requests = domain.requests(),
+        domain_retries = domain.retries(),
+        app_requests = app.requests(),
+        app_retries = app.retries(),
+        seconds = started.elapsed().as_secs_f64(),
+        "SCIM traffic"
+    );
+    observed
+}
+
+/// A run cancelled by the controller already says why ("cancelled: synchronization was
+/// disabled", in its `Cancelled` condition, which our progress writes do not own); the
+/// final status keeps that reason in front of the counts.
+async fn keep_cancel_reason(runs: &Api<SyncRun>, name: &str, outcome: &mut Outcome) {
+    let Ok(current) = runs.get(name).await else {
+        return;
+    };
+    let conditions = current.status.unwrap_or_default().conditions;
+    if let Some(reason) = crate::cluster::conditions::find(&conditions, "Cancelled")
+        .filter(|c| c.status == "True" && !c.message.is_empty())
+        .map(|c| c.message.clone())
+        && let Some(counts) = outcome.message.strip_prefix("cancelled; ")
+    {
+        outcome.message = format!("{reason}; {counts}");
+    }
+}
+
+fn log_finished(outcome: &Outcome, fin: &RunState) {
+    tracing::info!(
+        phase = ?outcome.phase,
+        app_accounts = fin.counts.app_accounts,
+        domain_users = fin.counts.domain_users,
+        already_linked = fin.counts.already_linked,
+        linked = fin.counts.linked,
+        created = fin.counts.created,
+        updated = fin.counts.updated,
+        deleted = fin.counts.deleted,
+        unmatched = fin.counts.unmatched,
+        disputed = fin.counts.disputed,
+        failed = fin.counts.failed,
+        // Not `message`: that is the event's own key in JSON logs.
+        summary = %outcome.message,
+        peak_rss_kib = crate::telemetry::peak_rss_kib(),
+        "run finished"
+    );
+}
