@@ -158,6 +158,10 @@ pub struct RunSummary {
     /// The run's one-line outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The reason of the run's outcome, as its condition gives it (e.g. `Succeeded`,
+    /// `LimitExceeded`, `JobFailed`, `Cancelled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Observed state of a CatalogApp.

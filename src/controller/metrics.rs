@@ -27,6 +27,9 @@ pub struct ErrorLabels {
 pub struct RunLabels {
     pub direction: String,
     pub outcome: String,
+    /// The outcome's condition reason (`RunError::reason()` of the engine, or the
+    /// controller's `JobFailed`, …): a small, stable set.
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,7 +74,7 @@ impl Default for Metrics {
         );
         registry.register(
             "runs",
-            "Finished SyncRuns by direction and outcome (final phase)",
+            "Finished SyncRuns by direction, outcome (final phase) and reason",
             runs.clone(),
         );
         registry.register(
@@ -131,11 +134,12 @@ impl Metrics {
             .inc();
     }
 
-    pub fn run_finished(&self, direction: &str, outcome: &str) {
+    pub fn run_finished(&self, direction: &str, outcome: &str, reason: &str) {
         self.runs
             .get_or_create(&RunLabels {
                 direction: direction.into(),
                 outcome: outcome.into(),
+                reason: reason.into(),
             })
             .inc();
     }
@@ -205,7 +209,7 @@ mod tests {
         let m = Metrics::default();
         drop(m.reconcile("CatalogApp"));
         m.reconcile_failure("CatalogApp", "kube");
-        m.run_finished("Import", "Succeeded");
+        m.run_finished("Import", "Succeeded", "Succeeded");
         let text = m.render();
         assert!(
             text.contains("catalogsync_reconciles_total{kind=\"CatalogApp\"} 1"),
@@ -217,7 +221,7 @@ mod tests {
             )
         );
         assert!(
-            text.contains("catalogsync_runs_total{direction=\"Import\",outcome=\"Succeeded\"} 1")
+            text.contains("catalogsync_runs_total{direction=\"Import\",outcome=\"Succeeded\",reason=\"Succeeded\"} 1")
         );
         assert!(
             text.contains("catalogsync_reconcile_duration_seconds_count{kind=\"CatalogApp\"} 1")

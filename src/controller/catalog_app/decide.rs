@@ -77,6 +77,14 @@ pub struct NewRun {
     pub trigger: Trigger,
 }
 
+/// A run that finished since the last status, for the runs metric.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinishedRun {
+    pub direction: Direction,
+    pub phase: RunPhase,
+    pub reason: String,
+}
+
 /// What a reconcile must do.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
@@ -89,7 +97,7 @@ pub struct Plan {
     pub requeue: Duration,
     pub events: Vec<ObjectEvent>,
     /// Runs seen finishing in this reconcile, for the runs metric.
-    pub finished: Vec<(Direction, RunPhase)>,
+    pub finished: Vec<FinishedRun>,
 }
 
 /// The whole CatalogApp policy: status, runs to create, cancel and prune.
@@ -304,7 +312,11 @@ fn outcome_events(old: &CatalogAppStatus, status: &CatalogAppStatus, plan: &mut 
             && let Some(phase) = new.phase
         {
             plan.events.push(run_event(new, phase));
-            plan.finished.push((direction, phase));
+            plan.finished.push(FinishedRun {
+                direction,
+                phase,
+                reason: new.reason.clone().unwrap_or_default(),
+            });
         }
     }
 }

@@ -115,9 +115,9 @@ async fn report(ctx: &Context, app: &CatalogApp, ns: &str, plan: &Plan) -> Resul
     for event in &plan.events {
         ctx.publish(&reference, event).await;
     }
-    for (direction, phase) in &plan.finished {
-        ctx.metrics
-            .run_finished(&format!("{direction:?}"), &format!("{phase:?}"));
+    for run in &plan.finished {
+        let (direction, phase) = (format!("{:?}", run.direction), format!("{:?}", run.phase));
+        ctx.metrics.run_finished(&direction, &phase, &run.reason);
     }
     Ok(())
 }

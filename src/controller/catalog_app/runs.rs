@@ -2,6 +2,7 @@
 //! beyond the history limits), their names, the object for a new run, and the
 //! API calls that create, cancel and prune them.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::{Resource, ResourceExt};
 
@@ -65,8 +66,22 @@ pub fn summary(run: &SyncRun) -> RunSummary {
         start_time: status.start_time,
         completion_time: status.completion_time,
         counts: status.counts,
+        reason: outcome_reason(&status.conditions),
         message: status.message,
     }
+}
+
+/// The reason of a finished run's outcome: that of its first true outcome condition (the
+/// engine writes Complete/Failed/LimitExceeded, the controller Failed or Cancelled).
+pub fn outcome_reason(conditions: &[Condition]) -> Option<String> {
+    ["Failed", "Cancelled", "LimitExceeded", "Complete"]
+        .iter()
+        .find_map(|t| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == *t && c.status == "True")
+        })
+        .map(|c| c.reason.clone())
 }
 
 /// The active runs: the one executing (has a Job) first, then the newest.
@@ -218,4 +233,39 @@ pub async fn cancel(ctx: &Context, ns: &str, run: &str, message: &str) -> Result
     let job_name = recorded.unwrap_or_else(|| run.to_string());
     let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(ctx.client.clone(), ns);
     delete(&jobs, &[job_name]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(type_: &str, status: &str, reason: &str) -> Condition {
+        serde_json::from_value(serde_json::json!({
+            "type": type_, "status": status, "reason": reason, "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_outcome_reason_is_that_of_the_true_outcome_condition() {
+        let limited = [
+            condition("Complete", "False", "LimitExceeded"),
+            condition("Failed", "False", "LimitExceeded"),
+            condition("LimitExceeded", "True", "LimitExceeded"),
+        ];
+        assert_eq!(outcome_reason(&limited).as_deref(), Some("LimitExceeded"));
+        let timed_out = [
+            condition("Complete", "False", "Timeout"),
+            condition("Failed", "True", "Timeout"),
+            condition("LimitExceeded", "False", "WithinLimits"),
+        ];
+        assert_eq!(outcome_reason(&timed_out).as_deref(), Some("Timeout"));
+        let succeeded = [
+            condition("Complete", "True", "Succeeded"),
+            condition("LimitExceeded", "False", "WithinLimits"),
+        ];
+        assert_eq!(outcome_reason(&succeeded).as_deref(), Some("Succeeded"));
+        assert_eq!(outcome_reason(&[]), None);
+    }
 }

@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use serde_json::json;
 
+use super::decide::FinishedRun;
 use super::texts::{limit_text, progress_text};
 use super::*;
 use crate::api::*;
@@ -413,6 +414,14 @@ fn last_run_and_limit_exceeded_mirror_the_runs() {
         "2026-01-01T09:00:00Z",
     );
     let status = r.status.as_mut().unwrap();
+    // As the engine ends a run on a limit: Complete false, LimitExceeded true.
+    status.conditions = serde_json::from_value(json!([
+        {"type": "Complete", "status": "False", "reason": "LimitExceeded", "message": "",
+         "lastTransitionTime": "2026-01-01T09:00:00Z"},
+        {"type": "LimitExceeded", "status": "True", "reason": "LimitExceeded", "message": "",
+         "lastTransitionTime": "2026-01-01T09:00:00Z"},
+    ]))
+    .unwrap();
     status.planned = Some(PlannedCounts {
         creates: 150,
         deletes: 3,
@@ -435,7 +444,14 @@ fn last_run_and_limit_exceeded_mirror_the_runs() {
         Some(RunPhase::LimitExceeded)
     );
     assert!(p.events.iter().any(|e| e.reason == "LimitExceeded"));
-    assert_eq!(p.finished, [(Direction::Import, RunPhase::LimitExceeded)]);
+    assert_eq!(
+        p.finished,
+        [FinishedRun {
+            direction: Direction::Import,
+            phase: RunPhase::LimitExceeded,
+            reason: "LimitExceeded".into(),
+        }]
+    );
     assert!(
         is_true(&p.status.conditions, READY),
         "a limit is an outcome, not a misconfiguration"
