@@ -40,7 +40,7 @@ const MEMBERS_PER_PATCH: usize = 10_000;
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "Benchmarks the sync engine against a real SCIM server",
+    about = "Benchmarks the engine against a real SCIM server",
     args_override_self = true
 )]
 struct Args {

@@ -99,7 +99,7 @@ impl ScimError {
         }
     }
 
-    /// True for 409 — "create met an existing user", which a sync engine turns into a link.
+    /// True for 409 — "create met an existing user", which the engine settles by a lookup.
     pub fn is_conflict(&self) -> bool {
         self.kind() == Some(ErrorKind::Conflict)
     }

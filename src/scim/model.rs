@@ -93,7 +93,7 @@ pub struct ServiceProviderConfig {
     pub authentication_schemes: Vec<AuthenticationScheme>,
 }
 
-/// What a sync engine needs to know about a server, flat (the shape of
+/// What the engine needs to know about a server, flat (the shape of
 /// `IdentityDomain.status.capabilities` in docs/API.md, plus cursor).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -1,4 +1,4 @@
-//! The sync engine end to end: `catalogsync sync --run NS/NAME` (the built binary) against
+//! The engine end to end: `catalogsync sync --run NS/NAME` (the built binary) against
 //! the local control plane and real SCIM servers (an identity domain tenant `idp` and an
 //! app tenant `app`), asserting on both SCIM sides and on the SyncRun's status.
 
