@@ -39,7 +39,7 @@ static CATALOG: LazyLock<Vec<CatalogEntry>> = LazyLock::new(|| {
     SOURCES
         .iter()
         .map(|s| {
-            serde_yaml::from_str(s).expect("catalog entries are valid (checked by a unit test)")
+            serde_yaml_ng::from_str(s).expect("catalog entries are valid (checked by a unit test)")
         })
         .collect()
 });

@@ -20,7 +20,7 @@ pub fn to_yaml() -> String {
     let mut out = String::new();
     for crd in all() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd).expect("a CRD serializes to YAML"));
+        out.push_str(&serde_yaml_ng::to_string(&crd).expect("a CRD serializes to YAML"));
     }
     out
 }
@@ -34,7 +34,7 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 pub fn write_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for crd in all() {
-        let yaml = serde_yaml::to_string(&crd).expect("a CRD serializes to YAML");
+        let yaml = serde_yaml_ng::to_string(&crd).expect("a CRD serializes to YAML");
         std::fs::write(dir.join(file_name(&crd)), format!("---\n{yaml}"))?;
     }
     Ok(())
@@ -51,7 +51,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
         for crd in all() {
             let path = dir.join(file_name(&crd));
-            let want = format!("---\n{}", serde_yaml::to_string(&crd).unwrap());
+            let want = format!("---\n{}", serde_yaml_ng::to_string(&crd).unwrap());
             let have = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("{}: {e}; run `make crds`", path.display()));
             assert!(have == want, "{} is stale; run `make crds`", path.display());

@@ -56,9 +56,9 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    // IMF-fixdate is RFC 2822 compatible ("Sun, 06 Nov 1994 08:49:37 GMT").
-    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let at: SystemTime = date.with_timezone(&chrono::Utc).into();
+    // Recipients must accept all three HTTP-date forms (RFC 9110 §5.6.7), not only the
+    // IMF-fixdate that servers should send.
+    let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
@@ -81,6 +81,15 @@ mod tests {
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
             Some(Duration::ZERO)
+        );
+        // The obsolete forms a recipient must still accept.
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun Nov  6 08:50:07 1994", now),
+            Some(Duration::from_secs(30))
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);

@@ -125,14 +125,15 @@ impl Product {
         for f in ["secrets.yaml", "identitydomain.yaml"] {
             self.apply(&self.example(f)).await;
         }
-        let mut policy: Value = serde_yaml::from_str(&self.example("syncpolicy.yaml")).unwrap();
+        let mut policy: Value = serde_yaml_ng::from_str(&self.example("syncpolicy.yaml")).unwrap();
         if let (Some(l), Some(extra)) = (
             policy["spec"]["limits"].as_object_mut(),
             policy_limits.as_object(),
         ) {
             l.extend(extra.clone());
         }
-        self.apply(&serde_yaml::to_string(&policy).unwrap()).await;
+        self.apply(&serde_yaml_ng::to_string(&policy).unwrap())
+            .await;
     }
 
     fn apps(&self) -> Api<CatalogApp> {

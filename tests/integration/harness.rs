@@ -265,12 +265,12 @@ where
 pub fn parse_yaml(yaml: &str) -> Result<Vec<DynamicObject>> {
     use serde::Deserialize as _;
     let mut objects = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
-        let value = serde_yaml::Value::deserialize(doc)?;
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let value = serde_yaml_ng::Value::deserialize(doc)?;
         if value.is_null() {
             continue;
         }
-        objects.push(serde_yaml::from_value(value)?);
+        objects.push(serde_yaml_ng::from_value(value)?);
     }
     Ok(objects)
 }

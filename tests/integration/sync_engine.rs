@@ -776,12 +776,12 @@ async fn runs_as_the_sync_job_identity_with_credentials_from_env() {
         .status
         .unwrap()
         .token;
-    let mut kubeconfig: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(w.cp.kubeconfig_path()).unwrap()).unwrap();
-    kubeconfig["users"][0]["user"]["token"] = serde_yaml::Value::String(token);
+    let mut kubeconfig: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(w.cp.kubeconfig_path()).unwrap()).unwrap();
+    kubeconfig["users"][0]["user"]["token"] = serde_yaml_ng::Value::String(token);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    std::fs::write(&path, serde_yaml_ng::to_string(&kubeconfig).unwrap()).unwrap();
 
     let users = w.seed("idp", &[("alice", "alice@corp.example")]).await;
     w.seed("app", &[("alice", "alice@corp.example")]).await;

@@ -237,7 +237,7 @@ mod tests {
     use crate::api::*;
 
     fn objects() -> (SyncRun, CatalogApp, IdentityDomain, SyncPolicy) {
-        let yaml = |s: &str| serde_yaml::from_str::<serde_json::Value>(s).unwrap();
+        let yaml = |s: &str| serde_yaml_ng::from_str::<serde_json::Value>(s).unwrap();
         let mut app: CatalogApp = serde_json::from_value(yaml(
             r#"
 metadata: {name: slack, namespace: team-a, uid: u-app,

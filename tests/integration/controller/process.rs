@@ -255,9 +255,9 @@ async fn deploy(cp: &ControlPlane) {
 /// A kubeconfig for `client`'s token (the ServiceAccount the binary runs as).
 fn kubeconfig_with_token(cp: &ControlPlane, token: &str, path: &std::path::Path) {
     let admin = std::fs::read_to_string(cp.kubeconfig_path()).unwrap();
-    let mut cfg: serde_yaml::Value = serde_yaml::from_str(&admin).unwrap();
-    cfg["users"][0]["user"]["token"] = serde_yaml::Value::String(token.into());
-    std::fs::write(path, serde_yaml::to_string(&cfg).unwrap()).unwrap();
+    let mut cfg: serde_yaml_ng::Value = serde_yaml_ng::from_str(&admin).unwrap();
+    cfg["users"][0]["user"]["token"] = serde_yaml_ng::Value::String(token.into());
+    std::fs::write(path, serde_yaml_ng::to_string(&cfg).unwrap()).unwrap();
 }
 
 #[tokio::test]
