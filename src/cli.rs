@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::api::{apidocs, crdgen};
+use crate::api::{JobSettings, apidocs, crdgen};
 use crate::cluster::exit_code;
 use crate::controller::http;
 use crate::controller::leader::LeaseConfig;
@@ -90,6 +90,11 @@ struct ControllerArgs {
         default_value = "catalogsync-sync-job"
     )]
     job_service_account: String,
+    /// YAML file with pod settings for every sync Job, shaped like a SyncPolicy's
+    /// `spec.job` (resources, nodeSelector, tolerations, affinity, priorityClassName,
+    /// imagePullSecrets, env); a policy's own settings win field by field.
+    #[arg(long, env = "CATALOGSYNC_JOB_DEFAULTS")]
+    job_defaults: Option<PathBuf>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "CATALOGSYNC_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -112,7 +117,27 @@ pub(crate) fn shutdown_channel() -> tokio::sync::watch::Receiver<bool> {
     rx
 }
 
+/// The `--job-defaults` file's settings (none without a file); refused like a
+/// policy's `spec.job` would be at admission.
+fn job_defaults(path: Option<&std::path::Path>) -> anyhow::Result<JobSettings> {
+    use anyhow::Context as _;
+    let Some(path) = path else {
+        return Ok(JobSettings::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --job-defaults {}", path.display()))?;
+    let settings: Option<JobSettings> = serde_yaml::from_str(&text)
+        .with_context(|| format!("parsing --job-defaults {}", path.display()))?;
+    let settings = settings.unwrap_or_default();
+    if let Some(why) = settings.refusal() {
+        anyhow::bail!("--job-defaults {}: {why}", path.display());
+    }
+    Ok(settings)
+}
+
 async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    // A bad defaults file stops the controller at once rather than every run later.
+    let defaults = job_defaults(args.job_defaults.as_deref())?;
     let client = kube::Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
@@ -138,6 +163,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         job: JobConfig {
             image: args.job_image,
             service_account: args.job_service_account,
+            defaults,
         },
         recheck: Duration::from_secs(args.recheck_seconds.max(1)),
         namespace: args.namespace,
@@ -217,5 +243,39 @@ fn run(cli: Cli) -> ExitCode {
         Command::Dev(crate::dev::cli::DevCommand::Up(args)) => {
             block_on(crate::dev::cli::run_up(args))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults_from(yaml: &str) -> anyhow::Result<JobSettings> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), yaml).unwrap();
+        job_defaults(Some(file.path()))
+    }
+
+    #[test]
+    fn job_defaults_file_has_the_shape_of_spec_job() {
+        let settings = defaults_from(
+            "nodeSelector: {pool: batch}\nenv:\n- {name: HTTPS_PROXY, value: http://proxy:3128}\n",
+        )
+        .unwrap();
+        assert_eq!(settings.node_selector.unwrap()["pool"], "batch");
+        assert_eq!(settings.env.unwrap()[0].name, "HTTPS_PROXY");
+        assert_eq!(defaults_from("").unwrap(), JobSettings::default());
+        assert_eq!(job_defaults(None).unwrap(), JobSettings::default());
+    }
+
+    #[test]
+    fn job_defaults_file_is_refused_like_a_policy() {
+        let err = defaults_from("env:\n- {name: CATALOGSYNC_APP_TOKEN, value: x}\n").unwrap_err();
+        assert!(format!("{err:#}").contains("CATALOGSYNC_"), "{err:#}");
+        let err = defaults_from("nodeSelector: [a]\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("parsing --job-defaults"),
+            "{err:#}"
+        );
     }
 }

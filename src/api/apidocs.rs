@@ -89,6 +89,11 @@ fn fields(out: &mut String, schema: &Value, path: &str) {
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     for (name, s) in props {
+        // Undocumented: the fields of Kubernetes' own types (Pod settings), which
+        // `kubectl explain pod.spec` documents.
+        if s["description"].is_null() {
+            continue;
+        }
         let p = format!("{path}.{name}");
         let default = if s["default"].is_null() {
             if required.contains(&name.as_str()) {

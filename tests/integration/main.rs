@@ -12,6 +12,7 @@ mod devrunner;
 mod e2e;
 mod examples;
 mod harness;
+mod job_pods;
 mod provisioning;
 mod rbac;
 mod scim_client;

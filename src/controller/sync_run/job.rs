@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use crate::api::{CatalogApp, IdentityDomain, SyncPolicy, SyncRun};
+use crate::api::{CatalogApp, IdentityDomain, JobSettings, SyncPolicy, SyncRun};
 use crate::cluster::credentials::{self, Side};
 use crate::cluster::exit_code;
 
@@ -43,6 +43,8 @@ pub struct JobConfig {
     pub image: String,
     /// ServiceAccount of the Job's pod.
     pub service_account: String,
+    /// Pod settings of every Job (`--job-defaults`), under each policy's `spec.job`.
+    pub defaults: JobSettings,
 }
 
 /// The labels of a run's Job and Pod. Only ours: user labels (e.g. Argo CD's
@@ -67,6 +69,8 @@ pub fn build(
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_TIMEOUT);
     let labels = labels(run);
+    let settings = merge(&config.defaults, policy.and_then(|p| p.spec.job.as_ref()));
+    let container = container(run, app, domain, config, &settings);
     Job {
         metadata: ObjectMeta {
             name: Some(run.name_any()),
@@ -85,7 +89,7 @@ pub fn build(
                     labels: Some(labels),
                     ..Default::default()
                 }),
-                spec: Some(pod(container(run, app, domain, config), config)),
+                spec: Some(pod(container, config, settings)),
             },
             ..Default::default()
         }),
@@ -94,18 +98,21 @@ pub fn build(
 }
 
 /// The `catalogsync sync` container: both sides' credentials from their Secret
-/// references, bounded resources, the restricted security context.
+/// references, bounded resources, the restricted security context. The settings'
+/// extra variables come first, so that ours win over any of the same name.
 fn container(
     run: &SyncRun,
     app: &CatalogApp,
     domain: &IdentityDomain,
     config: &JobConfig,
+    settings: &JobSettings,
 ) -> Container {
-    let mut env = vec![EnvVar {
+    let mut env = settings.env.clone().unwrap_or_default();
+    env.push(EnvVar {
         name: "CATALOGSYNC_LOG_FORMAT".into(),
         value: Some("json".into()),
         ..Default::default()
-    }];
+    });
     env.extend(credentials::env_vars(
         Side::Domain,
         &domain.spec.auth,
@@ -116,12 +123,6 @@ fn container(
         &app.spec.connection.auth,
         app.spec.connection.tls.as_ref(),
     ));
-    let quantities = |cpu: &str, memory: &str| {
-        BTreeMap::from([
-            ("cpu".to_string(), Quantity(cpu.into())),
-            ("memory".to_string(), Quantity(memory.into())),
-        ])
-    };
     let run_ref = format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any());
     Container {
         name: CONTAINER.into(),
@@ -129,11 +130,7 @@ fn container(
         command: Some(vec!["catalogsync".into()]),
         args: Some(vec!["sync".into(), "--run".into(), run_ref]),
         env: Some(env),
-        resources: Some(ResourceRequirements {
-            requests: Some(quantities("100m", "128Mi")),
-            limits: Some(quantities("1", "512Mi")),
-            ..Default::default()
-        }),
+        resources: Some(resources(settings.resources.as_ref())),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -158,9 +155,14 @@ fn container(
 }
 
 /// The pod around `container`: never restarted in place (the Job retries),
-/// non-root, a small scratch volume.
-fn pod(container: Container, config: &JobConfig) -> PodSpec {
+/// non-root, a small scratch volume; placement from the settings.
+fn pod(container: Container, config: &JobConfig, settings: JobSettings) -> PodSpec {
     PodSpec {
+        node_selector: settings.node_selector,
+        tolerations: settings.tolerations,
+        affinity: settings.affinity,
+        priority_class_name: settings.priority_class_name,
+        image_pull_secrets: settings.image_pull_secrets,
         restart_policy: Some("Never".into()),
         service_account_name: Some(config.service_account.clone()),
         enable_service_links: Some(false),
@@ -184,6 +186,109 @@ fn pod(container: Container, config: &JobConfig) -> PodSpec {
         termination_grace_period_seconds: Some(30),
         ..Default::default()
     }
+}
+
+/// The settings of a Job: the policy's over the controller's defaults, field by field.
+/// Lists (tolerations, imagePullSecrets) and affinity are replaced whole; nodeSelector
+/// merges by key, env by name, resources by resource name.
+pub fn merge(defaults: &JobSettings, policy: Option<&JobSettings>) -> JobSettings {
+    let Some(p) = policy else {
+        return defaults.clone();
+    };
+    let d = defaults;
+    let node_selector = match (&d.node_selector, &p.node_selector) {
+        (Some(d), Some(p)) => Some(
+            d.iter()
+                .chain(p)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        (d, p) => p.clone().or_else(|| d.clone()),
+    };
+    JobSettings {
+        resources: layer(d.resources.clone(), p.resources.as_ref()),
+        node_selector,
+        tolerations: p.tolerations.clone().or_else(|| d.tolerations.clone()),
+        affinity: p.affinity.clone().or_else(|| d.affinity.clone()),
+        priority_class_name: p
+            .priority_class_name
+            .clone()
+            .or_else(|| d.priority_class_name.clone()),
+        image_pull_secrets: p
+            .image_pull_secrets
+            .clone()
+            .or_else(|| d.image_pull_secrets.clone()),
+        env: merge_env(d.env.as_deref(), p.env.as_deref()),
+    }
+}
+
+/// `upper`'s variables over `lower`'s by name: same-named ones replaced in place,
+/// new ones appended.
+fn merge_env(lower: Option<&[EnvVar]>, upper: Option<&[EnvVar]>) -> Option<Vec<EnvVar>> {
+    let (Some(lower), Some(upper)) = (lower, upper) else {
+        return upper.or(lower).map(<[EnvVar]>::to_vec);
+    };
+    let mut env: Vec<EnvVar> = lower
+        .iter()
+        .map(|l| upper.iter().find(|u| u.name == l.name).unwrap_or(l).clone())
+        .collect();
+    env.extend(
+        upper
+            .iter()
+            .filter(|u| !lower.iter().any(|l| l.name == u.name))
+            .cloned(),
+    );
+    Some(env)
+}
+
+/// `upper` over `lower` per resource name: a resource `upper` names (in requests or
+/// limits) takes both its request and its limit from `upper`, so that a request never
+/// meets a smaller limit from another level.
+fn layer(
+    lower: Option<ResourceRequirements>,
+    upper: Option<&ResourceRequirements>,
+) -> Option<ResourceRequirements> {
+    let Some(upper) = upper else {
+        return lower;
+    };
+    let mut out = lower.unwrap_or_default();
+    let named = |r: &ResourceRequirements| -> Vec<String> {
+        r.requests
+            .iter()
+            .chain(&r.limits)
+            .flat_map(|m| m.keys().cloned())
+            .collect()
+    };
+    for name in named(upper) {
+        for (mine, theirs) in [
+            (&mut out.requests, &upper.requests),
+            (&mut out.limits, &upper.limits),
+        ] {
+            let value = theirs.as_ref().and_then(|t| t.get(&name)).cloned();
+            let map = mine.get_or_insert_with(BTreeMap::new);
+            match value {
+                Some(v) => map.insert(name.clone(), v),
+                None => map.remove(&name),
+            };
+        }
+    }
+    Some(out)
+}
+
+/// The container's resources: the settings' over our own bounded defaults.
+fn resources(settings: Option<&ResourceRequirements>) -> ResourceRequirements {
+    let quantities = |cpu: &str, memory: &str| {
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])
+    };
+    let ours = ResourceRequirements {
+        requests: Some(quantities("100m", "128Mi")),
+        limits: Some(quantities("1", "512Mi")),
+        ..Default::default()
+    };
+    layer(Some(ours), settings).unwrap_or_default()
 }
 
 fn runtime_default() -> SeccompProfile {
@@ -284,6 +389,7 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
         JobConfig {
             image: "registry.example/catalogsync:1.2.3".into(),
             service_account: "catalogsync-sync-job".into(),
+            defaults: JobSettings::default(),
         }
     }
 
@@ -440,6 +546,196 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
         let tpl = job.spec.unwrap().template.metadata.unwrap();
         assert_eq!(tpl.labels.as_ref(), Some(&want));
         assert!(tpl.annotations.is_none());
+    }
+
+    fn settings(yaml: &str) -> JobSettings {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    /// The pod of the Job built with `defaults` and a policy whose `spec.job` is `job`.
+    fn pod_with(defaults: &str, job: Option<&str>) -> PodSpec {
+        let (run, app, domain, mut policy) = objects();
+        policy.spec.job = job.map(settings);
+        let config = JobConfig {
+            defaults: settings(defaults),
+            ..config()
+        };
+        let job = build(&run, &app, &domain, Some(&policy), &config);
+        job.spec.unwrap().template.spec.unwrap()
+    }
+
+    fn quantities(r: &Option<BTreeMap<String, Quantity>>) -> Vec<(&str, &str)> {
+        let map = r.iter().flatten();
+        map.map(|(k, v)| (k.as_str(), v.0.as_str())).collect()
+    }
+
+    fn env_of(pod: &PodSpec) -> Vec<(String, Option<String>)> {
+        let env = pod.containers[0].env.iter().flatten();
+        env.map(|e| (e.name.clone(), e.value.clone())).collect()
+    }
+
+    const POLICY_JOB: &str = r#"
+resources: {requests: {memory: 1Gi}, limits: {memory: 2Gi}}
+nodeSelector: {pool: batch}
+tolerations: [{key: dedicated, operator: Equal, value: batch, effect: NoSchedule}]
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: In, values: [a]}]}]
+priorityClassName: batch-low
+imagePullSecrets: [{name: registry}]
+env:
+- {name: HTTPS_PROXY, value: "http://proxy:3128"}
+- name: NO_PROXY
+  valueFrom: {configMapKeyRef: {name: proxy, key: no_proxy}}
+"#;
+
+    #[test]
+    fn every_policy_job_setting_reaches_the_pod() {
+        let pod = pod_with("{}", Some(POLICY_JOB));
+        let res = pod.containers[0].resources.as_ref().unwrap();
+        assert_eq!(
+            quantities(&res.requests),
+            [("cpu", "100m"), ("memory", "1Gi")]
+        );
+        assert_eq!(quantities(&res.limits), [("cpu", "1"), ("memory", "2Gi")]);
+        assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "batch");
+        let toleration = &pod.tolerations.as_ref().unwrap()[0];
+        assert_eq!(toleration.key.as_deref(), Some("dedicated"));
+        let node = pod.affinity.as_ref().unwrap().node_affinity.as_ref();
+        let terms = &node
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution;
+        assert_eq!(terms.as_ref().unwrap().node_selector_terms.len(), 1);
+        assert_eq!(pod.priority_class_name.as_deref(), Some("batch-low"));
+        assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "registry");
+        let c = &pod.containers[0];
+        let no_proxy = c.env.iter().flatten().find(|e| e.name == "NO_PROXY");
+        let source = no_proxy.unwrap().value_from.as_ref().unwrap();
+        assert_eq!(source.config_map_key_ref.as_ref().unwrap().key, "no_proxy");
+    }
+
+    #[test]
+    fn defaults_apply_when_the_policy_sets_nothing() {
+        let defaults = "{nodeSelector: {pool: sync}, priorityClassName: low, env: [{name: HTTPS_PROXY, value: p}]}";
+        for job in [None, Some("{}")] {
+            let pod = pod_with(defaults, job);
+            assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "sync");
+            assert_eq!(pod.priority_class_name.as_deref(), Some("low"));
+            assert_eq!(env_of(&pod)[0], ("HTTPS_PROXY".into(), Some("p".into())));
+        }
+        // Provisioning runs have no policy: the defaults still hold.
+        let (run, app, domain, _) = objects();
+        let config = JobConfig {
+            defaults: settings(defaults),
+            ..config()
+        };
+        let job = build(&run, &app, &domain, None, &config);
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.priority_class_name.as_deref(), Some("low"));
+    }
+
+    #[test]
+    fn the_policy_wins_over_the_defaults_field_by_field() {
+        let defaults = r#"
+nodeSelector: {pool: sync, arch: amd64}
+tolerations: [{key: a, operator: Exists}]
+imagePullSecrets: [{name: corp-registry}]
+priorityClassName: low
+env: [{name: HTTPS_PROXY, value: default}, {name: NO_PROXY, value: .corp}]
+"#;
+        let pod = pod_with(
+            defaults,
+            Some(
+                "{nodeSelector: {pool: big}, tolerations: [{key: b, operator: Exists}], imagePullSecrets: [], env: [{name: HTTPS_PROXY, value: mine}, {name: RUST_LOG, value: debug}]}",
+            ),
+        );
+        // Maps merge by key, lists are replaced ([] clears), env merges by name.
+        let selector = pod.node_selector.clone().unwrap();
+        assert_eq!(
+            (selector["pool"].as_str(), selector["arch"].as_str()),
+            ("big", "amd64")
+        );
+        let tolerations = pod.tolerations.clone().unwrap();
+        assert_eq!(tolerations.len(), 1);
+        assert_eq!(tolerations[0].key.as_deref(), Some("b"));
+        assert_eq!(pod.image_pull_secrets, Some(vec![]));
+        assert_eq!(pod.priority_class_name.as_deref(), Some("low"));
+        let env = env_of(&pod);
+        let user: Vec<_> = env
+            .iter()
+            .take(3)
+            .map(|(n, v)| (n.as_str(), v.as_deref()))
+            .collect();
+        assert_eq!(
+            user,
+            [
+                ("HTTPS_PROXY", Some("mine")),
+                ("NO_PROXY", Some(".corp")),
+                ("RUST_LOG", Some("debug"))
+            ]
+        );
+    }
+
+    #[test]
+    fn resources_merge_per_resource_name() {
+        let defaults = "{resources: {requests: {memory: 256Mi}, limits: {memory: 1Gi, ephemeral-storage: 1Gi}}}";
+        // The policy names memory (limit only): its request goes too, so that no request
+        // from another level exceeds the limit (Kubernetes sets it to the limit).
+        let pod = pod_with(defaults, Some("{resources: {limits: {memory: 4Gi}}}"));
+        let res = pod.containers[0].resources.clone().unwrap();
+        assert_eq!(quantities(&res.requests), [("cpu", "100m")]);
+        assert_eq!(
+            quantities(&res.limits),
+            [
+                ("cpu", "1"),
+                ("ephemeral-storage", "1Gi"),
+                ("memory", "4Gi")
+            ]
+        );
+        // Without a policy setting, the defaults' memory replaces ours; cpu stays ours.
+        let pod = pod_with(defaults, None);
+        let res = pod.containers[0].resources.clone().unwrap();
+        assert_eq!(
+            quantities(&res.requests),
+            [("cpu", "100m"), ("memory", "256Mi")]
+        );
+        assert_eq!(
+            quantities(&res.limits),
+            [
+                ("cpu", "1"),
+                ("ephemeral-storage", "1Gi"),
+                ("memory", "1Gi")
+            ]
+        );
+    }
+
+    #[test]
+    fn our_variables_come_after_the_extra_ones_and_so_win() {
+        // Admission refuses CATALOGSYNC_ names; were one to get through, the later
+        // definition (ours) is the one the container sees.
+        let pod = pod_with("{env: [{name: CATALOGSYNC_LOG_FORMAT, value: text}]}", None);
+        let env = env_of(&pod);
+        let last = env
+            .iter()
+            .rposition(|(n, _)| n == "CATALOGSYNC_LOG_FORMAT")
+            .unwrap();
+        assert_eq!(env[last].1.as_deref(), Some("json"));
+        assert_eq!(env[0].0, "CATALOGSYNC_LOG_FORMAT");
+        assert!(last > 0);
+    }
+
+    #[test]
+    fn pod_with_every_setting_stays_restricted() {
+        let pod = pod_with(POLICY_JOB, Some(POLICY_JOB));
+        let plain = pod_with("{}", None);
+        assert_eq!(pod.security_context, plain.security_context);
+        assert_eq!(
+            pod.containers[0].security_context,
+            plain.containers[0].security_context
+        );
+        assert_eq!(pod.volumes, plain.volumes);
+        assert!(pod.host_network.is_none() && pod.host_pid.is_none());
     }
 
     #[test]

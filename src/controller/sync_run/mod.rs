@@ -233,6 +233,12 @@ async fn build_job(
         let msg = format!("SyncPolicy {:?} not found", policy_name.unwrap_or_default());
         return Ok(Err(Ending::failed("PolicyNotFound", msg)));
     }
+    // Admission refuses these; a policy stored before the rule existed still must not pass.
+    let settings = policy.as_ref().and_then(|p| p.spec.job.as_ref());
+    if let Some(why) = settings.and_then(|s| s.refusal()) {
+        let msg = format!("SyncPolicy spec.job: {why}");
+        return Ok(Err(Ending::failed("InvalidJobSettings", msg)));
+    }
     Ok(Ok(job::build(
         run,
         &app,

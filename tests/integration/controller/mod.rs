@@ -46,6 +46,7 @@ impl RunningController {
             job: JobConfig {
                 image: JOB_IMAGE.into(),
                 service_account: "catalogsync-sync-job".into(),
+                defaults: Default::default(),
             },
             recheck,
             namespace: Some(ns.into()),

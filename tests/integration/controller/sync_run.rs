@@ -466,6 +466,7 @@ async fn a_late_pending_never_overwrites_what_the_job_wrote() {
         &JobConfig {
             image: JOB_IMAGE.into(),
             service_account: "catalogsync-sync-job".into(),
+            defaults: Default::default(),
         },
     );
     env.api::<Job>()
