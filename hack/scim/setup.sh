@@ -6,10 +6,12 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 # Shared by every clone on this machine, so a fresh clone reuses what an earlier one built.
 cache="${CATALOGSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catalogsync}"
-venv="$cache/venv"
 req="$here/requirements.txt"
-stamp="$venv/.requirements.sha256"
 want="$(sha256sum "$req" | cut -d' ' -f1)"
+# One venv per set of requirements: a checkout with other requirements never rebuilds a
+# venv that another checkout's tests are using.
+venv="$cache/venv-${want:0:12}"
+stamp="$venv/.requirements.sha256"
 mkdir -p "$cache"
 # Parallel test processes may call this at once: one builds, the others wait.
 exec 9>"$cache/venv.lock"
