@@ -126,7 +126,7 @@ fn job_defaults(path: Option<&std::path::Path>) -> anyhow::Result<JobSettings> {
     };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading --job-defaults {}", path.display()))?;
-    let settings: Option<JobSettings> = serde_yaml::from_str(&text)
+    let settings: Option<JobSettings> = serde_yaml_ng::from_str(&text)
         .with_context(|| format!("parsing --job-defaults {}", path.display()))?;
     let settings = settings.unwrap_or_default();
     if let Some(why) = settings.refusal() {

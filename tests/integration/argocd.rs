@@ -56,7 +56,7 @@ fn health_scripts_pass_their_health_tests() {
     for kind in KINDS {
         let tests = repo_path(SCRIPTS).join(kind).join("health_test.yaml");
         let text = std::fs::read_to_string(&tests).expect("each kind has a health_test.yaml");
-        let cases: Value = serde_yaml::from_str(&text).unwrap();
+        let cases: Value = serde_yaml_ng::from_str(&text).unwrap();
         assert!(
             cases["tests"].as_array().unwrap().len() >= 3,
             "{kind}: cases"
@@ -281,7 +281,7 @@ spec:
             .join(kind)
             .join("testdata")
             .join(format!("{case}.yaml"));
-        let text = serde_yaml::to_string(&scrub(obj, &self.ns, &self.scim.root())).unwrap();
+        let text = serde_yaml_ng::to_string(&scrub(obj, &self.ns, &self.scim.root())).unwrap();
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 }

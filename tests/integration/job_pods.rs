@@ -132,7 +132,7 @@ async fn policy_job_settings_reach_a_restricted_job() {
     let class = "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: catalogsync-test-batch}\nvalue: 100\n";
     cp.apply_yaml(&ns, class).await.expect("PriorityClass");
     cp.apply_yaml(&ns, OBJECTS).await.expect("apply objects");
-    let defaults = serde_yaml::from_str(DEFAULTS).unwrap();
+    let defaults = serde_yaml_ng::from_str(DEFAULTS).unwrap();
     let _controller = start_controller(cp, &ns, defaults);
 
     let jobs: Api<Job> = Api::namespaced(cp.admin_client(), &ns);

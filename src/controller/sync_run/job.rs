@@ -549,7 +549,7 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
     }
 
     fn settings(yaml: &str) -> JobSettings {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_yaml_ng::from_str(yaml).unwrap()
     }
 
     /// The pod of the Job built with `defaults` and a policy whose `spec.job` is `job`.
