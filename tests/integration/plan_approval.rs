@@ -130,3 +130,66 @@ async fn a_plan_run_cannot_carry_an_approval() {
         .await;
     assert!(msg.contains("approvedPlan.digest"), "{msg}");
 }
+
+/// Provisioning: the approved plan creates every granted account despite `maxCreates: 1`;
+/// an approval of an update whose value changed since writes nothing: the digest covers
+/// the values a change writes, not only what it acts on.
+#[tokio::test]
+async fn provisioning_approvals_cover_the_values_written() {
+    let w = World::new("plan-approval-prov", json!({}), None, Via::Direct).await;
+    w.set_provisioning(json!({"limits": {"maxCreates": 1}}))
+        .await;
+    let people: Vec<_> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| json!({"userName": n, "displayName": n.to_uppercase(), "active": true}))
+        .collect();
+    let ids = w
+        .server
+        .seed("idp", json!({"Users": people, "returnIds": true}))
+        .await;
+    w.add_members(&ids).await;
+
+    let (code, plan) = w.provision("plan", "Plan").await;
+    assert_eq!(code, exit_code::SUCCESS as i32, "{plan:?}");
+    assert_eq!(plan.planned.clone().unwrap().creates, 3);
+    let (code, s) = w
+        .run_with(
+            "approved",
+            json!({"direction": "Provision", "approvedPlan": {"digest": digest(&plan)}}),
+        )
+        .await;
+    assert_eq!(code, exit_code::SUCCESS as i32, "{s:?}");
+    assert_eq!(s.counts.clone().unwrap().created, 3);
+    let expected: HashSet<String> = ["alice", "bob", "carol"].map(String::from).into();
+    assert_eq!(w.user_names(&w.app).await, expected);
+
+    let rename = |name: &str| {
+        catalogsync::scim::PatchOp::new(vec![catalogsync::scim::PatchOp::replace(
+            "displayName",
+            json!(name),
+        )])
+    };
+    w.idp
+        .patch("Users", &ids[1], &rename("Bob Two"), None)
+        .await
+        .unwrap();
+    let (_, plan) = w.provision("plan-2", "Plan").await;
+    assert_eq!(plan.planned.clone().unwrap().updates, 1);
+    w.idp
+        .patch("Users", &ids[1], &rename("Bob Three"), None)
+        .await
+        .unwrap();
+    let (code, s) = w
+        .run_with(
+            "stale",
+            json!({"direction": "Provision", "approvedPlan": {"digest": digest(&plan)}}),
+        )
+        .await;
+    assert_eq!(code, exit_code::INVALID as i32, "{s:?}");
+    assert_eq!(condition(&s, "Failed").reason, "PlanChanged");
+    assert_eq!(s.planned.clone().unwrap().updates, 1, "the same update ...");
+    assert_ne!(digest(&s), digest(&plan), "... writing another value");
+    let (accounts, _) = w.app.list("Users", &[], None).await.unwrap();
+    let bob = accounts.iter().find(|a| a["userName"] == "bob").unwrap();
+    assert_eq!(bob["displayName"], "BOB", "the account was not updated");
+}
