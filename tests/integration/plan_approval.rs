@@ -20,10 +20,11 @@ fn digest(s: &SyncRunStatus) -> String {
     d
 }
 
-async fn approve(w: &World, name: &str, digest: &str) -> (i32, SyncRunStatus) {
+/// Creates and runs a SyncRun of `direction` approving the plan with `digest`.
+async fn approve(w: &World, name: &str, direction: &str, digest: &str) -> (i32, SyncRunStatus) {
     w.run_with(
         name,
-        json!({"mode": "Apply", "approvedPlan": {"digest": digest}}),
+        json!({"direction": direction, "mode": "Apply", "approvedPlan": {"digest": digest}}),
     )
     .await
 }
@@ -61,7 +62,7 @@ async fn an_approved_plan_is_applied_whole_and_a_changed_one_not_at_all() {
 
     // 2. The approving run applies the whole plan: 7 creates over maxCreates 2, 1 delete
     // over maxDeletes 0, held to exactly the plan's size.
-    let (code, s) = approve(&w, "approved", &approved).await;
+    let (code, s) = approve(&w, "approved", "Import", &approved).await;
     assert_eq!(code, exit_code::SUCCESS as i32, "{s:?}");
     assert_eq!(s.phase, Some(RunPhase::Succeeded), "{s:?}");
     assert_eq!(digest(&s), approved);
@@ -86,7 +87,7 @@ async fn an_approved_plan_is_applied_whole_and_a_changed_one_not_at_all() {
     w.seed("app", &[("carol", "carol@corp.example")]).await;
     let (users, members) = (w.user_names(&w.idp).await, w.members().await);
 
-    let (code, s) = approve(&w, "stale", &second).await;
+    let (code, s) = approve(&w, "stale", "Import", &second).await;
     assert_eq!(code, exit_code::INVALID as i32, "not retried: {s:?}");
     assert_eq!(s.phase, Some(RunPhase::Failed));
     let now = digest(&s);
@@ -152,12 +153,7 @@ async fn provisioning_approvals_cover_the_values_written() {
     let (code, plan) = w.provision("plan", "Plan").await;
     assert_eq!(code, exit_code::SUCCESS as i32, "{plan:?}");
     assert_eq!(plan.planned.clone().unwrap().creates, 3);
-    let (code, s) = w
-        .run_with(
-            "approved",
-            json!({"direction": "Provision", "approvedPlan": {"digest": digest(&plan)}}),
-        )
-        .await;
+    let (code, s) = approve(&w, "approved", "Provision", &digest(&plan)).await;
     assert_eq!(code, exit_code::SUCCESS as i32, "{s:?}");
     assert_eq!(s.counts.clone().unwrap().created, 3);
     let expected: HashSet<String> = ["alice", "bob", "carol"].map(String::from).into();
@@ -179,12 +175,7 @@ async fn provisioning_approvals_cover_the_values_written() {
         .patch("Users", &ids[1], &rename("Bob Three"), None)
         .await
         .unwrap();
-    let (code, s) = w
-        .run_with(
-            "stale",
-            json!({"direction": "Provision", "approvedPlan": {"digest": digest(&plan)}}),
-        )
-        .await;
+    let (code, s) = approve(&w, "stale", "Provision", &digest(&plan)).await;
     assert_eq!(code, exit_code::INVALID as i32, "{s:?}");
     assert_eq!(condition(&s, "Failed").reason, "PlanChanged");
     assert_eq!(s.planned.clone().unwrap().updates, 1, "the same update ...");
