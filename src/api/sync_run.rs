@@ -33,6 +33,9 @@ use super::common::{Counts, LocalRef, PlannedCounts, Progress, conditions_schema
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "self == oldSelf",
     "message": "SyncRun spec is immutable once created"
+}, {
+    "rule": "!has(self.approvedPlan) || !has(self.mode) || self.mode == 'Apply'",
+    "message": "approvedPlan applies a plan: mode must be Apply"
 }]))]
 pub struct SyncRunSpec {
     /// The CatalogApp (same namespace) to run against.
@@ -46,6 +49,21 @@ pub struct SyncRunSpec {
     /// What started the run.
     #[serde(default)]
     pub trigger: Trigger,
+    /// The plan a person approved (the `status.planDigest` of a Plan run): the run applies
+    /// exactly that plan, its limits lifted to the plan's size, if it still computes the
+    /// same plan; otherwise it ends Failed with reason PlanChanged and changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_plan: Option<ApprovedPlan>,
+}
+
+/// An approved plan, by its digest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovedPlan {
+    /// The approved plan's digest, `sha256:` and 64 hex digits, as a Plan run reported it
+    /// in `status.planDigest`.
+    #[schemars(pattern(r"^sha256:[0-9a-f]{64}$"))]
+    pub digest: String,
 }
 
 /// Which way a run goes.
@@ -177,6 +195,10 @@ pub struct SyncRunStatus {
     /// The limits the run was held to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<AppliedLimits>,
+    /// The digest of the whole plan (`sha256:…`): what `spec.approvedPlan.digest` of a later
+    /// run approves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_digest: Option<String>,
     /// The first items of each kind in the plan (for Plan runs and limit reports).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan_items: Vec<RunItem>,

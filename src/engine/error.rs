@@ -11,6 +11,8 @@ use crate::scim::ScimError;
 pub const ERROR: &str = "Error";
 /// The condition reason of a run that must not change anything any more.
 pub const CANCELLED: &str = "Cancelled";
+/// The condition reason of an approving run whose plan is no longer the approved one.
+pub const PLAN_CHANGED: &str = "PlanChanged";
 
 /// A run that could not start, or broke before its plan was applied.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,12 @@ pub enum RunError {
     Domain(#[source] ScimError),
     #[error("app: {0}")]
     App(#[source] ScimError),
+    /// The plan computed now is not the approved one: nothing was written. Approving the
+    /// new plan (its digest is in `status.planDigest`) means reviewing it again.
+    #[error(
+        "the plan changed since it was approved, nothing applied: approved {approved}, the plan is now {planned}"
+    )]
+    PlanChanged { approved: String, planned: String },
 }
 
 impl RunError {
@@ -51,6 +59,7 @@ impl RunError {
     pub fn reason(&self) -> &'static str {
         match self {
             RunError::Cancelled(_) => CANCELLED,
+            RunError::PlanChanged { .. } => PLAN_CHANGED,
             _ => ERROR,
         }
     }
@@ -66,7 +75,8 @@ impl RunError {
     /// The exit code of the Job: the controller and the Job's pod failure policy read it.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunError::Invalid(_) => exit_code::INVALID,
+            // A changed plan stays changed: the Job must not retry it.
+            RunError::Invalid(_) | RunError::PlanChanged { .. } => exit_code::INVALID,
             RunError::Cancelled(_) => exit_code::CANCELLED,
             _ => exit_code::FAILED,
         }
@@ -91,6 +101,14 @@ mod tests {
                 RunError::GrantGroupMissing("g".into()),
                 ERROR,
                 exit_code::FAILED,
+            ),
+            (
+                RunError::PlanChanged {
+                    approved: "sha256:a".into(),
+                    planned: "sha256:b".into(),
+                },
+                PLAN_CHANGED,
+                exit_code::INVALID,
             ),
         ];
         for (e, reason, code) in cases {

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::api::{Limits, PlannedCounts, WhenExceeded};
+use crate::api::{AppliedLimits, Limits, PlannedCounts, WhenExceeded};
 
 /// How many more writes of one kind a run may make. Workers reserve before each write;
 /// the sum of grants minus releases never exceeds the limit, whatever the interleaving.
@@ -139,6 +139,14 @@ fn max_creates_and_deletes(limits: Option<&Limits>) -> (Option<u64>, Option<u64>
     match limits {
         None => (None, None),
         Some(l) => (limit_of(l.max_creates), limit_of(l.max_deletes)),
+    }
+}
+
+/// The limits as the status shows them.
+pub fn applied(limits: Option<&Limits>) -> AppliedLimits {
+    AppliedLimits {
+        max_creates: limits.and_then(|l| l.max_creates),
+        max_deletes: limits.and_then(|l| l.max_deletes),
     }
 }
 

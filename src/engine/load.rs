@@ -6,8 +6,8 @@
 use kube::{Api, Client};
 
 use crate::api::{
-    AppliedLimits, Auth, CatalogApp, Direction, IdentityDomain, Limits, OnNoMatch, SyncPolicy,
-    SyncPolicySpec, SyncRun, Tls, catalog,
+    Auth, CatalogApp, Direction, IdentityDomain, Limits, OnNoMatch, SyncPolicy, SyncPolicySpec,
+    SyncRun, Tls, catalog,
 };
 use crate::cluster::credentials::{self, Side};
 use crate::scim::{ClientOptions, ScimClient};
@@ -183,12 +183,13 @@ impl Loaded {
         tracker: &Tracker,
         stop: &Stop,
     ) -> Context {
-        tracker.update(|s| s.limits = Some(applied_limits(limits.as_ref())));
+        tracker.update(|s| s.limits = Some(super::limits::applied(limits.as_ref())));
         Context {
             grant_group: self.app.grant_group_name(),
             domain: self.domain_client,
             app: self.app_client,
             limits,
+            approved_plan: run.spec.approved_plan.as_ref().map(|a| a.digest.clone()),
             parallelism: self.parallelism,
             mode: run.spec.mode,
             max_failure_percent: self.max_failure_percent,
@@ -267,12 +268,5 @@ impl Loaded {
             deactivate_deletes,
             context: self.context(provisioning.limits.clone(), run, tracker, stop),
         })
-    }
-}
-
-fn applied_limits(limits: Option<&Limits>) -> AppliedLimits {
-    AppliedLimits {
-        max_creates: limits.and_then(|l| l.max_creates),
-        max_deletes: limits.and_then(|l| l.max_deletes),
     }
 }

@@ -11,6 +11,7 @@
 //!   SCIM documents, and which user owns each account.
 //! - [`mapping`]: attribute mappings, keyed by direction.
 //! - [`plan`]: the pure plans, one per direction.
+//! - [`approval`]: the digest of a plan, and the limits of a run approving one.
 //! - [`limits`]: the plan's check against `maxCreates`/`maxDeletes`, and the allowances
 //!   the apply writes within.
 //! - [`writes`]: the outcome of each write and the failure threshold.
@@ -19,6 +20,7 @@
 //! - [`error`]: [`RunError`], why a run could not start or broke, with its reason.
 //! - [`stop`]: signals, the timeout and the failure threshold stopping a run.
 
+pub mod approval;
 pub mod error;
 pub mod extract;
 pub mod import;

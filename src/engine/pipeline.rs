@@ -9,6 +9,7 @@ use std::future::Future;
 use crate::api::{Counts, Limits, Mode, PlannedCounts, RunItem, Stage};
 use crate::scim::ScimClient;
 
+use super::approval;
 use super::error::RunError;
 use super::limits::{self, Allowances, LimitCheck};
 use super::outcome::Observed;
@@ -22,6 +23,8 @@ pub struct Context {
     pub domain: ScimClient,
     pub app: ScimClient,
     pub limits: Option<Limits>,
+    /// The digest of the plan a person approved (`spec.approvedPlan.digest`).
+    pub approved_plan: Option<String>,
     pub parallelism: usize,
     pub mode: Mode,
     pub grant_group: String,
@@ -45,11 +48,13 @@ impl Context {
     }
 }
 
-/// What a plan shows before any write: the status's counts, planned writes and items.
+/// What a plan shows before any write: the status's counts, planned writes and items,
+/// and the digest of the whole plan.
 pub struct PlanReport {
     pub counts: Counts,
     pub planned: PlannedCounts,
     pub items: Vec<RunItem>,
+    pub digest: String,
 }
 
 /// The steps of one direction.
@@ -95,20 +100,18 @@ pub(crate) async fn run(direction: &impl Stages) -> Result<Observed, RunError> {
 
     // The limits are checked against the whole plan, before any write.
     let report = direction.report(&planned);
+    let limits = publish(context, &report)?;
     let check = limits::check(
         report.planned.creates as u64,
         report.planned.deletes as u64,
-        context.limits.as_ref(),
+        limits.as_ref(),
     );
-    context
-        .tracker
-        .publish_plan(&report.counts, &report.planned, report.items);
     direction.log_plan(&report.counts, &report.planned, &check);
     if !observed.proceed(context.mode, check) {
         return Ok(observed);
     }
 
-    let allowed = Allowances::new(context.limits.as_ref());
+    let allowed = Allowances::new(limits.as_ref());
     context
         .tracker
         .stage(Stage::Applying, allowed.writes_to_apply(&report.planned));
@@ -121,4 +124,34 @@ pub(crate) async fn run(direction: &impl Stages) -> Result<Observed, RunError> {
     observed.limit_reached = allowed.limit_reached();
     observed.stopped = context.stop.reason();
     Ok(observed)
+}
+
+/// Publishes the plan and its digest, and returns the limits the apply is held to: the
+/// policy's, or an approved plan's size. A plan that is no longer the approved one is
+/// shown, then refused before any write.
+fn publish(context: &Context, report: &PlanReport) -> Result<Option<Limits>, RunError> {
+    let approved = context.approved_plan.as_deref();
+    let limits = approval::limits_for(
+        approved,
+        &report.digest,
+        &report.planned,
+        context.limits.as_ref(),
+    );
+    context
+        .tracker
+        .publish_plan(&report.counts, &report.planned, report.items.clone());
+    context
+        .tracker
+        .update(|s| s.plan_digest = Some(report.digest.clone()));
+    let limits = limits?;
+    if approved.is_some() {
+        tracing::info!(
+            ?limits,
+            "the approved plan is unchanged: limits lifted to its size"
+        );
+        context
+            .tracker
+            .update(|s| s.limits = Some(limits::applied(limits.as_ref())));
+    }
+    Ok(limits)
 }

@@ -32,6 +32,7 @@ pub struct RunState {
     pub total: u64,
     pub counts: Counts,
     pub planned: Option<PlannedCounts>,
+    pub plan_digest: Option<String>,
     pub limits: Option<AppliedLimits>,
     pub plan_items: Vec<RunItem>,
     pub failures: Vec<RunItem>,
@@ -58,6 +59,7 @@ impl RunState {
         }
         put("counts", json!(self.counts));
         put("planned", json!(self.planned));
+        put("planDigest", json!(self.plan_digest));
         put("limits", json!(self.limits));
         put("planItems", json!(self.plan_items));
         put("failures", json!(self.failures));

@@ -19,6 +19,7 @@ use crate::scim::ScimError;
 use crate::scim::model::{PatchOp, USERS};
 use crate::scim::path::quote;
 
+use super::approval;
 use super::error::RunError;
 use super::list::{self, Collect};
 use super::mapping::Mappings;
@@ -102,6 +103,7 @@ impl Stages for ProvisionRun {
             counts: p.plan.counts.clone(),
             planned: p.plan.planned(),
             items: p.plan.items(&p.members, &p.accounts),
+            digest: approval::digest(p.plan.changes(&p.members, &p.accounts)),
         }
     }
 

@@ -259,6 +259,12 @@ impl<'a> Record<'a> {
             .str(self.r.attr_values[self.i as usize * self.r.attrs + k])
     }
 
+    /// Every copied attribute, in the import mappings' order.
+    pub fn attrs(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        let r = *self;
+        (0..self.r.attrs).map(move |k| r.attr(k))
+    }
+
     /// How reports name it: its userName, or its id when it has none.
     pub fn subject(&self) -> &'a str {
         let n = self.user_name();

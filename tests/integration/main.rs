@@ -13,6 +13,7 @@ mod e2e;
 mod examples;
 mod harness;
 mod job_pods;
+mod plan_approval;
 mod provisioning;
 mod rbac;
 mod scim_client;

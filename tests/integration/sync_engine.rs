@@ -150,7 +150,7 @@ impl World {
     }
 
     /// Seeds users `{userName, email}` into a tenant; returns their ids in order.
-    async fn seed(&self, tenant: &str, users: &[(&str, &str)]) -> Vec<String> {
+    pub(crate) async fn seed(&self, tenant: &str, users: &[(&str, &str)]) -> Vec<String> {
         let users: Vec<Value> = users
             .iter()
             .map(|(n, e)| {
@@ -226,7 +226,7 @@ impl World {
 
     /// Creates an Import SyncRun and runs the engine on it to the end; returns (exit code,
     /// status).
-    async fn run(&self, name: &str, mode: &str) -> (i32, SyncRunStatus) {
+    pub(crate) async fn run(&self, name: &str, mode: &str) -> (i32, SyncRunStatus) {
         self.run_towards(name, "Import", mode).await
     }
 
@@ -237,6 +237,26 @@ impl World {
 
     async fn run_towards(&self, name: &str, direction: &str, mode: &str) -> (i32, SyncRunStatus) {
         self.new_run_towards(name, direction, mode).await;
+        self.execute(name).await
+    }
+
+    /// Creates a SyncRun of the app with `spec` merged in, and runs the engine on it.
+    pub(crate) async fn run_with(&self, name: &str, spec: Value) -> (i32, SyncRunStatus) {
+        let mut full = json!({"appRef": {"name": "slack"}});
+        full.as_object_mut()
+            .unwrap()
+            .extend(spec.as_object().unwrap().clone());
+        create::<SyncRun>(
+            self.cp,
+            &self.ns,
+            json!({"metadata": {"name": name}, "spec": full}),
+        )
+        .await;
+        self.execute(name).await
+    }
+
+    /// Runs the engine on the existing SyncRun `name` to the end.
+    async fn execute(&self, name: &str) -> (i32, SyncRunStatus) {
         let status = tokio::time::timeout(Duration::from_secs(300), self.command(name).status())
             .await
             .expect("sync finished within 5 minutes")

@@ -162,6 +162,7 @@ pub fn new_run(app: &CatalogApp, run: &NewRun) -> SyncRun {
             direction: run.direction,
             mode: Mode::Apply,
             trigger: run.trigger,
+            approved_plan: None,
         },
         status: None,
     }

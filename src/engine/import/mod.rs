@@ -16,6 +16,7 @@ use crate::engine::records::{Ids, Records};
 use crate::scim::ScimClient;
 use crate::scim::model::{GROUPS, USERS};
 
+use super::approval;
 use super::error::RunError;
 use super::extract::Rules;
 use super::list::{self, Append};
@@ -114,6 +115,7 @@ impl Stages for ImportRun {
             counts: p.plan.counts.clone(),
             planned: p.plan.planned(),
             items: p.plan.items(&p.listed.accounts, &p.listed.users),
+            digest: approval::digest(p.plan.changes(&p.listed.accounts, &p.listed.users)),
         }
     }
 

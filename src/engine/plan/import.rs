@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use crate::api::{Counts, OnAccountDeleted, OnExactMatch, OnNoMatch, PlannedCounts, RunItem};
+use crate::engine::approval::Change;
 use crate::engine::matching::{Classification, DisputeReason, Situation};
 use crate::engine::records::Records;
 
@@ -121,6 +122,32 @@ impl ImportPlan {
     /// The action name of a deletion under this plan's policy.
     pub fn deletion_action(&self) -> &'static str {
         deletion_action(self.on_deleted)
+    }
+
+    /// Every write of the plan by SCIM ids and values, what its digest is computed over.
+    pub fn changes(&self, accounts: &Records, users: &Records) -> Vec<Change> {
+        let links = self.links.iter().map(|&(a, u)| {
+            let member = format!("member={}", users.get(u).id());
+            Change::new("Link", accounts.get(a).id(), vec![member])
+        });
+        let creates = self.creates.iter().map(|&a| {
+            let a = accounts.get(a);
+            let mut writes = vec![
+                format!("userName={}", a.user_name()),
+                format!("active={}", a.active()),
+            ];
+            writes.extend(
+                a.attrs()
+                    .enumerate()
+                    .map(|(k, v)| format!("import[{k}]={v}")),
+            );
+            Change::new("CreateUser", a.id(), writes)
+        });
+        let deletions = self
+            .deletions
+            .iter()
+            .map(|d| Change::new(self.deletion_action(), d.user_id.as_str(), Vec::new()));
+        links.chain(creates).chain(deletions).collect()
     }
 
     /// The first items of each kind, for `status.planItems`.
@@ -320,6 +347,31 @@ mod tests {
                 .as_deref()
                 .unwrap()
                 .contains("matches 2 users")
+        );
+    }
+
+    /// Changes name SCIM ids (accounts in the app, users in the domain) and what they write.
+    #[test]
+    fn changes_name_ids_and_what_they_write() {
+        let policy = ImportPolicy {
+            on_no_match: OnNoMatch::CreateUser,
+            ..Default::default()
+        };
+        let (accounts, users, plan) = fixture(policy);
+        let mut changes = plan.changes(&accounts, &users);
+        changes.sort();
+        assert_eq!(
+            changes,
+            [
+                Change::new(
+                    "CreateUser",
+                    "a3",
+                    vec!["userName=erin".into(), "active=true".into()]
+                ),
+                Change::new("Link", "a2", vec!["member=u-bob".into()]),
+                Change::new("RemoveRecord", "u-carol", vec![]),
+                Change::new("RemoveRecord", "u-ghost", vec![]),
+            ]
         );
     }
 

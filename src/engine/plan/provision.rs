@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::api::{Counts, Operation, PlannedCounts, RunItem};
+use crate::engine::approval::Change;
 
 use super::ITEMS_PER_KIND;
 
@@ -60,6 +61,18 @@ pub struct ProvisionPlan {
     /// Accounts of users no longer granted, to delete.
     pub deletions: Vec<u32>,
     pub counts: Counts,
+}
+
+/// The user's values of `mappings`, one `mapping[i]=value` each, as a change writes them.
+fn mapped(user: &ProvisionUser, mappings: &[usize]) -> Vec<String> {
+    mappings
+        .iter()
+        .flat_map(|&i| {
+            user.values[i]
+                .iter()
+                .map(move |v| format!("mapping[{i}]={v}"))
+        })
+        .collect()
 }
 
 fn same_values(a: &[String], b: &[String]) -> bool {
@@ -250,6 +263,31 @@ impl ProvisionPlan {
             links: 0,
             updates: self.updates.len() as i64,
         }
+    }
+
+    /// Every write of the plan by SCIM ids and values, what its digest is computed over.
+    pub fn changes(&self, members: &[ProvisionUser], accounts: &[ProvisionAccount]) -> Vec<Change> {
+        let account_id = |a: u32| accounts[a as usize].id.as_str();
+        let creates = self.creates.iter().map(|&m| {
+            let user = &members[m as usize];
+            let all: Vec<usize> = (0..user.values.len()).collect();
+            Change::new("CreateAccount", user.id.as_str(), mapped(user, &all))
+        });
+        let updates = self.updates.iter().map(|u| {
+            let user = &members[u.user as usize];
+            let mut writes = mapped(user, &u.mappings);
+            writes.extend(u.active.map(|a| format!("active={a}")));
+            if u.set_external_id {
+                writes.push(format!("externalId={}", user.id));
+            }
+            Change::new("UpdateAccount", account_id(u.account), writes)
+        });
+        let remove = |action| move |&a: &u32| Change::new(action, account_id(a), Vec::new());
+        creates
+            .chain(updates)
+            .chain(self.deactivations.iter().map(remove("DeactivateAccount")))
+            .chain(self.deletions.iter().map(remove("DeleteAccount")))
+            .collect()
     }
 
     /// The first items of each kind, for `status.planItems`.
@@ -446,5 +484,53 @@ mod tests {
         assert_eq!(p.counts.disputed, 1);
         assert_eq!(p.counts.already_linked, 1);
         assert!(p.creates.is_empty() && p.deletions.is_empty());
+    }
+
+    /// A domain with a third user, u3, no longer granted.
+    fn domain_ids(members: &[ProvisionUser]) -> HashSet<String> {
+        let mut ids: HashSet<String> = members.iter().map(|m| m.id.clone()).collect();
+        ids.insert("u3".into());
+        ids
+    }
+
+    fn digest_of(members: &[ProvisionUser], accounts: &[ProvisionAccount]) -> String {
+        let ids = domain_ids(members);
+        let p = provision(members, &ids, accounts, &ALL);
+        crate::engine::approval::digest(p.changes(members, accounts))
+    }
+
+    /// The plan's changes name SCIM ids and values, never listing positions: the same
+    /// servers listed in another order give the same digest; one changed value another.
+    #[test]
+    fn changes_are_ids_and_values_and_their_digest_ignores_listing_order() {
+        let mut members = vec![
+            user("u1", "alice", true, "alice@x"),
+            user("u2", "bob", true, "bob@new"),
+        ];
+        let mut accounts = vec![
+            account("a2", "bob", Some("u2"), true, "bob@old"),
+            account("a3", "alice", Some("u1"), false, "alice@x"),
+            account("a4", "carol", Some("u3"), true, "carol@x"),
+        ];
+        let ids = domain_ids(&members);
+        let p = provision(&members, &ids, &accounts, &ALL);
+        let changes = p.changes(&members, &accounts);
+        assert!(changes.contains(&Change::new(
+            "UpdateAccount",
+            "a2",
+            vec!["mapping[1]=bob@new".into()]
+        )));
+        assert!(changes.contains(&Change::new(
+            "UpdateAccount",
+            "a3",
+            vec!["active=true".into()]
+        )));
+        assert!(changes.contains(&Change::new("DeleteAccount", "a4", vec![])));
+        let d = digest_of(&members, &accounts);
+        members.reverse();
+        accounts.reverse();
+        assert_eq!(digest_of(&members, &accounts), d);
+        members[0].values[1] = vec!["bob@newer".into()];
+        assert_ne!(digest_of(&members, &accounts), d);
     }
 }
