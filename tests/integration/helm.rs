@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use std::time::Duration;
+
+use catalogsync::controller::leader::LeaseConfig;
 
 use k8s_openapi::api::{batch::v1::Job, coordination::v1::Lease, core::v1::Secret};
 use kube::{
@@ -19,6 +22,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
+use crate::controller::{RunningController, eventually};
 use crate::harness::{ControlPlane, assert_allowed, assert_forbidden, control_plane, repo_path};
 
 const RELEASE: &str = "catalogsync";
@@ -437,6 +441,57 @@ async fn namespaced_rbac_confines_the_controller_and_jobs_to_the_watched_namespa
         "list secrets elsewhere",
     );
     assert_sync_job_reads_only_its_namespace(cp, &apps, &other).await;
+    controller_reconciles_with_the_chart_rbac(cp, ctl, &release_ns, &apps).await;
+}
+
+/// The Ready condition's reason of a catalogsync object, once its status has one.
+fn ready_reason(object: &DynamicObject) -> Option<String> {
+    let conditions = object.data.pointer("/status/conditions")?.as_array()?;
+    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+    Some(format!(
+        "{}/{}",
+        ready["status"].as_str()?,
+        ready["reason"].as_str()?
+    ))
+}
+
+/// A real controller (in this process), as the chart's account with leader election
+/// in the release namespace, reconciles what the admin applies in the watched one.
+async fn controller_reconciles_with_the_chart_rbac(
+    cp: &ControlPlane,
+    ctl: Client,
+    release_ns: &str,
+    apps: &str,
+) {
+    let policy = std::fs::read_to_string(repo_path("examples/syncpolicy.yaml")).unwrap();
+    // No Secret and a loopback URL: the domain's status says SecretNotFound, which the
+    // controller can only tell by reading Secrets in the namespace.
+    let domain = "apiVersion: catalogsync.io/v1alpha1\nkind: IdentityDomain\nmetadata: {name: corp}\n\
+        spec: {url: 'https://127.0.0.1:9/scim/v2', auth: {bearerToken: {secretRef: {name: corp-iam, key: token}}}}\n";
+    cp.apply_yaml(apps, &policy)
+        .await
+        .expect("apply the policy");
+    cp.apply_yaml(apps, domain).await.expect("apply the domain");
+    let lease = LeaseConfig::new(release_ns, "helm-test");
+    let running = RunningController::start(ctl, apps, Duration::from_secs(300), Some(lease));
+    let admin = cp.admin_client();
+    for (kind, plural, name, reason) in [
+        ("SyncPolicy", "syncpolicies", "default", "True/Valid"),
+        (
+            "IdentityDomain",
+            "identitydomains",
+            "corp",
+            "False/SecretNotFound",
+        ),
+    ] {
+        let api = catalogsync(&admin, Some(apps), kind, plural);
+        eventually(60, &format!("{kind} Ready {reason}"), || async {
+            let object = api.get(name).await.ok()?;
+            (ready_reason(&object).as_deref() == Some(reason)).then_some(())
+        })
+        .await;
+    }
+    running.shutdown().await;
 }
 
 /// The chart made the Jobs' account in the watched namespace `apps`: it reads the
