@@ -1,4 +1,6 @@
 // Pins the helm that lints and renders charts/catalogsync (see hack/helm.sh).
+// helm v3.22 needs Go 1.26: an older go fetches that toolchain through the module
+// proxy (GOTOOLCHAIN=auto, the default).
 module catalogsync.io/hack/helm
 
 go 1.26.0
