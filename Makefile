@@ -6,10 +6,11 @@ SHELL := /bin/bash
 
 .PHONY: setup test demo crds lint bench bench-smoke bench-controller
 
-## setup: build/cache kube-apiserver + etcd, create the SCIM venv, build the binary
+## setup: build/cache kube-apiserver + etcd and helm, create the SCIM venv, build the binary
 setup:
 	@KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" && echo "control plane: $$KUBEBUILDER_ASSETS"
 	@hack/scim/setup.sh >/dev/null && echo "SCIM servers: ready"
+	@hack/helm.sh >/dev/null && echo "helm: ready"
 	cargo build --locked --features dev
 
 ## test: unit tests and integration tests on a real control plane and real SCIM servers
@@ -21,9 +22,10 @@ test: setup
 demo:
 	hack/demo.sh $(DEMO_ARGS)
 
-## crds: regenerate crds/ and deploy/crds.yaml from the Rust types
+## crds: regenerate crds/, the chart's crds/ and deploy/crds.yaml from the Rust types
 crds:
 	cargo run --locked -q --features dev -- crds --out-dir crds
+	cargo run --locked -q --features dev -- crds --out-dir charts/catalogsync/crds
 	cargo run --locked -q --features dev -- crds > deploy/crds.yaml
 	cargo run --locked -q --features dev -- api-docs > docs/api.md
 

@@ -294,7 +294,9 @@ mod tests {
     use super::*;
 
     fn refusal(yaml: &str) -> Option<String> {
-        serde_yaml_ng::from_str::<JobSettings>(yaml).unwrap().refusal()
+        serde_yaml_ng::from_str::<JobSettings>(yaml)
+            .unwrap()
+            .refusal()
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod devrunner;
 mod e2e;
 mod examples;
 mod harness;
+mod helm;
 mod job_pods;
 mod plan_approval;
 mod provisioning;

@@ -1,0 +1,80 @@
+{{/* The prefix of every object's name: "catalogsync" gives the names of deploy/. */}}
+{{- define "catalogsync.fullname" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "catalogsync.controllerName" -}}
+{{ include "catalogsync.fullname" . }}-controller
+{{- end -}}
+
+{{- define "catalogsync.syncJobName" -}}
+{{ include "catalogsync.fullname" . }}-sync-job
+{{- end -}}
+
+{{- define "catalogsync.syncJobServiceAccount" -}}
+{{ default (include "catalogsync.syncJobName" .) .Values.syncJob.serviceAccount.name }}
+{{- end -}}
+
+{{- define "catalogsync.image" -}}
+{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end -}}
+
+{{/* Labels of every object; deploy/ has the first, Helm adds the others. */}}
+{{- define "catalogsync.labels" -}}
+app.kubernetes.io/name: catalogsync
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* Selects the controller Pods (Deployment, Service, ServiceMonitor, spreading). */}}
+{{- define "catalogsync.selectorLabels" -}}
+app.kubernetes.io/name: catalogsync
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: controller
+{{- end -}}
+
+{{/*
+The app namespaces where the chart creates the sync Jobs' ServiceAccount and binds it:
+the watched one, or else syncJob.namespaces.
+*/}}
+{{- define "catalogsync.syncJobNamespaces" -}}
+{{- if .Values.watchNamespace -}}
+{{ list .Values.watchNamespace | toJson }}
+{{- else -}}
+{{ .Values.syncJob.namespaces | uniq | toJson }}
+{{- end -}}
+{{- end -}}
+
+{{/* What the controller may do with the resources it reconciles (deploy/rbac.yaml). */}}
+{{- define "catalogsync.controllerRules" -}}
+- apiGroups: [catalogsync.io]
+  resources: [identitydomains, catalogapps, syncpolicies, syncruns]
+  verbs: [get, list, watch, patch]
+- apiGroups: [catalogsync.io]
+  resources: [identitydomains/status, catalogapps/status, syncpolicies/status, syncruns/status]
+  verbs: [patch]
+- apiGroups: [catalogsync.io]
+  resources: [syncruns]
+  verbs: [create, delete]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, delete, patch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
+
+{{/* The sync Jobs read their app's objects and report progress, nothing else. */}}
+{{- define "catalogsync.syncJobRules" -}}
+- apiGroups: [catalogsync.io]
+  resources: [catalogapps, identitydomains, syncpolicies, syncruns]
+  verbs: [get, list, watch]
+- apiGroups: [catalogsync.io]
+  resources: [syncruns/status]
+  verbs: [patch]
+{{- end -}}
