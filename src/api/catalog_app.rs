@@ -25,9 +25,12 @@ pub const REQUESTED_AT_ANNOTATION: &str = "catalogsync.io/requested-at";
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Provisioning","type":"string","jsonPath":".status.conditions[?(@.type==\"ProvisioningEnabled\")].status"}"#,
     printcolumn = r#"{"name":"Synchronization","type":"string","jsonPath":".status.conditions[?(@.type==\"SynchronizationEnabled\")].status"}"#,
-    printcolumn = r#"{"name":"Last run","type":"string","jsonPath":".status.lastRun.phase"}"#,
+    printcolumn = r#"{"name":"Last provision","type":"string","jsonPath":".status.lastProvision.phase","description":"Phase of the last Apply provisioning run"}"#,
+    printcolumn = r#"{"name":"Last import","type":"string","jsonPath":".status.lastImport.phase","description":"Phase of the last Apply synchronization run"}"#,
     printcolumn = r#"{"name":"Next sync","type":"date","jsonPath":".status.nextSyncTime","priority":1}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
@@ -179,12 +182,20 @@ pub struct CatalogAppStatus {
     /// The run in progress, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_run: Option<ActiveRun>,
-    /// The last finished synchronization (Import) run.
+    /// The last finished synchronization (Import) run of either mode, a Plan run included.
+    /// Prefer `lastImport`, which only a run that could change something (Apply) updates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<RunSummary>,
-    /// The last finished provisioning run.
+    /// The last finished provisioning run of either mode, a Plan run included. Prefer
+    /// `lastProvision`, which only a run that could change something (Apply) updates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_provisioning_run: Option<RunSummary>,
+    /// The last finished Apply synchronization (Import) run: what `LimitExceeded` follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_import: Option<RunSummary>,
+    /// The last finished Apply provisioning run: what `LimitExceeded` follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_provision: Option<RunSummary>,
     /// When the next scheduled synchronization run starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_sync_time: Option<Time>,

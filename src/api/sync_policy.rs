@@ -23,10 +23,12 @@ use super::common::{Limits, conditions_schema};
     status = "SyncPolicyStatus",
     shortname = "sp",
     category = "catalogsync",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
     printcolumn = r#"{"name":"Max creates","type":"integer","jsonPath":".spec.limits.maxCreates"}"#,
     printcolumn = r#"{"name":"Max deletes","type":"integer","jsonPath":".spec.limits.maxDeletes"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SyncPolicySpec {

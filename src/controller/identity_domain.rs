@@ -50,6 +50,10 @@ pub fn decide(
         conditions: conditions::merge(&old.conditions, &[cond], domain.metadata.generation, now),
         capabilities,
     };
+    if events.is_empty() {
+        // A domain that never connected: ConnectivityLost does not fit, it had none.
+        events.extend(ObjectEvent::not_ready(&old.conditions, &status.conditions));
+    }
     (status, events)
 }
 
@@ -161,6 +165,32 @@ mod tests {
         );
         assert_eq!(ev[0].reason, "ConnectivityRestored");
         assert!(conditions::is_true(&again.conditions, READY));
+    }
+
+    #[test]
+    fn a_domain_failing_from_the_start_gets_a_warning_once() {
+        let failure = Failure::new("SecretNotFound", "Secret \"s\" not found");
+        let (first, events) = decide(
+            &domain(None),
+            &Err(failure.clone()),
+            &t("2026-01-01T00:00:00Z"),
+        );
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            (events[0].type_, events[0].reason.as_str()),
+            (kube::runtime::events::EventType::Warning, "NotReady")
+        );
+        assert!(
+            events[0].note.contains("SecretNotFound"),
+            "{}",
+            events[0].note
+        );
+        let (_, again) = decide(
+            &domain(Some(first)),
+            &Err(failure),
+            &t("2026-01-01T00:05:00Z"),
+        );
+        assert!(again.is_empty(), "still failing: no new event: {again:?}");
     }
 
     #[test]

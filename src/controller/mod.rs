@@ -106,6 +106,22 @@ impl ObjectEvent {
             note: note.into(),
         }
     }
+
+    /// A Warning `NotReady` when `Ready` turns False: on the object's first status as on
+    /// a flip from True, so a new object that never worked is announced too. None while
+    /// it stays False: the condition tells the rest.
+    pub fn not_ready(
+        old: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+        new: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    ) -> Option<Self> {
+        use crate::cluster::conditions::{READY, find};
+        let ready = find(new, READY).filter(|c| c.status == "False")?;
+        let was_not_false = find(old, READY).is_none_or(|c| c.status != "False");
+        was_not_false.then(|| {
+            let note = format!("not Ready ({}): {}", ready.reason, ready.message);
+            Self::warning("NotReady", note)
+        })
+    }
 }
 
 /// Shared by every reconcile.

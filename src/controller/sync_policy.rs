@@ -4,22 +4,22 @@
 
 use std::sync::Arc;
 
-use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
 
-use super::{Context, Error, Result, now_time};
+use super::{Context, Error, ObjectEvent, Result, now_time};
 use crate::api::{SyncPolicy, SyncPolicyStatus};
 use crate::cluster::conditions::{self, DesiredCondition, READY, STALLED};
 use crate::cluster::status;
 use crate::controller::schedule;
 use crate::scim::AttrPath;
 
-/// The policy's status. Pure.
+/// The policy's status, and a `NotReady` event when it turns invalid. Pure.
 pub fn decide(
     policy: &SyncPolicy,
     now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
-) -> SyncPolicyStatus {
+) -> (SyncPolicyStatus, Option<ObjectEvent>) {
     let spec = &policy.spec;
     let bad_path = spec.matching.iter().enumerate().find_map(|(i, rule)| {
         [&rule.app_attribute, &rule.domain_attribute]
@@ -42,10 +42,12 @@ pub fn decide(
         ],
     };
     let old = policy.status.clone().unwrap_or_default();
-    SyncPolicyStatus {
+    let status = SyncPolicyStatus {
         observed_generation: policy.metadata.generation,
         conditions: conditions::merge(&old.conditions, &desired, policy.metadata.generation, now),
-    }
+    };
+    let event = ObjectEvent::not_ready(&old.conditions, &status.conditions);
+    (status, event)
 }
 
 pub async fn reconcile(policy: Arc<SyncPolicy>, ctx: Arc<Context>) -> Result<Action> {
@@ -53,7 +55,7 @@ pub async fn reconcile(policy: Arc<SyncPolicy>, ctx: Arc<Context>) -> Result<Act
     let ns = policy
         .namespace()
         .ok_or_else(|| Error::NoNamespace(policy.name_any()))?;
-    let status = decide(&policy, &now_time());
+    let (status, event) = decide(&policy, &now_time());
     if policy.status.as_ref() != Some(&status) {
         let api: Api<SyncPolicy> = Api::namespaced(ctx.client.clone(), &ns);
         status::apply(
@@ -64,6 +66,9 @@ pub async fn reconcile(policy: Arc<SyncPolicy>, ctx: Arc<Context>) -> Result<Act
         )
         .await?;
     }
+    if let Some(event) = &event {
+        ctx.publish(&policy.object_ref(&()), event).await;
+    }
     Ok(Action::await_change())
 }
 
@@ -71,6 +76,7 @@ pub async fn reconcile(policy: Arc<SyncPolicy>, ctx: Arc<Context>) -> Result<Act
 mod tests {
     use super::*;
     use crate::cluster::conditions::{find, is_true};
+    use kube::runtime::events::EventType;
 
     fn policy(spec: serde_json::Value) -> SyncPolicy {
         serde_json::from_value(serde_json::json!({
@@ -87,10 +93,11 @@ mod tests {
 
     #[test]
     fn valid_policy_is_ready() {
-        let status = decide(
+        let (status, event) = decide(
             &policy(serde_json::json!({"schedule": "0 */4 * * *"})),
             &t(),
         );
+        assert_eq!(event, None, "a valid policy is no news");
         assert!(is_true(&status.conditions, READY));
         assert!(find(&status.conditions, STALLED).is_none());
         assert_eq!(status.observed_generation, Some(4));
@@ -98,7 +105,7 @@ mod tests {
 
     #[test]
     fn invalid_schedule_and_matching_are_reported() {
-        let status = decide(&policy(serde_json::json!({"schedule": "whenever"})), &t());
+        let (status, event) = decide(&policy(serde_json::json!({"schedule": "whenever"})), &t());
         let ready = find(&status.conditions, READY).unwrap();
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
@@ -106,8 +113,18 @@ mod tests {
         );
         assert!(ready.message.contains("whenever"));
         assert!(is_true(&status.conditions, STALLED));
+        // Invalid from the start: a Warning the first time, none while it stays so.
+        let event = event.expect("a NotReady event for a new invalid policy");
+        assert_eq!(
+            (event.type_, event.reason.as_str()),
+            (EventType::Warning, "NotReady")
+        );
+        assert!(event.note.contains("whenever"), "{}", event.note);
+        let mut again = policy(serde_json::json!({"schedule": "whenever"}));
+        again.status = Some(status);
+        assert_eq!(decide(&again, &t()).1, None);
 
-        let status = decide(
+        let (status, _) = decide(
             &policy(serde_json::json!({"matching": [
                 {"appAttribute": "emails[primary eq", "domainAttribute": "userName"}
             ]})),

@@ -255,8 +255,11 @@ spec:
             "PROVISIONING",
             "SYNCHRONIZATION",
             "LAST",
-            "RUN",
-            "AGE"
+            "PROVISION",
+            "LAST",
+            "IMPORT",
+            "AGE",
+            "STATUS"
         ]
     );
     let (cols, _) = header(cp.kubectl(["get", "syncruns", "-n", &ns]).await);
@@ -266,8 +269,11 @@ spec:
             "NAME",
             "APP",
             "DIRECTION",
+            "MODE",
             "PHASE",
+            "READY",
             "PROGRESS",
+            "LINKED",
             "CREATED",
             "DELETED",
             "AGE"

@@ -88,7 +88,7 @@ fn render(ns: &str, extra: &[&str]) -> String {
 fn objects(yaml: &str) -> BTreeMap<(String, String, String), Value> {
     use serde::Deserialize as _;
     let mut objects = BTreeMap::new();
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
         let value = Value::deserialize(doc).expect("YAML document");
         if value.is_null() {
             continue;
@@ -531,7 +531,7 @@ fn documented_alerts() -> Vec<Value> {
         .nth(1)
         .and_then(|b| b.split("```").next())
         .expect("a yaml block of alerts");
-    serde_yaml::from_str(block).expect("the alerts parse")
+    serde_yaml_ng::from_str(block).expect("the alerts parse")
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! binary, so kube and tokio link once; one control plane shared by all tests, each test
 //! in its own namespace.
 
+mod app_status;
 mod argocd;
 mod clients;
 mod controller;

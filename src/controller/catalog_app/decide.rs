@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 
 use super::lanes::{self, InvalidSchedules, Lane};
-use super::runs::{self, is_cancelled, phase};
+use super::runs::{self, is_cancelled};
 use super::texts::{limit_text, progress_text, run_event};
 use super::{LIMIT_EXCEEDED, PROVISIONING_ENABLED, SYNCHRONIZATION_ENABLED, SYNCHRONIZING};
 use crate::api::{
@@ -141,7 +141,10 @@ pub fn decide(inputs: &Inputs) -> Plan {
         provisioning.clone(),
         synchronization_condition(&import, &invalid),
         synchronizing_condition(&still_active, &plan, &mut status),
-        last_runs(inputs, &old, &mut status),
+        {
+            last_runs(inputs, &old, &mut status);
+            limit_condition(inputs, &old, &status)
+        },
         match &invalid.any {
             Some(e) => DesiredCondition::truthy(STALLED, "InvalidSchedule", e.clone()),
             None => DesiredCondition::falsy(STALLED, "InvalidSchedule", ""),
@@ -153,10 +156,16 @@ pub fn decide(inputs: &Inputs) -> Plan {
         app.metadata.generation,
         &to_time(inputs.now),
     );
-    plan.prune = runs::beyond_history(inputs.runs, inputs.found_policy());
+    let app_uid = app.metadata.uid.as_deref();
+    plan.prune = runs::beyond_history(inputs.runs, inputs.found_policy(), app_uid);
 
     outcome_events(&old, &status, &mut plan);
     connectivity_events(&old, &provisioning, inputs.provisioning_ready(), &mut plan);
+    if !plan.events.iter().any(|e| e.reason == "ConnectivityLost") {
+        // Not Ready for another reason, or from the start: said once, too.
+        let not_ready = ObjectEvent::not_ready(&old.conditions, &status.conditions);
+        plan.events.extend(not_ready);
+    }
     change_events(&mut plan);
     if !still_active.is_empty() || !plan.create.is_empty() {
         // Progress is mirrored from run events; this only bounds staleness.
@@ -236,41 +245,72 @@ fn synchronizing_condition(
     DesiredCondition::falsy(SYNCHRONIZING, "Idle", "no run is active")
 }
 
-/// The last finished run of each direction into the status, and
-/// `LimitExceeded` from the newest of them.
-fn last_runs(
+/// The last finished runs of each direction into the status: of either mode
+/// (`lastRun`, `lastProvisioningRun`) and of mode Apply (`lastImport`,
+/// `lastProvision`); each kept when its run is gone (pruned, deleted).
+fn last_runs(inputs: &Inputs, old: &CatalogAppStatus, status: &mut CatalogAppStatus) {
+    let last = |direction, apply_only| {
+        runs::last_finished(inputs.runs, direction, apply_only).map(runs::summary)
+    };
+    status.last_run = runs::later(last(Direction::Import, false), &old.last_run);
+    status.last_provisioning_run = runs::later(
+        last(Direction::Provision, false),
+        &old.last_provisioning_run,
+    );
+    status.last_import = runs::later(last(Direction::Import, true), &old.last_import);
+    status.last_provision = runs::later(last(Direction::Provision, true), &old.last_provision);
+}
+
+/// `LimitExceeded`: True while the last Apply run of either direction stopped on a
+/// limit, the message naming each. Only an Apply run of the same direction clears it: a
+/// Plan run changes nothing, and the other direction's run says nothing about this one.
+fn limit_condition(
     inputs: &Inputs,
     old: &CatalogAppStatus,
-    status: &mut CatalogAppStatus,
+    status: &CatalogAppStatus,
 ) -> DesiredCondition {
-    let last_import = runs::last_finished(inputs.runs, Direction::Import);
-    let last_provision = runs::last_finished(inputs.runs, Direction::Provision);
-    status.last_run = last_import.map(runs::summary).or(old.last_run.clone());
-    status.last_provisioning_run = last_provision
-        .map(runs::summary)
-        .or(old.last_provisioning_run.clone());
-
-    match runs::newest([last_import, last_provision]) {
-        Some(r) if phase(r) == Some(RunPhase::LimitExceeded) => DesiredCondition::truthy(
+    let lasts = [
+        (Direction::Import, &status.last_import),
+        (Direction::Provision, &status.last_provision),
+    ];
+    let policy = inputs.found_policy().map(|p| p.name_any());
+    let limited: Vec<String> = lasts
+        .iter()
+        .filter_map(|(direction, last)| last.as_ref().map(|l| (direction, l)))
+        .filter(|(_, last)| last.phase == Some(RunPhase::LimitExceeded))
+        .map(|(direction, last)| {
+            let text = match inputs.runs.iter().find(|r| r.name_any() == last.name) {
+                Some(run) => limit_text(run, policy.as_deref()),
+                // Pruned or deleted: its outcome as the status kept it.
+                None => format!("run {} stopped on a limit: {}", last.name, {
+                    last.message.as_deref().unwrap_or("see its events")
+                }),
+            };
+            format!("{direction:?} {text}")
+        })
+        .collect();
+    let finished: Vec<String> = lasts
+        .iter()
+        .filter_map(|(direction, last)| Some(format!("{direction:?} run {}", last.as_ref()?.name)))
+        .collect();
+    if !limited.is_empty() {
+        DesiredCondition::truthy(LIMIT_EXCEEDED, "LimitExceeded", limited.join("; "))
+    } else if !finished.is_empty() {
+        let message = format!(
+            "the last {} stayed within its limits",
+            finished.join(" and ")
+        );
+        DesiredCondition::falsy(LIMIT_EXCEEDED, "WithinLimits", message)
+    } else if let Some(c) = conditions::find(&old.conditions, LIMIT_EXCEEDED) {
+        // Said before lastImport and lastProvision existed, of a run since pruned: kept.
+        DesiredCondition::new(
             LIMIT_EXCEEDED,
-            "LimitExceeded",
-            limit_text(r, inputs.found_policy().map(|p| p.name_any()).as_deref()),
-        ),
-        Some(r) => DesiredCondition::falsy(
-            LIMIT_EXCEEDED,
-            "WithinLimits",
-            format!("the last run {} stayed within its limits", r.name_any()),
-        ),
-        None => match conditions::find(&old.conditions, LIMIT_EXCEEDED) {
-            // Its run was pruned: keep what we said about it.
-            Some(c) => DesiredCondition::new(
-                LIMIT_EXCEEDED,
-                c.status == "True",
-                &c.reason,
-                c.message.clone(),
-            ),
-            None => DesiredCondition::falsy(LIMIT_EXCEEDED, "NoRuns", "no run has finished yet"),
-        },
+            c.status == "True",
+            &c.reason,
+            c.message.clone(),
+        )
+    } else {
+        DesiredCondition::falsy(LIMIT_EXCEEDED, "NoRuns", "no Apply run has finished yet")
     }
 }
 

@@ -9,12 +9,18 @@ use kube::{Resource, ResourceExt};
 use super::decide::{NewRun, Plan};
 use crate::api::{
     CatalogApp, Direction, LocalRef, Mode, RunPhase, RunSummary, SyncPolicy, SyncRun, SyncRunSpec,
+    Trigger,
 };
 use crate::controller::sync_run::job::APP_LABEL;
 use crate::controller::sync_run::{self, CANCEL_ANNOTATION};
 use crate::controller::{Context, Result};
 
 const MAX_NAME: usize = 63;
+
+/// The label that marks a SyncRun the controller created: only such runs are pruned by
+/// the history limits. A run without it (e.g. committed to Git) is its author's.
+pub const CREATED_BY_LABEL: &str = "catalogsync.io/created-by";
+pub const CREATED_BY_CONTROLLER: &str = "catalogsync-controller";
 
 /// A deterministic run name: `<app>-<suffix>`, the app part shortened so the
 /// name stays a valid Job name (a label value, at most 63 characters).
@@ -99,30 +105,62 @@ pub fn is_cancelled(run: &SyncRun, plan: &Plan) -> bool {
     plan.cancel.iter().any(|(name, _)| *name == run.name_any())
 }
 
-/// The run of `direction` that ended last.
-pub fn last_finished(runs: &[SyncRun], direction: Direction) -> Option<&SyncRun> {
+/// The run of `direction` that ended last; with `apply_only`, of the runs in mode Apply.
+pub fn last_finished(runs: &[SyncRun], direction: Direction, apply_only: bool) -> Option<&SyncRun> {
     runs.iter()
         .filter(|r| r.spec.direction == direction && !is_active(r))
+        .filter(|r| !apply_only || r.spec.mode == Mode::Apply)
         .max_by_key(|r| (ended(r), created(r)))
 }
 
-/// Of two finished runs, the one that ended last.
-pub fn newest(runs: [Option<&SyncRun>; 2]) -> Option<&SyncRun> {
-    runs.into_iter()
-        .flatten()
-        .max_by_key(|r| (ended(r), created(r)))
+/// The summary the status should show: the one from the runs, unless the status already
+/// shows a run that ended later (the runs may have lost it: pruned, or deleted by hand).
+pub fn later(from_runs: Option<RunSummary>, shown: &Option<RunSummary>) -> Option<RunSummary> {
+    let ended = |s: &RunSummary| s.completion_time.as_ref().map(|t| t.0);
+    match (from_runs, shown) {
+        (Some(new), Some(old))
+            if new.name != old.name && ended(&new).is_some() && ended(old) > ended(&new) =>
+        {
+            Some(old.clone())
+        }
+        (Some(new), _) => Some(new),
+        (None, old) => old.clone(),
+    }
 }
 
-/// Finished runs beyond the history limits: newest first, the configured
-/// number of each outcome kept (three of each without a policy).
-pub fn beyond_history(runs: &[SyncRun], policy: Option<&SyncPolicy>) -> Vec<String> {
+/// Whether the controller created the run, so the history limits apply to it: it carries
+/// our label. A run created before the label existed is recognised by what the controller
+/// always gave its runs: the app as controlling owner and a Schedule or Requested trigger
+/// (a person's run is `Manual` unless they say otherwise, and has no owner).
+pub fn created_by_controller(run: &SyncRun, app_uid: Option<&str>) -> bool {
+    if run.labels().get(CREATED_BY_LABEL).map(String::as_str) == Some(CREATED_BY_CONTROLLER) {
+        return true;
+    }
+    let owned = run
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == app_uid);
+    owned && matches!(run.spec.trigger, Trigger::Schedule | Trigger::Requested)
+}
+
+/// Finished runs the controller created beyond the history limits: newest first, the
+/// configured number of each outcome kept (three of each without a policy). The runs
+/// people create are theirs: never pruned, and they take no place in the history.
+pub fn beyond_history(
+    runs: &[SyncRun],
+    policy: Option<&SyncPolicy>,
+    app_uid: Option<&str>,
+) -> Vec<String> {
     let (keep_succeeded, keep_failed) = policy.map_or((3, 3), |p| {
         (
             p.spec.successful_runs_history_limit.max(0) as usize,
             p.spec.failed_runs_history_limit.max(0) as usize,
         )
     });
-    let mut finished: Vec<&SyncRun> = runs.iter().filter(|r| !is_active(r)).collect();
+    let mut finished: Vec<&SyncRun> = runs
+        .iter()
+        .filter(|r| !is_active(r) && created_by_controller(r, app_uid))
+        .collect();
     finished.sort_by_key(|r| std::cmp::Reverse((created(r), r.name_any())));
     let (mut succeeded, mut failed) = (0, 0);
     let mut prune = Vec::new();
@@ -140,7 +178,7 @@ pub fn beyond_history(runs: &[SyncRun], policy: Option<&SyncPolicy>) -> Vec<Stri
     prune
 }
 
-/// The SyncRun object for a planned run: our labels and owner reference only.
+/// The SyncRun object for a planned run: our labels (the app, our mark) and owner reference only.
 pub fn new_run(app: &CatalogApp, run: &NewRun) -> SyncRun {
     let mut owner = app.controller_owner_ref(&());
     if let Some(o) = owner.as_mut() {
@@ -151,7 +189,16 @@ pub fn new_run(app: &CatalogApp, run: &NewRun) -> SyncRun {
         metadata: ObjectMeta {
             name: Some(run.name.clone()),
             namespace: app.namespace(),
-            labels: Some([(APP_LABEL.to_string(), app.name_any())].into()),
+            labels: Some(
+                [
+                    (APP_LABEL.to_string(), app.name_any()),
+                    (
+                        CREATED_BY_LABEL.to_string(),
+                        CREATED_BY_CONTROLLER.to_string(),
+                    ),
+                ]
+                .into(),
+            ),
             owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },

@@ -6,6 +6,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::decide::FinishedRun;
+use super::runs::{CREATED_BY_CONTROLLER, CREATED_BY_LABEL};
 use super::texts::{limit_text, progress_text};
 use super::*;
 use crate::api::*;
@@ -54,7 +55,15 @@ fn policy(spec: serde_json::Value) -> SyncPolicy {
     .unwrap()
 }
 
+/// A run the controller created (it carries our mark).
 fn run(name: &str, dir: Direction, phase: Option<RunPhase>, created: &str) -> SyncRun {
+    let mut r = user_run(name, dir, phase, created);
+    r.metadata.labels = Some([(CREATED_BY_LABEL.into(), CREATED_BY_CONTROLLER.into())].into());
+    r
+}
+
+/// A run a person created (kubectl, GitOps): no mark, trigger Manual.
+fn user_run(name: &str, dir: Direction, phase: Option<RunPhase>, created: &str) -> SyncRun {
     let mut r: SyncRun = serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "team-a", "creationTimestamp": created},
         "spec": {"appRef": {"name": "slack"}, "direction": dir}
@@ -502,7 +511,16 @@ fn new_runs_carry_only_our_label_and_the_owner() {
     );
     assert_eq!(
         r.metadata.labels,
-        Some([(APP_LABEL.to_string(), "slack".to_string())].into())
+        Some(
+            [
+                (APP_LABEL.to_string(), "slack".to_string()),
+                (
+                    CREATED_BY_LABEL.to_string(),
+                    CREATED_BY_CONTROLLER.to_string()
+                ),
+            ]
+            .into()
+        )
     );
     assert!(r.metadata.annotations.is_none());
     let o = &r.metadata.owner_references.as_ref().unwrap()[0];
@@ -585,4 +603,213 @@ fn connectivity_lost_and_restored_are_events_once() {
     assert_eq!(p4.events[0].reason, "ConnectivityRestored");
     let c = cond(&p4, PROVISIONING_ENABLED);
     assert_eq!(c.last_transition_time.0.to_string(), "2026-01-01T10:03:00Z");
+}
+
+#[test]
+fn history_limits_prune_only_the_runs_the_controller_created() {
+    let a = app(true, json!({}));
+    let pol = policy(json!({"successfulRunsHistoryLimit": 1, "failedRunsHistoryLimit": 1}));
+    let ok = |name: &str, at: &str| run(name, Direction::Import, Some(RunPhase::Succeeded), at);
+    let mine =
+        |name: &str, at: &str| user_run(name, Direction::Import, Some(RunPhase::Succeeded), at);
+    // Made before the mark existed: owned by the app, started by its schedule.
+    let mut legacy = user_run(
+        "legacy",
+        Direction::Import,
+        Some(RunPhase::Succeeded),
+        "2026-01-01T00:30:00Z",
+    );
+    legacy.spec.trigger = Trigger::Schedule;
+    legacy.metadata.owner_references = new_run(
+        &a,
+        &NewRun {
+            name: "legacy".into(),
+            direction: Direction::Import,
+            trigger: Trigger::Schedule,
+        },
+    )
+    .metadata
+    .owner_references;
+    // A person's run that names the app as owner is still theirs (trigger Manual).
+    let mut owned_manual = mine("owned-manual", "2026-01-01T00:20:00Z");
+    owned_manual.metadata.owner_references = legacy.metadata.owner_references.clone();
+    let runs = [
+        mine("git-old", "2026-01-01T00:00:00Z"),
+        owned_manual,
+        legacy,
+        ok("ok-1", "2026-01-01T01:00:00Z"),
+        ok("ok-2", "2026-01-01T02:00:00Z"),
+        // The newest of all: a person's run takes no place in the history.
+        mine("git-new", "2026-01-01T03:00:00Z"),
+    ];
+    let p = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), Some(&pol), &runs);
+    let mut pruned = p.prune.clone();
+    pruned.sort();
+    assert_eq!(pruned, ["legacy", "ok-1"]);
+}
+
+/// A finished run of `mode` that ended at `at`, LimitExceeded as the engine writes it.
+fn ended(name: &str, dir: Direction, mode: Mode, phase: RunPhase, at: &str) -> SyncRun {
+    let mut r = run(name, dir, Some(phase), at);
+    r.spec.mode = mode;
+    if phase == RunPhase::LimitExceeded {
+        let status = r.status.as_mut().unwrap();
+        status.planned = Some(PlannedCounts {
+            creates: 150,
+            ..Default::default()
+        });
+        status.limits = Some(AppliedLimits {
+            max_creates: Some(100),
+            max_deletes: None,
+        });
+    }
+    r
+}
+
+#[test]
+fn limit_exceeded_follows_the_last_apply_run_of_each_direction() {
+    use Direction::{Import, Provision};
+    use Mode::{Apply, Plan as DryRun};
+    let a = app(true, json!({}));
+    let pol = policy(json!({}));
+    let limited = ended(
+        "imp-1",
+        Import,
+        Apply,
+        RunPhase::LimitExceeded,
+        "2026-01-01T09:00:00Z",
+    );
+    let mut runs = vec![limited];
+    let p = decide_at(&a, "2026-01-01T09:01:00Z", &ready(), Some(&pol), &runs);
+    assert_eq!(cond(&p, LIMIT_EXCEEDED).status, "True");
+    assert!(
+        cond(&p, LIMIT_EXCEEDED)
+            .message
+            .starts_with("Import run imp-1 stopped")
+    );
+
+    // A later Plan run and a later Provision run: the import alert stands.
+    runs.push(ended(
+        "plan-1",
+        Import,
+        DryRun,
+        RunPhase::Succeeded,
+        "2026-01-01T09:10:00Z",
+    ));
+    runs.push(ended(
+        "prov-1",
+        Provision,
+        Apply,
+        RunPhase::Succeeded,
+        "2026-01-01T09:20:00Z",
+    ));
+    let a = with_status(a, &p);
+    let p = decide_at(&a, "2026-01-01T09:21:00Z", &ready(), Some(&pol), &runs);
+    let st = &p.status;
+    assert_eq!(
+        cond(&p, LIMIT_EXCEEDED).status,
+        "True",
+        "a Plan run never clears it"
+    );
+    assert_eq!(
+        st.last_run.as_ref().unwrap().name,
+        "plan-1",
+        "lastRun: either mode"
+    );
+    assert_eq!(
+        st.last_import.as_ref().unwrap().name,
+        "imp-1",
+        "lastImport: Apply only"
+    );
+    assert_eq!(st.last_provision.as_ref().unwrap().name, "prov-1");
+
+    // Both directions limited: the message names both.
+    runs.push(ended(
+        "prov-2",
+        Provision,
+        Apply,
+        RunPhase::LimitExceeded,
+        "2026-01-01T09:30:00Z",
+    ));
+    let a = with_status(a, &p);
+    let p = decide_at(&a, "2026-01-01T09:31:00Z", &ready(), Some(&pol), &runs);
+    let message = &cond(&p, LIMIT_EXCEEDED).message;
+    assert!(message.contains("Import run imp-1") && message.contains("Provision run prov-2"));
+
+    // An Apply import within limits clears the import side only.
+    runs.push(ended(
+        "imp-2",
+        Import,
+        Apply,
+        RunPhase::Succeeded,
+        "2026-01-01T09:40:00Z",
+    ));
+    let a = with_status(a, &p);
+    let p = decide_at(&a, "2026-01-01T09:41:00Z", &ready(), Some(&pol), &runs);
+    let message = &cond(&p, LIMIT_EXCEEDED).message;
+    assert!(message.starts_with("Provision run prov-2") && !message.contains("imp-"));
+    // And a provisioning run within limits clears it.
+    runs.push(ended(
+        "prov-3",
+        Provision,
+        Apply,
+        RunPhase::Succeeded,
+        "2026-01-01T09:50:00Z",
+    ));
+    let a = with_status(a, &p);
+    let p = decide_at(&a, "2026-01-01T09:51:00Z", &ready(), Some(&pol), &runs);
+    assert_eq!(cond(&p, LIMIT_EXCEEDED).reason, "WithinLimits");
+}
+
+#[test]
+fn the_last_apply_run_is_kept_when_its_run_is_gone_or_an_older_one_remains() {
+    let a = app(true, json!({}));
+    let pol = policy(json!({}));
+    let mut limited = ended(
+        "imp-9",
+        Direction::Import,
+        Mode::Apply,
+        RunPhase::LimitExceeded,
+        "2026-01-01T09:00:00Z",
+    );
+    limited.status.as_mut().unwrap().message = Some("nothing applied: planned 150 creates".into());
+    let p = decide_at(&a, "2026-01-01T09:01:00Z", &ready(), Some(&pol), &[limited]);
+    // The run is pruned; a person's older Apply run remains.
+    let older = user_run(
+        "git-run",
+        Direction::Import,
+        Some(RunPhase::Succeeded),
+        "2026-01-01T08:00:00Z",
+    );
+    let a = with_status(a, &p);
+    let p = decide_at(&a, "2026-01-01T09:02:00Z", &ready(), Some(&pol), &[older]);
+    assert_eq!(p.status.last_import.as_ref().unwrap().name, "imp-9");
+    let c = cond(&p, LIMIT_EXCEEDED);
+    assert_eq!(c.status, "True");
+    assert!(c.message.contains("planned 150 creates"), "{}", c.message);
+}
+
+#[test]
+fn an_app_not_ready_from_the_start_gets_a_warning_once() {
+    let a = app(true, json!({}));
+    let p1 = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), None, &[]);
+    assert_eq!(cond(&p1, READY).reason, "PolicyNotFound");
+    let warnings: Vec<_> = p1
+        .events
+        .iter()
+        .filter(|e| e.reason == "NotReady")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:?}", p1.events);
+    assert!(warnings[0].note.contains("PolicyNotFound"));
+    let a = with_status(a, &p1);
+    let p2 = decide_at(&a, "2026-01-01T10:01:00Z", &ready(), None, &[]);
+    assert!(p2.events.is_empty(), "still not Ready: {:?}", p2.events);
+    // Ready, then not Ready again: another warning.
+    let pol = policy(json!({}));
+    let a = with_status(a, &p2);
+    let p3 = decide_at(&a, "2026-01-01T10:02:00Z", &ready(), Some(&pol), &[]);
+    assert!(is_true(&p3.status.conditions, READY));
+    let a = with_status(a, &p3);
+    let p4 = decide_at(&a, "2026-01-01T10:03:00Z", &ready(), None, &[]);
+    assert!(p4.events.iter().any(|e| e.reason == "NotReady"));
 }

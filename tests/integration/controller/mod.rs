@@ -102,9 +102,9 @@ where
     }
 }
 
-struct Env {
-    cp: &'static ControlPlane,
-    ns: String,
+pub(crate) struct Env {
+    pub(crate) cp: &'static ControlPlane,
+    pub(crate) ns: String,
     client: Client,
     scim: ScimServer,
 }
@@ -125,26 +125,26 @@ impl Env {
     }
 
     /// A namespace, SCIM servers and a controller (5 min rechecks) for them.
-    async fn with_controller(prefix: &str) -> (Env, RunningController) {
+    pub(crate) async fn with_controller(prefix: &str) -> (Env, RunningController) {
         let env = Env::new(prefix).await;
         let ctl =
             RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
         (env, ctl)
     }
 
-    async fn wait_ready(&self) -> CatalogApp {
+    pub(crate) async fn wait_ready(&self) -> CatalogApp {
         self.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
             .await
     }
 
-    fn api<K>(&self) -> Api<K>
+    pub(crate) fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
     {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    async fn apply(&self, yaml: &str) {
+    pub(crate) async fn apply(&self, yaml: &str) {
         self.cp
             .apply_yaml(&self.ns, yaml)
             .await
@@ -173,7 +173,7 @@ spec:
     }
 
     /// Secrets, a Ready domain, and the app `slack` (labels a GitOps tool would set).
-    async fn app(&self, sync: bool) {
+    pub(crate) async fn app(&self, sync: bool) {
         self.app_with_token(sync, &self.scim.token("app")).await;
     }
 
@@ -216,21 +216,25 @@ spec:
         .await;
     }
 
-    async fn policy(&self, extra: &str) {
+    pub(crate) async fn policy(&self, extra: &str) {
         self.apply(&format!(
             "apiVersion: catalogsync.io/v1alpha1\nkind: SyncPolicy\nmetadata: {{name: default}}\nspec: {{{extra}}}\n"
         ))
         .await;
     }
 
-    async fn get_app(&self) -> CatalogApp {
+    pub(crate) async fn get_app(&self) -> CatalogApp {
         self.api::<CatalogApp>()
             .get("slack")
             .await
             .expect("get app")
     }
 
-    async fn wait_app(&self, what: &str, pred: impl Fn(&CatalogApp) -> bool) -> CatalogApp {
+    pub(crate) async fn wait_app(
+        &self,
+        what: &str,
+        pred: impl Fn(&CatalogApp) -> bool,
+    ) -> CatalogApp {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let a = self.get_app().await;
@@ -246,7 +250,7 @@ spec:
         }
     }
 
-    async fn runs(&self) -> Vec<SyncRun> {
+    pub(crate) async fn runs(&self) -> Vec<SyncRun> {
         self.api::<SyncRun>()
             .list(&ListParams::default())
             .await
@@ -255,7 +259,7 @@ spec:
     }
 
     /// The reasons of the events in the namespace, as kubectl shows them.
-    async fn event_reasons(&self) -> String {
+    pub(crate) async fn event_reasons(&self) -> String {
         let out = self
             .cp
             .kubectl([
@@ -279,7 +283,7 @@ spec:
         .await
     }
 
-    async fn request_run(&self, token: &str) {
+    pub(crate) async fn request_run(&self, token: &str) {
         self.api::<CatalogApp>()
             .patch(
                 "slack",
@@ -304,7 +308,7 @@ spec:
     }
 
     /// Writes run status as the sync Job does (its own field manager).
-    async fn job_writes(&self, run: &str, status: serde_json::Value) {
+    pub(crate) async fn job_writes(&self, run: &str, status: serde_json::Value) {
         catalogsync::cluster::status::apply(
             &self.api::<SyncRun>(),
             run,
@@ -328,7 +332,7 @@ fn app_cond(a: &CatalogApp, t: &str) -> Option<(String, String)> {
 }
 
 /// The `requested-at` value the controller last handled.
-fn requested_echo(a: &CatalogApp) -> Option<&str> {
+pub(crate) fn requested_echo(a: &CatalogApp) -> Option<&str> {
     a.status.as_ref()?.last_handled_requested_at.as_deref()
 }
 
@@ -343,6 +347,6 @@ fn tf(status: &str, reason: &str) -> Option<(String, String)> {
     Some((status.into(), reason.into()))
 }
 
-fn phase(r: &SyncRun) -> Option<RunPhase> {
+pub(crate) fn phase(r: &SyncRun) -> Option<RunPhase> {
     r.status.as_ref().and_then(|s| s.phase)
 }
