@@ -9,6 +9,7 @@
 
 mod catalog_app;
 mod identity_domain;
+mod kstatus;
 mod process;
 mod sync_policy;
 mod sync_run;
