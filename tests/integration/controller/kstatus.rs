@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use catalogsync::api::{CatalogApp, IdentityDomain, RunPhase, SyncPolicy, SyncRun};
 use serde_json::Value;
-use tokio::sync::watch;
 
 use super::{Env, RunningController, eventually, phase};
 use crate::harness::repo_path;
@@ -33,45 +32,10 @@ fn helper() -> &'static str {
 /// "Kind/name" → (kstatus's status, Flux's status) of every catalogsync object in the
 /// namespace.
 async fn statuses(env: &Env) -> BTreeMap<String, (String, String)> {
-    let mut objects: Vec<Value> = Vec::new();
-    let list = |v: Vec<Value>| {
-        v.into_iter().map(|mut o| {
-            // As the API returns them; managedFields only make the input long.
-            o["metadata"]
-                .as_object_mut()
-                .unwrap()
-                .remove("managedFields");
-            o
-        })
-    };
-    objects.extend(list(json_all(
-        env.api::<IdentityDomain>()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items,
-    )));
-    objects.extend(list(json_all(
-        env.api::<CatalogApp>()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items,
-    )));
-    objects.extend(list(json_all(
-        env.api::<SyncPolicy>()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items,
-    )));
-    objects.extend(list(json_all(
-        env.api::<SyncRun>()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items,
-    )));
+    let mut objects = listed::<IdentityDomain>(env).await;
+    objects.extend(listed::<CatalogApp>(env).await);
+    objects.extend(listed::<SyncPolicy>(env).await);
+    objects.extend(listed::<SyncRun>(env).await);
     let input = serde_json::to_vec(&objects).unwrap();
     let flux = repo_path("deploy/flux/catalogsync.yaml");
     let out = tokio::task::spawn_blocking(move || {
@@ -101,10 +65,32 @@ async fn statuses(env: &Env) -> BTreeMap<String, (String, String)> {
         .collect()
 }
 
-fn json_all<T: serde::Serialize>(items: Vec<T>) -> Vec<Value> {
+/// The objects of kind `K` in the namespace, as the API returns them (managedFields
+/// left out: they only make the input long).
+async fn listed<K>(env: &Env) -> Vec<Value>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let items = env
+        .api::<K>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
     items
         .iter()
-        .map(|i| serde_json::to_value(i).unwrap())
+        .map(|i| {
+            let mut o = serde_json::to_value(i).unwrap();
+            o["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("managedFields");
+            o
+        })
         .collect()
 }
 
@@ -174,17 +160,7 @@ async fn kstatus_and_flux_read_every_kind_as_the_crds_document() {
     expect(&got, "IdentityDomain/corp", "Current", "Current");
 
     // The engine runs it: Succeeded is Current.
-    let (stop, rx) = watch::channel(false);
-    let runner = tokio::spawn(catalogsync::dev::runner::run(
-        env.client.clone(),
-        catalogsync::dev::runner::RunnerConfig {
-            binary: crate::sync_engine::binary().to_path_buf(),
-            kubeconfig: Some(env.cp.kubeconfig_path().to_path_buf()),
-            namespace: Some(env.ns.clone()),
-            grace: Duration::from_secs(5),
-        },
-        rx,
-    ));
+    let (stop, runner) = env.start_runner();
     eventually(60, "first succeeds", || async {
         let first = runs.get("first").await.ok()?;
         (phase(&first) == Some(RunPhase::Succeeded)).then_some(())

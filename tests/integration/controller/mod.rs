@@ -132,6 +132,28 @@ impl Env {
         (env, ctl)
     }
 
+    /// The dev job runner executing this namespace's Jobs with the real engine; stop it
+    /// by sending `true`, then await the handle.
+    fn start_runner(
+        &self,
+    ) -> (
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let runner = tokio::spawn(catalogsync::dev::runner::run(
+            self.client.clone(),
+            catalogsync::dev::runner::RunnerConfig {
+                binary: crate::sync_engine::binary().to_path_buf(),
+                kubeconfig: Some(self.cp.kubeconfig_path().to_path_buf()),
+                namespace: Some(self.ns.clone()),
+                grace: Duration::from_secs(5),
+            },
+            rx,
+        ));
+        (stop, runner)
+    }
+
     async fn wait_ready(&self) -> CatalogApp {
         self.wait_app("Ready", |a| app_cond(a, "Ready") == tf("True", "Ready"))
             .await
