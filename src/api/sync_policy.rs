@@ -285,7 +285,8 @@ pub struct SyncPolicyStatus {
     /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions: `Ready` (reasons Valid, InvalidSchedule, InvalidMatching).
+    /// Conditions: `Ready` (reasons Valid, InvalidSchedule, InvalidMatching), and `Stalled`
+    /// while invalid.
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -1,7 +1,10 @@
 //! Condition bookkeeping with kstatus semantics: `Ready` always present, `Reconciling` and
-//! `Stalled` present only while True, `lastTransitionTime` kept unless the status flips.
+//! `Stalled` present only while True (except on a SyncRun, see [`run_conditions`]),
+//! `lastTransitionTime` kept unless the status flips.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::RunPhase;
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
@@ -47,11 +50,23 @@ pub fn merge(
     generation: Option<i64>,
     now: &Time,
 ) -> Vec<Condition> {
+    let shown: Vec<DesiredCondition> = desired
+        .iter()
+        .filter(|d| d.status || (d.type_ != RECONCILING && d.type_ != STALLED))
+        .cloned()
+        .collect();
+    merge_explicit(previous, &shown, generation, now)
+}
+
+/// Like [`merge`], but every desired condition is written, False ones too.
+pub fn merge_explicit(
+    previous: &[Condition],
+    desired: &[DesiredCondition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
     let mut out = Vec::with_capacity(desired.len());
     for d in desired {
-        if !d.status && (d.type_ == RECONCILING || d.type_ == STALLED) {
-            continue;
-        }
         let status = status_str(d.status);
         let prev = previous.iter().find(|c| c.type_ == d.type_);
         let transition = match prev {
@@ -72,6 +87,26 @@ pub fn merge(
         });
     }
     out
+}
+
+/// kstatus's conditions of a SyncRun in `phase`: `Ready` only once it succeeded,
+/// `Reconciling` while it waits or works, `Stalled` once it ended any other way (Failed,
+/// LimitExceeded, and Cancelled: a cancelled run is finished and will never apply its
+/// changes, so a GitOps wait must neither hang on it nor pass). All three carry `reason`
+/// (the stage or the outcome's reason) and `message`.
+///
+/// All three are always written, False ones too (with [`merge_explicit`]): the controller
+/// (Pending, and runs it ends itself) and the Job (Running, the outcome) write them under
+/// their own field managers, and a server-side apply cannot remove a condition that the
+/// other manager also owns, so a `Reconciling` dropped instead of set to False would stay.
+pub fn run_conditions(phase: RunPhase, reason: &str, message: &str) -> Vec<DesiredCondition> {
+    let finished = phase.is_finished();
+    let succeeded = phase == RunPhase::Succeeded;
+    vec![
+        DesiredCondition::new(READY, succeeded, reason, message),
+        DesiredCondition::new(RECONCILING, !finished, reason, message),
+        DesiredCondition::new(STALLED, finished && !succeeded, reason, message),
+    ]
 }
 
 /// Looks up a condition by type.
@@ -159,5 +194,38 @@ mod tests {
             &t("2026-01-01T00:00:00Z"),
         );
         assert!(is_true(&stalled, STALLED));
+    }
+
+    /// (Ready, Reconciling, Stalled) of a run in `phase`.
+    fn run_flags(phase: RunPhase) -> (bool, bool, bool) {
+        let c = run_conditions(phase, "Why", "what");
+        let of = |t: &str| c.iter().find(|d| d.type_ == t).unwrap().status;
+        assert!(c.iter().all(|d| d.reason == "Why" && d.message == "what"));
+        (of(READY), of(RECONCILING), of(STALLED))
+    }
+
+    #[test]
+    fn a_run_is_ready_only_once_it_succeeded_and_stalled_once_it_ended_otherwise() {
+        assert_eq!(run_flags(RunPhase::Pending), (false, true, false));
+        assert_eq!(run_flags(RunPhase::Running), (false, true, false));
+        assert_eq!(run_flags(RunPhase::Succeeded), (true, false, false));
+        for ended in [
+            RunPhase::Failed,
+            RunPhase::LimitExceeded,
+            RunPhase::Cancelled,
+        ] {
+            assert_eq!(run_flags(ended), (false, false, true), "{ended:?}");
+        }
+    }
+
+    #[test]
+    fn explicit_merge_keeps_false_reconciling_and_stalled() {
+        let c = run_conditions(RunPhase::Succeeded, "Succeeded", "done");
+        let now = t("2026-01-01T00:00:00Z");
+        assert_eq!(merge(&[], &c, Some(1), &now).len(), 1);
+        let all = merge_explicit(&[], &c, Some(1), &now);
+        let types: Vec<&str> = all.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, [READY, RECONCILING, STALLED]);
+        assert_eq!(find(&all, RECONCILING).unwrap().status, "False");
     }
 }

@@ -2,7 +2,7 @@
 //! Pure.
 
 use crate::api::{Counts, Mode, RunPhase};
-use crate::cluster::conditions::DesiredCondition;
+use crate::cluster::conditions::{self, DesiredCondition};
 use crate::cluster::exit_code;
 use crate::engine::limits::LimitCheck;
 
@@ -95,6 +95,7 @@ fn conditions_for(
             "the plan is within the limits",
         ),
     });
+    c.extend(conditions::run_conditions(phase, reason, message));
     c
 }
 
@@ -181,6 +182,7 @@ pub fn decide(mode: Mode, counts: &Counts, o: &Observed) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::conditions::{READY, STALLED};
 
     fn observed(limit: Option<LimitCheck>) -> Observed {
         Observed {
@@ -213,6 +215,12 @@ mod tests {
             .unwrap();
         assert!(le.status);
         assert_eq!(le.message, "planned 120 creates, allowed 100");
+        let stalled = o.conditions.iter().find(|c| c.type_ == STALLED).unwrap();
+        assert!(stalled.status);
+        assert_eq!(
+            (stalled.reason.as_str(), stalled.message.as_str()),
+            ("LimitExceeded", o.message.as_str())
+        );
     }
 
     #[test]
@@ -257,6 +265,7 @@ mod tests {
         );
         assert_eq!(o.phase, RunPhase::Succeeded);
         assert!(o.conditions.iter().any(|c| c.type_ == COMPLETE && c.status));
+        assert!(o.conditions.iter().any(|c| c.type_ == READY && c.status));
         let mut ob = observed(None);
         ob.limit_reached = true;
         assert_eq!(

@@ -64,16 +64,33 @@ impl RunState {
         put("planItems", json!(self.plan_items));
         put("failures", json!(self.failures));
         put("message", json!(self.message));
+        // Explicit: the kstatus conditions are shared with the controller (see
+        // `run_conditions`), and the run's own are always True or False anyway.
         put(
             "conditions",
-            json!(conditions::merge(
+            json!(conditions::merge_explicit(
                 previous,
-                &self.conditions,
+                &self.desired_conditions(),
                 generation,
                 now
             )),
         );
         Value::Object(s)
+    }
+
+    /// The outcome's conditions once it is known (they include kstatus's); while the run
+    /// works, `Reconciling` with the stage as reason and the activity as message.
+    fn desired_conditions(&self) -> Vec<DesiredCondition> {
+        let mut c = self.conditions.clone();
+        if let Some(phase) = self.phase.filter(|p| !p.is_finished()) {
+            let reason = match self.stage {
+                Some(stage) => format!("{stage:?}"),
+                None => format!("{phase:?}"),
+            };
+            let message = self.message.as_deref().unwrap_or_default();
+            c.extend(conditions::run_conditions(phase, &reason, message));
+        }
+        c
     }
 
     /// A one-line description of the current activity.
@@ -246,6 +263,12 @@ mod tests {
         assert_eq!(s["counts"]["linked"], 40);
         assert_eq!(s["conditions"][0]["type"], "LimitExceeded");
         assert_eq!(s["conditions"][0]["status"], "True");
+        let reconciling = &s["conditions"][2];
+        assert_eq!(reconciling["type"], "Reconciling");
+        assert_eq!(
+            (&reconciling["status"], &reconciling["reason"]),
+            (&json!("True"), &json!("Applying"))
+        );
         assert!(s.get("completionTime").is_none());
         assert!(s.get("planItems").is_none() || s["planItems"] == json!([]));
         assert!(state.activity().starts_with("applying: 42/100 (42%)"));

@@ -22,6 +22,7 @@ use serde_json::json;
 
 use super::{Context, Error, ObjectEvent, Result, now_time};
 use crate::api::{CatalogApp, Direction, IdentityDomain, Mode, RunPhase, SyncRun};
+use crate::cluster::conditions::{self, DesiredCondition};
 use crate::cluster::status;
 
 pub use decide::{JobEnd, JobState, Step, blocking_run, decide, job_end};
@@ -67,13 +68,17 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
         Step::Wait => {}
         Step::Queue { message } => {
             if let Some(message) = message {
-                let pending = json!({"phase": RunPhase::Pending, "message": message});
+                let pending = json!({
+                    "phase": RunPhase::Pending,
+                    "message": message,
+                    "conditions": run_conditions(&run, RunPhase::Pending, "Pending", &message, &[]),
+                });
                 status::apply(&runs, &name, status::CONTROLLER_MANAGER, pending).await?;
             }
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
         Step::CreateJob => create_job(&ctx, &run, &ns).await?,
-        Step::RecordJob => record_job(&runs, &name).await?,
+        Step::RecordJob => record_job(&runs, &run).await?,
         Step::Finish {
             phase,
             reason,
@@ -105,17 +110,17 @@ pub async fn finish(
     let ns = run
         .namespace()
         .ok_or_else(|| Error::NoNamespace(run.name_any()))?;
+    let ended = if phase == RunPhase::Cancelled {
+        "Cancelled"
+    } else {
+        "Failed"
+    };
+    let ended = DesiredCondition::truthy(ended, reason, message);
     let mut body = json!({
         "phase": phase,
         "completionTime": now_time(),
         "message": message,
-        "conditions": [{
-            "type": if phase == RunPhase::Cancelled { "Cancelled" } else { "Failed" },
-            "status": "True",
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": now_time(),
-        }],
+        "conditions": run_conditions(run, phase, reason, message, &[ended]),
     });
     if let Some(j) = job_name {
         body["jobName"] = json!(j);
@@ -130,11 +135,38 @@ pub async fn finish(
     Ok(())
 }
 
-/// Records the Job's name and phase Pending — unless the Job already moved the
-/// run on (a fast Job can write before we do): then only the Job's name, so a
-/// late Pending never overwrites Running or an outcome.
-async fn record_job(runs: &Api<SyncRun>, name: &str) -> Result<()> {
-    let pending = json!({"phase": RunPhase::Pending, "jobName": name});
+/// The run's conditions as the controller writes them: `extra`, then kstatus's for
+/// `phase` (see [`conditions::run_conditions`]), merged into the run's current ones.
+fn run_conditions(
+    run: &SyncRun,
+    phase: RunPhase,
+    reason: &str,
+    message: &str,
+    extra: &[DesiredCondition],
+) -> serde_json::Value {
+    let mut desired = extra.to_vec();
+    desired.extend(conditions::run_conditions(phase, reason, message));
+    let previous = run.status.as_ref().map(|s| s.conditions.as_slice());
+    let merged = conditions::merge_explicit(
+        previous.unwrap_or_default(),
+        &desired,
+        run.metadata.generation,
+        &now_time(),
+    );
+    json!(merged)
+}
+
+/// Records the Job's name and phase Pending (and `Reconciling`, so kstatus waits) —
+/// unless the Job already moved the run on (a fast Job can write before we do): then
+/// only the Job's name, so a late Pending never overwrites Running or an outcome.
+async fn record_job(runs: &Api<SyncRun>, run: &SyncRun) -> Result<()> {
+    let name = &run.name_any();
+    let waiting = format!("waiting for Job {name} to start");
+    let pending = json!({
+        "phase": RunPhase::Pending,
+        "jobName": name,
+        "conditions": run_conditions(run, RunPhase::Pending, "Pending", &waiting, &[]),
+    });
     match status::apply_unless_owned(runs, name, status::CONTROLLER_MANAGER, pending).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -160,7 +192,7 @@ async fn create_job(ctx: &Context, run: &SyncRun, ns: &str) -> Result<()> {
         Err(e) => return Err(e.into()),
     }
     let name = run.name_any();
-    record_job(&Api::namespaced(ctx.client.clone(), ns), &name).await?;
+    record_job(&Api::namespaced(ctx.client.clone(), ns), run).await?;
     let created = ObjectEvent::normal("JobCreated", format!("created Job {name}"));
     ctx.publish(&run.object_ref(&()), &created).await;
     Ok(())

@@ -9,6 +9,7 @@
 
 mod catalog_app;
 mod identity_domain;
+mod kstatus;
 mod process;
 mod sync_policy;
 mod sync_run;
@@ -130,6 +131,28 @@ impl Env {
         let ctl =
             RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
         (env, ctl)
+    }
+
+    /// The dev job runner executing this namespace's Jobs with the real engine; stop it
+    /// by sending `true`, then await the handle.
+    fn start_runner(
+        &self,
+    ) -> (
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let runner = tokio::spawn(catalogsync::dev::runner::run(
+            self.client.clone(),
+            catalogsync::dev::runner::RunnerConfig {
+                binary: crate::sync_engine::binary().to_path_buf(),
+                kubeconfig: Some(self.cp.kubeconfig_path().to_path_buf()),
+                namespace: Some(self.ns.clone()),
+                grace: Duration::from_secs(5),
+            },
+            rx,
+        ));
+        (stop, runner)
     }
 
     pub(crate) async fn wait_ready(&self) -> CatalogApp {

@@ -13,7 +13,6 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tokio::sync::watch;
 
 use super::{Env, JOB_IMAGE, RunningController, app_cond, eventually, phase, requested_echo, tf};
 
@@ -301,17 +300,7 @@ async fn end_to_end_a_requested_run_executes_through_the_dev_job_runner() {
     env.scim.seed_users("iam", "user", 20).await;
     let _ctl =
         RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
-    let (stop, rx) = watch::channel(false);
-    let runner = tokio::spawn(catalogsync::dev::runner::run(
-        env.client.clone(),
-        catalogsync::dev::runner::RunnerConfig {
-            binary: crate::sync_engine::binary().to_path_buf(),
-            kubeconfig: Some(env.cp.kubeconfig_path().to_path_buf()),
-            namespace: Some(env.ns.clone()),
-            grace: Duration::from_secs(5),
-        },
-        rx,
-    ));
+    let (stop, runner) = env.start_runner();
     env.policy("").await;
     env.app(true).await;
     env.wait_ready().await;
