@@ -175,7 +175,7 @@ pub struct CatalogAppStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Conditions: Ready, ProvisioningEnabled, SynchronizationEnabled, Synchronizing,
-    /// LimitExceeded, and Reconciling/Stalled while true.
+    /// LimitExceeded, and Stalled while true (an invalid schedule).
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
