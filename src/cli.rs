@@ -118,8 +118,9 @@ pub(crate) fn shutdown_channel() -> tokio::sync::watch::Receiver<bool> {
 }
 
 /// The `--job-defaults` file's settings (none without a file); refused like a
-/// policy's `spec.job` would be at admission.
-fn job_defaults(path: Option<&std::path::Path>) -> anyhow::Result<JobSettings> {
+/// policy's `spec.job` would be at admission. Public so that the Helm chart's tests
+/// check its rendered file with the controller's own loader.
+pub fn job_defaults(path: Option<&std::path::Path>) -> anyhow::Result<JobSettings> {
     use anyhow::Context as _;
     let Some(path) = path else {
         return Ok(JobSettings::default());

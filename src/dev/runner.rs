@@ -4,7 +4,7 @@
 //! `catalogsync dev-job-runner` watches the Jobs labelled `catalogsync.io/run`,
 //! runs their container's command as a process on this machine (the image's
 //! `catalogsync` is mapped to a local binary), with the container's
-//! environment (Secret references resolved through the API) plus `KUBECONFIG`
+//! environment (Secret and ConfigMap references resolved through the API) plus `KUBECONFIG`
 //! so the process talks to the same API server, and writes the Job's status as
 //! the Job controller would: startTime, active, succeeded/failed, and the
 //! Complete/Failed conditions with the reasons `PodFailurePolicy`,
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
@@ -213,31 +213,62 @@ fn now() -> String {
         .to_string()
 }
 
-/// Resolves the container's environment like the kubelet (values and Secret keys).
+/// Resolves the container's environment like the kubelet: values, and keys of Secrets
+/// and ConfigMaps (`spec.job.env` may name ConfigMaps) read through the API.
 async fn resolve_env(
     client: &Client,
     ns: &str,
     container: &Container,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let mut out = Vec::new();
     for var in container.env.clone().unwrap_or_default() {
-        if let Some(v) = var.value {
-            out.push((var.name, v));
-        } else if let Some(sel) = var.value_from.and_then(|f| f.secret_key_ref) {
-            let secret = secrets.get_opt(&sel.name).await?;
+        let from = var.value_from.unwrap_or_default();
+        let value = if let Some(v) = var.value {
+            Some(v)
+        } else if let Some(sel) = from.secret_key_ref {
+            let secret = Api::<Secret>::namespaced(client.clone(), ns)
+                .get_opt(&sel.name)
+                .await?;
             let value = secret
                 .and_then(|s| s.data)
                 .and_then(|d| d.get(&sel.key).cloned())
                 .map(|b| String::from_utf8_lossy(&b.0).into_owned());
-            match value {
-                Some(v) => out.push((var.name, v)),
-                None if sel.optional == Some(true) => {}
-                None => anyhow::bail!("Secret {}/{} has no key {}", ns, sel.name, sel.key),
-            }
+            key_value(value, sel.optional, || {
+                format!("Secret {ns}/{} has no key {}", sel.name, sel.key)
+            })?
+        } else if let Some(sel) = from.config_map_key_ref {
+            let map = Api::<ConfigMap>::namespaced(client.clone(), ns)
+                .get_opt(&sel.name)
+                .await?;
+            // Like the kubelet: `data` only, not `binaryData`.
+            let value = map
+                .and_then(|m| m.data)
+                .and_then(|mut d| d.remove(&sel.key));
+            key_value(value, sel.optional, || {
+                format!("ConfigMap {ns}/{} has no key {}", sel.name, sel.key)
+            })?
+        } else {
+            None
+        };
+        if let Some(v) = value {
+            out.push((var.name, v));
         }
     }
     Ok(out)
+}
+
+/// A referenced key's value; a missing one leaves the variable out when the reference
+/// is optional and stops the pod otherwise, as the kubelet does. Pure.
+fn key_value(
+    value: Option<String>,
+    optional: Option<bool>,
+    missing: impl FnOnce() -> String,
+) -> anyhow::Result<Option<String>> {
+    match value {
+        Some(v) => Ok(Some(v)),
+        None if optional == Some(true) => Ok(None),
+        None => Err(anyhow::anyhow!(missing())),
+    }
 }
 
 async fn execute(
@@ -394,6 +425,20 @@ mod tests {
             }
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_missing_key_is_left_out_only_when_optional() {
+        let missing = || "ConfigMap ns/proxy has no key k".to_string();
+        assert_eq!(
+            key_value(Some("v".into()), None, missing).unwrap(),
+            Some("v".into())
+        );
+        assert_eq!(key_value(None, Some(true), missing).unwrap(), None);
+        for optional in [None, Some(false)] {
+            let err = key_value(None, optional, missing).unwrap_err();
+            assert!(err.to_string().contains("no key k"), "{err}");
+        }
     }
 
     #[test]

@@ -30,7 +30,9 @@ fn job(name: &str, script: &str, backoff: i32, deadline: Option<i64>) -> Job {
                     "command": ["sh", "-c", script],
                     "env": [
                         {"name": "PLAIN", "value": "plain-value"},
-                        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token", "optional": false}}}
+                        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token", "optional": false}}},
+                        {"name": "NO_PROXY", "valueFrom": {"configMapKeyRef": {"name": "proxy", "key": "no-proxy"}}},
+                        {"name": "UNSET", "valueFrom": {"configMapKeyRef": {"name": "proxy", "key": "absent", "optional": true}}}
                     ]
                 }]
             }}
@@ -60,6 +62,12 @@ async fn runs_jobs_as_processes_and_reports_like_the_job_controller() {
     )
     .await
     .unwrap();
+    cp.apply_yaml(
+        &ns,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: proxy}\ndata: {no-proxy: .corp}\n",
+    )
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (stop, rx) = watch::channel(false);
     let runner = tokio::spawn(runner::run(
@@ -75,10 +83,11 @@ async fn runs_jobs_as_processes_and_reports_like_the_job_controller() {
     let jobs: Api<Job> = Api::namespaced(client, &ns);
     let marker = dir.path().join("terminated");
     let cases = [
-        // Env from values and Secrets, and KUBECONFIG, reach the process.
+        // Env from values, Secrets and ConfigMaps (an optional missing key: unset), and
+        // KUBECONFIG, reach the process.
         job(
             "ok",
-            r#"test "$PLAIN" = plain-value && test "$TOKEN" = s3cret && test -f "$KUBECONFIG""#,
+            r#"test "$PLAIN" = plain-value && test "$TOKEN" = s3cret && test "$NO_PROXY" = .corp && test -z "${UNSET+set}" && test -f "$KUBECONFIG""#,
             2,
             None,
         ),

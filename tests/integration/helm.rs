@@ -35,6 +35,20 @@ const HELM_LABELS: [&str; 4] = [
     "helm.sh/chart",
 ];
 
+/// `--set-json` of syncJob pod defaults with every field of the `--job-defaults` file.
+const SYNC_JOB_DEFAULTS: &str = r#"syncJob={
+  "resources": {"requests": {"cpu": "200m"}, "limits": {"memory": "1Gi"}},
+  "nodeSelector": {"pool": "batch"},
+  "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}],
+  "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms":
+    [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}]}}},
+  "priorityClassName": "batch-low",
+  "imagePullSecrets": [{"name": "corp-registry"}],
+  "env": [{"name": "HTTPS_PROXY", "value": "http://proxy.corp:3128"},
+          {"name": "NO_PROXY", "valueFrom": {"configMapKeyRef": {"name": "proxy", "key": "no-proxy"}}}]
+}"#;
+const JOB_DEFAULTS_CONFIG_MAP: &str = "catalogsync-job-defaults";
+
 /// The helm binary that `hack/helm.sh` provides (built on first use).
 fn helm_binary() -> &'static Path {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
@@ -157,7 +171,13 @@ fn take_env(deployment: &mut Value, name: &str) -> Option<String> {
 #[test]
 fn chart_lints_with_default_and_namespaced_values() {
     let chart = chart();
-    for extra in [&[][..], &["--set", "watchNamespace=apps"][..]] {
+    let namespaced_with_job_defaults = [
+        "--set",
+        "watchNamespace=apps",
+        "--set-json",
+        SYNC_JOB_DEFAULTS,
+    ];
+    for extra in [&[][..], &namespaced_with_job_defaults[..]] {
         let mut args = vec!["lint", "--strict", chart.as_str()];
         args.extend(extra);
         let out = helm(&args);
@@ -349,7 +369,7 @@ async fn default_and_namespaced_renderings_apply_with_server_dry_run() {
 
     let apps = cp.new_namespace("helm-dry-apps").await;
     let set = format!("watchNamespace={apps}");
-    let rendered = render(SYSTEM_NS, &["--set", &set]);
+    let rendered = render(SYSTEM_NS, &["--set", &set, "--set-json", SYNC_JOB_DEFAULTS]);
     let applied = kubectl_apply(cp, &rendered, true).await;
     assert!(
         !applied.contains("clusterrole"),
@@ -359,6 +379,7 @@ async fn default_and_namespaced_renderings_apply_with_server_dry_run() {
         "role.rbac.authorization.k8s.io/catalogsync-controller",
         "rolebinding.rbac.authorization.k8s.io/catalogsync-sync-job",
         "serviceaccount/catalogsync-sync-job",
+        "configmap/catalogsync-job-defaults",
     ] {
         assert!(applied.contains(object), "{object} in:\n{applied}");
     }
@@ -596,4 +617,101 @@ fn monitoring_renders_a_service_monitor_and_the_documented_alerts() {
     let plain = objects(&render(SYSTEM_NS, &[]));
     assert_eq!(of_kind(&plain, "ServiceMonitor").count(), 0);
     assert_eq!(of_kind(&plain, "PrometheusRule").count(), 0);
+}
+
+/// The rendered `--job-defaults` file and the path the controller is told to read.
+fn job_defaults_file(rendered: &BTreeMap<(String, String, String), Value>) -> (String, String) {
+    let key = (
+        "ConfigMap".to_string(),
+        SYSTEM_NS.to_string(),
+        JOB_DEFAULTS_CONFIG_MAP.to_string(),
+    );
+    let file = rendered[&key]["data"]["job-defaults.yaml"]
+        .as_str()
+        .expect("job-defaults.yaml in the ConfigMap");
+    let deployment = of_kind(rendered, "Deployment").next().expect("Deployment");
+    let mut deployment = deployment.clone();
+    let path = take_env(&mut deployment, "CATALOGSYNC_JOB_DEFAULTS").expect("the env var");
+    (file.to_string(), path)
+}
+
+/// What the controller makes of a rendered `--job-defaults` file: its own loader.
+fn load_job_defaults(file: &str) -> anyhow::Result<catalogsync::api::JobSettings> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job-defaults.yaml");
+    std::fs::write(&path, file).unwrap();
+    catalogsync::cli::job_defaults(Some(&path))
+}
+
+#[test]
+fn sync_job_defaults_become_a_mounted_file_the_controller_reads() {
+    let rendered = objects(&render(SYSTEM_NS, &["--set-json", SYNC_JOB_DEFAULTS]));
+    let (file, path) = job_defaults_file(&rendered);
+    let pod = &of_kind(&rendered, "Deployment").next().unwrap()["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+
+    // The path is the ConfigMap's key in a read-only mount of that ConfigMap.
+    let mounts = container["volumeMounts"].as_array().expect("volumeMounts");
+    let mount = mounts
+        .iter()
+        .find(|m| path.starts_with(m["mountPath"].as_str().unwrap()))
+        .expect("a mount holding the file");
+    assert_eq!(mount["readOnly"], true);
+    assert_eq!(
+        format!("{}/job-defaults.yaml", mount["mountPath"].as_str().unwrap()),
+        path
+    );
+    let volume = pod["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mount's volume");
+    assert_eq!(volume["configMap"]["name"], JOB_DEFAULTS_CONFIG_MAP);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+
+    // The controller accepts the file, with exactly the values given.
+    let settings = load_job_defaults(&file).expect("the controller accepts the file");
+    let given: Value = serde_json::from_str(SYNC_JOB_DEFAULTS.trim_start_matches("syncJob="))
+        .expect("the values as JSON");
+    assert_eq!(serde_json::to_value(&settings).unwrap(), given);
+
+    // A change of the file changes the Pod template, so the controller restarts to read it.
+    let checksum = |rendered: &BTreeMap<_, Value>| {
+        of_kind(rendered, "Deployment").next().unwrap()["spec"]["template"]["metadata"]
+            ["annotations"]["checksum/job-defaults"]
+            .as_str()
+            .expect("the checksum annotation")
+            .to_string()
+    };
+    let changed = objects(&render(
+        SYSTEM_NS,
+        &[
+            "--set-json",
+            SYNC_JOB_DEFAULTS,
+            "--set",
+            "syncJob.priorityClassName=batch-high",
+        ],
+    ));
+    assert_ne!(checksum(&rendered), checksum(&changed));
+}
+
+#[test]
+fn sync_job_defaults_breaking_the_env_rules_are_refused_by_the_controller() {
+    for (env, why) in [
+        (
+            r#"{"name": "CATALOGSYNC_APP_TOKEN", "value": "x"}"#,
+            "CATALOGSYNC_",
+        ),
+        (
+            r#"{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}"#,
+            "secretKeyRef",
+        ),
+    ] {
+        let set = format!(r#"syncJob={{"env": [{env}]}}"#);
+        let rendered = objects(&render(SYSTEM_NS, &["--set-json", &set]));
+        let (file, _) = job_defaults_file(&rendered);
+        let err = load_job_defaults(&file).expect_err(env);
+        assert!(format!("{err:#}").contains(why), "{env}: {err:#}");
+    }
 }

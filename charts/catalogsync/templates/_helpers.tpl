@@ -78,3 +78,23 @@ the watched one, or else syncJob.namespaces.
   resources: [syncruns/status]
   verbs: [patch]
 {{- end -}}
+
+{{/*
+The --job-defaults file: the syncJob pod settings that are set, as YAML (empty when
+none is, and then the chart renders nothing of it).
+*/}}
+{{- define "catalogsync.jobDefaults" -}}
+{{- $set := dict -}}
+{{- range $field := list "resources" "nodeSelector" "tolerations" "affinity" "priorityClassName" "imagePullSecrets" "env" -}}
+{{- with get $.Values.syncJob $field -}}
+{{- $_ := set $set $field . -}}
+{{- end -}}
+{{- end -}}
+{{- with $set -}}
+{{ toYaml . }}
+{{- end -}}
+{{- end -}}
+
+{{- define "catalogsync.jobDefaultsName" -}}
+{{ include "catalogsync.fullname" . }}-job-defaults
+{{- end -}}
