@@ -352,12 +352,11 @@ async fn kubectl_apply(cp: &ControlPlane, yaml: &str, dry_run: bool) -> String {
 #[tokio::test]
 async fn default_and_namespaced_renderings_apply_with_server_dry_run() {
     let cp = control_plane().await;
-    // A server dry run creates nothing: the namespaces must exist.
-    let namespace = std::fs::read_to_string(repo_path("deploy/namespace.yaml")).unwrap();
-    cp.apply_yaml("", &namespace)
-        .await
-        .expect("the system namespace");
-    let applied = kubectl_apply(cp, &render(SYSTEM_NS, &["--include-crds"]), true).await;
+    // A release namespace of its own: other tests install deploy/ for real into the system
+    // namespace, and a dry run over that Deployment fails on its immutable selector (Helm's
+    // labels differ). A server dry run creates nothing, so the namespace must exist.
+    let release = cp.new_namespace("helm-dry").await;
+    let applied = kubectl_apply(cp, &render(&release, &["--include-crds"]), true).await;
     for object in [
         "customresourcedefinition.apiextensions.k8s.io/syncruns.catalogsync.io",
         "clusterrole.rbac.authorization.k8s.io/catalogsync-controller",
@@ -369,7 +368,7 @@ async fn default_and_namespaced_renderings_apply_with_server_dry_run() {
 
     let apps = cp.new_namespace("helm-dry-apps").await;
     let set = format!("watchNamespace={apps}");
-    let rendered = render(SYSTEM_NS, &["--set", &set, "--set-json", SYNC_JOB_DEFAULTS]);
+    let rendered = render(&release, &["--set", &set, "--set-json", SYNC_JOB_DEFAULTS]);
     let applied = kubectl_apply(cp, &rendered, true).await;
     assert!(
         !applied.contains("clusterrole"),
