@@ -6,10 +6,11 @@ SHELL := /bin/bash
 
 .PHONY: setup test demo crds lint bench bench-smoke bench-controller
 
-## setup: build/cache kube-apiserver + etcd, create the SCIM venv, build the binary
+## setup: build/cache kube-apiserver + etcd and promtool, create the SCIM venv, build the binary
 setup:
 	@KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" && echo "control plane: $$KUBEBUILDER_ASSETS"
 	@hack/scim/setup.sh >/dev/null && echo "SCIM servers: ready"
+	@PROMTOOL="$$(hack/promtool.sh)" && echo "promtool: $$PROMTOOL"
 	cargo build --locked --features dev
 
 ## test: unit tests and integration tests on a real control plane and real SCIM servers

@@ -11,6 +11,7 @@ mod devrunner;
 mod e2e;
 mod examples;
 mod harness;
+mod monitoring;
 mod provisioning;
 mod rbac;
 mod scim_client;
