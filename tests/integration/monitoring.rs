@@ -99,6 +99,30 @@ fn alerting_rules_pass_promtool_and_each_alert_fires_in_its_unit_test() {
     );
 }
 
+#[test]
+fn the_bundle_builds_with_kustomize() {
+    let dir = repo_path("deploy/monitoring");
+    let out = Command::new("kubectl")
+        .args(["kustomize", &dir.display().to_string()])
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_slice(&out.stdout)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    let expected = BTreeSet::from(["ConfigMap", "PrometheusRule", "ServiceMonitor"]);
+    assert_eq!(kinds, expected);
+    let dashboard = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = dashboard["data"]["dashboard.json"].as_str().unwrap();
+    serde_json::from_str::<serde_json::Value>(json).expect("the dashboard in the ConfigMap parses");
+}
+
 /// Our metric names in PromQL expressions (`up` is Prometheus's own).
 fn metric_names(exprs: &[String]) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
