@@ -6,13 +6,14 @@ SHELL := /bin/bash
 
 .PHONY: setup test demo crds lint bench bench-smoke bench-controller
 
-## setup: build/cache the Go-built tools (kube-apiserver + etcd, helm, the kstatus helper),
+## setup: build/cache the Go-built tools (kube-apiserver + etcd, helm, promtool, the kstatus helper),
 ## create the SCIM venv, build the binary. The tests find the tools in the cache.
 setup:
 	@KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" && echo "control plane: $$KUBEBUILDER_ASSETS"
 	@hack/scim/setup.sh >/dev/null && echo "SCIM servers: ready"
 	@hack/helm.sh >/dev/null && echo "helm: ready"
 	@hack/kstatus.sh >/dev/null && echo "kstatus helper: ready"
+	@PROMTOOL="$$(hack/promtool.sh)" && echo "promtool: $$PROMTOOL"
 	cargo build --locked --features dev
 
 ## test: unit tests and integration tests on a real control plane and real SCIM servers

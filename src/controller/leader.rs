@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kube::Client;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -37,6 +38,8 @@ impl LeaseConfig {
 pub struct Leadership {
     state: Option<watch::Receiver<bool>>,
     task: Option<JoinHandle<kube_lease_manager::Result<LeaseManager>>>,
+    /// 1 while we hold the lease (`catalogsync_leader`).
+    gauge: Gauge,
 }
 
 impl Leadership {
@@ -54,7 +57,16 @@ impl Leadership {
         Ok(Leadership {
             state: Some(state),
             task: Some(task),
+            gauge: Gauge::default(),
         })
+    }
+
+    /// Reports leadership on `gauge`: 1 from acquiring the lease until losing or
+    /// releasing it.
+    pub fn report_to(mut self, gauge: Gauge) -> Self {
+        gauge.set(0);
+        self.gauge = gauge;
+        self
     }
 
     /// Resolves once we hold the lease.
@@ -64,6 +76,7 @@ impl Leadership {
             .wait_for(|leader| *leader)
             .await
             .map_err(|_| anyhow::anyhow!("the lease manager stopped"))?;
+        self.gauge.set(1);
         Ok(())
     }
 
@@ -73,10 +86,12 @@ impl Leadership {
             return;
         };
         let _ = state.wait_for(|leader| !*leader).await;
+        self.gauge.set(0);
     }
 
     /// Gives the lease up, so a standby takes over at once rather than after expiry.
     pub async fn release(&mut self) {
+        self.gauge.set(0);
         // Closing the channel makes the manager release the lease and return.
         drop(self.state.take());
         if let Some(task) = self.task.take() {

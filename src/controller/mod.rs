@@ -506,13 +506,17 @@ pub async fn run(
         }
     };
     let Some(lease) = lease else {
+        // Without leader election this replica acts alone: it leads.
+        ctx.metrics.leader().set(1);
         set_ready(true);
         run_controllers(ctx, shutdown).await;
         return Ok(());
     };
     // A standby replica is healthy and ready; it just does not act.
     set_ready(true);
-    let mut leadership = crate::controller::leader::Leadership::start(client, &lease).await?;
+    let mut leadership = crate::controller::leader::Leadership::start(client, &lease)
+        .await?
+        .report_to(ctx.metrics.leader());
     let mut shutdown_rx = shutdown.clone();
     tokio::select! {
         acquired = leadership.acquired() => acquired?,

@@ -539,23 +539,37 @@ async fn assert_sync_job_reads_only_its_namespace(cp: &ControlPlane, apps: &str,
     );
 }
 
-/// The alerts of the first YAML block after "Alerts worth setting" in docs/operations.md.
-fn documented_alerts() -> Vec<Value> {
-    let doc = std::fs::read_to_string(repo_path("docs/operations.md")).unwrap();
-    let after = doc
-        .split("Alerts worth setting")
-        .nth(1)
-        .expect("the alerts section");
-    let block = after
-        .split("```yaml\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .expect("a yaml block of alerts");
-    serde_yaml_ng::from_str(block).expect("the alerts parse")
+/// (alert, expr, for) of every rule of a PrometheusRule.
+fn alerts(rule: &Value) -> Vec<Value> {
+    rule["spec"]["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules").iter())
+        .map(|r| {
+            let mut r = r.clone();
+            let map = r.as_object_mut().unwrap();
+            map.retain(|k, _| ["alert", "expr", "for"].contains(&k.as_str()));
+            r
+        })
+        .collect()
+}
+
+/// The monitoring bundle's PrometheusRule, the one the chart renders.
+fn bundle_rule() -> Value {
+    let text = std::fs::read_to_string(repo_path("deploy/monitoring/prometheusrule.yaml")).unwrap();
+    let copy =
+        std::fs::read_to_string(repo_path("charts/catalogsync/files/prometheusrule.yaml")).unwrap();
+    assert_eq!(
+        copy, text,
+        "charts/catalogsync/files/prometheusrule.yaml is stale: \
+         cp deploy/monitoring/prometheusrule.yaml charts/catalogsync/files/"
+    );
+    serde_yaml_ng::from_str(&text).expect("the bundle's rule parses")
 }
 
 #[test]
-fn monitoring_renders_a_service_monitor_and_the_documented_alerts() {
+fn monitoring_renders_a_service_monitor_and_the_bundles_alerts() {
     let rendered = objects(&render(
         SYSTEM_NS,
         &[
@@ -594,24 +608,15 @@ fn monitoring_renders_a_service_monitor_and_the_documented_alerts() {
     let rule = of_kind(&rendered, "PrometheusRule")
         .next()
         .expect("PrometheusRule");
-    let charted: Vec<Value> = rule["spec"]["groups"][0]["rules"]
-        .as_array()
-        .expect("rules")
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            let map = r.as_object_mut().unwrap();
-            map.retain(|k, _| ["alert", "expr", "for"].contains(&k.as_str()));
-            r
-        })
-        .collect();
-    assert_eq!(charted, documented_alerts());
+    let charted = alerts(rule);
+    assert_eq!(charted, alerts(&bundle_rule()));
     // Prometheus names a ServiceMonitor's job after the Service.
-    let down = charted.last().unwrap()["expr"].as_str().unwrap();
-    assert!(
-        down.contains(&format!("job={}", service["metadata"]["name"])),
-        "{down}"
-    );
+    let down = charted
+        .iter()
+        .find(|r| r["alert"] == "CatalogSyncControllerDown")
+        .expect("the ControllerDown alert");
+    let job = format!("job=\"{}\"", service["metadata"]["name"].as_str().unwrap());
+    assert!(down["expr"].as_str().unwrap().contains(&job), "{down}");
 
     let plain = objects(&render(SYSTEM_NS, &[]));
     assert_eq!(of_kind(&plain, "ServiceMonitor").count(), 0);

@@ -15,6 +15,7 @@ mod examples;
 mod harness;
 mod helm;
 mod job_pods;
+mod monitoring;
 mod plan_approval;
 mod provisioning;
 mod rbac;

@@ -27,7 +27,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::{Context, Error, Result};
-use crate::api::{CatalogApp, SyncRun};
+use crate::api::{CatalogApp, CatalogAppStatus, Direction, Mode, RunPhase, RunSummary, SyncRun};
 use crate::cluster::status;
 
 pub use decide::{Inputs, NewRun, Plan, PolicyState, ProvisioningState, decide};
@@ -83,6 +83,7 @@ pub async fn reconcile(app: Arc<CatalogApp>, ctx: Arc<Context>) -> Result<Action
     runs::delete(&runs_api, &plan.prune).await?;
 
     report(&ctx, &app, &ns, &plan).await?;
+    report_last_successes(&ctx, &ns, &app.name_any(), &runs);
     let mut requeue = plan.requeue.min(ctx.config.recheck);
     if tolerated || matches!(provisioning, ProvisioningState::Failed(_)) {
         requeue = requeue.min(super::FAILURE_RECHECK);
@@ -117,9 +118,58 @@ async fn report(ctx: &Context, app: &CatalogApp, ns: &str, plan: &Plan) -> Resul
     }
     for run in &plan.finished {
         let (direction, phase) = (format!("{:?}", run.direction), format!("{:?}", run.phase));
-        ctx.metrics.run_finished(&direction, &phase, &run.reason);
+        let seconds = finished_summary(&plan.status, run.direction).and_then(run_seconds);
+        ctx.metrics
+            .run_finished(&direction, &phase, &run.reason, seconds);
     }
     Ok(())
+}
+
+/// The last-success gauges of the app, from its runs (the gauge keeps the newest,
+/// so a success pruned from the history is not forgotten while the process runs).
+fn report_last_successes(ctx: &Context, ns: &str, name: &str, runs: &[SyncRun]) {
+    for (direction, unix) in last_successes(runs) {
+        ctx.metrics
+            .set_last_success(ns, name, &format!("{direction:?}"), unix);
+    }
+}
+
+/// The summary of the last finished run in `direction`: the run `plan.finished` reports.
+fn finished_summary(status: &CatalogAppStatus, direction: Direction) -> Option<&RunSummary> {
+    match direction {
+        Direction::Import => status.last_run.as_ref(),
+        Direction::Provision => status.last_provisioning_run.as_ref(),
+    }
+}
+
+/// completionTime - startTime, when the run has both (a run cancelled before its Job
+/// started has no start).
+fn run_seconds(run: &RunSummary) -> Option<f64> {
+    let (start, end) = (run.start_time.as_ref()?, run.completion_time.as_ref()?);
+    let seconds = end.0.duration_since(start.0).as_secs_f64();
+    (seconds >= 0.0).then_some(seconds)
+}
+
+/// Per direction, the completion time (unix seconds) of the newest succeeded run. A
+/// dry-run plan changes nothing, so it is no successful synchronization.
+fn last_successes(runs: &[SyncRun]) -> Vec<(Direction, f64)> {
+    let succeeded = runs
+        .iter()
+        .filter(|r| r.spec.mode != Mode::Plan)
+        .filter_map(|r| {
+            let status = r.status.as_ref()?;
+            let done = status.completion_time.as_ref()?.0;
+            (status.phase == Some(RunPhase::Succeeded))
+                .then(|| (r.spec.direction, done.as_millisecond() as f64 / 1000.0))
+        });
+    let mut last: Vec<(Direction, f64)> = Vec::new();
+    for (direction, unix) in succeeded {
+        match last.iter_mut().find(|(d, _)| *d == direction) {
+            Some((_, t)) => *t = t.max(unix),
+            None => last.push((direction, unix)),
+        }
+    }
+    last
 }
 
 #[cfg(test)]

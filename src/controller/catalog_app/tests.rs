@@ -813,3 +813,79 @@ fn an_app_not_ready_from_the_start_gets_a_warning_once() {
     let p4 = decide_at(&a, "2026-01-01T10:03:00Z", &ready(), None, &[]);
     assert!(p4.events.iter().any(|e| e.reason == "NotReady"));
 }
+
+#[test]
+fn last_successes_take_the_newest_applied_success_per_direction() {
+    let mut plan = run(
+        "p",
+        Direction::Import,
+        Some(RunPhase::Succeeded),
+        "2026-01-05T00:00:00Z",
+    );
+    plan.spec.mode = Mode::Plan;
+    let runs = [
+        run(
+            "a",
+            Direction::Import,
+            Some(RunPhase::Succeeded),
+            "2026-01-02T00:00:00Z",
+        ),
+        run(
+            "b",
+            Direction::Import,
+            Some(RunPhase::Succeeded),
+            "2026-01-03T00:00:00Z",
+        ),
+        run(
+            "c",
+            Direction::Import,
+            Some(RunPhase::Failed),
+            "2026-01-04T00:00:00Z",
+        ),
+        run(
+            "d",
+            Direction::Provision,
+            Some(RunPhase::Succeeded),
+            "2026-01-01T00:00:00Z",
+        ),
+        run(
+            "e",
+            Direction::Provision,
+            Some(RunPhase::Running),
+            "2026-01-06T00:00:00Z",
+        ),
+        plan,
+    ];
+    let unix = |s: &str| t(s).timestamp() as f64;
+    let mut last = last_successes(&runs);
+    last.sort_by_key(|(d, _)| format!("{d:?}"));
+    assert_eq!(
+        last,
+        vec![
+            (Direction::Import, unix("2026-01-03T00:00:00Z")),
+            (Direction::Provision, unix("2026-01-01T00:00:00Z")),
+        ]
+    );
+    assert!(last_successes(&[]).is_empty());
+}
+
+#[test]
+fn a_finished_run_is_timed_from_its_summary() {
+    let summary = |start: Option<&str>, end: &str| RunSummary {
+        start_time: start.map(|s| Time(s.parse().unwrap())),
+        completion_time: Some(Time(end.parse().unwrap())),
+        ..Default::default()
+    };
+    let status = CatalogAppStatus {
+        last_run: Some(summary(
+            Some("2026-01-01T00:00:00Z"),
+            "2026-01-01T00:01:30Z",
+        )),
+        last_provisioning_run: Some(summary(None, "2026-01-01T00:01:30Z")),
+        ..Default::default()
+    };
+    let seconds = |d| finished_summary(&status, d).and_then(run_seconds);
+    assert_eq!(seconds(Direction::Import), Some(90.0));
+    // Cancelled before its Job started: no duration to observe.
+    assert_eq!(seconds(Direction::Provision), None);
+}

@@ -42,6 +42,17 @@ pub struct RunningController {
 
 impl RunningController {
     pub fn start(client: Client, ns: &str, recheck: Duration, lease: Option<LeaseConfig>) -> Self {
+        Self::start_with_metrics(client, ns, recheck, lease, Arc::new(Metrics::default()))
+    }
+
+    /// Like `start`, recording into `metrics` (to serve or inspect them).
+    pub fn start_with_metrics(
+        client: Client,
+        ns: &str,
+        recheck: Duration,
+        lease: Option<LeaseConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let (stop, rx) = watch::channel(false);
         let config = Config {
             job: JobConfig {
@@ -52,14 +63,7 @@ impl RunningController {
             recheck,
             namespace: Some(ns.into()),
         };
-        let task = tokio::spawn(controller::run(
-            client,
-            Arc::new(Metrics::default()),
-            config,
-            lease,
-            rx,
-            None,
-        ));
+        let task = tokio::spawn(controller::run(client, metrics, config, lease, rx, None));
         RunningController {
             stop,
             task: Some(task),
