@@ -47,16 +47,16 @@ fn run_promtool(args: &[&str], dir: &Path) {
     );
 }
 
-fn yaml(rel: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(&std::fs::read_to_string(repo_path(rel)).unwrap()).unwrap()
+fn yaml(rel: &str) -> serde_yaml_ng::Value {
+    serde_yaml_ng::from_str(&std::fs::read_to_string(repo_path(rel)).unwrap()).unwrap()
 }
 
 /// The PrometheusRule's `spec`: a Prometheus rule file (`groups`).
-fn rule_file() -> serde_yaml::Value {
+fn rule_file() -> serde_yaml_ng::Value {
     yaml("deploy/monitoring/prometheusrule.yaml")["spec"].clone()
 }
 
-fn strings<'a>(values: impl Iterator<Item = &'a serde_yaml::Value>) -> BTreeSet<String> {
+fn strings<'a>(values: impl Iterator<Item = &'a serde_yaml_ng::Value>) -> BTreeSet<String> {
     values
         .filter_map(|v| v.as_str())
         .map(String::from)
@@ -69,7 +69,7 @@ fn alerting_rules_pass_promtool_and_each_alert_fires_in_its_unit_test() {
     let rules = rule_file();
     std::fs::write(
         dir.path().join("rules.yaml"),
-        serde_yaml::to_string(&rules).unwrap(),
+        serde_yaml_ng::to_string(&rules).unwrap(),
     )
     .unwrap();
     std::fs::copy(
@@ -111,7 +111,7 @@ fn the_bundle_builds_with_kustomize() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_slice(&out.stdout)
+    let docs: Vec<serde_yaml_ng::Value> = serde_yaml_ng::Deserializer::from_slice(&out.stdout)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
