@@ -415,10 +415,10 @@ async fn argocd_health_of_cancelled_failed_and_stalled() {
         "running",
     );
 
-    // A newer request replaces it: finished, nothing to do.
+    // A newer request replaces it: it ends without doing what it was for.
     w.request("second").await;
     let obj = w
-        .wait_health("syncrun", &first, "Healthy", "cancelled")
+        .wait_health("syncrun", &first, "Degraded", "cancelled")
         .await;
     w.dump(&obj, "cancelled");
 

@@ -1,9 +1,10 @@
 -- Argo CD health of a catalogsync.io SyncRun, from status.phase. A run that stopped on a
 -- limit or failed needs a person: Degraded. A cancelled run (the app suspended,
--- synchronization turned off, or replaced by a newer run) is finished and needs nothing:
--- Healthy, with a message that starts with "cancelled". Suspended would say "waiting to
--- resume", which a cancelled run never does. A Stalled=True condition (kstatus) is
--- Degraded too. Written for Argo CD's default sandbox: base and table libraries only.
+-- synchronization turned off, or replaced by a newer run) ended without doing what was
+-- committed: Degraded too, with a message that starts with "cancelled", as kstatus reads
+-- it (Stalled, reason Cancelled) so that Argo CD and Flux agree. Suspended would say
+-- "waiting to resume", which a cancelled run never does. A Stalled=True condition is
+-- Degraded. Written for Argo CD's default sandbox: base and table libraries only.
 local hs = {}
 
 local function stalled()
@@ -30,6 +31,15 @@ if phase == "Failed" or phase == "LimitExceeded" then
   return hs
 end
 
+if phase == "Cancelled" then
+  hs.status = "Degraded"
+  if message == "" then
+    message = "cancelled"
+  end
+  hs.message = message
+  return hs
+end
+
 local stall = stalled()
 if stall ~= nil then
   hs.status = "Degraded"
@@ -39,12 +49,6 @@ end
 
 if phase == "Succeeded" then
   hs.status = "Healthy"
-  hs.message = message
-elseif phase == "Cancelled" then
-  hs.status = "Healthy"
-  if message == "" then
-    message = "cancelled"
-  end
   hs.message = message
 else -- Pending, Running
   hs.status = "Progressing"
