@@ -2,7 +2,7 @@
 //! apiserver; its default rendering is `deploy/` less Helm's labels; with
 //! `watchNamespace` its Roles let the controller and the sync Jobs work in that
 //! namespace and nowhere else (real ServiceAccount tokens); its monitoring
-//! objects carry the alerts of `docs/operations.md`.
+//! objects carry the alerts of `deploy/monitoring/prometheusrule.yaml`.
 //!
 //! helm comes from `hack/helm.sh` (built once from the pinned Go module, cached).
 
