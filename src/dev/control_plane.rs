@@ -84,54 +84,8 @@ impl ControlPlane {
     ) -> Result<Self> {
         let [etcd_port, peer_port, api_port] = free_ports()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let d = |name: &str| dir.join(name).display().to_string();
-
-        let mut etcd = spawn_child(
-            "etcd",
-            &assets.join("etcd"),
-            &[
-                "--name=envtest".into(),
-                format!("--data-dir={}", d(&format!("etcd-{etcd_port}"))),
-                format!("--listen-client-urls={etcd_url}"),
-                format!("--advertise-client-urls={etcd_url}"),
-                format!("--listen-peer-urls={peer_url}"),
-                format!("--initial-advertise-peer-urls={peer_url}"),
-                format!("--initial-cluster=envtest={peer_url}"),
-                // The data is disposable; fsync only slows things down.
-                "--unsafe-no-fsync".into(),
-                "--log-level=warn".into(),
-            ],
-            &[],
-            dir,
-        )?;
-        let mut apiserver = spawn_child(
-            "kube-apiserver",
-            &assets.join("kube-apiserver"),
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={api_port}"),
-                format!("--cert-dir={}", d("apiserver")),
-                format!("--tls-cert-file={}", d("serving.crt")),
-                format!("--tls-private-key-file={}", d("serving.key")),
-                format!("--token-auth-file={}", d("tokens.csv")),
-                "--authorization-mode=RBAC".into(),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!("--service-account-key-file={}", d("sa.pub")),
-                format!("--service-account-signing-key-file={}", d("sa.key")),
-                // No token controller runs, so Pods must not wait for token Secrets.
-                "--disable-admission-plugins=ServiceAccount".into(),
-                "--allow-privileged=true".into(),
-                // Fairness queues only add latency on a single-tenant server.
-                "--enable-priority-and-fairness=false".into(),
-            ],
-            &[],
-            dir,
-        )?;
-
+        let mut etcd = spawn_etcd(assets, dir, etcd_port, peer_port)?;
+        let mut apiserver = spawn_apiserver(assets, dir, &etcd_url, api_port)?;
         let cp = ControlPlane {
             dir: dir.to_path_buf(),
             server: format!("https://127.0.0.1:{api_port}"),
@@ -140,31 +94,40 @@ impl ControlPlane {
             kubeconfig: dir.join("kubeconfig"),
         };
         cp.write_kubeconfig()?;
-
         let admin = cp.admin_client();
+        cp.wait_ready(&admin, &mut etcd, &mut apiserver).await?;
+        install_crds(&admin, crds).await?;
+        Ok(cp)
+    }
+
+    /// Waits until the apiserver says `ok` on /readyz, failing early with the log's end
+    /// when etcd or the apiserver exits.
+    async fn wait_ready(
+        &self,
+        admin: &Client,
+        etcd: &mut Child,
+        apiserver: &mut Child,
+    ) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            for (name, child) in [("etcd", &mut etcd), ("kube-apiserver", &mut apiserver)] {
+            for (name, child) in [("etcd", &mut *etcd), ("kube-apiserver", &mut *apiserver)] {
                 if let Some(status) = child.try_wait()? {
                     bail!(
                         "{name} exited with {status} during startup; end of its log:\n{}",
-                        log_tail(&dir.join(format!("{name}.log")))
+                        log_tail(&self.dir.join(format!("{name}.log")))
                     );
                 }
             }
             let readyz = http::Request::get("/readyz").body(Vec::new())?;
             match admin.request_text(readyz).await {
-                Ok(body) if body.trim() == "ok" => break,
+                Ok(body) if body.trim() == "ok" => return Ok(()),
                 _ if Instant::now() > deadline => bail!(
                     "kube-apiserver not ready after 120s; end of its log:\n{}",
-                    log_tail(&dir.join("kube-apiserver.log"))
+                    log_tail(&self.dir.join("kube-apiserver.log"))
                 ),
                 _ => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }
-
-        install_crds(&admin, crds).await?;
-        Ok(cp)
     }
 
     fn write_kubeconfig(&self) -> Result<()> {
@@ -208,6 +171,62 @@ impl ControlPlane {
             serde_json::from_value(serde_json::json!({ "token": token })).expect("auth info");
         Client::try_from(config).expect("client from config")
     }
+}
+
+/// etcd on 127.0.0.1:`etcd_port`, its data in `dir` (disposable).
+fn spawn_etcd(assets: &Path, dir: &Path, etcd_port: u16, peer_port: u16) -> Result<Child> {
+    let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let data = dir.join(format!("etcd-{etcd_port}"));
+    spawn_child(
+        "etcd",
+        &assets.join("etcd"),
+        &[
+            "--name=envtest".into(),
+            format!("--data-dir={}", data.display()),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=envtest={peer_url}"),
+            // The data is disposable; fsync only slows things down.
+            "--unsafe-no-fsync".into(),
+            "--log-level=warn".into(),
+        ],
+        &[],
+        dir,
+    )
+}
+
+/// kube-apiserver on 127.0.0.1:`api_port`, with the certificates and tokens in `dir`.
+fn spawn_apiserver(assets: &Path, dir: &Path, etcd_url: &str, api_port: u16) -> Result<Child> {
+    let d = |name: &str| dir.join(name).display().to_string();
+    spawn_child(
+        "kube-apiserver",
+        &assets.join("kube-apiserver"),
+        &[
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            format!("--cert-dir={}", d("apiserver")),
+            format!("--tls-cert-file={}", d("serving.crt")),
+            format!("--tls-private-key-file={}", d("serving.key")),
+            format!("--token-auth-file={}", d("tokens.csv")),
+            "--authorization-mode=RBAC".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", d("sa.pub")),
+            format!("--service-account-signing-key-file={}", d("sa.key")),
+            // No token controller runs, so Pods must not wait for token Secrets.
+            "--disable-admission-plugins=ServiceAccount".into(),
+            "--allow-privileged=true".into(),
+            // Fairness queues only add latency on a single-tenant server.
+            "--enable-priority-and-fairness=false".into(),
+        ],
+        &[],
+        dir,
+    )
 }
 
 /// Server-side applies the CRDs and waits until each is Established.

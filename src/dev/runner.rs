@@ -281,30 +281,13 @@ async fn execute(
     let name = job.name_any();
     let api: Api<Job> = Api::namespaced(client.clone(), &ns);
     let spec = job.spec.clone().unwrap_or_default();
-    let container = spec
-        .template
-        .spec
-        .as_ref()
-        .and_then(|p| p.containers.first().cloned())
-        .ok_or_else(|| anyhow::anyhow!("Job {name} has no container"))?;
-    let mut argv: Vec<String> = container.command.clone().unwrap_or_default();
-    argv.extend(container.args.clone().unwrap_or_default());
-    if argv.first().map(String::as_str) == Some("catalogsync") {
-        argv[0] = config.binary.display().to_string();
-    }
-    anyhow::ensure!(!argv.is_empty(), "Job {name} has no command");
-
+    let (container, argv) = command_of(&job, config)?;
     let started = std::time::Instant::now();
     let deadline = spec
         .active_deadline_seconds
         .map(|s| Duration::from_secs(s.max(0) as u64));
-    let start_time = now();
-    patch_status(
-        &api,
-        &name,
-        json!({"startTime": start_time, "active": 1, "ready": 0}),
-    )
-    .await?;
+    let status = json!({"startTime": now(), "active": 1, "ready": 0});
+    patch_status(&api, &name, status).await?;
 
     let mut failed = 0;
     loop {
@@ -314,49 +297,13 @@ async fn execute(
                 Attempt::Exited(1)
             }
             Ok(env) => {
-                let mut cmd = tokio::process::Command::new(&argv[0]);
-                cmd.args(&argv[1..])
-                    .envs(env)
-                    .stdin(Stdio::null())
-                    .kill_on_drop(true);
-                if let Some(k) = &config.kubeconfig {
-                    cmd.env("KUBECONFIG", k);
-                }
-                let mut child = cmd.spawn()?;
                 let remaining = deadline.map(|d| d.saturating_sub(started.elapsed()));
-                let timeout = async {
-                    match remaining {
-                        Some(r) => tokio::time::sleep(r).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    status = child.wait() => Attempt::Exited(exit_code(status?)),
-                    _ = timeout => {
-                        terminate(&mut child, config.grace).await;
-                        Attempt::DeadlineExceeded
-                    }
-                    _ = &mut deleted => {
-                        terminate(&mut child, config.grace).await;
-                        Attempt::Deleted
-                    }
-                }
+                run_attempt(config, &argv, env, remaining, &mut deleted).await?
             }
         };
         match next_step(&job, attempt, failed) {
             Next::Stop => return Ok(()),
-            Next::Complete => {
-                let t = now();
-                return patch_status(&api, &name, json!({
-                    "active": 0, "ready": 0, "succeeded": 1, "completionTime": t,
-                    "conditions": [
-                        {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
-                         "message": "Reached expected number of succeeded pods", "lastProbeTime": t, "lastTransitionTime": t},
-                        {"type": "Complete", "status": "True", "reason": "CompletionsReached",
-                         "message": "Reached expected number of succeeded pods", "lastProbeTime": t, "lastTransitionTime": t},
-                    ]
-                })).await.map_err(Into::into);
-            }
+            Next::Complete => return complete(&api, &name).await,
             Next::Retry => {
                 if matches!(attempt, Attempt::Exited(c) if c != 0) {
                     failed += 1;
@@ -365,26 +312,103 @@ async fn execute(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Next::Fail { reason, message } => {
-                let t = now();
-                failed += 1;
-                return patch_status(
-                    &api,
-                    &name,
-                    json!({
-                        "active": 0, "ready": 0, "failed": failed,
-                        "conditions": [
-                            {"type": "FailureTarget", "status": "True", "reason": reason,
-                             "message": message, "lastProbeTime": t, "lastTransitionTime": t},
-                            {"type": "Failed", "status": "True", "reason": reason,
-                             "message": message, "lastProbeTime": t, "lastTransitionTime": t},
-                        ]
-                    }),
-                )
-                .await
-                .map_err(Into::into);
+                return fail(&api, &name, failed + 1, reason, &message).await;
             }
         }
     }
+}
+
+/// The Job's container and its command line, with the image's `catalogsync` replaced by
+/// the binary standing for it.
+fn command_of(job: &Job, config: &RunnerConfig) -> anyhow::Result<(Container, Vec<String>)> {
+    let name = job.name_any();
+    let container = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first().cloned())
+        .ok_or_else(|| anyhow::anyhow!("Job {name} has no container"))?;
+    let mut argv: Vec<String> = container.command.clone().unwrap_or_default();
+    argv.extend(container.args.clone().unwrap_or_default());
+    if argv.first().map(String::as_str) == Some("catalogsync") {
+        argv[0] = config.binary.display().to_string();
+    }
+    anyhow::ensure!(!argv.is_empty(), "Job {name} has no command");
+    Ok((container, argv))
+}
+
+/// One attempt of the pod: the process until it exits, the deadline passes or the Job
+/// is deleted (then SIGTERM, and SIGKILL after the grace period, as the kubelet does).
+async fn run_attempt(
+    config: &RunnerConfig,
+    argv: &[String],
+    env: Vec<(String, String)>,
+    remaining: Option<Duration>,
+    deleted: &mut oneshot::Receiver<()>,
+) -> anyhow::Result<Attempt> {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .envs(env)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(k) = &config.kubeconfig {
+        cmd.env("KUBECONFIG", k);
+    }
+    let mut child = cmd.spawn()?;
+    let timeout = async {
+        match remaining {
+            Some(r) => tokio::time::sleep(r).await,
+            None => std::future::pending().await,
+        }
+    };
+    Ok(tokio::select! {
+        status = child.wait() => Attempt::Exited(exit_code(status?)),
+        _ = timeout => {
+            terminate(&mut child, config.grace).await;
+            Attempt::DeadlineExceeded
+        }
+        _ = deleted => {
+            terminate(&mut child, config.grace).await;
+            Attempt::Deleted
+        }
+    })
+}
+
+/// The Job's status as the Job controller writes it on success.
+async fn complete(api: &Api<Job>, name: &str) -> anyhow::Result<()> {
+    let t = now();
+    let done = "Reached expected number of succeeded pods";
+    let status = json!({
+        "active": 0, "ready": 0, "succeeded": 1, "completionTime": t,
+        "conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
+             "message": done, "lastProbeTime": t, "lastTransitionTime": t},
+            {"type": "Complete", "status": "True", "reason": "CompletionsReached",
+             "message": done, "lastProbeTime": t, "lastTransitionTime": t},
+        ]
+    });
+    patch_status(api, name, status).await.map_err(Into::into)
+}
+
+/// The Job's status as the Job controller writes it on failure.
+async fn fail(
+    api: &Api<Job>,
+    name: &str,
+    failed: i32,
+    reason: &str,
+    message: &str,
+) -> anyhow::Result<()> {
+    let t = now();
+    let status = json!({
+        "active": 0, "ready": 0, "failed": failed,
+        "conditions": [
+            {"type": "FailureTarget", "status": "True", "reason": reason,
+             "message": message, "lastProbeTime": t, "lastTransitionTime": t},
+            {"type": "Failed", "status": "True", "reason": reason,
+             "message": message, "lastProbeTime": t, "lastTransitionTime": t},
+        ]
+    });
+    patch_status(api, name, status).await.map_err(Into::into)
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {

@@ -58,121 +58,133 @@ pub async fn run(cfg: UpConfig, mut shutdown: tokio::sync::watch::Receiver<bool>
             "starting the local control plane (etcd + kube-apiserver)",
         );
         let assets = control_plane::find_assets(&cfg.repo.join("hack/envtest.sh"))?;
-        let cp = ControlPlane::start(
-            &assets,
-            &dir.join("control-plane"),
-            &crate::api::crdgen::all(),
-        )
-        .await?;
+        let crds = crate::api::crdgen::all();
+        let cp = ControlPlane::start(&assets, &dir.join("control-plane"), &crds).await?;
         step(
             start,
             &format!("control plane ready at {}; CRDs installed", cp.server()),
         );
-
-        let scenario = Scenario::demo();
-        let mut tenants = vec![DOMAIN_TENANT.to_string()];
-        tenants.extend(scenario.apps.iter().map(|a| a.name.clone()));
-        step(
-            start,
-            &format!("starting the SCIM servers: {}", tenants.join(", ")),
-        );
-        let port = start_scim(&cfg, &dir, &tenants).await?;
-        let root = format!("http://127.0.0.1:{port}");
-        seed(&root, &scenario).await?;
-        step(
-            start,
-            &format!(
-                "seeded: {} users in the identity domain; {}",
-                scenario.domain_user_count(),
-                scenario
-                    .apps
-                    .iter()
-                    .map(|a| format!("{} accounts in {}", a.accounts().len(), a.name))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
-
-        for a in &scenario.apps {
-            println!(
-                "         {}: {} match by userName, {} by e-mail only, {} disputed, {} unmatched; \
-                 {} recorded in {}, {} of them deleted from the app",
-                a.name,
-                a.by_user_name,
-                a.by_email,
-                a.disputed,
-                a.unmatched,
-                a.recorded + a.deleted,
-                a.grant_group,
-                a.deleted
-            );
-        }
-        let [metrics_port] = control_plane::free_ports()?;
-        let kubeconfig = cp.kubeconfig_path().to_path_buf();
-        let env = [("KUBECONFIG", kubeconfig.as_path())];
+        let (root, tenants) = start_seeded_scim(&cfg, &dir, start).await?;
         step(start, "starting the controller and the dev job runner");
-        let mut controller = spawn_child(
-            "controller",
-            &cfg.binary,
-            &[
-                "controller".into(),
-                format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-                "--job-image=catalogsync:dev".into(),
-                "--recheck-seconds=60".into(),
-            ],
-            &env,
-            &dir,
-        )?;
-        let mut runner = spawn_child(
-            "job-runner",
-            &cfg.binary,
-            &[
-                "dev-job-runner".into(),
-                format!("--binary={}", cfg.binary.display()),
-                format!("--kubeconfig={}", kubeconfig.display()),
-            ],
-            &env,
-            &dir,
-        )?;
-        let metrics = format!("http://127.0.0.1:{metrics_port}");
-        wait_ready(
-            &format!("{metrics}/readyz"),
-            &mut controller,
-            &dir.join("controller.log"),
-        )
-        .await?;
-
-        let mut vars = vec![
-            ("KUBECONFIG".to_string(), kubeconfig.display().to_string()),
-            (
-                "CATALOGSYNC_METRICS".to_string(),
-                format!("{metrics}/metrics"),
-            ),
-            (
-                "CATALOGSYNC_STATE_DIR".to_string(),
-                dir.display().to_string(),
-            ),
-        ];
-        for t in &tenants {
-            let key = t.to_uppercase();
-            vars.push((format!("{key}_URL"), format!("{root}/{t}/scim/v2")));
-            vars.push((format!("{key}_TOKEN"), token(t)));
-        }
-        let env_text: String = vars
-            .iter()
-            .map(|(k, v)| format!("export {k}='{v}'\n"))
-            .collect();
-        // Written whole under a temporary name: a reader never sees half a file.
-        write_private(&dir.join("env.tmp"), env_text.as_bytes())?;
-        std::fs::rename(dir.join("env.tmp"), dir.join("env"))?;
+        let kubeconfig = cp.kubeconfig_path().to_path_buf();
+        let mut children = start_processes(&cfg, &dir, &kubeconfig).await?;
+        write_env(&dir, &kubeconfig, &children.metrics, &root, &tenants)?;
         step(
             start,
             &format!("ready; environment in {}", dir.join("env").display()),
         );
+        children.watch(&dir, &mut shutdown).await
+    }
+    .await;
+    println!("stopping every process started by dev up");
+    control_plane::terminate_children();
+    result
+}
 
-        // Run until asked to stop, or until a process we depend on dies.
+/// Starts the SCIM servers, seeds them with the demo scenario and says what they hold;
+/// returns their root URL and the tenants (the identity domain first).
+async fn start_seeded_scim(
+    cfg: &UpConfig,
+    dir: &Path,
+    start: Instant,
+) -> Result<(String, Vec<String>)> {
+    let scenario = Scenario::demo();
+    let mut tenants = vec![DOMAIN_TENANT.to_string()];
+    tenants.extend(scenario.apps.iter().map(|a| a.name.clone()));
+    step(
+        start,
+        &format!("starting the SCIM servers: {}", tenants.join(", ")),
+    );
+    let port = start_scim(cfg, dir, &tenants).await?;
+    let root = format!("http://127.0.0.1:{port}");
+    seed(&root, &scenario).await?;
+    let apps: Vec<String> = scenario
+        .apps
+        .iter()
+        .map(|a| format!("{} accounts in {}", a.accounts().len(), a.name))
+        .collect();
+    let users = scenario.domain_user_count();
+    step(
+        start,
+        &format!(
+            "seeded: {users} users in the identity domain; {}",
+            apps.join(", ")
+        ),
+    );
+    for a in &scenario.apps {
+        println!(
+            "         {}: {} match by userName, {} by e-mail only, {} disputed, {} unmatched; \
+             {} recorded in {}, {} of them deleted from the app",
+            a.name,
+            a.by_user_name,
+            a.by_email,
+            a.disputed,
+            a.unmatched,
+            a.recorded + a.deleted,
+            a.grant_group,
+            a.deleted
+        );
+    }
+    Ok((root, tenants))
+}
+
+/// The controller and the dev job runner, as children of this process.
+struct Children {
+    controller: Child,
+    runner: Child,
+    /// The controller's metrics address, `http://127.0.0.1:PORT`.
+    metrics: String,
+}
+
+/// Starts the controller and the dev job runner and waits until the controller is ready.
+async fn start_processes(cfg: &UpConfig, dir: &Path, kubeconfig: &Path) -> Result<Children> {
+    let [metrics_port] = control_plane::free_ports()?;
+    let env = [("KUBECONFIG", kubeconfig)];
+    let mut controller = spawn_child(
+        "controller",
+        &cfg.binary,
+        &[
+            "controller".into(),
+            format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+            "--job-image=catalogsync:dev".into(),
+            "--recheck-seconds=60".into(),
+        ],
+        &env,
+        dir,
+    )?;
+    let runner = spawn_child(
+        "job-runner",
+        &cfg.binary,
+        &[
+            "dev-job-runner".into(),
+            format!("--binary={}", cfg.binary.display()),
+            format!("--kubeconfig={}", kubeconfig.display()),
+        ],
+        &env,
+        dir,
+    )?;
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    let log = dir.join("controller.log");
+    wait_ready(&format!("{metrics}/readyz"), &mut controller, &log).await?;
+    Ok(Children {
+        controller,
+        runner,
+        metrics,
+    })
+}
+
+impl Children {
+    /// Runs until asked to stop, or until a process we depend on dies.
+    async fn watch(
+        &mut self,
+        dir: &Path,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<()> {
         loop {
-            for (name, child) in [("controller", &mut controller), ("job-runner", &mut runner)] {
+            for (name, child) in [
+                ("controller", &mut self.controller),
+                ("job-runner", &mut self.runner),
+            ] {
                 if let Some(status) = child.try_wait()? {
                     bail!(
                         "the {name} exited with {status}; end of its log:\n{}",
@@ -181,16 +193,46 @@ pub async fn run(cfg: UpConfig, mut shutdown: tokio::sync::watch::Receiver<bool>
                 }
             }
             tokio::select! {
-                _ = crate::controller::stopped(&mut shutdown) => break,
+                _ = crate::controller::stopped(shutdown) => return Ok(()),
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
-        Ok(())
     }
-    .await;
-    println!("stopping every process started by dev up");
-    control_plane::terminate_children();
-    result
+}
+
+/// Writes the `env` file: KUBECONFIG, the metrics URL, the state directory and each
+/// tenant's SCIM URL and token, in shell syntax.
+fn write_env(
+    dir: &Path,
+    kubeconfig: &Path,
+    metrics: &str,
+    root: &str,
+    tenants: &[String],
+) -> Result<()> {
+    let mut vars = vec![
+        ("KUBECONFIG".to_string(), kubeconfig.display().to_string()),
+        (
+            "CATALOGSYNC_METRICS".to_string(),
+            format!("{metrics}/metrics"),
+        ),
+        (
+            "CATALOGSYNC_STATE_DIR".to_string(),
+            dir.display().to_string(),
+        ),
+    ];
+    for t in tenants {
+        let key = t.to_uppercase();
+        vars.push((format!("{key}_URL"), format!("{root}/{t}/scim/v2")));
+        vars.push((format!("{key}_TOKEN"), token(t)));
+    }
+    let env_text: String = vars
+        .iter()
+        .map(|(k, v)| format!("export {k}='{v}'\n"))
+        .collect();
+    // Written whole under a temporary name: a reader never sees half a file.
+    write_private(&dir.join("env.tmp"), env_text.as_bytes())?;
+    std::fs::rename(dir.join("env.tmp"), dir.join("env"))?;
+    Ok(())
 }
 
 /// Starts `serve.py` with one tenant per name and returns its port.
