@@ -105,6 +105,41 @@ fn expect(got: &BTreeMap<String, (String, String)>, object: &str, kstatus: &str,
     );
 }
 
+/// The description of `status.conditions` in the CRD of `plural` (`crds/`).
+fn documented_conditions(plural: &str) -> String {
+    let path = repo_path(&format!("crds/{plural}.catalogsync.io.yaml"));
+    let crd: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    schema["properties"]["status"]["properties"]["conditions"]["description"]
+        .as_str()
+        .expect("a description of status.conditions")
+        .to_string()
+}
+
+/// Every condition written on the namespace's objects is one its CRD documents.
+async fn conditions_are_documented(env: &Env) {
+    for (plural, objects) in [
+        ("identitydomains", listed::<IdentityDomain>(env).await),
+        ("catalogapps", listed::<CatalogApp>(env).await),
+        ("syncpolicies", listed::<SyncPolicy>(env).await),
+        ("syncruns", listed::<SyncRun>(env).await),
+    ] {
+        let documented = documented_conditions(plural);
+        let words: Vec<&str> = documented.split(|c: char| !c.is_alphanumeric()).collect();
+        for object in &objects {
+            let conditions = object["status"]["conditions"].as_array().cloned();
+            for condition in conditions.unwrap_or_default() {
+                let type_ = condition["type"].as_str().unwrap();
+                assert!(
+                    words.contains(&type_),
+                    "{plural}/{}: condition {type_} is not in the CRD's \"{documented}\"",
+                    object["metadata"]["name"]
+                );
+            }
+        }
+    }
+}
+
 const RUN: &str = "apiVersion: catalogsync.io/v1alpha1\nkind: SyncRun\n";
 
 #[tokio::test]
@@ -169,6 +204,7 @@ async fn kstatus_and_flux_read_every_kind_as_the_crds_document() {
     let got = statuses(&env).await;
     expect(&got, "SyncRun/first", "Current", "Current");
     expect(&got, "SyncRun/orphan", "Failed", "Failed");
+    conditions_are_documented(&env).await;
     let _ = stop.send(true);
     runner.await.unwrap().unwrap();
     ctl.shutdown().await;
