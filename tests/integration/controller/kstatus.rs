@@ -107,7 +107,7 @@ fn expect(got: &BTreeMap<String, (String, String)>, object: &str, kstatus: &str,
 
 /// The description of `status.conditions` in the CRD of `plural` (`crds/`).
 fn documented_conditions(plural: &str) -> String {
-    let path = repo_path(&format!("crds/{plural}.catalogsync.io.yaml"));
+    let path = repo_path(format!("crds/{plural}.catalogsync.io.yaml"));
     let crd: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
     schema["properties"]["status"]["properties"]["conditions"]["description"]
