@@ -9,6 +9,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// How long a shutdown waits for the lease to be released.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
 /// Where the lease lives and who we are.
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
@@ -94,11 +97,18 @@ impl Leadership {
         self.gauge.set(0);
         // Closing the channel makes the manager release the lease and return.
         drop(self.state.take());
-        if let Some(task) = self.task.take() {
-            match task.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "releasing the lease failed"),
-                Err(e) => tracing::warn!(error = %e, "the lease manager task failed"),
+        let Some(mut task) = self.task.take() else {
+            return;
+        };
+        // The manager notices the closed channel on its next wake-up; a shutdown must fit
+        // the pod's grace period, so past RELEASE_WAIT the Lease is left to expire instead.
+        match tokio::time::timeout(RELEASE_WAIT, &mut task).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "releasing the lease failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the lease manager task failed"),
+            Err(_) => {
+                task.abort();
+                tracing::warn!("the lease was not released in time; it expires by itself");
             }
         }
     }
