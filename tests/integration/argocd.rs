@@ -8,17 +8,16 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use catalogsync::api::SyncRun;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use crate::controller::{RunningController, eventually};
-use crate::harness::{ControlPlane, control_plane, repo_path};
-use crate::scim_server::{ScimServer, python};
+use crate::controller::{Env, RunningController, eventually};
+use crate::harness::{control_plane, repo_path};
+use crate::scim_server::python;
 
 const SCRIPTS: &str = "deploy/argocd/resource_customizations/catalogsync.io";
 const KINDS: [&str; 4] = ["IdentityDomain", "CatalogApp", "SyncPolicy", "SyncRun"];
@@ -119,13 +118,11 @@ async fn argocd_cm_snippet_is_generated_and_patches_a_real_configmap() {
     }
 }
 
-/// One namespace with SCIM servers, the controller and, optionally, the dev job runner
-/// (each Job a real `catalogsync sync` process).
+/// The controller tests' [`Env`] (a namespace, SCIM servers, the objects' helpers) with
+/// the controller and, optionally, the dev job runner (each Job a real `catalogsync sync`
+/// process).
 struct World {
-    cp: &'static ControlPlane,
-    ns: String,
-    client: Client,
-    scim: ScimServer,
+    env: Env,
     _controller: RunningController,
     runner_stop: Option<watch::Sender<bool>>,
 }
@@ -138,85 +135,28 @@ impl Drop for World {
     }
 }
 
+impl std::ops::Deref for World {
+    type Target = Env;
+    fn deref(&self) -> &Env {
+        &self.env
+    }
+}
+
 impl World {
     async fn start(prefix: &str, with_runner: bool) -> World {
-        let cp = control_plane().await;
-        let ns = cp.new_namespace(prefix).await;
-        let scim = tokio::task::spawn_blocking(|| ScimServer::start(&["iam", "app"]))
-            .await
-            .unwrap();
-        let client = cp.admin_client();
-        let recheck = Duration::from_secs(300);
-        let controller = RunningController::start(client.clone(), &ns, recheck, None);
-        let runner_stop = with_runner.then(|| {
-            let (stop, rx) = watch::channel(false);
-            let config = catalogsync::dev::runner::RunnerConfig {
-                binary: crate::sync_engine::binary().to_path_buf(),
-                kubeconfig: Some(cp.kubeconfig_path().to_path_buf()),
-                namespace: Some(ns.clone()),
-                grace: Duration::from_secs(5),
-            };
-            tokio::spawn(catalogsync::dev::runner::run(client.clone(), config, rx));
-            stop
-        });
+        let (env, controller) = Env::with_controller(prefix).await;
+        let runner_stop = with_runner.then(|| env.start_runner().0);
         World {
-            cp,
-            ns,
-            client,
-            scim,
+            env,
             _controller: controller,
             runner_stop,
         }
     }
 
-    async fn apply(&self, yaml: &str) {
-        let applied = self.cp.apply_yaml(&self.ns, yaml).await;
-        applied.unwrap_or_else(|e| panic!("apply: {e}\n{yaml}"));
-    }
-
-    async fn secret(&self, name: &str, token: &str) {
-        self.apply(&format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{token: {token}}}\n"
-        ))
-        .await;
-    }
-
-    async fn policy(&self, spec: &str) {
-        self.apply(&format!(
-            "apiVersion: catalogsync.io/v1alpha1\nkind: SyncPolicy\nmetadata: {{name: default}}\nspec: {{{spec}}}\n"
-        ))
-        .await;
-    }
-
     /// The Secrets, the IdentityDomain `corp`, the policy and the app `slack`.
     async fn objects(&self, policy: &str) {
-        self.secret("iam-token", &self.scim.token("iam")).await;
-        self.secret("app-token", &self.scim.token("app")).await;
         self.policy(policy).await;
-        self.apply(&format!(
-            r#"
-apiVersion: catalogsync.io/v1alpha1
-kind: IdentityDomain
-metadata: {{name: corp}}
-spec:
-  url: {}
-  auth: {{bearerToken: {{secretRef: {{name: iam-token, key: token}}}}}}
----
-apiVersion: catalogsync.io/v1alpha1
-kind: CatalogApp
-metadata: {{name: slack}}
-spec:
-  identityDomainRef: {{name: corp}}
-  connection:
-    url: {}
-    auth: {{bearerToken: {{secretRef: {{name: app-token, key: token}}}}}}
-  provisioning: {{enabled: true}}
-  synchronization: {{enabled: true, policyRef: {{name: default}}}}
-"#,
-            self.scim.base_url("iam"),
-            self.scim.base_url("app")
-        ))
-        .await;
+        self.app(true).await;
     }
 
     /// The object as the API serves it to Argo CD.
@@ -259,16 +199,6 @@ spec:
         })
         .await;
         app["status"]["lastRun"]["name"].as_str().unwrap().into()
-    }
-
-    async fn request(&self, token: &str) {
-        let patch = json!({"metadata": {"annotations": {"catalogsync.io/requested-at": token}}});
-        let apps: Api<catalogsync::api::CatalogApp> =
-            Api::namespaced(self.client.clone(), &self.ns);
-        let params = PatchParams::default();
-        apps.patch("slack", &params, &Patch::Merge(patch))
-            .await
-            .expect("request");
     }
 
     /// With CATALOGSYNC_ARGOCD_TESTDATA set, keeps `obj` as testdata/`case`.yaml of its kind.
@@ -346,7 +276,7 @@ async fn argocd_health_of_what_the_controller_and_engine_write() {
         w.dump(&obj, "healthy");
     }
 
-    w.request("one").await;
+    w.request_run("one").await;
     let run = w.last_run("Succeeded").await;
     w.dump(
         &w.wait_health("syncrun", &run, "Healthy", "").await,
@@ -357,7 +287,7 @@ async fn argocd_health_of_what_the_controller_and_engine_write() {
     w.scim.seed_users("app", "guest", 3).await;
     w.policy("onNoMatch: CreateUser, limits: {maxCreates: 1}")
         .await;
-    w.request("two").await;
+    w.request_run("two").await;
     let run = w.last_run("LimitExceeded").await;
     let obj = w
         .wait_health("syncrun", &run, "Degraded", "LimitExceeded: ")
@@ -374,7 +304,7 @@ async fn argocd_health_of_what_the_controller_and_engine_write() {
     w.dump(&obj, "limit-exceeded");
 
     let suspend = json!({"spec": {"suspend": true}});
-    let apps: Api<catalogsync::api::CatalogApp> = Api::namespaced(w.client.clone(), &w.ns);
+    let apps = w.api::<catalogsync::api::CatalogApp>();
     apps.patch("slack", &PatchParams::default(), &Patch::Merge(suspend))
         .await
         .unwrap();
@@ -396,15 +326,14 @@ async fn argocd_health_of_cancelled_failed_and_stalled() {
     let w = World::start("argocd-runs", false).await;
     w.objects("concurrencyPolicy: Replace").await;
     w.wait_health("catalogapp", "slack", "Healthy", "").await;
-    w.request("first").await;
+    w.request_run("first").await;
     let first = w.wait_run_with_job(None).await;
     w.dump(
         &w.wait_health("syncrun", &first, "Progressing", "Pending")
             .await,
         "pending",
     );
-    job_writes(
-        &w,
+    w.job_writes(
         &first,
         json!({"phase": "Running", "message": "listing accounts"}),
     )
@@ -416,7 +345,7 @@ async fn argocd_health_of_cancelled_failed_and_stalled() {
     );
 
     // A newer request replaces it: it ends without doing what it was for.
-    w.request("second").await;
+    w.request_run("second").await;
     let obj = w
         .wait_health("syncrun", &first, "Degraded", "cancelled")
         .await;
@@ -449,9 +378,8 @@ async fn argocd_health_of_cancelled_failed_and_stalled() {
 impl World {
     /// The run other than `other` once the controller has created its Job.
     async fn wait_run_with_job(&self, other: Option<&str>) -> String {
-        let runs: Api<SyncRun> = Api::namespaced(self.client.clone(), &self.ns);
         eventually(30, "a run with its Job", || async {
-            let list = runs.list(&ListParams::default()).await.ok()?.items;
+            let list = self.runs().await;
             let run = list
                 .into_iter()
                 .find(|r| Some(r.name_any().as_str()) != other)?;
@@ -460,15 +388,6 @@ impl World {
         })
         .await
     }
-}
-
-/// Writes run status as the sync Job does (its own field manager).
-async fn job_writes(w: &World, run: &str, status: Value) {
-    let runs: Api<SyncRun> = Api::namespaced(w.client.clone(), &w.ns);
-    let manager = catalogsync::cluster::status::JOB_MANAGER;
-    catalogsync::cluster::status::apply(&runs, run, manager, status)
-        .await
-        .expect("job status");
 }
 
 /// The Job controller gives up on the run's Job (deadline) before the pod wrote an outcome.
@@ -480,7 +399,7 @@ async fn fail_job(w: &World, run: &str) {
         {"type": "FailureTarget", "status": "True", "reason": reason, "message": message, "lastTransitionTime": t},
         {"type": "Failed", "status": "True", "reason": reason, "message": message, "lastTransitionTime": t}
     ]}});
-    let jobs: Api<Job> = Api::namespaced(w.client.clone(), &w.ns);
+    let jobs = w.api::<Job>();
     jobs.patch_status(run, &PatchParams::default(), &Patch::Merge(status))
         .await
         .expect("job status");

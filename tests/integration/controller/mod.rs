@@ -111,7 +111,7 @@ pub(crate) struct Env {
     pub(crate) cp: &'static ControlPlane,
     pub(crate) ns: String,
     client: Client,
-    scim: ScimServer,
+    pub(crate) scim: ScimServer,
 }
 
 impl Env {
@@ -139,7 +139,7 @@ impl Env {
 
     /// The dev job runner executing this namespace's Jobs with the real engine; stop it
     /// by sending `true`, then await the handle.
-    fn start_runner(
+    pub(crate) fn start_runner(
         &self,
     ) -> (
         tokio::sync::watch::Sender<bool>,
@@ -178,7 +178,7 @@ impl Env {
             .unwrap_or_else(|e| panic!("apply: {e}\n{yaml}"));
     }
 
-    async fn secret(&self, name: &str, token: &str) {
+    pub(crate) async fn secret(&self, name: &str, token: &str) {
         self.apply(&format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{token: {token}}}\n"
         ))
