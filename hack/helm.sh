@@ -13,10 +13,10 @@
 # version, so a second run with unchanged pins only checks the stamp.
 set -euo pipefail
 
-log() { printf 'helm: %s\n' "$*" >&2; }
-die() { printf 'helm: error: %s\n' "$*" >&2; exit 1; }
-
+tool=helm
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib/gobuild.sh
+source "$repo/hack/lib/gobuild.sh"
 pins="$repo/hack/helm"
 
 if [[ -n "${CATALOGSYNC_HELM:-}" ]]; then
@@ -26,8 +26,7 @@ if [[ -n "${CATALOGSYNC_HELM:-}" ]]; then
 	exit 0
 fi
 
-version="$(awk '$1 == "require" && $2 == "helm.sh/helm/v3" { print $3; exit }' "$pins/go.mod")"
-[[ -n "$version" ]] || die "cannot find helm.sh/helm/v3 in $pins/go.mod"
+version="$(module_version "$pins/go.mod" helm.sh/helm/v3)"
 # Like helm's own Makefile: the Kubernetes version that `helm template` and
 # `helm lint` assume (else v1.20, which the chart's kubeVersion refuses) is that of
 # the client-go it is built with (v0.35.x -> 1.35).
@@ -37,43 +36,8 @@ ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$version"
 for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
 	ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s_minor"
 done
-cache="${CATALOGSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catalogsync}/helm/$version"
-bin="$cache/helm"
-stamp="$cache/helm.stamp"
-
-stamp_of() {
-	# The build inputs: the pins and the Go toolchain that compiles them.
-	(cd "$pins" && sha256sum go.mod go.sum) | awk '{ print $1 }' | tr '\n' ' '
-	printf '%s ' "$ldflags" | sha256sum | awk '{ printf "%s ", $1 }'
-	go env GOVERSION 2>/dev/null || echo "no-go"
-}
-
-if [[ -x "$bin" && -f "$stamp" ]]; then
-	if ! command -v go >/dev/null; then
-		# Without Go the stamp cannot be compared; a built binary is still usable.
-		log "go not found; using the previously built $bin"
-		printf '%s\n' "$bin"
-		exit 0
-	fi
-	if [[ "$(cat "$stamp")" == "$(stamp_of)" ]]; then
-		log "helm $version is up to date in $cache"
-		printf '%s\n' "$bin"
-		exit 0
-	fi
-fi
-
-command -v go >/dev/null || die "go is required to build helm (install Go, or set CATALOGSYNC_HELM to a helm binary)"
-mkdir -p "$cache"
-log "building helm $version into $cache; the first build takes a few minutes"
-start=$SECONDS
-tmp="$bin.tmp.$$"
-# Build into a temporary name and rename, so an interrupted build never leaves
-# a half-written binary that looks usable.
-if ! (cd "$pins" && go build -trimpath -ldflags "$ldflags" -o "$tmp" helm.sh/helm/v3/cmd/helm) >&2; then
-	rm -f "$tmp"
-	die "building helm failed"
-fi
-mv -f "$tmp" "$bin"
-stamp_of >"$stamp"
-log "built helm $version in $((SECONDS - start))s"
+bin="$cache_root/helm/$version/helm"
+go_build_cached "helm $version" "$pins" "$bin" "$ldflags" \
+	"install Go, or set CATALOGSYNC_HELM to a helm binary" \
+	-ldflags "$ldflags" helm.sh/helm/v3/cmd/helm
 printf '%s\n' "$bin"
