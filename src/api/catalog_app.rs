@@ -96,6 +96,16 @@ pub struct Provisioning {
     /// account in the app. Default: `catalogsync-<namespace>-<app name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_group: Option<String>,
+    /// Display name of the account record group: the users whose account in the app is
+    /// linked. Written only by catalogsync. Default: `<grantGroup>-accounts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub record_group: Option<String>,
+    /// Adopt a grant or record group that exists without catalogsync's ownership mark
+    /// (`externalId: catalogsync:<namespace>/<app>/grant|record`). Off by default, so that
+    /// pointing an app at an existing group (an administrators group) changes nothing.
+    #[serde(default)]
+    pub adopt_existing_groups: bool,
     /// Operations provisioning may perform.
     #[serde(default = "default_operations")]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
@@ -214,6 +224,9 @@ pub struct CatalogAppStatus {
     /// SCIM id of the grant group in the identity domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_group_id: Option<String>,
+    /// SCIM id of the account record group in the identity domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_group_id: Option<String>,
 }
 
 impl CatalogApp {
@@ -232,6 +245,52 @@ impl CatalogApp {
         let ns = self.metadata.namespace.as_deref().unwrap_or("default");
         let name = self.metadata.name.as_deref().unwrap_or_default();
         format!("catalogsync-{ns}-{name}")
+    }
+
+    /// Display name of the app's account record group: `spec.provisioning.recordGroup`,
+    /// else `<grant group>-accounts`.
+    pub fn record_group_name(&self) -> String {
+        self.spec
+            .provisioning
+            .as_ref()
+            .and_then(|p| p.record_group.as_deref())
+            .filter(|g| !g.trim().is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}-accounts", self.grant_group_name()))
+    }
+
+    /// The ownership mark catalogsync writes as `externalId` on the app's group of `role`
+    /// (`grant` or `record`).
+    pub fn group_mark(&self, role: GroupRole) -> String {
+        let ns = self.metadata.namespace.as_deref().unwrap_or("default");
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        format!("catalogsync:{ns}/{name}/{}", role.as_str())
+    }
+
+    /// Whether groups without the ownership mark may be adopted.
+    pub fn adopts_existing_groups(&self) -> bool {
+        self.spec
+            .provisioning
+            .as_ref()
+            .is_some_and(|p| p.adopt_existing_groups)
+    }
+}
+
+/// The two groups an app owns in the identity domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupRole {
+    /// Who should have an account in the app.
+    Grant,
+    /// Whose account in the app is linked.
+    Record,
+}
+
+impl GroupRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupRole::Grant => "grant",
+            GroupRole::Record => "record",
+        }
     }
 }
 

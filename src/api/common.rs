@@ -153,6 +153,11 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub max_deletes: Option<i64>,
+    /// Maximum number of creates and deletes together in one run (the seed's own
+    /// "maximum number of changes"). Absent = no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_changes: Option<i64>,
     /// What to do when the plan exceeds a limit.
     #[serde(default)]
     pub when_exceeded: WhenExceeded,
@@ -197,10 +202,12 @@ pub struct Counts {
     /// Accounts already recorded (linked) before this run.
     #[serde(default)]
     pub already_linked: i64,
-    /// Accounts linked by this run (exact match, or a create that met an existing user).
+    /// Accounts linked (recorded) by this run: an exact match, a Provision adoption, or a
+    /// create that met the same user.
     #[serde(default)]
     pub linked: i64,
-    /// Objects created by this run.
+    /// Objects created by this run: IAM users for unmatched accounts (Import), accounts
+    /// for granted users (Provision).
     #[serde(default)]
     pub created: i64,
     /// Objects updated by this run.
@@ -215,9 +222,31 @@ pub struct Counts {
     /// Accounts that match several users: reported, never acted on.
     #[serde(default)]
     pub disputed: i64,
-    /// Items whose change failed.
+    /// Accounts matched to a user while `onExactMatch` is Ignore, or (Provision) matched
+    /// to a user who is neither granted nor recorded: left alone.
+    #[serde(default)]
+    pub ignored: i64,
+    /// Inactive accounts that are not linked: never linked.
+    #[serde(default)]
+    pub inactive: i64,
+    /// Accounts of recorded users no longer granted: never re-linked by Import; Provision
+    /// deactivates or deletes them.
+    #[serde(default)]
+    pub revoked: i64,
+    /// Accounts whose planned write was not made: a Plan run, a limit, or a stop.
+    #[serde(default)]
+    pub skipped: i64,
+    /// Accounts whose write failed.
     #[serde(default)]
     pub failed: i64,
+    /// Granted users without a record and without an account: they wait for Provision and
+    /// are never taken for deleted.
+    #[serde(default)]
+    pub pending_provisioning: i64,
+    /// Users without an account whose write failed: an Import's deletion, a Provision's
+    /// create.
+    #[serde(default)]
+    pub failed_records: i64,
     /// Provisioning: changes the plan found but did not make because
     /// `spec.provisioning.operations` (or the app's catalog entry) does not allow them, e.g.
     /// a drifted account with Update not selected.

@@ -161,6 +161,9 @@ pub struct AppliedLimits {
     /// Maximum deletes; absent = unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_deletes: Option<i64>,
+    /// Maximum creates and deletes together; absent = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_changes: Option<i64>,
 }
 
 /// Observed state of a SyncRun.

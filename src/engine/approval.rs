@@ -69,6 +69,7 @@ pub fn limits_for(
     Ok(Some(Limits {
         max_creates: Some(planned.creates.max(0)),
         max_deletes: Some(planned.deletes.max(0)),
+        max_changes: Some((planned.creates + planned.deletes).max(0)),
         when_exceeded: WhenExceeded::Abort,
     }))
 }
@@ -142,6 +143,7 @@ mod tests {
         let policy = Limits {
             max_creates: Some(1),
             max_deletes: None,
+            max_changes: None,
             when_exceeded: WhenExceeded::ApplyUpToLimit,
         };
         let got = limits_for(None, "sha256:x", &planned(5, 0), Some(&policy)).unwrap();

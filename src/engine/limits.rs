@@ -1,4 +1,4 @@
-//! Limits (`maxCreates`, `maxDeletes`): the check of a whole plan before any write, and
+//! Limits (`maxCreates`, `maxDeletes`, `maxChanges` = creates + deletes): the check of a whole plan before any write, and
 //! the allowances that keep the apply exact under any number of parallel workers. The
 //! pipeline ([`super::pipeline`]) does both.
 
@@ -77,33 +77,74 @@ impl Allowance {
     }
 }
 
-/// The run's allowances of creates and deletes (deactivations count as deletes).
+/// The run's allowances of creates and deletes (deactivations count as deletes), and of
+/// both together. A write takes one unit of its kind and one of `changes`, or none.
 #[derive(Debug)]
 pub struct Allowances {
-    pub creates: Allowance,
-    pub deletes: Allowance,
+    creates: Allowance,
+    deletes: Allowance,
+    changes: Allowance,
+}
+
+/// The kind of a limited write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Create,
+    Delete,
 }
 
 impl Allowances {
     pub fn new(limits: Option<&Limits>) -> Self {
-        let (max_creates, max_deletes) = max_creates_and_deletes(limits);
+        let (max_creates, max_deletes, max_changes) = limits_of(limits);
         Allowances {
             creates: Allowance::new(max_creates),
             deletes: Allowance::new(max_deletes),
+            changes: Allowance::new(max_changes),
         }
+    }
+
+    fn of(&self, kind: Kind) -> &Allowance {
+        match kind {
+            Kind::Create => &self.creates,
+            Kind::Delete => &self.deletes,
+        }
+    }
+
+    /// Reserves `n` writes of `kind`, all or nothing, within both its own limit and
+    /// `maxChanges`.
+    pub fn try_reserve(&self, kind: Kind, n: u64) -> bool {
+        let own = self.of(kind);
+        if !own.try_reserve(n) {
+            return false;
+        }
+        if !self.changes.try_reserve(n) {
+            own.release(n);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back `n` writes of `kind` that certainly did not happen.
+    pub fn release(&self, kind: Kind, n: u64) {
+        self.of(kind).release(n);
+        self.changes.release(n);
+    }
+
+    /// Writes of `kind` reserved and not released.
+    pub fn granted(&self, kind: Kind) -> u64 {
+        self.of(kind).granted()
     }
 
     /// The writes the apply attempts: links and updates (not limited), creates and
     /// deletes up to their limits. The apply stage's progress total.
     pub fn writes_to_apply(&self, planned: &PlannedCounts) -> u64 {
-        (planned.links + planned.updates).max(0) as u64
-            + self.creates.cap(planned.creates)
-            + self.deletes.cap(planned.deletes)
+        let limited = self.creates.cap(planned.creates) + self.deletes.cap(planned.deletes);
+        (planned.links + planned.updates).max(0) as u64 + self.changes.cap(limited as i64)
     }
 
-    /// True once either allowance refused a write.
+    /// True once an allowance refused a write.
     pub fn limit_reached(&self) -> bool {
-        self.creates.limit_reached() || self.deletes.limit_reached()
+        self.creates.limit_reached() || self.deletes.limit_reached() || self.changes.limit_reached()
     }
 }
 
@@ -134,11 +175,15 @@ fn limit_of(v: Option<i64>) -> Option<u64> {
     v.map(|v| v.max(0) as u64)
 }
 
-/// The creates and deletes limits; None is unlimited.
-fn max_creates_and_deletes(limits: Option<&Limits>) -> (Option<u64>, Option<u64>) {
+/// The creates, deletes and changes limits; None is unlimited.
+fn limits_of(limits: Option<&Limits>) -> (Option<u64>, Option<u64>, Option<u64>) {
     match limits {
-        None => (None, None),
-        Some(l) => (limit_of(l.max_creates), limit_of(l.max_deletes)),
+        None => (None, None, None),
+        Some(l) => (
+            limit_of(l.max_creates),
+            limit_of(l.max_deletes),
+            limit_of(l.max_changes),
+        ),
     }
 }
 
@@ -147,6 +192,7 @@ pub fn applied(limits: Option<&Limits>) -> AppliedLimits {
     AppliedLimits {
         max_creates: limits.and_then(|l| l.max_creates),
         max_deletes: limits.and_then(|l| l.max_deletes),
+        max_changes: limits.and_then(|l| l.max_changes),
     }
 }
 
@@ -156,13 +202,19 @@ pub fn check(planned_creates: u64, planned_deletes: u64, limits: Option<&Limits>
     let Some(l) = limits else {
         return LimitCheck::Within;
     };
-    let (mc, md) = max_creates_and_deletes(Some(l));
+    let (mc, md, mx) = limits_of(Some(l));
     let mut parts = Vec::new();
     if let Some(m) = mc.filter(|&m| planned_creates > m) {
         parts.push(format!("planned {planned_creates} creates, allowed {m}"));
     }
     if let Some(m) = md.filter(|&m| planned_deletes > m) {
         parts.push(format!("planned {planned_deletes} deletes, allowed {m}"));
+    }
+    let changes = planned_creates + planned_deletes;
+    if let Some(m) = mx.filter(|&m| changes > m) {
+        parts.push(format!(
+            "planned {changes} changes (creates + deletes), allowed {m}"
+        ));
     }
     if parts.is_empty() {
         return LimitCheck::Within;
@@ -183,8 +235,64 @@ mod tests {
         Limits {
             max_creates: c,
             max_deletes: d,
+            max_changes: None,
             when_exceeded: w,
         }
+    }
+
+    #[test]
+    fn max_changes_bounds_creates_and_deletes_together() {
+        let mut l = limits(Some(10), Some(10), WhenExceeded::Abort);
+        l.max_changes = Some(12);
+        assert_eq!(check(6, 6, Some(&l)), LimitCheck::Within);
+        assert_eq!(
+            check(7, 6, Some(&l)).message(),
+            Some("planned 13 changes (creates + deletes), allowed 12")
+        );
+        let a = Allowances::new(Some(&l));
+        assert!(a.try_reserve(Kind::Create, 10));
+        assert!(!a.try_reserve(Kind::Create, 1), "maxCreates");
+        assert!(a.try_reserve(Kind::Delete, 2));
+        assert!(!a.try_reserve(Kind::Delete, 1), "maxChanges");
+        assert!(a.limit_reached());
+        // A refused write of one kind takes nothing from the other.
+        assert_eq!(a.granted(Kind::Create), 10);
+        assert_eq!(a.granted(Kind::Delete), 2);
+        a.release(Kind::Create, 1);
+        assert!(a.try_reserve(Kind::Delete, 1));
+        let planned = PlannedCounts {
+            creates: 20,
+            deletes: 20,
+            links: 3,
+            updates: 0,
+        };
+        assert_eq!(a.writes_to_apply(&planned), 3 + 12);
+    }
+
+    /// Threads race creates and deletes under all three limits: no limit is ever passed
+    /// and, demand exceeding them, maxChanges is used up exactly.
+    #[test]
+    fn threads_racing_both_kinds_never_pass_max_changes() {
+        let mut l = limits(Some(40), Some(30), WhenExceeded::ApplyUpToLimit);
+        l.max_changes = Some(50);
+        let a = Arc::new(Allowances::new(Some(&l)));
+        let handles: Vec<_> = (0..16)
+            .map(|t| {
+                let a = a.clone();
+                std::thread::spawn(move || {
+                    let kind = if t % 2 == 0 {
+                        Kind::Create
+                    } else {
+                        Kind::Delete
+                    };
+                    (0..20).filter(|_| a.try_reserve(kind, 1)).count() as u64
+                })
+            })
+            .collect();
+        let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(total, 50);
+        assert!(a.granted(Kind::Create) <= 40 && a.granted(Kind::Delete) <= 30);
+        assert_eq!(a.granted(Kind::Create) + a.granted(Kind::Delete), 50);
     }
 
     #[test]

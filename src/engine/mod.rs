@@ -21,6 +21,7 @@
 //! - [`stop`]: signals, the timeout and the failure threshold stopping a run.
 
 pub mod approval;
+pub mod confirm;
 pub mod error;
 pub mod extract;
 pub mod import;

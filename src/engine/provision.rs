@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::api::{Counts, Operation, PlannedCounts, Stage};
-use crate::engine::limits::{Allowances, LimitCheck};
+use crate::engine::limits::{Allowances, Kind, LimitCheck};
 use crate::engine::plan::provision::{
     self as provision_plan, ProvisionAccount, ProvisionPlan, ProvisionUser,
 };
@@ -170,7 +170,7 @@ impl Applier<'_> {
     }
 
     async fn create(&self, m: u32) {
-        if !self.allowed.creates.try_reserve(1) {
+        if !self.allowed.try_reserve(Kind::Create, 1) {
             return;
         }
         let user = &self.members[m as usize];
@@ -183,7 +183,7 @@ impl Applier<'_> {
             Err(e) if e.is_uniqueness() => self.create_conflict(user, &body, e).await,
             Err(e) => {
                 if certainly_not_applied(&e) {
-                    self.allowed.creates.release(1);
+                    self.allowed.release(Kind::Create, 1);
                 }
                 self.writes.failed(1, "CreateAccount", &user.user_name, &e);
             }
@@ -212,7 +212,7 @@ impl Applier<'_> {
             self.writes.succeeded(1);
         } else {
             if !found.is_empty() {
-                self.allowed.creates.release(1);
+                self.allowed.release(Kind::Create, 1);
             }
             self.writes.failed(1, "CreateAccount", &user.user_name, &e);
         }
@@ -244,7 +244,7 @@ impl Applier<'_> {
     }
 
     async fn remove(&self, a: u32, delete: bool) {
-        if !self.allowed.deletes.try_reserve(1) {
+        if !self.allowed.try_reserve(Kind::Delete, 1) {
             return;
         }
         let account = &self.accounts[a as usize];
@@ -277,7 +277,7 @@ impl Applier<'_> {
             }
             Err(e) => {
                 if certainly_not_applied(&e) {
-                    self.allowed.deletes.release(1);
+                    self.allowed.release(Kind::Delete, 1);
                 }
                 self.writes.failed(1, action, &account.user_name, &e);
             }

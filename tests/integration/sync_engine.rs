@@ -1011,8 +1011,8 @@ async fn large_import_links_everything_in_few_requests() {
 #[tokio::test]
 async fn deletion_candidates_are_confirmed_against_the_app() {
     use catalogsync::api::MatchRule;
+    use catalogsync::engine::confirm::confirm_deletions;
     use catalogsync::engine::extract::Rules;
-    use catalogsync::engine::import::confirm_deletions;
     use catalogsync::engine::plan::Deletion;
     use catalogsync::engine::records::DomainUser;
 

@@ -439,6 +439,7 @@ fn last_run_and_limit_exceeded_mirror_the_runs() {
     status.limits = Some(AppliedLimits {
         max_creates: Some(100),
         max_deletes: None,
+        max_changes: None,
     });
     let p = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), Some(&pol), &[r]);
     let c = cond(&p, LIMIT_EXCEEDED);
@@ -661,6 +662,7 @@ fn ended(name: &str, dir: Direction, mode: Mode, phase: RunPhase, at: &str) -> S
         status.limits = Some(AppliedLimits {
             max_creates: Some(100),
             max_deletes: None,
+            max_changes: None,
         });
     }
     r

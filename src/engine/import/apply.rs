@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::api::OnAccountDeleted;
 use crate::engine::extract::{self, Rules};
-use crate::engine::limits::Allowances;
+use crate::engine::limits::{Allowances, Kind};
 use crate::engine::pipeline::Context;
 use crate::engine::plan::{self, Deletion, ImportPlan};
 use crate::engine::records::{Record, Records};
@@ -138,7 +138,7 @@ impl<'a> Applier<'a> {
         if self.writes.stopping() {
             return;
         }
-        if !self.allowed.creates.try_reserve(1) {
+        if !self.allowed.try_reserve(Kind::Create, 1) {
             return;
         }
         let account = self.accounts.get(a);
@@ -163,7 +163,7 @@ impl<'a> Applier<'a> {
             Err(e) if e.is_uniqueness() => self.create_conflict(account, subject, e).await,
             Err(e) => {
                 if writes::certainly_not_applied(&e) {
-                    self.allowed.creates.release(1);
+                    self.allowed.release(Kind::Create, 1);
                 }
                 self.writes.failed(1, "CreateUser", &subject, &e);
             }
@@ -202,7 +202,7 @@ impl<'a> Applier<'a> {
         if ours {
             self.context.tracker.update(|s| s.counts.created += 1);
         } else {
-            self.allowed.creates.release(1);
+            self.allowed.release(Kind::Create, 1);
         }
         self.writes.succeeded(1);
         self.push_link(id.to_string(), subject, !ours);
@@ -234,7 +234,7 @@ impl<'a> Applier<'a> {
         if self.writes.stopping() {
             return;
         }
-        if !self.allowed.deletes.try_reserve(1) {
+        if !self.allowed.try_reserve(Kind::Delete, 1) {
             return;
         }
         let subject = self.deletion_subject(d);
@@ -275,7 +275,7 @@ impl<'a> Applier<'a> {
             }
             Err(e) => {
                 if writes::certainly_not_applied(&e) {
-                    self.allowed.deletes.release(1);
+                    self.allowed.release(Kind::Delete, 1);
                 }
                 self.writes.failed(1, action, &subject, &e);
             }
@@ -305,7 +305,7 @@ impl<'a> Applier<'a> {
             let before = pending.len();
             pending.retain(|p| p.counted);
             let dropped = (before - pending.len()) as u64;
-            self.allowed.deletes.release(dropped);
+            self.allowed.release(Kind::Delete, dropped);
             self.context.tracker.advance(dropped);
         }
         for chunk in pending.chunks(MEMBERS_PER_CALL) {
@@ -326,7 +326,7 @@ impl<'a> Applier<'a> {
                 Err(e) => {
                     if uncounted > 0 {
                         if writes::certainly_not_applied(&e) {
-                            self.allowed.deletes.release(uncounted);
+                            self.allowed.release(Kind::Delete, uncounted);
                         }
                         self.writes
                             .failed(uncounted, "RemoveRecord", &chunk[0].subject, &e);
