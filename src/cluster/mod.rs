@@ -6,8 +6,10 @@
 //! - [`credentials`]: Secret references ↔ the Job's environment, resolved into SCIM
 //!   authentication;
 //! - [`exit_code`]: the Job ↔ controller contract of the engine's exit codes.
+//! - [`groups`]: the app's grant and record groups and the ownership rule for them.
 
 pub mod conditions;
 pub mod credentials;
 pub mod exit_code;
+pub mod groups;
 pub mod status;
