@@ -84,7 +84,9 @@ pub struct SyncPolicySpec {
     pub job: Option<JobSettings>,
 }
 
-fn default_matching() -> Vec<MatchRule> {
+/// The matching rules of a policy that names none; also Provision's rules for an app without
+/// a policy.
+pub fn default_matching() -> Vec<MatchRule> {
     vec![MatchRule {
         app_attribute: "userName".into(),
         domain_attribute: "userName".into(),

@@ -5,6 +5,7 @@
 
 use crate::api::RunPhase;
 use crate::cluster::exit_code;
+use crate::cluster::groups::GroupError;
 use crate::scim::ScimError;
 
 /// The condition reason of a run that broke or could not start.
@@ -13,6 +14,8 @@ pub const ERROR: &str = "Error";
 pub const CANCELLED: &str = "Cancelled";
 /// The condition reason of an approving run whose plan is no longer the approved one.
 pub const PLAN_CHANGED: &str = "PlanChanged";
+/// The condition reason of a run whose grant or record group is not the app's.
+pub const GROUP_NOT_OWNED: &str = "GroupNotOwned";
 
 /// A run that could not start, or broke before its plan was applied.
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +30,9 @@ pub enum RunError {
     /// turned off).
     #[error("{0}")]
     Cancelled(String),
-    #[error(
-        "grant group {0:?} not found in the identity domain (the controller creates it when provisioning is enabled)"
-    )]
-    GrantGroupMissing(String),
-    #[error("{0} groups in the identity domain have the display name {1:?}")]
-    GrantGroupAmbiguous(usize, String),
+    /// The app's grant or record group is missing, ambiguous or not the app's.
+    #[error("{0}")]
+    Group(#[from] GroupError),
     #[error("identity domain: {0}")]
     Domain(#[source] ScimError),
     #[error("app: {0}")]
@@ -60,6 +60,9 @@ impl RunError {
         match self {
             RunError::Cancelled(_) => CANCELLED,
             RunError::PlanChanged { .. } => PLAN_CHANGED,
+            RunError::Group(GroupError::NotOwned { .. } | GroupError::OwnedByOther { .. }) => {
+                GROUP_NOT_OWNED
+            }
             _ => ERROR,
         }
     }
@@ -76,7 +79,11 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             // A changed plan stays changed: the Job must not retry it.
-            RunError::Invalid(_) | RunError::PlanChanged { .. } => exit_code::INVALID,
+            RunError::Invalid(_)
+            | RunError::PlanChanged { .. }
+            | RunError::Group(GroupError::NotOwned { .. } | GroupError::OwnedByOther { .. }) => {
+                exit_code::INVALID
+            }
             RunError::Cancelled(_) => exit_code::CANCELLED,
             _ => exit_code::FAILED,
         }
@@ -98,9 +105,21 @@ mod tests {
                 exit_code::CANCELLED,
             ),
             (
-                RunError::GrantGroupMissing("g".into()),
+                RunError::Group(GroupError::Missing {
+                    role: "grant",
+                    name: "g".into(),
+                }),
                 ERROR,
                 exit_code::FAILED,
+            ),
+            (
+                RunError::Group(GroupError::NotOwned {
+                    role: "grant",
+                    name: "admins".into(),
+                    mark: "catalogsync:a/b/grant".into(),
+                }),
+                GROUP_NOT_OWNED,
+                exit_code::INVALID,
             ),
             (
                 RunError::PlanChanged {

@@ -1,14 +1,15 @@
 //! Listing: each side's users read page by page into a [`Sink`] that keeps only their
-//! compact form, both sides at once with one progress figure, and the grant group with
-//! its members. Shared by both directions.
+//! compact form, both sides at once with one progress figure, and the app's grant and
+//! record groups with their members. Shared by both directions.
 
 use std::sync::Mutex;
 
 use serde_json::Value;
 
+use crate::api::{CatalogApp, GroupRole};
+use crate::cluster::groups::{self, GroupError};
 use crate::engine::records::{Ids, Records, TooLarge};
 use crate::scim::model::USERS;
-use crate::scim::path::quote;
 use crate::scim::{ScimClient, ScimError};
 
 use super::error::RunError;
@@ -150,32 +151,41 @@ fn report_listing(
     });
 }
 
-/// Finds the grant group by display name and reads its members.
-pub async fn grant_group(domain: &ScimClient, name: &str) -> Result<(String, Ids), RunError> {
-    let filter = format!("displayName eq {}", quote(name));
-    let (groups, _) = domain
-        .list("Groups", &["displayName"], Some(&filter))
-        .await
-        .map_err(RunError::Domain)?;
-    let ids: Vec<String> = groups
-        .iter()
-        .filter(|g| {
-            g.get("displayName")
-                .and_then(Value::as_str)
-                .is_some_and(|d| d.eq_ignore_ascii_case(name))
-        })
-        .filter_map(|g| g.get("id").and_then(Value::as_str).map(str::to_string))
-        .collect();
-    let id = match ids.as_slice() {
-        [] => return Err(RunError::GrantGroupMissing(name.into())),
-        [one] => one.clone(),
-        many => return Err(RunError::GrantGroupAmbiguous(many.len(), name.into())),
-    };
+/// The app's two groups in the identity domain and their members.
+pub struct Groups {
+    pub grant_id: String,
+    pub record_id: String,
+    pub grants: Ids,
+    pub records: Ids,
+}
+
+/// Finds the app's grant and record groups (each must carry the app's ownership mark, or be
+/// adopted on purpose) and reads their members.
+pub async fn groups(domain: &ScimClient, app: &CatalogApp) -> Result<Groups, RunError> {
+    let (grant_id, grants) = group(domain, app, GroupRole::Grant).await?;
+    let (record_id, records) = group(domain, app, GroupRole::Record).await?;
+    Ok(Groups {
+        grant_id,
+        record_id,
+        grants,
+        records,
+    })
+}
+
+async fn group(
+    domain: &ScimClient,
+    app: &CatalogApp,
+    role: GroupRole,
+) -> Result<(String, Ids), RunError> {
+    let id = groups::find(domain, app, role).await?;
     let (members, _) = domain
         .group_members(&id)
         .await
         .map_err(RunError::Domain)?
-        .ok_or_else(|| RunError::GrantGroupMissing(name.into()))?;
+        .ok_or_else(|| GroupError::Missing {
+            role: role.as_str(),
+            name: groups::name_of(app, role),
+        })?;
     // Kept for the whole run: compact.
     Ok((id, members.iter().collect()))
 }

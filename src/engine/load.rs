@@ -7,7 +7,7 @@ use kube::{Api, Client};
 
 use crate::api::{
     Auth, CatalogApp, Direction, IdentityDomain, Limits, OnNoMatch, SyncPolicy, SyncPolicySpec,
-    SyncRun, Tls, catalog,
+    SyncRun, Tls, catalog, default_matching,
 };
 use crate::cluster::credentials::{self, Side};
 use crate::scim::{ClientOptions, ScimClient};
@@ -185,7 +185,7 @@ impl Loaded {
     ) -> Context {
         tracker.update(|s| s.limits = Some(super::limits::applied(limits.as_ref())));
         Context {
-            grant_group: self.app.grant_group_name(),
+            catalog_app: self.app,
             domain: self.domain_client,
             app: self.app_client,
             limits,
@@ -262,10 +262,25 @@ impl Loaded {
             .collect();
         let deactivate_deletes =
             entry.is_some_and(|e| e.deactivation == catalog::Deactivation::Delete);
+        // The same matching rules as Import decide which user owns an account.
+        let matching = self
+            .policy
+            .as_ref()
+            .map(|p| p.matching.clone())
+            .unwrap_or_else(default_matching);
+        let rules = Rules::parse(&matching).map_err(RunError::Invalid)?;
+        let synchronization = self
+            .app
+            .spec
+            .synchronization
+            .as_ref()
+            .is_some_and(|s| s.enabled);
         Ok(ProvisionRun {
+            rules,
             mappings,
             operations,
             deactivate_deletes,
+            synchronization,
             context: self.context(provisioning.limits.clone(), run, tracker, stop),
         })
     }

@@ -5,7 +5,7 @@
 
 use std::hash::BuildHasher;
 
-use crate::engine::records::Records;
+use crate::engine::records::{Record, Records};
 
 /// Normalizes a value for comparison into `out`: surrounding whitespace never matters,
 /// case only when the rule says so (folded character by character). Into a buffer the
@@ -147,15 +147,18 @@ pub enum DisputeReason {
     SeveralUsers,
     /// The user it matches is claimed by another account too.
     UserClaimedByOthers,
+    /// Its `externalId` names one user (`candidates[0]`), the rules find another
+    /// (`candidates[1]`).
+    ExternalIdNamesAnother,
 }
 
-/// The situation of one app account (midPoint's vocabulary).
+/// Which user owns one app account, before grants and records are looked at (the same for
+/// both directions; [`super::state`] adds them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Situation {
-    /// Its owner is already a grant-group member: nothing to do.
-    AlreadyLinked { user: u32 },
-    /// One user matched and is not yet recorded.
-    ExactMatch { user: u32 },
+    /// Exactly one user owns it: the one its `externalId` names, else the first rule that
+    /// finds exactly one user.
+    Owned { user: u32 },
     /// Ambiguous: reported, never acted on.
     Disputed {
         candidates: Vec<u32>,
@@ -177,55 +180,77 @@ enum Claim {
 pub struct Classification {
     /// One situation per account, in input order.
     pub situations: Vec<Situation>,
-    /// Per domain user: some account refers to it (owner or candidate). A grant-group
-    /// member nobody refers to is a deletion candidate.
+    /// Per domain user: some account refers to it (owner or candidate). Only a user nobody
+    /// refers to can be taken for an account gone.
     pub referenced: Vec<bool>,
 }
 
-/// Classifies every account. `is_member[u]` says whether user u is in the grant group.
-pub fn classify(accounts: &Records, index: &Index, is_member: &[bool]) -> Classification {
+/// What the rules alone find for one account: the first rule with exactly one user, or
+/// the candidates of the first rule with several. Marks every candidate referenced.
+fn by_rules(a: &Record<'_>, index: &Index, referenced: &mut [bool]) -> Result<u32, Vec<u32>> {
+    let mut several: Option<Vec<u32>> = None;
+    for rule in 0..index.rules() {
+        let c = index.candidates(rule, a.keys(rule));
+        for &u in &c {
+            referenced[u as usize] = true;
+        }
+        match c.len() {
+            0 => {}
+            1 => return Ok(c[0]),
+            _ => {
+                several.get_or_insert(c);
+            }
+        }
+    }
+    Err(several.unwrap_or_default())
+}
+
+/// One account's owner and how it was found, or why it has none. An `externalId` naming a
+/// listed user wins unless the rules find exactly one *other* user: then it is disputed.
+fn owner(
+    a: &Record<'_>,
+    index: &Index,
+    referenced: &mut [bool],
+) -> Result<(u32, Claim), Situation> {
+    let by_ext = a.external_id().and_then(|e| index.user_by_id(e));
+    if let Some(u) = by_ext {
+        referenced[u as usize] = true;
+    }
+    match (by_ext, by_rules(a, index, referenced)) {
+        (Some(e), Ok(r)) if e != r => Err(Situation::Disputed {
+            candidates: vec![e, r],
+            reason: DisputeReason::ExternalIdNamesAnother,
+        }),
+        (Some(e), _) => Ok((e, Claim::ExternalId)),
+        (None, Ok(r)) => Ok((r, Claim::Rule)),
+        (None, Err(c)) if c.is_empty() => Err(Situation::NoMatch),
+        (None, Err(candidates)) => Err(Situation::Disputed {
+            candidates,
+            reason: DisputeReason::SeveralUsers,
+        }),
+    }
+}
+
+/// One account's situation on its own, no other account claiming: what a create's 409 is
+/// settled with (the object holding the name, against the same rules).
+pub fn situation_of(a: &Record<'_>, index: &Index) -> Situation {
+    let mut referenced = vec![false; index.users().len()];
+    match owner(a, index, &mut referenced) {
+        Ok((user, _)) => Situation::Owned { user },
+        Err(s) => s,
+    }
+}
+
+/// Classifies every account.
+pub fn classify(accounts: &Records, index: &Index) -> Classification {
     let users_len = index.users().len();
     let mut referenced = vec![false; users_len];
-    // First pass: each account's owner (or why it has none).
-    let mut owners: Vec<Result<(u32, Claim), Situation>> = Vec::with_capacity(accounts.len());
-    for a in accounts.iter() {
-        let by_ext = a.external_id().and_then(|e| index.user_by_id(e));
-        if let Some(u) = by_ext {
-            referenced[u as usize] = true;
-            owners.push(Ok((u, Claim::ExternalId)));
-            continue;
-        }
-        let mut several: Option<Vec<u32>> = None;
-        let mut found = None;
-        for rule in 0..index.rules() {
-            let c = index.candidates(rule, a.keys(rule));
-            for &u in &c {
-                referenced[u as usize] = true;
-            }
-            match c.len() {
-                0 => {}
-                1 => {
-                    found = Some(c[0]);
-                    break;
-                }
-                _ => {
-                    if several.is_none() {
-                        several = Some(c);
-                    }
-                }
-            }
-        }
-        owners.push(match (found, several) {
-            (Some(u), _) => Ok((u, Claim::Rule)),
-            (None, Some(candidates)) => Err(Situation::Disputed {
-                candidates,
-                reason: DisputeReason::SeveralUsers,
-            }),
-            (None, None) => Err(Situation::NoMatch),
-        });
-    }
-    // Second pass: a user claimed by several accounts goes to the single externalId
-    // claimant if there is one; every other claimant is disputed.
+    let owners: Vec<Result<(u32, Claim), Situation>> = accounts
+        .iter()
+        .map(|a| owner(&a, index, &mut referenced))
+        .collect();
+    // A user claimed by several accounts goes to the single externalId claimant if there
+    // is one; every other claimant is disputed.
     let mut claims: Vec<(u32, u32)> = vec![(0, 0); users_len]; // user → (by externalId, by rule)
     for (u, how) in owners.iter().flatten() {
         let e = &mut claims[*u as usize];
@@ -244,15 +269,13 @@ pub fn classify(accounts: &Records, index: &Index, is_member: &[bool]) -> Classi
                     Claim::ExternalId => ext == 1,
                     Claim::Rule => ext == 0 && rule == 1,
                 };
-                if !sole {
+                if sole {
+                    Situation::Owned { user: u }
+                } else {
                     Situation::Disputed {
                         candidates: vec![u],
                         reason: DisputeReason::UserClaimedByOthers,
                     }
-                } else if is_member.get(u as usize).copied().unwrap_or(false) {
-                    Situation::AlreadyLinked { user: u }
-                } else {
-                    Situation::ExactMatch { user: u }
                 }
             }
         })
@@ -294,24 +317,15 @@ mod tests {
         }
     }
 
-    fn run(accounts: &[AppAccount], users: &[DomainUser], members: &[usize]) -> Classification {
-        run_cs(accounts, users, members, &[false, false])
+    fn run(accounts: &[AppAccount], users: &[DomainUser]) -> Classification {
+        run_cs(accounts, users, &[false, false])
     }
 
-    fn run_cs(
-        accounts: &[AppAccount],
-        users: &[DomainUser],
-        members: &[usize],
-        cs: &[bool],
-    ) -> Classification {
+    fn run_cs(accounts: &[AppAccount], users: &[DomainUser], cs: &[bool]) -> Classification {
         let users = Records::of_users(cs.len(), users);
         let accounts = Records::of_accounts(cs.len(), 0, accounts);
         let index = Index::build(&users, cs);
-        let mut is_member = vec![false; users.len()];
-        for &m in members {
-            is_member[m] = true;
-        }
-        classify(&accounts, &index, &is_member)
+        classify(&accounts, &index)
     }
 
     #[test]
@@ -328,30 +342,29 @@ mod tests {
     #[test]
     fn exact_match_is_case_insensitive_by_default() {
         let users = [user("u1", "alice", &[])];
-        let c = run(&[account("a1", "ALICE", None, None)], &users, &[]);
-        assert_eq!(c.situations, [Situation::ExactMatch { user: 0 }]);
+        let c = run(&[account("a1", "ALICE", None, None)], &users);
+        assert_eq!(c.situations, [Situation::Owned { user: 0 }]);
         assert!(c.referenced[0]);
     }
 
     #[test]
     fn non_ascii_values_fold_case_and_ids_are_exact() {
         let users = [user("u1", "Ärger", &[" ZOË@corp.example "])];
-        let c = run(&[account("a1", "äRGER", None, None)], &users, &[]);
-        assert_eq!(c.situations, [Situation::ExactMatch { user: 0 }]);
+        let c = run(&[account("a1", "äRGER", None, None)], &users);
+        assert_eq!(c.situations, [Situation::Owned { user: 0 }]);
         let c = run(
             &[account("a1", "x", Some("zoë@CORP.example"), None)],
             &users,
-            &[],
         );
-        assert_eq!(c.situations, [Situation::ExactMatch { user: 0 }]);
-        let c = run(&[account("a1", "Arger", None, None)], &users, &[]);
+        assert_eq!(c.situations, [Situation::Owned { user: 0 }]);
+        let c = run(&[account("a1", "Arger", None, None)], &users);
         assert_eq!(
             c.situations,
             [Situation::NoMatch],
             "folding is not accent removal"
         );
         // Ids are compared exactly: another case is another user.
-        let c = run(&[account("a1", "x", None, Some("U1"))], &users, &[]);
+        let c = run(&[account("a1", "x", None, Some("U1"))], &users);
         assert_eq!(c.situations, [Situation::NoMatch]);
         let records = Records::of_users(2, &users);
         let index = Index::build(&records, &[false, false]);
@@ -390,37 +403,47 @@ mod tests {
     #[test]
     fn case_sensitive_rule_does_not_fold() {
         let users = [user("u1", "alice", &[])];
-        let c = run_cs(
-            &[account("a1", "ALICE", None, None)],
-            &users,
-            &[],
-            &[true, true],
-        );
+        let c = run_cs(&[account("a1", "ALICE", None, None)], &users, &[true, true]);
         assert_eq!(c.situations, [Situation::NoMatch]);
         assert!(!c.referenced[0]);
     }
 
     #[test]
-    fn already_linked_when_owner_is_member() {
+    fn owner_found_by_the_first_rule() {
         let users = [user("u1", "alice", &[])];
-        let c = run(&[account("a1", "alice", None, None)], &users, &[0]);
-        assert_eq!(c.situations, [Situation::AlreadyLinked { user: 0 }]);
+        let c = run(&[account("a1", "alice", None, None)], &users);
+        assert_eq!(c.situations, [Situation::Owned { user: 0 }]);
     }
 
     #[test]
-    fn external_id_names_the_owner_before_any_rule() {
+    fn external_id_names_the_owner_when_the_rules_find_no_other() {
         let users = [user("u1", "alice", &[]), user("u2", "bob", &[])];
-        // The account's userName says alice, but provisioning recorded it for bob.
-        let c = run(&[account("a1", "alice", None, Some("u2"))], &users, &[1]);
-        assert_eq!(c.situations, [Situation::AlreadyLinked { user: 1 }]);
+        // Renamed in the app: the userName finds nobody, the externalId names bob.
+        let c = run(&[account("a1", "robert", None, Some("u2"))], &users);
+        assert_eq!(c.situations, [Situation::Owned { user: 1 }]);
         assert!(!c.referenced[0]);
+    }
+
+    #[test]
+    fn external_id_naming_another_user_than_the_rules_is_disputed() {
+        let users = [user("u1", "alice", &[]), user("u2", "bob", &[])];
+        // The userName says alice, the externalId bob: never linked to either.
+        let c = run(&[account("a1", "alice", None, Some("u2"))], &users);
+        assert_eq!(
+            c.situations,
+            [Situation::Disputed {
+                candidates: vec![1, 0],
+                reason: DisputeReason::ExternalIdNamesAnother
+            }]
+        );
+        assert_eq!(c.referenced, [true, true]);
     }
 
     #[test]
     fn unknown_external_id_falls_back_to_the_rules() {
         let users = [user("u1", "alice", &[])];
-        let c = run(&[account("a1", "alice", None, Some("gone"))], &users, &[]);
-        assert_eq!(c.situations, [Situation::ExactMatch { user: 0 }]);
+        let c = run(&[account("a1", "alice", None, Some("gone"))], &users);
+        assert_eq!(c.situations, [Situation::Owned { user: 0 }]);
     }
 
     #[test]
@@ -433,9 +456,8 @@ mod tests {
         let c = run(
             &[account("a1", "asmith", Some("A@Other.Example"), None)],
             &users,
-            &[],
         );
-        assert_eq!(c.situations, [Situation::ExactMatch { user: 0 }]);
+        assert_eq!(c.situations, [Situation::Owned { user: 0 }]);
     }
 
     #[test]
@@ -460,8 +482,8 @@ mod tests {
                 ..u.clone()
             })
             .collect();
-        let c = run(&[a], &swapped, &[]);
-        assert_eq!(c.situations, [Situation::ExactMatch { user: 1 }]);
+        let c = run(&[a], &swapped);
+        assert_eq!(c.situations, [Situation::Owned { user: 1 }]);
         // Both were seen as candidates: neither is a deletion candidate.
         assert_eq!(c.referenced, [true, true]);
     }
@@ -475,7 +497,6 @@ mod tests {
         let c = run(
             &[account("a1", "carol", Some("shared@corp.example"), None)],
             &users,
-            &[],
         );
         assert_eq!(
             c.situations,
@@ -489,12 +510,8 @@ mod tests {
     #[test]
     fn a_user_listing_one_value_twice_is_one_candidate() {
         let users = [user("u1", "alice", &["a@corp.example", "A@corp.example"])];
-        let c = run(
-            &[account("a1", "x", Some("a@corp.example"), None)],
-            &users,
-            &[],
-        );
-        assert_eq!(c.situations, [Situation::ExactMatch { user: 0 }]);
+        let c = run(&[account("a1", "x", Some("a@corp.example"), None)], &users);
+        assert_eq!(c.situations, [Situation::Owned { user: 0 }]);
     }
 
     #[test]
@@ -505,7 +522,7 @@ mod tests {
         ];
         let mut a = account("a1", "x", None, None);
         a.keys[1] = vec!["a@corp.example".into(), "b@corp.example".into()];
-        let c = run(&[a], &users, &[]);
+        let c = run(&[a], &users);
         assert!(matches!(
             c.situations[0],
             Situation::Disputed {
@@ -524,7 +541,6 @@ mod tests {
                 account("a2", "other", Some("alice@corp.example"), None),
             ],
             &users,
-            &[0],
         );
         for s in &c.situations {
             assert_eq!(
@@ -550,7 +566,6 @@ mod tests {
                 account("a2", "alice.old", None, Some("u1")),
             ],
             &users,
-            &[0],
         );
         assert_eq!(
             c.situations,
@@ -559,7 +574,7 @@ mod tests {
                     candidates: vec![0],
                     reason: DisputeReason::UserClaimedByOthers
                 },
-                Situation::AlreadyLinked { user: 0 }
+                Situation::Owned { user: 0 }
             ]
         );
     }
@@ -567,7 +582,7 @@ mod tests {
     #[test]
     fn no_match_and_empty_values_never_match() {
         let users = [user("u1", "", &[""])];
-        let c = run(&[account("a1", "", Some(""), None)], &users, &[0]);
+        let c = run(&[account("a1", "", Some(""), None)], &users);
         assert_eq!(c.situations, [Situation::NoMatch]);
         assert!(!c.referenced[0]);
     }

@@ -6,10 +6,12 @@
 //! - [`load`]: the app, identity domain, policy and credentials; each direction's run.
 //! - [`pipeline`]: list → plan → check limits → apply, the sequence both directions run.
 //! - [`import`], [`provision`]: each direction's steps (listing, planning, the writes).
-//! - [`list`]: listing a side page by page, the grant group and its members.
+//! - [`list`]: listing a side page by page, the grant and record groups and their members.
 //! - [`records`], [`extract`], [`matching`]: Import's compact records, their values from
 //!   SCIM documents, and which user owns each account.
 //! - [`mapping`]: attribute mappings, keyed by direction.
+//! - [`state`]: the "Grants and records" table: where each account and each granted or
+//!   recorded user stands; both plans start from it.
 //! - [`plan`]: the pure plans, one per direction.
 //! - [`approval`]: the digest of a plan, and the limits of a run approving one.
 //! - [`limits`]: the plan's check against `maxCreates`/`maxDeletes`, and the allowances
@@ -37,6 +39,7 @@ pub mod progress;
 pub mod provision;
 pub mod records;
 pub mod run;
+pub mod state;
 pub mod stop;
 pub mod writes;
 

@@ -110,10 +110,18 @@ fn summary(c: &Counts) -> String {
         c.deleted,
         c.unmatched,
         c.disputed,
-        c.failed
+        c.failed + c.failed_records
     );
-    if c.not_allowed > 0 {
-        s += &format!(", {} not allowed by the operations", c.not_allowed);
+    let extra = [
+        (c.ignored, "ignored"),
+        (c.inactive, "inactive"),
+        (c.revoked, "revoked"),
+        (c.skipped, "skipped"),
+        (c.pending_provisioning, "pending provisioning"),
+        (c.not_allowed, "not allowed by the operations"),
+    ];
+    for (n, what) in extra.into_iter().filter(|(n, _)| *n > 0) {
+        s += &format!(", {n} {what}");
     }
     s
 }

@@ -6,10 +6,10 @@
 
 use std::future::Future;
 
-use crate::api::{Counts, Limits, Mode, PlannedCounts, RunItem, Stage};
+use crate::api::{CatalogApp, Counts, Limits, Mode, PlannedCounts, RunItem, Stage};
 use crate::scim::ScimClient;
 
-use super::approval;
+use super::approval::{self, Change};
 use super::error::RunError;
 use super::limits::{self, Allowances, LimitCheck};
 use super::outcome::Observed;
@@ -27,7 +27,8 @@ pub struct Context {
     pub approved_plan: Option<String>,
     pub parallelism: usize,
     pub mode: Mode,
-    pub grant_group: String,
+    /// The run's app: its groups in the identity domain.
+    pub catalog_app: CatalogApp,
     pub max_failure_percent: u32,
     pub timeout: String,
     pub tracker: Tracker,
@@ -49,12 +50,12 @@ impl Context {
 }
 
 /// What a plan shows before any write: the status's counts, planned writes and items,
-/// and the digest of the whole plan.
+/// and every change (for the digest, and the log of a Plan run).
 pub struct PlanReport {
     pub counts: Counts,
     pub planned: PlannedCounts,
     pub items: Vec<RunItem>,
-    pub digest: String,
+    pub changes: Vec<Change>,
 }
 
 /// The steps of one direction.
@@ -99,8 +100,14 @@ pub(crate) async fn run(direction: &impl Stages) -> Result<Observed, RunError> {
     };
 
     // The limits are checked against the whole plan, before any write.
-    let report = direction.report(&planned);
-    let limits = publish(context, &report)?;
+    let mut report = direction.report(&planned);
+    let digest = approval::digest(&mut report.changes);
+    if context.mode == Mode::Plan {
+        log_changes(&report.changes);
+    }
+    // Kept no longer than needed: 100,000 changes are megabytes.
+    report.changes = Vec::new();
+    let limits = publish(context, &report, digest)?;
     let check = limits::check(
         report.planned.creates as u64,
         report.planned.deletes as u64,
@@ -129,20 +136,17 @@ pub(crate) async fn run(direction: &impl Stages) -> Result<Observed, RunError> {
 /// Publishes the plan and its digest, and returns the limits the apply is held to: the
 /// policy's, or an approved plan's size. A plan that is no longer the approved one is
 /// shown, then refused before any write.
-fn publish(context: &Context, report: &PlanReport) -> Result<Option<Limits>, RunError> {
+fn publish(
+    context: &Context,
+    report: &PlanReport,
+    digest: String,
+) -> Result<Option<Limits>, RunError> {
     let approved = context.approved_plan.as_deref();
-    let limits = approval::limits_for(
-        approved,
-        &report.digest,
-        &report.planned,
-        context.limits.as_ref(),
-    );
+    let limits = approval::limits_for(approved, &digest, &report.planned, context.limits.as_ref());
     context
         .tracker
         .publish_plan(&report.counts, &report.planned, report.items.clone());
-    context
-        .tracker
-        .update(|s| s.plan_digest = Some(report.digest.clone()));
+    context.tracker.update(|s| s.plan_digest = Some(digest));
     let limits = limits?;
     if approved.is_some() {
         tracing::info!(
@@ -154,4 +158,18 @@ fn publish(context: &Context, report: &PlanReport) -> Result<Option<Limits>, Run
             .update(|s| s.limits = Some(limits::applied(limits.as_ref())));
     }
     Ok(limits)
+}
+
+/// A Plan run's whole plan in its Job's log: one JSON line per planned change, in the
+/// digest's order (the status keeps only the first items of each kind).
+fn log_changes(changes: &[Change]) {
+    for c in changes {
+        tracing::info!(
+            target: "catalogsync::plan",
+            action = c.action,
+            id = %c.target,
+            writes = %serde_json::Value::from(c.writes.clone()),
+            "planned change"
+        );
+    }
 }

@@ -107,11 +107,23 @@ impl RunState {
                 self.counts.linked,
                 self.counts.created,
                 self.counts.deleted,
-                self.counts.failed
+                self.counts.failed + self.counts.failed_records
             ),
             _ => String::new(),
         }
     }
+}
+
+/// Where an account with a planned write lands once the write was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bucket {
+    AlreadyLinked,
+    Linked,
+    Created,
+    Revoked,
+    /// A create met an object that the rules do not give to the account.
+    Disputed,
+    Failed,
 }
 
 /// The shared, lock-protected run state. Workers hold the lock for a few instructions.
@@ -158,10 +170,26 @@ impl Tracker {
         self.update(|s| s.processed += n);
     }
 
-    /// Counts one failed item; the first few are listed with their reason.
-    pub fn fail(&self, n: u64, action: &str, subject: &str, reason: String) {
+    /// Moves `n` accounts whose planned write was made (or failed) from `skipped` to
+    /// where they landed.
+    pub fn settle(&self, n: u64, to: Bucket) {
         self.update(|s| {
-            s.counts.failed += n as i64;
+            let c = &mut s.counts;
+            c.skipped -= n as i64;
+            *match to {
+                Bucket::AlreadyLinked => &mut c.already_linked,
+                Bucket::Linked => &mut c.linked,
+                Bucket::Created => &mut c.created,
+                Bucket::Revoked => &mut c.revoked,
+                Bucket::Disputed => &mut c.disputed,
+                Bucket::Failed => &mut c.failed,
+            } += n as i64;
+        });
+    }
+
+    /// Lists a failed item (the first few, with their reason); the caller counts it.
+    pub fn fail(&self, action: &str, subject: &str, reason: String) {
+        self.update(|s| {
             if s.failures.len() < MAX_FAILURES_LISTED {
                 s.failures.push(RunItem {
                     action: action.into(),
@@ -275,13 +303,22 @@ mod tests {
     }
 
     #[test]
-    fn failures_are_counted_but_listed_only_up_to_the_cap() {
+    fn failures_are_listed_only_up_to_the_cap() {
         let tr = Tracker::default();
         for i in 0..25 {
-            tr.fail(1, "CreateUser", &format!("user{i}"), "HTTP 400".into());
+            tr.fail("CreateUser", &format!("user{i}"), "HTTP 400".into());
         }
-        let s = tr.snapshot();
-        assert_eq!(s.counts.failed, 25);
-        assert_eq!(s.failures.len(), MAX_FAILURES_LISTED);
+        assert_eq!(tr.snapshot().failures.len(), MAX_FAILURES_LISTED);
+    }
+
+    #[test]
+    fn settling_moves_accounts_out_of_skipped() {
+        let tr = Tracker::default();
+        tr.update(|s| s.counts.skipped = 10);
+        tr.settle(4, Bucket::Linked);
+        tr.settle(1, Bucket::Failed);
+        tr.settle(2, Bucket::Created);
+        let c = tr.snapshot().counts;
+        assert_eq!((c.skipped, c.linked, c.failed, c.created), (3, 4, 1, 2));
     }
 }

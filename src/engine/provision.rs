@@ -1,51 +1,70 @@
 //! Provision (identity domain → app): the direction's steps of the
-//! [`pipeline`](super::pipeline). Lists the grant group's members, the domain users and the
-//! app accounts; plans in full ([`crate::engine::plan::provision`]); creates, updates,
-//! deactivates and deletes accounts with bounded parallelism, each create and delete
-//! within its allowance of `spec.provisioning.limits`.
+//! [`pipeline`](super::pipeline). Lists the app's groups, the domain users and the app
+//! accounts; matches them with the same rules as Import and plans in full from the state
+//! table ([`crate::engine::plan::provision`]); creates, adopts, updates, deactivates and
+//! deletes accounts with bounded parallelism, each create and delete within its allowance
+//! of `spec.provisioning.limits`; then records what it created or adopted and removes the
+//! records of deleted accounts. Provision writes the record group, never the grant group.
 
-use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::api::{Counts, Operation, PlannedCounts, Stage};
 use crate::engine::limits::{Allowances, Kind, LimitCheck};
+use crate::engine::matching::{self, Index, Situation};
 use crate::engine::plan::provision::{
-    self as provision_plan, ProvisionAccount, ProvisionPlan, ProvisionUser,
+    self as provision_plan, Create, ProvisionAccount, ProvisionInputs, ProvisionPlan,
+    ProvisionUser, Removal,
 };
-use crate::engine::records::Ids;
+use crate::engine::progress::Bucket;
+use crate::engine::records::{AppAccount, Records};
+use crate::engine::state::Members;
 use crate::scim::ScimError;
 use crate::scim::model::{PatchOp, USERS};
 use crate::scim::path::quote;
 
-use super::approval;
 use super::error::RunError;
-use super::list::{self, Collect};
+use super::extract::Rules;
+use super::list::{self, Collect, Groups};
 use super::mapping::Mappings;
 use super::pipeline::{Context, PlanReport, Stages};
 use super::writes::{Writes, certainly_not_applied};
 
+/// Membership values per record-group PATCH (see the Import's).
+const MEMBERS_PER_CALL: usize = 10_000;
+
 /// Everything a Provision run needs.
 pub struct ProvisionRun {
     pub context: Context,
+    pub rules: Rules,
     pub mappings: Mappings,
     pub operations: Vec<Operation>,
     /// The app has no inactive state (its catalog entry): deactivating deletes.
     pub deactivate_deletes: bool,
+    /// Synchronization is on: the app is authoritative for deletions.
+    pub synchronization: bool,
+}
+
+/// One side's listing: what matching keeps and what the mappings read.
+struct Side<R, M> {
+    matching: Vec<R>,
+    mapped: Vec<M>,
 }
 
 /// What the listing stage gathered.
 pub struct Listed {
-    group_members: Ids,
-    users: Vec<ProvisionUser>,
-    accounts: Vec<ProvisionAccount>,
+    groups: Groups,
+    users: Records,
+    accounts: Records,
+    user_values: Vec<ProvisionUser>,
+    account_values: Vec<ProvisionAccount>,
 }
 
-/// The plan, with the members and accounts it points into.
+/// The plan, with the listing it points into.
 pub struct Planned {
-    members: Vec<ProvisionUser>,
-    accounts: Vec<ProvisionAccount>,
+    listed: Listed,
     plan: ProvisionPlan,
 }
 
@@ -59,59 +78,72 @@ impl Stages for ProvisionRun {
 
     async fn list(&self) -> Result<Listed, RunError> {
         let context = &self.context;
-        let (_, group_members) = list::grant_group(&context.domain, &context.grant_group).await?;
+        let groups = list::groups(&context.domain, &context.catalog_app).await?;
         let (mut users, mut accounts) = (Vec::new(), Vec::new());
+        let both = |a: Vec<String>, b: Vec<String>| a.into_iter().chain(b).collect::<Vec<_>>();
         list::both_sides(
             context,
-            &self.mappings.domain_attributes(),
-            Collect(&mut users, |v: &Value| self.mappings.user(v)),
-            &self.mappings.app_attributes(),
-            Collect(&mut accounts, |v: &Value| self.mappings.account(v)),
+            &both(
+                self.rules.domain_attributes(),
+                self.mappings.domain_attributes(),
+            ),
+            Collect(&mut users, |v: &Value| {
+                Some((self.rules.domain_user(v)?, self.mappings.user(v)?))
+            }),
+            &both(self.rules.app_attributes(), self.mappings.app_attributes()),
+            Collect(&mut accounts, |v: &Value| {
+                Some((self.rules.app_account(v)?, self.mappings.account(v)?))
+            }),
         )
         .await?;
+        let users = split(users);
+        let accounts = split(accounts);
+        let rules = self.rules.app.len();
         Ok(Listed {
-            group_members,
-            users,
-            accounts,
+            groups,
+            users: Records::of_users(rules, &users.matching),
+            accounts: Records::of_accounts(rules, 0, &accounts.matching),
+            user_values: users.mapped,
+            account_values: accounts.mapped,
         })
     }
 
     async fn plan(&self, listed: Listed) -> Result<Option<Planned>, RunError> {
-        let Listed {
-            group_members,
-            users,
-            accounts,
-        } = listed;
-        let member_set: HashSet<&str> = group_members.iter().collect();
-        // Every domain user's id, to tell a revoked user's account from one never provisioned.
-        let domain_ids: HashSet<String> = users.iter().map(|u| u.id.clone()).collect();
-        let members: Vec<ProvisionUser> = users
-            .into_iter()
-            .filter(|u| member_set.contains(u.id.as_str()))
-            .collect();
         self.context.tracker.stage(Stage::Planning, 0);
-        let plan = provision_plan::provision(&members, &domain_ids, &accounts, &self.operations);
-        Ok(Some(Planned {
-            members,
-            accounts,
-            plan,
-        }))
+        let index = Index::build(&listed.users, &self.rules.case_sensitive);
+        let members = Members::new(&listed.groups.grants, &listed.groups.records, &index);
+        let classification = matching::classify(&listed.accounts, &index);
+        let plan = provision_plan::provision(&ProvisionInputs {
+            users: &listed.user_values,
+            accounts: &listed.account_values,
+            members: &members,
+            classification: &classification,
+            operations: &self.operations,
+            synchronization: self.synchronization,
+        });
+        drop(index);
+        Ok(Some(Planned { listed, plan }))
     }
 
     fn report(&self, p: &Planned) -> PlanReport {
+        let (users, accounts) = (&p.listed.user_values, &p.listed.account_values);
         PlanReport {
             counts: p.plan.counts.clone(),
             planned: p.plan.planned(),
-            items: p.plan.items(&p.members, &p.accounts),
-            digest: approval::digest(p.plan.changes(&p.members, &p.accounts)),
+            items: p.plan.items(users, accounts),
+            changes: p.plan.changes(users, accounts),
         }
     }
 
     fn log_plan(&self, counts: &Counts, planned: &PlannedCounts, check: &LimitCheck) {
         tracing::info!(
             creates = planned.creates,
+            adoptions = planned.links,
             updates = planned.updates,
             deletes = planned.deletes,
+            pending_provisioning = counts.pending_provisioning,
+            revoked = counts.revoked,
+            disputed = counts.disputed,
             not_allowed = counts.not_allowed,
             limit = ?check,
             "provisioning plan computed"
@@ -121,28 +153,57 @@ impl Stages for ProvisionRun {
     async fn apply(&self, p: &Planned, allowed: &Allowances, writes: &Writes) {
         let applier = Applier {
             run: self,
-            members: &p.members,
-            accounts: &p.accounts,
+            listed: &p.listed,
             allowed,
             writes,
+            index: OnceLock::new(),
+            records: Mutex::new(Vec::new()),
+            removals: Mutex::new(Vec::new()),
         };
         applier.apply(&p.plan).await;
     }
 }
 
+/// Pairs from one listing into two columns.
+fn split<R, M>(pairs: Vec<(R, M)>) -> Side<R, M> {
+    let (matching, mapped) = pairs.into_iter().unzip();
+    Side { matching, mapped }
+}
+
+/// A user to record after the parallel stage, and how its account came to be.
+struct PendingRecord {
+    user_id: String,
+    subject: String,
+    lands: Lands,
+}
+
+/// Where a recorded user's account is counted once its record is written.
+#[derive(Clone, Copy)]
+enum Lands {
+    /// A listed account adopted: `linked` (and `updated` if it was written).
+    Adopted { updated: bool },
+    /// An account this run created for a user pending provisioning.
+    Created,
+    /// An account the listing missed, found by a create's 409 and the rules.
+    Found,
+}
+
 struct Applier<'a> {
     run: &'a ProvisionRun,
-    members: &'a [ProvisionUser],
-    accounts: &'a [ProvisionAccount],
+    listed: &'a Listed,
     allowed: &'a Allowances,
     writes: &'a Writes,
+    /// The users' index, built at the first create conflict (most runs meet none).
+    index: OnceLock<Index<'a>>,
+    records: Mutex<Vec<PendingRecord>>,
+    removals: Mutex<Vec<(String, String)>>,
 }
 
 enum Work<'p> {
-    Create(u32),
+    Create(&'p Create),
     Update(&'p provision_plan::Update),
-    Deactivate(u32),
-    Delete(u32),
+    Deactivate(&'p Removal),
+    Delete(&'p Removal),
 }
 
 impl Applier<'_> {
@@ -150,130 +211,201 @@ impl Applier<'_> {
         let work = plan
             .creates
             .iter()
-            .map(|&m| Work::Create(m))
+            .map(Work::Create)
             .chain(plan.updates.iter().map(Work::Update))
-            .chain(plan.deactivations.iter().map(|&a| Work::Deactivate(a)))
-            .chain(plan.deletions.iter().map(|&a| Work::Delete(a)));
+            .chain(plan.deactivations.iter().map(Work::Deactivate))
+            .chain(plan.deletions.iter().map(Work::Delete));
         futures::stream::iter(work)
             .for_each_concurrent(self.run.context.parallelism.max(1), |work| async move {
                 if self.writes.stopping() {
                     return;
                 }
                 match work {
-                    Work::Create(m) => self.create(m).await,
+                    Work::Create(c) => self.create(c).await,
                     Work::Update(u) => self.update(u).await,
-                    Work::Deactivate(a) => self.remove(a, self.run.deactivate_deletes).await,
-                    Work::Delete(a) => self.remove(a, true).await,
+                    Work::Deactivate(r) => self.remove(r, self.run.deactivate_deletes).await,
+                    Work::Delete(r) => self.remove(r, true).await,
                 }
             })
             .await;
+        // Completing writes already made: also when stopping.
+        self.flush_records().await;
+        self.flush_removals().await;
     }
 
-    async fn create(&self, m: u32) {
+    fn user(&self, u: u32) -> &ProvisionUser {
+        &self.listed.user_values[u as usize]
+    }
+
+    fn account(&self, a: u32) -> &ProvisionAccount {
+        &self.listed.account_values[a as usize]
+    }
+
+    fn push_record(&self, user: &ProvisionUser, lands: Lands) {
+        self.records
+            .lock()
+            .expect("records lock")
+            .push(PendingRecord {
+                user_id: user.id.clone(),
+                subject: user.user_name.clone(),
+                lands,
+            });
+    }
+
+    async fn create(&self, c: &Create) {
         if !self.allowed.try_reserve(Kind::Create, 1) {
             return;
         }
-        let user = &self.members[m as usize];
+        let user = self.user(c.user);
         let body = self.run.mappings.new_account(user);
         match self.run.context.app.create(USERS, &body).await {
-            Ok(_) => {
-                self.writes.tracker.update(|s| s.counts.created += 1);
-                self.writes.succeeded(1);
-            }
-            Err(e) if e.is_uniqueness() => self.create_conflict(user, &body, e).await,
+            Ok(_) => self.created(c, user),
+            Err(e) if e.is_uniqueness() => self.create_conflict(c, &body, e).await,
             Err(e) => {
                 if certainly_not_applied(&e) {
                     self.allowed.release(Kind::Create, 1);
                 }
-                self.writes.failed(1, "CreateAccount", &user.user_name, &e);
+                self.writes
+                    .record_failed(1, "CreateAccount", &user.user_name, &e);
             }
         }
         self.writes.tracker.advance(1);
+    }
+
+    /// An account exists for `c`'s user now: record it (a recreated one already is).
+    fn created(&self, c: &Create, user: &ProvisionUser) {
+        self.writes.succeeded(1);
+        if c.recorded {
+            self.writes.tracker.update(|s| s.counts.created += 1);
+        } else {
+            self.push_record(user, Lands::Created);
+        }
     }
 
     /// A 409: an account with this userName exists. Ours (externalId = the user) means a
-    /// create whose first answer was lost; anyone else's is adopted by the next run.
-    async fn create_conflict(&self, user: &ProvisionUser, body: &Value, e: ScimError) {
+    /// create whose first answer was lost. Anyone else's is adopted only if the rules give
+    /// it to this user; otherwise it is disputed and left alone.
+    async fn create_conflict(&self, c: &Create, body: &Value, e: ScimError) {
+        let user = self.user(c.user);
         let name = body["userName"].as_str().unwrap_or_default();
         let filter = format!("userName eq {}", quote(name));
-        let found = self
+        let attrs = self.run.rules.app_attributes();
+        let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+        let found = match self
             .run
             .context
             .app
-            .list(USERS, &["userName", "externalId"], Some(&filter))
+            .list(USERS, &attrs, Some(&filter))
             .await
-            .map(|(v, _)| v)
-            .unwrap_or_default();
-        let ours = found
-            .iter()
-            .any(|a| a.get("externalId").and_then(Value::as_str) == Some(user.id.as_str()));
-        if ours {
-            self.writes.tracker.update(|s| s.counts.created += 1);
-            self.writes.succeeded(1);
-        } else {
-            if !found.is_empty() {
-                self.allowed.release(Kind::Create, 1);
+        {
+            Ok((v, _)) => v,
+            Err(_) => {
+                // Cannot tell whether our create happened: the allowance stays taken.
+                return self
+                    .writes
+                    .record_failed(1, "CreateAccount", &user.user_name, &e);
             }
-            self.writes.failed(1, "CreateAccount", &user.user_name, &e);
+        };
+        let ours = |a: &AppAccount| a.external_id.as_deref() == Some(user.id.as_str());
+        let accounts: Vec<AppAccount> = found
+            .iter()
+            .filter_map(|v| self.run.rules.app_account(v))
+            .collect();
+        if accounts.iter().any(ours) {
+            return self.created(c, user);
         }
+        self.allowed.release(Kind::Create, 1);
+        if self.rules_give(&accounts, c.user) && !c.recorded {
+            self.writes.succeeded(1);
+            return self.push_record(user, Lands::Found);
+        }
+        let why = "the userName is taken by an account the matching rules do not give to this user (disputed)";
+        self.writes
+            .record_failed(1, "CreateAccount", &user.user_name, &why);
+    }
+
+    /// Whether the rules give one of `accounts` to user `u`.
+    fn rules_give(&self, accounts: &[AppAccount], u: u32) -> bool {
+        let records = Records::of_accounts(self.run.rules.app.len(), 0, accounts);
+        let index = self
+            .index
+            .get_or_init(|| Index::build(&self.listed.users, &self.run.rules.case_sensitive));
+        records
+            .iter()
+            .any(|a| matching::situation_of(&a, index) == Situation::Owned { user: u })
     }
 
     async fn update(&self, u: &provision_plan::Update) {
-        let user = &self.members[u.user as usize];
-        let account = &self.accounts[u.account as usize];
-        let patch = self
-            .run
-            .mappings
-            .update(user, &u.mappings, u.active, u.set_external_id);
-        match self
-            .run
-            .context
-            .app
-            .patch(USERS, &account.id, &patch, None)
-            .await
-        {
-            Ok(_) => {
-                self.writes.tracker.update(|s| s.counts.updated += 1);
-                self.writes.succeeded(1);
+        let user = self.user(u.user);
+        let account = self.account(u.account);
+        if u.writes_account() {
+            let patch = self
+                .run
+                .mappings
+                .update(user, &u.mappings, u.active, u.set_external_id);
+            let result = self
+                .run
+                .context
+                .app
+                .patch(USERS, &account.id, &patch, None)
+                .await;
+            if let Err(e) = result {
+                let action = if u.adopt {
+                    "AdoptAccount"
+                } else {
+                    "UpdateAccount"
+                };
+                self.writes.failed(1, action, &account.user_name, &e);
+                return self.writes.tracker.advance(1);
             }
-            Err(e) => self
-                .writes
-                .failed(1, "UpdateAccount", &account.user_name, &e),
+        }
+        if u.adopt {
+            self.push_record(
+                user,
+                Lands::Adopted {
+                    updated: u.writes_account(),
+                },
+            );
+        } else {
+            self.writes.tracker.update(|s| s.counts.updated += 1);
+            self.writes.settled(1, Bucket::AlreadyLinked);
         }
         self.writes.tracker.advance(1);
     }
 
-    async fn remove(&self, a: u32, delete: bool) {
+    /// Deactivates (or deletes) an account; a deleted revoked account's record goes too.
+    async fn remove(&self, r: &Removal, delete: bool) {
         if !self.allowed.try_reserve(Kind::Delete, 1) {
             return;
         }
-        let account = &self.accounts[a as usize];
+        let account = self.account(r.account);
+        let app = &self.run.context.app;
         let (action, result) = if delete {
-            (
-                "DeleteAccount",
-                self.run
-                    .context
-                    .app
-                    .delete(USERS, &account.id, None)
-                    .await
-                    .map(|_| ()),
-            )
+            let r = app.delete(USERS, &account.id, None).await.map(|_| ());
+            // Gone already (an earlier answer lost): what we wanted.
+            let r = r.or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) });
+            ("DeleteAccount", r)
         } else {
             let op = PatchOp::new(vec![PatchOp::replace("active", json!(false))]);
-            (
-                "DeactivateAccount",
-                self.run
-                    .context
-                    .app
-                    .patch(USERS, &account.id, &op, None)
-                    .await
-                    .map(|_| ()),
-            )
+            let r = app.patch(USERS, &account.id, &op, None).await.map(|_| ());
+            ("DeactivateAccount", r)
         };
         match result {
             Ok(()) => {
                 self.writes.tracker.update(|s| s.counts.deleted += 1);
-                self.writes.succeeded(1);
+                let lands = if r.revoked {
+                    Bucket::Revoked
+                } else {
+                    Bucket::AlreadyLinked
+                };
+                self.writes.settled(1, lands);
+                if delete && r.revoked {
+                    let user = self.user(r.user);
+                    self.removals
+                        .lock()
+                        .expect("removals lock")
+                        .push((user.id.clone(), user.user_name.clone()));
+                }
             }
             Err(e) => {
                 if certainly_not_applied(&e) {
@@ -283,5 +415,65 @@ impl Applier<'_> {
             }
         }
         self.writes.tracker.advance(1);
+    }
+
+    /// Records the users whose account was created or adopted.
+    async fn flush_records(&self) {
+        let pending = std::mem::take(&mut *self.records.lock().expect("records lock"));
+        let record_id = &self.listed.groups.record_id;
+        for chunk in pending.chunks(MEMBERS_PER_CALL) {
+            let ids: Vec<String> = chunk.iter().map(|p| p.user_id.clone()).collect();
+            let result = self.run.context.domain.add_members(record_id, &ids).await;
+            for p in chunk {
+                self.land(p.lands, result.is_ok());
+                if let Err(e) = &result {
+                    self.writes.record_failed(1, "Record", &p.subject, e);
+                }
+            }
+        }
+    }
+
+    /// Counts one recorded (or, `recorded` false, unrecorded) user's account.
+    fn land(&self, lands: Lands, recorded: bool) {
+        match lands {
+            Lands::Adopted { updated } if recorded => {
+                self.writes
+                    .tracker
+                    .update(|s| s.counts.updated += i64::from(updated));
+                self.writes.settled(1, Bucket::Linked);
+            }
+            // Not recorded: the next run adopts it again.
+            Lands::Adopted { .. } => self.writes.tracker.settle(1, Bucket::Failed),
+            Lands::Created => self.writes.tracker.update(|s| {
+                s.counts.created += 1;
+                s.counts.pending_provisioning -= 1;
+            }),
+            Lands::Found => self.writes.tracker.update(|s| {
+                s.counts.app_accounts += 1;
+                s.counts.pending_provisioning -= 1;
+                s.counts.linked += i64::from(recorded);
+                s.counts.failed += i64::from(!recorded);
+            }),
+        }
+    }
+
+    /// Removes the records of deleted revoked accounts.
+    async fn flush_removals(&self) {
+        let pending = std::mem::take(&mut *self.removals.lock().expect("removals lock"));
+        let record_id = &self.listed.groups.record_id;
+        for chunk in pending.chunks(MEMBERS_PER_CALL) {
+            let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
+            if let Err(e) = self
+                .run
+                .context
+                .domain
+                .remove_members(record_id, &ids)
+                .await
+            {
+                // The accounts are gone; the stale records go with the next Import.
+                self.writes
+                    .record_failed(chunk.len() as u64, "RemoveRecord", &chunk[0].1, &e);
+            }
+        }
     }
 }

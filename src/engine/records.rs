@@ -305,6 +305,11 @@ impl Ids {
             &self.text[start..self.ends[i] as usize]
         })
     }
+
+    /// A linear scan: for the rare lookup (a create's conflict), not for every account.
+    pub fn contains(&self, id: &str) -> bool {
+        self.iter().any(|i| i == id)
+    }
 }
 
 impl<S: AsRef<str>> FromIterator<S> for Ids {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::scim::ScimError;
 
-use super::progress::Tracker;
+use super::progress::{Bucket, Tracker};
 use super::stop::{Stop, StopReason};
 
 /// Records the outcome of each write and stops the run past `maxFailurePercent`.
@@ -29,16 +29,34 @@ impl Writes {
         self.stop.is_stopped()
     }
 
-    /// `n` changes failed.
+    /// The planned writes of `n` accounts failed: they land in `failed`.
     pub fn failed(&self, n: u64, action: &str, subject: &str, e: &dyn std::fmt::Display) {
+        self.tracker.settle(n, Bucket::Failed);
+        self.list_failure(n, action, subject, e);
+    }
+
+    /// `n` writes failed that are no account's planned write: an Import's deletion, a
+    /// Provision's create, a record written after a create.
+    pub fn record_failed(&self, n: u64, action: &str, subject: &str, e: &dyn std::fmt::Display) {
+        self.tracker.update(|s| s.counts.failed_records += n as i64);
+        self.list_failure(n, action, subject, e);
+    }
+
+    fn list_failure(&self, n: u64, action: &str, subject: &str, e: &dyn std::fmt::Display) {
         tracing::warn!(action, subject, error = %e, "change failed");
-        self.tracker.fail(n, action, subject, e.to_string());
+        self.tracker.fail(action, subject, e.to_string());
         if self.guard.record(n, n) {
             self.stop.stop(StopReason::TooManyFailures);
         }
     }
 
-    /// `n` changes succeeded.
+    /// The planned writes of `n` accounts succeeded: they land in `to`.
+    pub fn settled(&self, n: u64, to: Bucket) {
+        self.tracker.settle(n, to);
+        self.guard.record(n, 0);
+    }
+
+    /// `n` changes succeeded (the caller counts them).
     pub fn succeeded(&self, n: u64) {
         self.guard.record(n, 0);
     }

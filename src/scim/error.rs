@@ -104,6 +104,11 @@ impl ScimError {
         self.kind() == Some(ErrorKind::Conflict)
     }
 
+    /// True for 404: the resource is not there (a DELETE whose answer was lost succeeded).
+    pub fn is_not_found(&self) -> bool {
+        self.kind() == Some(ErrorKind::NotFound)
+    }
+
     /// True for 409 with scimType `uniqueness` (RFC 7644 §3.12), or 409 without scimType.
     pub fn is_uniqueness(&self) -> bool {
         match self {

@@ -1083,19 +1083,23 @@ async fn deletion_candidates_are_confirmed_against_the_app() {
         .map(|i| Deletion {
             user_id: users[i].id.clone(),
             user: Some(i as u32),
+            granted: true,
         })
         .chain([
             Deletion {
                 user_id: unlisted[0].clone(),
                 user: None,
+                granted: true,
             },
             Deletion {
                 user_id: "u-deleted-meanwhile".into(),
                 user: None,
+                granted: true,
             },
             Deletion {
                 user_id: nested,
                 user: None,
+                granted: true,
             },
         ])
         .collect();

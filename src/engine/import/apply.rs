@@ -1,6 +1,10 @@
-//! The writes of an Import: links of exact matches in large membership PATCHes, then
-//! creates and deletions `parallelism` at a time (each within its allowance), then the
-//! grant-group records of what the parallel stage created, linked or deleted.
+//! The writes of an Import: links of exact matches in large membership PATCHes (the grant
+//! first, then the record), then creates and deletions `parallelism` at a time (each within
+//! its allowance), then the groups' updates for what the parallel stage created or deleted.
+//!
+//! Order keeps every interruption safe: a user is granted before it is recorded (granted
+//! without a record is *pending provisioning*, never a deletion), and its grant is removed
+//! before its record (recorded without a grant is *revoked*, never re-linked).
 
 use std::sync::Mutex;
 
@@ -10,8 +14,11 @@ use serde_json::{Value, json};
 use crate::api::OnAccountDeleted;
 use crate::engine::extract::{self, Rules};
 use crate::engine::limits::{Allowances, Kind};
+use crate::engine::list::Groups;
+use crate::engine::matching::{self, Index, Situation};
 use crate::engine::pipeline::Context;
-use crate::engine::plan::{self, Deletion, ImportPlan};
+use crate::engine::plan::{Deletion, ImportPlan, Link};
+use crate::engine::progress::Bucket;
 use crate::engine::records::{Record, Records};
 use crate::engine::writes::{self, Writes};
 use crate::scim::model::{PatchOp, USERS};
@@ -26,18 +33,20 @@ use super::{ImportRun, Listed};
 /// progress moves on huge runs.
 const MEMBERS_PER_CALL: usize = 10_000;
 
-/// A member to add after the parallel stage, and whether it counts as a link (a 409 met an
-/// existing user) or only records a user this run created.
-struct PendingLink {
+/// A user to grant and record after the parallel stage, and where its account lands
+/// (`None`: the account already landed; only the record is left).
+struct PendingRecord {
     user_id: String,
     subject: String,
-    counts_as_link: bool,
+    grant: bool,
+    lands: Option<Bucket>,
 }
 
-/// A record to remove after the parallel stage.
+/// A user whose grant (if any) and record are removed after the parallel stage.
 struct PendingRemoval {
     user_id: String,
     subject: String,
+    granted: bool,
     /// The user-level write (deactivate/delete) already happened and was counted.
     counted: bool,
 }
@@ -45,12 +54,12 @@ struct PendingRemoval {
 pub(super) struct Applier<'a> {
     context: &'a Context,
     rules: &'a Rules,
-    group_id: &'a str,
+    groups: &'a Groups,
     accounts: &'a Records,
     users: &'a Records,
     allowed: &'a Allowances,
     writes: &'a Writes,
-    pending_links: Mutex<Vec<PendingLink>>,
+    pending_records: Mutex<Vec<PendingRecord>>,
     pending_removals: Mutex<Vec<PendingRemoval>>,
 }
 
@@ -64,12 +73,12 @@ impl<'a> Applier<'a> {
         Applier {
             context: &run.context,
             rules: &run.rules,
-            group_id: &listed.group_id,
+            groups: &listed.groups,
             accounts: &listed.accounts,
             users: &listed.users,
             allowed,
             writes,
-            pending_links: Mutex::new(Vec::new()),
+            pending_records: Mutex::new(Vec::new()),
             pending_removals: Mutex::new(Vec::new()),
         }
     }
@@ -92,21 +101,7 @@ impl<'a> Applier<'a> {
             if self.writes.stopping() {
                 break;
             }
-            let ids: Vec<String> = chunk
-                .iter()
-                .map(|&(_, u)| self.users.get(u).id().to_string())
-                .collect();
-            let n = chunk.len() as u64;
-            match self.context.domain.add_members(self.group_id, &ids).await {
-                Ok(_) => {
-                    self.context.tracker.update(|s| s.counts.linked += n as i64);
-                    self.writes.succeeded(n);
-                }
-                Err(e) => self
-                    .writes
-                    .failed(n, "Link", &self.account_subject(chunk[0].0), &e),
-            }
-            self.context.tracker.advance(n);
+            self.link(chunk).await;
         }
 
         // 2. Creates and deletions, `parallelism` at a time, each within its allowance.
@@ -128,17 +123,41 @@ impl<'a> Applier<'a> {
             })
             .await;
 
-        // 3. Record what the parallel stage created, linked or deleted. These complete
-        // writes already made, so they run even when the run is stopping.
-        self.flush_links().await;
+        // 3. The groups' updates for what the parallel stage created or deleted. These
+        // complete writes already made, so they run even when the run is stopping.
+        self.flush_records().await;
         self.flush_removals().await;
     }
 
-    async fn create(&self, a: u32) {
-        if self.writes.stopping() {
-            return;
+    /// Grants (where needed) and records one chunk of exact matches.
+    async fn link(&self, chunk: &[Link]) {
+        let id = |l: &Link| self.users.get(l.user).id().to_string();
+        let grants: Vec<String> = chunk.iter().filter(|l| l.grant).map(id).collect();
+        let records: Vec<String> = chunk.iter().map(id).collect();
+        let n = chunk.len() as u64;
+        match self.grant_and_record(&grants, &records).await {
+            Ok(()) => self.writes.settled(n, Bucket::Linked),
+            Err(e) => self
+                .writes
+                .failed(n, "Link", &self.account_subject(chunk[0].account), &e),
         }
-        if !self.allowed.try_reserve(Kind::Create, 1) {
+        self.context.tracker.advance(n);
+    }
+
+    /// Adds `grants` to the grant group, then `records` to the record group.
+    async fn grant_and_record(
+        &self,
+        grants: &[String],
+        records: &[String],
+    ) -> Result<(), ScimError> {
+        let domain = &self.context.domain;
+        domain.add_members(&self.groups.grant_id, grants).await?;
+        domain.add_members(&self.groups.record_id, records).await?;
+        Ok(())
+    }
+
+    async fn create(&self, a: u32) {
+        if self.writes.stopping() || !self.allowed.try_reserve(Kind::Create, 1) {
             return;
         }
         let account = self.accounts.get(a);
@@ -150,11 +169,7 @@ impl<'a> Applier<'a> {
             .await
         {
             Ok(v) => match v.get("id").and_then(Value::as_str) {
-                Some(id) => {
-                    self.context.tracker.update(|s| s.counts.created += 1);
-                    self.writes.succeeded(1);
-                    self.push_link(id.to_string(), subject, false);
-                }
+                Some(id) => self.push_record(id.to_string(), subject, true, Some(Bucket::Created)),
                 None => {
                     self.writes
                         .failed(1, "CreateUser", &subject, &"the created user has no id")
@@ -171,51 +186,61 @@ impl<'a> Applier<'a> {
         self.context.tracker.advance(1);
     }
 
-    /// A 409 on create: the userName is taken. If the user carries this account's id as
-    /// externalId, it is our own create whose first answer was lost (counted, allowance kept);
-    /// otherwise it is someone else's user: link it and give the create back.
+    /// A 409 on create: the userName is taken. Our own create whose first answer was lost
+    /// (the user carries this account's id as externalId) counts as created. Anyone else's
+    /// user is settled by the same rules as the plan: linked only if the rules give this
+    /// account to it (the listing missed it), else the account is disputed — never linked
+    /// because it holds the name.
     async fn create_conflict(&self, account: Record<'_>, subject: String, e: ScimError) {
         let filter = format!("userName eq {}", quote(account.user_name()));
-        let found = self
-            .context
-            .domain
-            .list(USERS, &["userName", "externalId"], Some(&filter))
-            .await;
-        let existing = match &found {
-            Ok((users, _)) => users.iter().find(|u| {
-                u.get("userName")
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| n.eq_ignore_ascii_case(account.user_name()))
-            }),
-            Err(_) => None,
+        let mut attrs = self.rules.domain_attributes();
+        attrs.push("externalId".into());
+        let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+        let found = match self.context.domain.list(USERS, &attrs, Some(&filter)).await {
+            Ok((users, _)) => users,
+            // We cannot tell whether our create happened: keep the allowance.
+            Err(_) => return self.writes.failed(1, "CreateUser", &subject, &e),
         };
-        let Some(user) = existing else {
-            // Not found: we cannot tell whether our create happened, so keep the allowance.
-            return self.writes.failed(1, "CreateUser", &subject, &e);
-        };
-        let Some(id) = user.get("id").and_then(Value::as_str) else {
-            return self
-                .writes
-                .failed(1, "CreateUser", &subject, &"the existing user has no id");
-        };
-        let ours = user.get("externalId").and_then(Value::as_str) == Some(account.id());
-        if ours {
-            self.context.tracker.update(|s| s.counts.created += 1);
-        } else {
-            self.allowed.release(Kind::Create, 1);
+        if let Some(ours) = found
+            .iter()
+            .find(|u| u.get("externalId").and_then(Value::as_str) == Some(account.id()))
+            .and_then(|u| u.get("id").and_then(Value::as_str))
+        {
+            return self.push_record(ours.to_string(), subject, true, Some(Bucket::Created));
         }
-        self.writes.succeeded(1);
-        self.push_link(id.to_string(), subject, !ours);
+        // Not ours: no create happened.
+        self.allowed.release(Kind::Create, 1);
+        let users: Vec<_> = found
+            .iter()
+            .filter_map(|v| self.rules.domain_user(v))
+            .collect();
+        let users = Records::of_users(self.rules.app.len(), &users);
+        let index = Index::build(&users, &self.rules.case_sensitive);
+        let Situation::Owned { user } = matching::situation_of(&account, &index) else {
+            tracing::warn!(account = %subject, "userName taken by a user the rules do not match: disputed");
+            return self.writes.settled(1, Bucket::Disputed);
+        };
+        let id = users.get(user).id().to_string();
+        let (granted, recorded) = (
+            self.groups.grants.contains(&id),
+            self.groups.records.contains(&id),
+        );
+        if recorded && !granted {
+            // Revoked: never re-granted.
+            return self.writes.settled(1, Bucket::Revoked);
+        }
+        self.push_record(id, subject, !granted, Some(Bucket::Linked));
     }
 
-    fn push_link(&self, user_id: String, subject: String, counts_as_link: bool) {
-        self.pending_links
+    fn push_record(&self, user_id: String, subject: String, grant: bool, lands: Option<Bucket>) {
+        self.pending_records
             .lock()
-            .expect("links lock")
-            .push(PendingLink {
+            .expect("records lock")
+            .push(PendingRecord {
                 user_id,
                 subject,
-                counts_as_link,
+                grant,
+                lands,
             });
     }
 
@@ -226,24 +251,25 @@ impl<'a> Applier<'a> {
             .push(PendingRemoval {
                 user_id: d.user_id.clone(),
                 subject,
+                granted: d.granted,
                 counted,
             });
     }
 
     async fn delete(&self, d: &Deletion, on: OnAccountDeleted) {
-        if self.writes.stopping() {
-            return;
-        }
-        if !self.allowed.try_reserve(Kind::Delete, 1) {
+        if self.writes.stopping() || !self.allowed.try_reserve(Kind::Delete, 1) {
             return;
         }
         let subject = self.deletion_subject(d);
-        let action = plan::deletion_action(on);
+        // A revoked user's record, or RemoveRecord: only the groups change, batched after
+        // the parallel stage and counted when the PATCH succeeds.
+        let on = if d.granted {
+            on
+        } else {
+            OnAccountDeleted::RemoveRecord
+        };
         let result = match on {
-            OnAccountDeleted::RemoveRecord => {
-                // Batched after the parallel stage; counted when the PATCH succeeds.
-                return self.push_removal(d, subject, false);
-            }
+            OnAccountDeleted::RemoveRecord => return self.push_removal(d, subject, false),
             OnAccountDeleted::DeactivateUser => self
                 .context
                 .domain
@@ -277,31 +303,47 @@ impl<'a> Applier<'a> {
                 if writes::certainly_not_applied(&e) {
                     self.allowed.release(Kind::Delete, 1);
                 }
-                self.writes.failed(1, action, &subject, &e);
+                let action = crate::engine::plan::deletion_action(on);
+                self.writes.record_failed(1, action, &subject, &e);
             }
         }
         self.context.tracker.advance(1);
     }
 
-    async fn flush_links(&self) {
-        let pending = std::mem::take(&mut *self.pending_links.lock().expect("links lock"));
+    /// Grants and records the users the parallel stage created or found.
+    async fn flush_records(&self) {
+        let pending = std::mem::take(&mut *self.pending_records.lock().expect("records lock"));
         for chunk in pending.chunks(MEMBERS_PER_CALL) {
-            let ids: Vec<String> = chunk.iter().map(|p| p.user_id.clone()).collect();
-            let links = chunk.iter().filter(|p| p.counts_as_link).count() as i64;
-            match self.context.domain.add_members(self.group_id, &ids).await {
-                Ok(_) => self.context.tracker.update(|s| s.counts.linked += links),
-                Err(e) => self
-                    .writes
-                    .failed(chunk.len() as u64, "Record", &chunk[0].subject, &e),
+            let grants: Vec<String> = chunk
+                .iter()
+                .filter(|p| p.grant)
+                .map(|p| p.user_id.clone())
+                .collect();
+            let records: Vec<String> = chunk.iter().map(|p| p.user_id.clone()).collect();
+            let result = self.grant_and_record(&grants, &records).await;
+            for p in chunk {
+                match (&result, p.lands) {
+                    (Ok(()), Some(b)) => self.writes.settled(1, b),
+                    (Ok(()), None) => {}
+                    // The user exists (created or found) but is not recorded: the
+                    // account lands where the write put it, the record is the failure.
+                    (Err(e), lands) => {
+                        if let Some(b) = lands {
+                            self.context.tracker.settle(1, b);
+                        }
+                        self.writes.record_failed(1, "Record", &p.subject, e);
+                    }
+                }
             }
         }
     }
 
+    /// Removes the grants (first) and records of the users whose account is gone.
     async fn flush_removals(&self) {
         let mut pending =
             std::mem::take(&mut *self.pending_removals.lock().expect("removals lock"));
         if self.writes.stopping() {
-            // Record-only removals not yet sent are writes not yet issued: give them back.
+            // Group-only removals not yet sent are writes not yet issued: give them back.
             let before = pending.len();
             pending.retain(|p| p.counted);
             let dropped = (before - pending.len()) as u64;
@@ -309,32 +351,37 @@ impl<'a> Applier<'a> {
             self.context.tracker.advance(dropped);
         }
         for chunk in pending.chunks(MEMBERS_PER_CALL) {
-            let ids: Vec<String> = chunk.iter().map(|p| p.user_id.clone()).collect();
+            let grants: Vec<String> = chunk
+                .iter()
+                .filter(|p| p.granted)
+                .map(|p| p.user_id.clone())
+                .collect();
+            let records: Vec<String> = chunk.iter().map(|p| p.user_id.clone()).collect();
+            let domain = &self.context.domain;
+            let result = match domain.remove_members(&self.groups.grant_id, &grants).await {
+                Ok(_) => domain
+                    .remove_members(&self.groups.record_id, &records)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
             let uncounted = chunk.iter().filter(|p| !p.counted).count() as u64;
-            match self
-                .context
-                .domain
-                .remove_members(self.group_id, &ids)
-                .await
-            {
-                Ok(_) => {
+            match result {
+                Ok(()) => {
                     self.context
                         .tracker
                         .update(|s| s.counts.deleted += uncounted as i64);
                     self.writes.succeeded(uncounted);
                 }
-                Err(e) => {
-                    if uncounted > 0 {
-                        if writes::certainly_not_applied(&e) {
-                            self.allowed.release(Kind::Delete, uncounted);
-                        }
-                        self.writes
-                            .failed(uncounted, "RemoveRecord", &chunk[0].subject, &e);
-                    } else {
-                        // The users were deactivated/deleted; a stale record is retried next run.
-                        tracing::warn!(error = %e, "removing records of deleted users failed");
+                Err(e) if uncounted > 0 => {
+                    if writes::certainly_not_applied(&e) {
+                        self.allowed.release(Kind::Delete, uncounted);
                     }
+                    self.writes
+                        .record_failed(uncounted, "RemoveRecord", &chunk[0].subject, &e);
                 }
+                // The users were deactivated/deleted; a stale record is retried next run.
+                Err(e) => tracing::warn!(error = %e, "removing records of deleted users failed"),
             }
             self.context.tracker.advance(uncounted);
         }

@@ -1,23 +1,26 @@
 //! Import (app → identity domain, "synchronization"): the direction's steps of the
-//! [`pipeline`](super::pipeline). Lists the grant group, the domain users and the app
-//! accounts; matches in memory and plans in full ([`crate::engine::plan::import`]); confirms
-//! each deletion candidate against the app; the writes are in [`apply`].
+//! [`pipeline`](super::pipeline). Lists the app's grant and record groups, the domain users
+//! and the app accounts; matches in memory and plans in full from the state table
+//! ([`crate::engine::plan::import`]); confirms each deletion candidate against the app; the
+//! writes are in [`apply`].
 
 mod apply;
+
+use std::collections::HashSet;
 
 use serde_json::Value;
 
 use crate::api::{Counts, PlannedCounts, Stage};
 use crate::engine::limits::{Allowances, LimitCheck};
 use crate::engine::matching;
-use crate::engine::plan::{self, ImportPlan, ImportPolicy};
-use crate::engine::records::{Ids, Records};
+use crate::engine::plan::{self, Deletion, ImportPlan, ImportPolicy};
+use crate::engine::records::Records;
+use crate::engine::state::Members;
 
-use super::approval;
 use super::confirm::confirm_deletions;
 use super::error::RunError;
 use super::extract::Rules;
-use super::list::{self, Append};
+use super::list::{self, Append, Groups};
 use super::pipeline::{Context, PlanReport, Stages};
 use super::writes::Writes;
 
@@ -30,8 +33,7 @@ pub struct ImportRun {
 
 /// What the listing stage gathered.
 pub struct Listed {
-    group_id: String,
-    members: Ids,
+    groups: Groups,
     users: Records,
     accounts: Records,
 }
@@ -50,10 +52,10 @@ impl Stages for ImportRun {
         &self.context
     }
 
-    /// Lists the grant group, the domain users and the app accounts, both sides at once.
+    /// Lists the app's groups, the domain users and the app accounts, both sides at once.
     async fn list(&self) -> Result<Listed, RunError> {
         let context = &self.context;
-        let (group_id, members) = list::grant_group(&context.domain, &context.grant_group).await?;
+        let groups = list::groups(&context.domain, &context.catalog_app).await?;
         let rules = self.rules.app.len();
         let mut users = Records::new(rules, 0);
         let mut accounts = Records::new(rules, self.rules.import.len());
@@ -72,12 +74,12 @@ impl Stages for ImportRun {
         tracing::info!(
             accounts = accounts.len(),
             users = users.len(),
-            members = members.len(),
+            granted = groups.grants.len(),
+            recorded = groups.records.len(),
             "listed both sides"
         );
         Ok(Listed {
-            group_id,
-            members,
+            groups,
             users,
             accounts,
         })
@@ -95,16 +97,16 @@ impl Stages for ImportRun {
             &context.domain,
             &context.app,
             &self.rules,
-            candidates,
+            candidates.clone(),
             &listed.users,
             context.parallelism,
             || context.tracker.advance(1),
         );
-        let Some((confirmed, still_there)) = context.until_stopped(confirm).await? else {
+        let Some((confirmed, _)) = context.until_stopped(confirm).await? else {
             return Ok(None);
         };
+        count_still_there(&mut plan.counts, &candidates, &confirmed);
         plan.deletions = confirmed;
-        plan.counts.already_linked += still_there as i64;
         Ok(Some(Planned { listed, plan }))
     }
 
@@ -113,7 +115,7 @@ impl Stages for ImportRun {
             counts: p.plan.counts.clone(),
             planned: p.plan.planned(),
             items: p.plan.items(&p.listed.accounts, &p.listed.users),
-            digest: approval::digest(p.plan.changes(&p.listed.accounts, &p.listed.users)),
+            changes: p.plan.changes(&p.listed.accounts, &p.listed.users),
         }
     }
 
@@ -125,6 +127,9 @@ impl Stages for ImportRun {
             already_linked = counts.already_linked,
             unmatched = counts.unmatched,
             disputed = counts.disputed,
+            revoked = counts.revoked,
+            inactive = counts.inactive,
+            pending_provisioning = counts.pending_provisioning,
             limit = ?check,
             "plan computed"
         );
@@ -139,21 +144,34 @@ impl Stages for ImportRun {
 
 impl ImportRun {
     /// The plan before confirmation: each account matched against the users, each member
-    /// of the grant group looked up once (for the classification and the plan alike).
+    /// of both groups looked up once.
     fn match_and_plan(&self, listed: &Listed) -> ImportPlan {
         let index = matching::Index::build(&listed.users, &self.rules.case_sensitive);
-        let member_users: Vec<Option<u32>> =
-            listed.members.iter().map(|m| index.user_by_id(m)).collect();
-        let mut is_member = vec![false; listed.users.len()];
-        for &u in member_users.iter().flatten() {
-            is_member[u as usize] = true;
-        }
-        let classification = matching::classify(&listed.accounts, &index, &is_member);
+        let members = Members::new(&listed.groups.grants, &listed.groups.records, &index);
+        let classification = matching::classify(&listed.accounts, &index);
         plan::import(
             &listed.accounts,
-            listed.members.iter().zip(member_users.iter().copied()),
+            &listed.users,
+            &members,
             &classification,
             self.policy,
         )
+    }
+}
+
+/// Deletion candidates whose account the confirmation found after all (the listing missed
+/// it) are app accounts too: linked when granted, revoked when not.
+fn count_still_there(counts: &mut Counts, candidates: &[Deletion], confirmed: &[Deletion]) {
+    let gone: HashSet<&str> = confirmed.iter().map(|d| d.user_id.as_str()).collect();
+    for d in candidates
+        .iter()
+        .filter(|d| !gone.contains(d.user_id.as_str()))
+    {
+        counts.app_accounts += 1;
+        if d.granted {
+            counts.already_linked += 1;
+        } else {
+            counts.revoked += 1;
+        }
     }
 }

@@ -1,16 +1,12 @@
-//! The Provision plan (identity domain → app): the grant group's members should hold an
-//! account, with the mapped attributes; accounts this operator provisioned for users no
-//! longer granted are deactivated or deleted. Pure.
-//!
-//! Ownership: an account belongs to the domain user whose id is its `externalId` (set at
-//! creation); an account without one is adopted by the member with the same userName
-//! (case-insensitive). Accounts whose `externalId` is no domain user are left alone: the
-//! operator did not provision them.
-
-use std::collections::{HashMap, HashSet};
+//! The Provision plan (identity domain → app): granted users should hold an account, with
+//! the mapped attributes; accounts of recorded users no longer granted are deactivated or
+//! deleted. Which user owns an account is matching's answer, the same as Import's, and what
+//! happens to it is the state table's ([`crate::engine::state`]). Pure.
 
 use crate::api::{Counts, Operation, PlannedCounts, RunItem};
 use crate::engine::approval::Change;
+use crate::engine::matching::{Classification, Situation};
+use crate::engine::state::{self, AccountState, Members, Standing, UserState};
 
 use super::ITEMS_PER_KIND;
 
@@ -45,22 +41,69 @@ pub struct Update {
     /// `Some(true)`: the account is inactive and the user active again. (Deactivating is
     /// not an update: see [`ProvisionPlan::deactivations`].)
     pub active: Option<bool>,
-    /// An adopted account gets the user's id as `externalId`.
+    /// An adopted account without an `externalId` gets the user's id.
     pub set_external_id: bool,
+    /// The account is adopted: the user is recorded after the update (if any).
+    pub adopt: bool,
 }
 
-/// The Provision plan. Indexes point into the members and accounts given to [`provision`].
+impl Update {
+    /// Whether the account itself is written (an adoption may only record).
+    pub fn writes_account(&self) -> bool {
+        !self.mappings.is_empty() || self.active.is_some() || self.set_external_id
+    }
+}
+
+/// An account for a granted user with none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Create {
+    pub user: u32,
+    /// The user is already recorded (synchronization off, the account gone): no record
+    /// write after the create.
+    pub recorded: bool,
+}
+
+/// An account to deactivate or delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Removal {
+    pub account: u32,
+    /// The account's owner.
+    pub user: u32,
+    /// Its user is no longer granted (else: an inactive granted user).
+    pub revoked: bool,
+}
+
+/// The Provision plan. Indexes point into the users and accounts given to [`provision`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProvisionPlan {
-    /// Members without an account.
-    pub creates: Vec<u32>,
+    pub creates: Vec<Create>,
+    /// Updates and adoptions.
     pub updates: Vec<Update>,
-    /// Accounts of users no longer granted, and active accounts of inactive members, to
-    /// deactivate.
-    pub deactivations: Vec<u32>,
-    /// Accounts of users no longer granted, to delete.
-    pub deletions: Vec<u32>,
+    /// Accounts of revoked users, and active accounts of inactive granted users, to
+    /// deactivate (the record stays).
+    pub deactivations: Vec<Removal>,
+    /// Accounts of revoked users to delete (then their record).
+    pub deletions: Vec<Removal>,
+    /// Disputed accounts, for the report.
+    pub disputed: Vec<(u32, Situation)>,
+    /// Granted and recorded users whose account is gone while synchronization is on:
+    /// Import reflects the deletion; Provision does not recreate it.
+    pub gone: Vec<u32>,
+    /// Granted users without an account that get none now (inactive, or Create not
+    /// allowed).
+    pub pending: Vec<u32>,
     pub counts: Counts,
+}
+
+/// What a Provision plan is computed from.
+pub struct ProvisionInputs<'a> {
+    pub users: &'a [ProvisionUser],
+    pub accounts: &'a [ProvisionAccount],
+    pub members: &'a Members,
+    pub classification: &'a Classification,
+    pub operations: &'a [Operation],
+    /// With synchronization on, the app is authoritative for deletions.
+    pub synchronization: bool,
 }
 
 /// The user's values of `mappings`, one `mapping[i]=value` each, as a change writes them.
@@ -89,132 +132,138 @@ fn same_values(a: &[String], b: &[String]) -> bool {
     norm(a) == norm(b)
 }
 
-/// Computes the Provision plan. `members` are the grant group's users; `domain_ids` every
-/// domain user id (to tell a revoked user's account from an account we never provisioned).
-pub fn provision(
-    members: &[ProvisionUser],
-    domain_ids: &HashSet<String>,
-    accounts: &[ProvisionAccount],
-    operations: &[Operation],
-) -> ProvisionPlan {
-    let allowed = |o: Operation| operations.contains(&o);
+/// Computes the Provision plan from the table's states.
+pub fn provision(inputs: &ProvisionInputs<'_>) -> ProvisionPlan {
     let mut plan = ProvisionPlan::default();
-    plan.counts.app_accounts = accounts.len() as i64;
-    plan.counts.domain_users = members.len() as i64;
-    let owned = Ownership::of(members, domain_ids, accounts, &mut plan.counts);
-
-    for (m, user) in members.iter().enumerate() {
-        let m = m as u32;
-        match owned.account_of[m as usize] {
-            None if user.active => {
-                if allowed(Operation::Create) {
-                    plan.creates.push(m);
-                } else {
-                    plan.counts.not_allowed += 1;
-                }
-            }
-            // An inactive member gets no new account.
-            None => {}
-            Some(a) => {
-                let account = &accounts[a as usize];
-                plan.bring_in_line(m, user, a, account, owned.adopted[m as usize], allowed);
-            }
-        }
+    plan.counts.app_accounts = inputs.accounts.len() as i64;
+    plan.counts.domain_users = inputs.users.len() as i64;
+    let situations = &inputs.classification.situations;
+    for (a, (s, account)) in situations.iter().zip(inputs.accounts).enumerate() {
+        let standing = match s {
+            Situation::Owned { user } => inputs.members.of(*user),
+            _ => Standing::default(),
+        };
+        let state = state::of_account(s, account.active, standing);
+        plan.add_account(inputs, a as u32, s, state);
     }
-    for a in owned.revoked {
-        if allowed(Operation::Delete) {
-            plan.deletions.push(a);
-        } else if !accounts[a as usize].active {
-            // Already deactivated: nothing left to do.
-        } else if allowed(Operation::Deactivate) {
-            plan.deactivations.push(a);
-        } else {
-            plan.counts.not_allowed += 1;
-        }
+    for (u, state) in inputs
+        .members
+        .without_account(&inputs.classification.referenced)
+    {
+        plan.add_user(inputs, u, state);
     }
+    plan.counts.pending_provisioning += inputs.members.unlisted_grants as i64;
     plan
 }
 
-/// Which account each member holds, and the accounts of users no longer granted.
-struct Ownership {
-    /// Per member, its account.
-    account_of: Vec<Option<u32>>,
-    /// Per member, whether its account was adopted by userName.
-    adopted: Vec<bool>,
-    /// Accounts of domain users that are no longer members.
-    revoked: Vec<u32>,
-}
-
-impl Ownership {
-    /// Each member's account: by externalId first, then adoption by userName. Accounts
-    /// left to a human (disputed) or not ours (unmatched) are counted in `counts`.
-    fn of(
-        members: &[ProvisionUser],
-        domain_ids: &HashSet<String>,
-        accounts: &[ProvisionAccount],
-        counts: &mut Counts,
-    ) -> Self {
-        let member_by_id: HashMap<&str, u32> = members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.id.as_str(), i as u32))
-            .collect();
-        let mut member_by_name: HashMap<String, Vec<u32>> = HashMap::new();
-        for (i, m) in members.iter().enumerate() {
-            member_by_name
-                .entry(m.user_name.to_lowercase())
-                .or_default()
-                .push(i as u32);
-        }
-        let mut owned = Ownership {
-            account_of: vec![None; members.len()],
-            adopted: vec![false; members.len()],
-            revoked: Vec::new(),
-        };
-        let mut adoptable = Vec::new();
-        for (a, account) in accounts.iter().enumerate() {
-            let a = a as u32;
-            match account.external_id.as_deref() {
-                Some(ext) => match member_by_id.get(ext) {
-                    Some(&m) if owned.account_of[m as usize].is_none() => {
-                        owned.account_of[m as usize] = Some(a)
-                    }
-                    // A second account for the same member: leave it for a human.
-                    Some(_) => counts.disputed += 1,
-                    None if domain_ids.contains(ext) => owned.revoked.push(a),
-                    None => counts.unmatched += 1,
-                },
-                None => adoptable.push(a),
-            }
-        }
-        for a in adoptable {
-            let name = accounts[a as usize].user_name.to_lowercase();
-            match member_by_name.get(&name).map(Vec::as_slice) {
-                Some([m]) if owned.account_of[*m as usize].is_none() => {
-                    owned.account_of[*m as usize] = Some(a);
-                    owned.adopted[*m as usize] = true;
-                }
-                Some([_]) | Some([_, _, ..]) => counts.disputed += 1,
-                _ => counts.unmatched += 1,
-            }
-        }
-        owned
-    }
-}
-
 impl ProvisionPlan {
-    /// Plans what brings member `m`'s account `a` in line with the user: an update of the
-    /// mapped values that differ (and reactivation, and the externalId of an adopted
-    /// account), or deactivation.
-    fn bring_in_line(
+    /// One account's row of the table.
+    fn add_account(
         &mut self,
+        inputs: &ProvisionInputs<'_>,
+        a: u32,
+        s: &Situation,
+        state: AccountState,
+    ) {
+        let allowed = |o: Operation| inputs.operations.contains(&o);
+        let account = &inputs.accounts[a as usize];
+        let c = &mut self.counts;
+        match state {
+            AccountState::NoMatch => c.unmatched += 1,
+            AccountState::Disputed => {
+                c.disputed += 1;
+                self.disputed.push((a, s.clone()));
+            }
+            AccountState::Inactive { .. } => c.inactive += 1,
+            // Someone's account, but not one this app grants or recorded: not ours.
+            AccountState::Unclaimed { .. } => c.ignored += 1,
+            AccountState::Granted { user } => {
+                let user_doc = &inputs.users[user as usize];
+                let mut update = self.differences(user, user_doc, a, account);
+                update.adopt = true;
+                update.set_external_id = account.external_id.is_none();
+                self.updates.push(update);
+                self.counts.skipped += 1;
+            }
+            AccountState::Linked { user } => {
+                let user_doc = &inputs.users[user as usize];
+                if account.active && !user_doc.active && allowed(Operation::Deactivate) {
+                    self.deactivations.push(Removal {
+                        account: a,
+                        user,
+                        revoked: false,
+                    });
+                    c.skipped += 1;
+                    return;
+                }
+                let update = self.differences(user, user_doc, a, account);
+                if !update.writes_account() {
+                    self.counts.already_linked += 1;
+                } else if allowed(Operation::Update) {
+                    self.updates.push(update);
+                    self.counts.skipped += 1;
+                } else {
+                    self.counts.already_linked += 1;
+                    self.counts.not_allowed += 1;
+                }
+            }
+            AccountState::Revoked { user } => {
+                let removal = Removal {
+                    account: a,
+                    user,
+                    revoked: true,
+                };
+                if allowed(Operation::Delete) {
+                    self.deletions.push(removal);
+                    c.skipped += 1;
+                } else if account.active && allowed(Operation::Deactivate) {
+                    self.deactivations.push(removal);
+                    c.skipped += 1;
+                } else {
+                    // Already deactivated, or nothing allowed: it stays revoked.
+                    c.revoked += 1;
+                    c.not_allowed += i64::from(account.active);
+                }
+            }
+        }
+    }
+
+    /// One granted or recorded user without an account.
+    fn add_user(&mut self, inputs: &ProvisionInputs<'_>, u: u32, state: UserState) {
+        let active = inputs.users[u as usize].active;
+        let may_create = inputs.operations.contains(&Operation::Create);
+        match state {
+            UserState::PendingProvisioning => {
+                self.counts.pending_provisioning += 1;
+                if active && may_create {
+                    self.creates.push(Create {
+                        user: u,
+                        recorded: false,
+                    });
+                } else {
+                    self.counts.not_allowed += i64::from(active);
+                    self.pending.push(u);
+                }
+            }
+            // The app decides deletions while synchronization is on: Import reflects it.
+            UserState::AccountGone if inputs.synchronization => self.gone.push(u),
+            UserState::AccountGone if active && may_create => self.creates.push(Create {
+                user: u,
+                recorded: true,
+            }),
+            UserState::AccountGone => self.pending.push(u),
+            UserState::RecordOnly => {}
+        }
+    }
+
+    /// What differs between user `m` and its account `a` (not yet whether it is adopted).
+    fn differences(
+        &self,
         m: u32,
         user: &ProvisionUser,
         a: u32,
         account: &ProvisionAccount,
-        adopted: bool,
-        allowed: impl Fn(Operation) -> bool,
-    ) {
+    ) -> Update {
         let mappings: Vec<usize> = (0..user.values.len())
             .filter(|&i| {
                 !same_values(
@@ -223,35 +272,13 @@ impl ProvisionPlan {
                 )
             })
             .collect();
-        // Deactivating is the Deactivate operation, held to maxDeletes like a
-        // revoked member's; the rest (reactivation too) is an Update.
-        let deactivate = account.active && !user.active;
-        let reactivate = !account.active && user.active;
-        let set_external_id = adopted;
-        let update = !mappings.is_empty() || reactivate || set_external_id;
-        if !deactivate && !update {
-            self.counts.already_linked += 1;
-            return;
-        }
-        if deactivate {
-            if allowed(Operation::Deactivate) {
-                self.deactivations.push(a);
-            } else {
-                self.counts.not_allowed += 1;
-            }
-        }
-        if update {
-            if allowed(Operation::Update) {
-                self.updates.push(Update {
-                    user: m,
-                    account: a,
-                    mappings,
-                    active: reactivate.then_some(true),
-                    set_external_id,
-                });
-            } else {
-                self.counts.not_allowed += 1;
-            }
+        Update {
+            user: m,
+            account: a,
+            mappings,
+            active: (!account.active && user.active).then_some(true),
+            set_external_id: false,
+            adopt: false,
         }
     }
 
@@ -260,29 +287,38 @@ impl ProvisionPlan {
         PlannedCounts {
             creates: self.creates.len() as i64,
             deletes: (self.deactivations.len() + self.deletions.len()) as i64,
-            links: 0,
-            updates: self.updates.len() as i64,
+            links: self.updates.iter().filter(|u| u.adopt).count() as i64,
+            updates: self.updates.iter().filter(|u| !u.adopt).count() as i64,
         }
     }
 
     /// Every write of the plan by SCIM ids and values, what its digest is computed over.
-    pub fn changes(&self, members: &[ProvisionUser], accounts: &[ProvisionAccount]) -> Vec<Change> {
+    pub fn changes(&self, users: &[ProvisionUser], accounts: &[ProvisionAccount]) -> Vec<Change> {
         let account_id = |a: u32| accounts[a as usize].id.as_str();
-        let creates = self.creates.iter().map(|&m| {
-            let user = &members[m as usize];
+        let creates = self.creates.iter().map(|c| {
+            let user = &users[c.user as usize];
             let all: Vec<usize> = (0..user.values.len()).collect();
             Change::new("CreateAccount", user.id.as_str(), mapped(user, &all))
         });
         let updates = self.updates.iter().map(|u| {
-            let user = &members[u.user as usize];
+            let user = &users[u.user as usize];
             let mut writes = mapped(user, &u.mappings);
             writes.extend(u.active.map(|a| format!("active={a}")));
             if u.set_external_id {
                 writes.push(format!("externalId={}", user.id));
             }
-            Change::new("UpdateAccount", account_id(u.account), writes)
+            if u.adopt {
+                writes.push(format!("record={}", user.id));
+            }
+            let action = if u.adopt {
+                "AdoptAccount"
+            } else {
+                "UpdateAccount"
+            };
+            Change::new(action, account_id(u.account), writes)
         });
-        let remove = |action| move |&a: &u32| Change::new(action, account_id(a), Vec::new());
+        let remove =
+            |action| move |r: &Removal| Change::new(action, account_id(r.account), Vec::new());
         creates
             .chain(updates)
             .chain(self.deactivations.iter().map(remove("DeactivateAccount")))
@@ -291,8 +327,8 @@ impl ProvisionPlan {
     }
 
     /// The first items of each kind, for `status.planItems`.
-    pub fn items(&self, members: &[ProvisionUser], accounts: &[ProvisionAccount]) -> Vec<RunItem> {
-        let user = |m: u32| members[m as usize].user_name.clone();
+    pub fn items(&self, users: &[ProvisionUser], accounts: &[ProvisionAccount]) -> Vec<RunItem> {
+        let user = |m: u32| users[m as usize].user_name.clone();
         let acct = |a: u32| accounts[a as usize].user_name.clone();
         let item = |action: &str, subject: String, reason: &str| RunItem {
             action: action.into(),
@@ -300,32 +336,60 @@ impl ProvisionPlan {
             reason: Some(reason.into()),
         };
         let mut out = Vec::new();
-        out.extend(
-            self.creates
-                .iter()
-                .take(ITEMS_PER_KIND)
-                .map(|&m| item("CreateAccount", user(m), "granted, no account")),
-        );
-        out.extend(self.updates.iter().take(ITEMS_PER_KIND).map(|u| {
-            item(
-                "UpdateAccount",
-                user(u.user),
-                "mapped attributes or active differ",
-            )
+        out.extend(self.creates.iter().take(ITEMS_PER_KIND).map(|c| {
+            let why = if c.recorded {
+                "granted, its account is gone and synchronization is off: recreated"
+            } else {
+                "granted, no account"
+            };
+            item("CreateAccount", user(c.user), why)
         }));
-        out.extend(self.deactivations.iter().take(ITEMS_PER_KIND).map(|&a| {
-            item(
-                "DeactivateAccount",
-                acct(a),
-                "no longer granted or inactive",
-            )
+        out.extend(self.updates.iter().take(ITEMS_PER_KIND).map(|u| {
+            if u.adopt {
+                item("AdoptAccount", acct(u.account), "granted, matches the user")
+            } else {
+                item(
+                    "UpdateAccount",
+                    user(u.user),
+                    "mapped attributes or active differ",
+                )
+            }
+        }));
+        out.extend(self.deactivations.iter().take(ITEMS_PER_KIND).map(|r| {
+            let why = if r.revoked {
+                "no longer granted"
+            } else {
+                "the user is inactive"
+            };
+            item("DeactivateAccount", acct(r.account), why)
         }));
         out.extend(
             self.deletions
                 .iter()
                 .take(ITEMS_PER_KIND)
-                .map(|&a| item("DeleteAccount", acct(a), "no longer granted")),
+                .map(|r| item("DeleteAccount", acct(r.account), "no longer granted")),
         );
+        out.extend(self.disputed.iter().take(ITEMS_PER_KIND).map(|(a, _)| {
+            item(
+                "Disputed",
+                acct(*a),
+                "its owner is ambiguous: never acted on",
+            )
+        }));
+        out.extend(self.gone.iter().take(ITEMS_PER_KIND).map(|&u| {
+            item(
+                "AccountGone",
+                user(u),
+                "the recorded account is gone and synchronization is on: Import reflects it",
+            )
+        }));
+        out.extend(self.pending.iter().take(ITEMS_PER_KIND).map(|&u| {
+            item(
+                "PendingProvisioning",
+                user(u),
+                "granted, no account: the user is inactive or Create is not allowed",
+            )
+        }));
         out
     }
 }
@@ -333,6 +397,8 @@ impl ProvisionPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::matching::{Index, classify};
+    use crate::engine::records::{AppAccount, DomainUser, Ids, Records};
 
     fn user(id: &str, name: &str, active: bool, email: &str) -> ProvisionUser {
         ProvisionUser {
@@ -364,37 +430,114 @@ mod tests {
         Operation::Delete,
     ];
 
-    /// members: alice (in sync), bob (email changed), carol (no account), dave (inactive,
-    /// active account), erin (account adopted by userName); non-member frank has an account
-    /// we provisioned; grace's account was never ours.
-    fn fixture(ops: &[Operation]) -> ProvisionPlan {
-        let members = vec![
+    /// Plans with the userName rule (case-insensitive), as Import would match.
+    fn plan_of(
+        users: &[ProvisionUser],
+        grants: &[&str],
+        records: &[&str],
+        accounts: &[ProvisionAccount],
+        operations: &[Operation],
+        synchronization: bool,
+    ) -> ProvisionPlan {
+        let domain: Vec<DomainUser> = users
+            .iter()
+            .map(|u| DomainUser {
+                id: u.id.clone(),
+                user_name: u.user_name.clone(),
+                active: u.active,
+                keys: vec![vec![u.user_name.clone()]],
+            })
+            .collect();
+        let app: Vec<AppAccount> = accounts
+            .iter()
+            .map(|a| AppAccount {
+                id: a.id.clone(),
+                user_name: a.user_name.clone(),
+                external_id: a.external_id.clone(),
+                active: a.active,
+                keys: vec![vec![a.user_name.clone()]],
+                attrs: Vec::new(),
+            })
+            .collect();
+        let domain = Records::of_users(1, &domain);
+        let app = Records::of_accounts(1, 0, &app);
+        let index = Index::build(&domain, &[false]);
+        let grants: Ids = grants.iter().collect();
+        let records: Ids = records.iter().collect();
+        let members = Members::new(&grants, &records, &index);
+        let classification = classify(&app, &index);
+        provision(&ProvisionInputs {
+            users,
+            accounts,
+            members: &members,
+            classification: &classification,
+            operations,
+            synchronization,
+        })
+    }
+
+    /// granted + recorded: alice (in sync), bob (email changed), dave (inactive, active
+    /// account), kim (account gone); granted only: carol (no account), erin (an account
+    /// matched by userName: adopted); recorded only: frank (account: revoked), gus (account
+    /// already deactivated); nobody: grace (an account of a user this app does not grant),
+    /// and an account with no user at all.
+    fn users() -> Vec<ProvisionUser> {
+        vec![
             user("u-alice", "alice", true, "alice@x"),
             user("u-bob", "bob", true, "bob@new"),
             user("u-carol", "carol", true, "carol@x"),
             user("u-dave", "dave", false, "dave@x"),
             user("u-erin", "erin", true, "erin@x"),
-        ];
-        let domain_ids: HashSet<String> =
-            ["u-alice", "u-bob", "u-carol", "u-dave", "u-erin", "u-frank"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        let accounts = vec![
+            user("u-frank", "frank", true, "frank@x"),
+            user("u-grace", "grace", true, "grace@x"),
+            user("u-gus", "gus", true, "gus@x"),
+            user("u-kim", "kim", true, "kim@x"),
+        ]
+    }
+    fn accounts() -> Vec<ProvisionAccount> {
+        vec![
             account("a1", "ALICE", Some("u-alice"), true, "Alice@X"),
             account("a2", "bob", Some("u-bob"), true, "bob@old"),
             account("a4", "dave", Some("u-dave"), true, "dave@x"),
             account("a5", "Erin", None, true, "erin@x"),
             account("a6", "frank", Some("u-frank"), true, "frank@x"),
-            account("a7", "grace", Some("someone-else"), true, "grace@x"),
-        ];
-        provision(&members, &domain_ids, &accounts, ops)
+            account("a7", "grace", None, true, "grace@x"),
+            account("a8", "gus", Some("u-gus"), false, "gus@x"),
+            account("a9", "nobody", Some("elsewhere"), true, "n@x"),
+        ]
+    }
+    const GRANTS: [&str; 6] = ["u-alice", "u-bob", "u-carol", "u-dave", "u-erin", "u-kim"];
+    const RECORDS: [&str; 6] = ["u-alice", "u-bob", "u-dave", "u-frank", "u-gus", "u-kim"];
+
+    fn fixture(ops: &[Operation], synchronization: bool) -> ProvisionPlan {
+        plan_of(
+            &users(),
+            &GRANTS,
+            &RECORDS,
+            &accounts(),
+            ops,
+            synchronization,
+        )
+    }
+
+    fn removal(account: u32, user: u32, revoked: bool) -> Removal {
+        Removal {
+            account,
+            user,
+            revoked,
+        }
     }
 
     #[test]
-    fn full_operations() {
-        let p = fixture(&ALL);
-        assert_eq!(p.creates, [2]);
+    fn every_row_of_the_table() {
+        let p = fixture(&ALL, true);
+        assert_eq!(
+            p.creates,
+            [Create {
+                user: 2,
+                recorded: false
+            }]
+        );
         assert_eq!(
             p.updates,
             [
@@ -403,118 +546,173 @@ mod tests {
                     account: 1,
                     mappings: vec![1],
                     active: None,
-                    set_external_id: false
+                    set_external_id: false,
+                    adopt: false
                 },
                 Update {
                     user: 4,
                     account: 3,
                     mappings: vec![],
                     active: None,
-                    set_external_id: true
+                    set_external_id: true,
+                    adopt: true
                 }
             ]
         );
-        assert_eq!(p.deactivations, [2], "dave is inactive");
-        assert_eq!(p.deletions, [4]);
+        assert_eq!(p.deactivations, [removal(2, 3, false)], "dave is inactive");
+        assert_eq!(p.deletions, [removal(4, 5, true), removal(6, 7, true)]);
+        // Synchronization on: kim's account is gone, Import reflects it; no recreate.
+        assert_eq!(p.gone, [8]);
+        let c = &p.counts;
         assert_eq!(
-            p.counts.already_linked, 1,
+            c.already_linked, 1,
             "alice (values compare case-insensitively)"
         );
-        assert_eq!(p.counts.unmatched, 1, "grace is not ours");
+        assert_eq!((c.ignored, c.unmatched), (1, 1), "grace's and nobody's");
+        assert_eq!(c.pending_provisioning, 1, "carol");
+        assert_eq!(c.skipped, 5);
+        let sum = c.already_linked
+            + c.linked
+            + c.unmatched
+            + c.disputed
+            + c.ignored
+            + c.inactive
+            + c.revoked
+            + c.skipped
+            + c.failed;
+        assert_eq!(sum, c.app_accounts, "every account counted once");
         assert_eq!(
             p.planned(),
             PlannedCounts {
                 creates: 1,
-                deletes: 2,
-                links: 0,
-                updates: 2
+                deletes: 3,
+                links: 1,
+                updates: 1
             }
+        );
+    }
+
+    /// Synchronization off: the grant group alone decides; a recorded account that is
+    /// gone is recreated.
+    #[test]
+    fn without_synchronization_a_gone_account_is_recreated() {
+        let p = fixture(&ALL, false);
+        assert!(p.gone.is_empty());
+        assert_eq!(
+            p.creates,
+            [
+                Create {
+                    user: 2,
+                    recorded: false
+                },
+                Create {
+                    user: 8,
+                    recorded: true
+                }
+            ]
         );
     }
 
     #[test]
     fn default_operations_deactivate_instead_of_delete() {
-        let p = fixture(&[Operation::Create, Operation::Update, Operation::Deactivate]);
+        let p = fixture(
+            &[Operation::Create, Operation::Update, Operation::Deactivate],
+            true,
+        );
         assert!(p.deletions.is_empty());
-        assert_eq!(p.deactivations, [2, 4]);
+        assert_eq!(p.deactivations, [removal(2, 3, false), removal(4, 5, true)]);
+        assert_eq!(p.counts.revoked, 1, "gus's account is already inactive");
     }
 
-    /// Deactivating an inactive member's account is Deactivate, never part of an Update.
+    /// An inactive account is never adopted, and a granted user whose only match is one
+    /// gets no second account either.
     #[test]
-    fn without_deactivate_an_inactive_members_account_stays_active() {
-        let p = fixture(&[Operation::Create, Operation::Update]);
-        assert!(p.deactivations.is_empty() && p.deletions.is_empty());
-        assert!(p.updates.iter().all(|u| u.active.is_none()));
-        assert_eq!(p.updates.len(), 2, "bob's drift and erin's adoption");
-        assert_eq!(p.counts.not_allowed, 2, "dave's deactivation and frank's");
+    fn inactive_accounts_are_never_adopted() {
+        let users = [user("u1", "alice", true, "a@x")];
+        let accounts = [account("a1", "alice", None, false, "a@x")];
+        let p = plan_of(&users, &["u1"], &[], &accounts, &ALL, true);
+        assert!(p.updates.is_empty() && p.creates.is_empty());
+        assert_eq!(p.counts.inactive, 1);
     }
 
     /// A deactivated account of an active member is reactivated by an Update.
     #[test]
     fn an_active_members_inactive_account_is_reactivated() {
-        let members = vec![user("u1", "alice", true, "a@x")];
-        let ids: HashSet<String> = ["u1".to_string()].into();
-        let accounts = vec![account("a1", "alice", Some("u1"), false, "a@x")];
-        let p = provision(&members, &ids, &accounts, &ALL);
+        let users = [user("u1", "alice", true, "a@x")];
+        let accounts = [account("a1", "alice", Some("u1"), false, "a@x")];
+        let p = plan_of(&users, &["u1"], &["u1"], &accounts, &ALL, true);
         assert_eq!(p.updates.len(), 1);
         assert_eq!(p.updates[0].active, Some(true));
         assert!(p.deactivations.is_empty());
     }
 
     #[test]
-    fn without_update_an_inactive_member_is_deactivated_and_drift_is_reported() {
-        let p = fixture(&[Operation::Deactivate]);
-        assert!(p.creates.is_empty() && p.updates.is_empty());
-        assert_eq!(p.deactivations, [2, 4]);
+    fn without_update_drift_is_reported_and_nothing_created() {
+        let p = fixture(&[Operation::Deactivate], true);
+        assert!(p.creates.is_empty());
         assert_eq!(
-            p.counts.not_allowed, 3,
-            "carol's create, bob's and erin's updates"
+            p.updates.len(),
+            1,
+            "an adoption records, whatever the operations"
+        );
+        assert_eq!(p.deactivations.len(), 2);
+        assert_eq!(p.counts.not_allowed, 2, "carol's create, bob's update");
+        assert_eq!(p.pending, [2]);
+    }
+
+    /// Matching decides ownership as Import does: an account whose externalId names one
+    /// user while its userName finds another is disputed, never adopted or updated.
+    #[test]
+    fn an_account_claimed_two_ways_is_disputed() {
+        let users = [
+            user("u1", "alice", true, "a@x"),
+            user("u2", "bob", true, "b@x"),
+        ];
+        let accounts = [account("a1", "alice", Some("u2"), true, "a@x")];
+        let p = plan_of(&users, &["u1", "u2"], &[], &accounts, &ALL, true);
+        assert_eq!(p.counts.disputed, 1);
+        assert!(p.updates.is_empty());
+        assert!(
+            p.creates.is_empty(),
+            "both users are referenced by the disputed account"
         );
     }
 
-    #[test]
-    fn two_accounts_for_one_member_are_disputed() {
-        let members = vec![user("u1", "alice", true, "a@x")];
-        let ids: HashSet<String> = ["u1".to_string()].into();
-        let accounts = vec![
-            account("a1", "alice", Some("u1"), true, "a@x"),
-            account("a2", "alice2", Some("u1"), true, "a@x"),
-        ];
-        let p = provision(&members, &ids, &accounts, &ALL);
-        assert_eq!(p.counts.disputed, 1);
-        assert_eq!(p.counts.already_linked, 1);
-        assert!(p.creates.is_empty() && p.deletions.is_empty());
-    }
-
-    /// A domain with a third user, u3, no longer granted.
-    fn domain_ids(members: &[ProvisionUser]) -> HashSet<String> {
-        let mut ids: HashSet<String> = members.iter().map(|m| m.id.clone()).collect();
-        ids.insert("u3".into());
-        ids
-    }
-
-    fn digest_of(members: &[ProvisionUser], accounts: &[ProvisionAccount]) -> String {
-        let ids = domain_ids(members);
-        let p = provision(members, &ids, accounts, &ALL);
-        crate::engine::approval::digest(p.changes(members, accounts))
+    fn digest_of(users: &[ProvisionUser], accounts: &[ProvisionAccount]) -> String {
+        let p = plan_of(
+            users,
+            &["u1", "u2"],
+            &["u1", "u2", "u3"],
+            accounts,
+            &ALL,
+            true,
+        );
+        crate::engine::approval::digest(&mut p.changes(users, accounts))
     }
 
     /// The plan's changes name SCIM ids and values, never listing positions: the same
     /// servers listed in another order give the same digest; one changed value another.
     #[test]
     fn changes_are_ids_and_values_and_their_digest_ignores_listing_order() {
-        let mut members = vec![
+        let mut users = vec![
             user("u1", "alice", true, "alice@x"),
             user("u2", "bob", true, "bob@new"),
+            user("u3", "carol", true, "carol@x"),
         ];
         let mut accounts = vec![
             account("a2", "bob", Some("u2"), true, "bob@old"),
             account("a3", "alice", Some("u1"), false, "alice@x"),
             account("a4", "carol", Some("u3"), true, "carol@x"),
         ];
-        let ids = domain_ids(&members);
-        let p = provision(&members, &ids, &accounts, &ALL);
-        let changes = p.changes(&members, &accounts);
+        let p = plan_of(
+            &users,
+            &["u1", "u2"],
+            &["u1", "u2", "u3"],
+            &accounts,
+            &ALL,
+            true,
+        );
+        let changes = p.changes(&users, &accounts);
         assert!(changes.contains(&Change::new(
             "UpdateAccount",
             "a2",
@@ -526,11 +724,11 @@ mod tests {
             vec!["active=true".into()]
         )));
         assert!(changes.contains(&Change::new("DeleteAccount", "a4", vec![])));
-        let d = digest_of(&members, &accounts);
-        members.reverse();
+        let d = digest_of(&users, &accounts);
+        users.reverse();
         accounts.reverse();
-        assert_eq!(digest_of(&members, &accounts), d);
-        members[0].values[1] = vec!["bob@newer".into()];
-        assert_ne!(digest_of(&members, &accounts), d);
+        assert_eq!(digest_of(&users, &accounts), d);
+        users[1].values[1] = vec!["bob@newer".into()];
+        assert_ne!(digest_of(&users, &accounts), d);
     }
 }
