@@ -3,10 +3,11 @@
 //! app's ownership mark as `externalId`, or when `adoptExistingGroups` allows taking one
 //! without a mark. A group marked for another app is never taken.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::api::{CatalogApp, GroupRole};
-use crate::scim::model::GROUPS;
+use crate::scim::PatchOp;
+use crate::scim::model::{GROUP_SCHEMA, GROUPS, resource_id};
 use crate::scim::path::quote;
 use crate::scim::{ScimClient, ScimError};
 
@@ -96,15 +97,99 @@ pub async fn find(
     app: &CatalogApp,
     role: GroupRole,
 ) -> Result<String, GroupError> {
-    let name = name_of(app, role);
+    let found = find_by_name(domain, &name_of(app, role)).await?;
+    match choose(app, role, &found)? {
+        Choice::None => Err(GroupError::Missing {
+            role: role.as_str(),
+            name: name_of(app, role),
+        }),
+        Choice::Ours(id) | Choice::Adopt(id) => Ok(id),
+    }
+}
+
+/// Makes sure the app's group of `role` exists and carries the app's mark; returns its id.
+/// For the controller. `known_id` (from status) is checked first, so a steady state costs
+/// one GET. A missing group is created with the mark; an unmarked one is marked only with
+/// `adoptExistingGroups` (so that later runs see it as the app's); any other is an error.
+pub async fn ensure(
+    domain: &ScimClient,
+    app: &CatalogApp,
+    role: GroupRole,
+    known_id: Option<&str>,
+) -> Result<String, GroupError> {
+    let (name, mark) = (name_of(app, role), app.group_mark(role));
+    if let Some(id) = known_id
+        && let Some(g) = domain
+            .get(GROUPS, id, &["displayName", "externalId"])
+            .await?
+        && is_still_ours(&g, &name, &mark)
+    {
+        return Ok(id.to_string());
+    }
     let found = find_by_name(domain, &name).await?;
-    let group = match found.as_slice() {
-        [] => {
-            return Err(GroupError::Missing {
-                role: role.as_str(),
-                name,
-            });
+    let id = match choose(app, role, &found)? {
+        Choice::Ours(id) => id,
+        Choice::Adopt(id) => mark_group(domain, &id, &mark).await.map(|()| id)?,
+        Choice::None => create(domain, app, role).await?,
+    };
+    Ok(id)
+}
+
+/// Creates the app's group with its mark. A 409 is someone else's group of that name, or
+/// ours created meanwhile: the ownership rule decides, as for a group found.
+async fn create(
+    domain: &ScimClient,
+    app: &CatalogApp,
+    role: GroupRole,
+) -> Result<String, GroupError> {
+    let (name, mark) = (name_of(app, role), app.group_mark(role));
+    let body = json!({
+        "schemas": [GROUP_SCHEMA],
+        "displayName": name,
+        "externalId": mark,
+    });
+    match domain.create(GROUPS, &body).await {
+        Ok(g) => resource_id(&g)
+            .map(str::to_string)
+            .ok_or_else(|| ScimError::Protocol("created group has no id".into()).into()),
+        Err(e) if e.is_uniqueness() => {
+            let found = find_by_name(domain, &name).await?;
+            match choose(app, role, &found)? {
+                Choice::Ours(id) => Ok(id),
+                Choice::Adopt(id) => mark_group(domain, &id, &mark).await.map(|()| id),
+                Choice::None => Err(ScimError::Protocol(format!(
+                    "group {name:?} conflicts but cannot be found"
+                ))
+                .into()),
+            }
         }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the mark on an adopted group, so it stays the app's whatever the setting later.
+async fn mark_group(domain: &ScimClient, id: &str, mark: &str) -> Result<(), GroupError> {
+    let patch = PatchOp::new(vec![PatchOp::replace("externalId", json!(mark))]);
+    domain.patch(GROUPS, id, &patch, None).await?;
+    Ok(())
+}
+
+/// What to do with the groups found by the app's group name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Choice {
+    /// No group has the name.
+    None,
+    /// The app's group.
+    Ours(String),
+    /// An unmarked group the app adopts.
+    Adopt(String),
+}
+
+/// The ownership rule over the groups found by name. Pure.
+fn choose(app: &CatalogApp, role: GroupRole, found: &[FoundGroup]) -> Result<Choice, GroupError> {
+    let name = name_of(app, role);
+    let group = match found {
+        [] => return Ok(Choice::None),
         [one] => one,
         many => {
             return Err(GroupError::Ambiguous {
@@ -119,7 +204,8 @@ pub async fn find(
         &mark,
         app.adopts_existing_groups(),
     ) {
-        Ownership::Ours | Ownership::Adopt => Ok(group.id.clone()),
+        Ownership::Ours => Ok(Choice::Ours(group.id.clone())),
+        Ownership::Adopt => Ok(Choice::Adopt(group.id.clone())),
         Ownership::NotOwned => Err(GroupError::NotOwned {
             role: role.as_str(),
             name,
@@ -132,6 +218,13 @@ pub async fn find(
             mark,
         }),
     }
+}
+
+/// Whether the group under a known id is still the app's: same name, our mark. Pure.
+fn is_still_ours(group: &Value, name: &str, mark: &str) -> bool {
+    let text = |k: &str| group.get(k).and_then(Value::as_str);
+    text("displayName").is_some_and(|d| d.eq_ignore_ascii_case(name))
+        && text("externalId") == Some(mark)
 }
 
 /// The display name of the app's group of `role`.
@@ -162,5 +255,73 @@ mod tests {
                 Ownership::OwnedByOther(other.into())
             );
         }
+    }
+
+    fn app(adopt: bool) -> CatalogApp {
+        serde_json::from_value(json!({
+            "apiVersion": "catalogsync.io/v1alpha1",
+            "kind": "CatalogApp",
+            "metadata": {"name": "slack", "namespace": "team-a"},
+            "spec": {
+                "identityDomainRef": {"name": "corp"},
+                "connection": {"url": "https://x", "auth": {"bearerToken": {"secretRef": {"name": "s", "key": "t"}}}},
+                "provisioning": {"enabled": true, "grantGroup": "admins", "adoptExistingGroups": adopt}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn group(id: &str, external_id: Option<&str>) -> FoundGroup {
+        FoundGroup {
+            id: id.into(),
+            external_id: external_id.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_found_groups_decide_create_use_adopt_or_refuse() {
+        let (grant, record) = (GroupRole::Grant, GroupRole::Record);
+        let ours = "catalogsync:team-a/slack/grant";
+        let a = app(false);
+        assert_eq!(choose(&a, grant, &[]).unwrap(), Choice::None);
+        assert_eq!(
+            choose(&a, grant, &[group("g1", Some(ours))]).unwrap(),
+            Choice::Ours("g1".into())
+        );
+        // The grant group's mark does not make a record group ours.
+        let e = choose(&a, record, &[group("g1", Some(ours))]).unwrap_err();
+        assert!(matches!(e, GroupError::OwnedByOther { .. }), "{e}");
+        let e = choose(&a, grant, &[group("g1", None)]).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, GroupError::NotOwned { .. }));
+        assert!(
+            text.contains("\"admins\"") && text.contains("adoptExistingGroups"),
+            "{text}"
+        );
+        let e = choose(&a, grant, &[group("g1", None), group("g2", Some(ours))]).unwrap_err();
+        assert!(matches!(e, GroupError::Ambiguous { count: 2, .. }), "{e}");
+
+        let adopting = app(true);
+        assert_eq!(
+            choose(&adopting, grant, &[group("g1", None)]).unwrap(),
+            Choice::Adopt("g1".into())
+        );
+        let other = "catalogsync:team-b/slack/grant";
+        let e = choose(&adopting, grant, &[group("g1", Some(other))]).unwrap_err();
+        assert!(e.to_string().contains(other), "{e}");
+    }
+
+    #[test]
+    fn a_known_id_stands_while_name_and_mark_do() {
+        let (name, mark) = ("admins", "catalogsync:team-a/slack/grant");
+        let g = |d: &str, e: Option<&str>| json!({"id": "g1", "displayName": d, "externalId": e});
+        assert!(is_still_ours(&g("admins", Some(mark)), name, mark));
+        assert!(is_still_ours(&g("Admins", Some(mark)), name, mark));
+        assert!(
+            !is_still_ours(&g("admins", None), name, mark),
+            "mark removed"
+        );
+        assert!(!is_still_ours(&g("admins", Some("hr-1")), name, mark));
+        assert!(!is_still_ours(&g("ops", Some(mark)), name, mark), "renamed");
     }
 }

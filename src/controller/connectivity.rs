@@ -1,5 +1,5 @@
 //! Connectivity checks against SCIM service providers (the identity domain, an
-//! app) and the grant group, with stable condition reasons, plus a small cache
+//! app), with stable condition reasons, plus a small cache
 //! so that frequent reconciles (run progress) do not probe the providers.
 
 use std::collections::HashMap;
@@ -7,11 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::Client;
-use serde_json::json;
 
 use crate::api::{Auth, Capabilities, Tls};
 use crate::cluster::credentials::{self, CredentialsError};
-use crate::scim::{self, ClientOptions, ErrorKind, RetryPolicy, ScimClient, ScimError, Timeouts};
+use crate::scim::{ClientOptions, ErrorKind, RetryPolicy, ScimClient, ScimError, Timeouts};
 
 /// Stable reasons of a failed check.
 pub const CONNECTIVITY_FAILED: &str = "ConnectivityFailed";
@@ -134,60 +133,6 @@ pub async fn probe(client: &ScimClient) -> Result<Capabilities, Failure> {
         etag: caps.etag,
         sort: caps.sort,
     })
-}
-
-fn scim_quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-/// Makes sure the grant group exists in the identity domain; returns its id.
-/// `known_id` (from status) is checked first, so a steady state costs one GET.
-pub async fn ensure_group(
-    client: &ScimClient,
-    display_name: &str,
-    known_id: Option<&str>,
-) -> Result<String, ScimError> {
-    if let Some(id) = known_id
-        && let Some(g) = client
-            .get(scim::model::GROUPS, id, &["displayName"])
-            .await?
-        && g.get("displayName").and_then(|v| v.as_str()) == Some(display_name)
-    {
-        return Ok(id.to_string());
-    }
-    let filter = format!("displayName eq \"{}\"", scim_quote(display_name));
-    let find = || async {
-        let (groups, _) = client
-            .list(scim::model::GROUPS, &["displayName"], Some(&filter))
-            .await?;
-        Ok::<_, ScimError>(
-            groups
-                .iter()
-                .filter(|g| g.get("displayName").and_then(|v| v.as_str()) == Some(display_name))
-                .find_map(|g| g.get("id").and_then(|v| v.as_str()).map(String::from)),
-        )
-    };
-    if let Some(id) = find().await? {
-        return Ok(id);
-    }
-    let body = json!({
-        "schemas": [scim::model::GROUP_SCHEMA],
-        "displayName": display_name,
-    });
-    match client.create(scim::model::GROUPS, &body).await {
-        Ok(g) => g
-            .get("id")
-            .and_then(|v| v.as_str())
-            .map(String::from)
-            .ok_or_else(|| ScimError::Protocol("created group has no id".into())),
-        // Created concurrently by someone else: use theirs.
-        Err(e) if e.is_uniqueness() => find().await?.ok_or_else(|| {
-            ScimError::Protocol(format!(
-                "group {display_name:?} conflicts but cannot be found"
-            ))
-        }),
-        Err(e) => Err(e),
-    }
 }
 
 /// How long a transient failure of something that worked is reported as the

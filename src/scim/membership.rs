@@ -24,13 +24,16 @@ pub enum MemberRemoval {
     ReplaceWithEtag,
 }
 
-/// The PatchOp that adds `ids` to `members`, `per_op` values per operation, serialized
-/// straight from the ids: as a `Value` every `{"value": id}` is a map of its own, tens of
+/// The PatchOp that adds `ids` to `members` as users (`"type": "User"`, RFC 7643 section
+/// 4.2, so that providers that also nest groups need not guess), `per_op` values per
+/// operation, serialized straight from the ids: as a `Value` every `{"value": id}` is a map of its own, tens of
 /// megabytes for a moment per 10,000-value request.
 fn members_add_body(ids: &[&str], per_op: usize) -> Result<Vec<u8>> {
     #[derive(Serialize)]
     struct Member<'a> {
         value: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
     }
     #[derive(Serialize)]
     struct Op<'a> {
@@ -51,7 +54,13 @@ fn members_add_body(ids: &[&str], per_op: usize) -> Result<Vec<u8>> {
             .map(|c| Op {
                 op: PatchOpKind::Add,
                 path: "members",
-                value: c.iter().map(|id| Member { value: id }).collect(),
+                value: c
+                    .iter()
+                    .map(|id| Member {
+                        value: id,
+                        kind: "User",
+                    })
+                    .collect(),
             })
             .collect(),
     };
@@ -243,8 +252,11 @@ mod tests {
         let body: Value =
             serde_json::from_slice(&members_add_body(&["a", "b", "c"], 2).unwrap()).unwrap();
         let expected = serde_json::to_value(PatchOp::new(vec![
-            PatchOp::add("members", json!([{"value": "a"}, {"value": "b"}])),
-            PatchOp::add("members", json!([{"value": "c"}])),
+            PatchOp::add(
+                "members",
+                json!([{"value": "a", "type": "User"}, {"value": "b", "type": "User"}]),
+            ),
+            PatchOp::add("members", json!([{"value": "c", "type": "User"}])),
         ]))
         .unwrap();
         assert_eq!(body, expected);

@@ -196,6 +196,14 @@ async fn membership_changes_are_batched() {
         members.iter().collect::<HashSet<_>>(),
         ids[..2500].iter().collect()
     );
+    // Members are added as users (RFC 7643 section 4.2 `members.type`), and stored so.
+    let stored = c.get(GROUPS, &gid, &["members"]).await.unwrap().unwrap();
+    let members = stored["members"].as_array().expect("members");
+    assert!(
+        members.iter().all(|m| m["type"] == "User"),
+        "member types: {:?}",
+        &members[..2]
+    );
 
     // Auto uses read + replace under If-Match here (scim2-server has ETags).
     c.remove_members(&gid, &ids[..1200]).await.unwrap();

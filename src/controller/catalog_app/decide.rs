@@ -20,11 +20,14 @@ use crate::cluster::conditions::{self, DesiredCondition, READY, STALLED};
 use crate::controller::connectivity::{self, Failure};
 use crate::controller::{ObjectEvent, to_time};
 
-/// Outcome of the provisioning checks (connectivity and the grant group).
+/// Outcome of the provisioning checks (connectivity and the app's two groups).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProvisioningState {
     Disabled,
-    Ready { grant_group_id: String },
+    Ready {
+        grant_group_id: String,
+        record_group_id: String,
+    },
     Failed(Failure),
 }
 
@@ -111,6 +114,7 @@ pub fn decide(inputs: &Inputs) -> Plan {
     let mut status = CatalogAppStatus {
         observed_generation: app.metadata.generation,
         grant_group_id: old.grant_group_id.clone(),
+        record_group_id: old.record_group_id.clone(),
         last_handled_requested_at: old.last_handled_requested_at.clone(),
         last_schedule_time: old.last_schedule_time.clone(),
         last_provisioning_schedule_time: old.last_provisioning_schedule_time.clone(),
@@ -175,20 +179,25 @@ pub fn decide(inputs: &Inputs) -> Plan {
     plan
 }
 
-/// `ProvisioningEnabled` from the checks; a ready grant group's id goes into the status.
+/// `ProvisioningEnabled` from the checks; the ready groups' ids go into the status.
 fn provisioning_condition(inputs: &Inputs, status: &mut CatalogAppStatus) -> DesiredCondition {
     match inputs.provisioning {
         ProvisioningState::Disabled => {
             DesiredCondition::falsy(PROVISIONING_ENABLED, "Disabled", "provisioning is disabled")
         }
-        ProvisioningState::Ready { grant_group_id } => {
+        ProvisioningState::Ready {
+            grant_group_id,
+            record_group_id,
+        } => {
             status.grant_group_id = Some(grant_group_id.clone());
+            status.record_group_id = Some(record_group_id.clone());
             DesiredCondition::truthy(
                 PROVISIONING_ENABLED,
                 "Enabled",
                 format!(
-                    "connected to the app; grant group {:?} exists",
-                    inputs.app.grant_group_name()
+                    "connected to the app; grant group {:?} and record group {:?} exist",
+                    inputs.app.grant_group_name(),
+                    inputs.app.record_group_name()
                 ),
             )
         }

@@ -1,4 +1,4 @@
-//! CatalogApp: provisioning checks, the grant group, scheduling of runs, the
+//! CatalogApp: provisioning checks, the grant and record groups, scheduling of runs, the
 //! status that mirrors them.
 //!
 //! - `decide`: the whole policy, pure — inputs to a [`Plan`] (status, runs to
@@ -7,7 +7,7 @@
 //!   concurrency — used by `decide`;
 //! - `runs`: the app's SyncRuns — which are active or last, which to prune,
 //!   their names and objects, the API calls that create, cancel and delete them;
-//! - `probes`: the provisioning checks (domain, endpoint, grant group);
+//! - `probes`: the provisioning checks (domain, endpoint, the app's two groups);
 //! - `texts`: messages about runs for conditions and events;
 //! - here: `reconcile`, which gathers the inputs, decides, applies the plan and
 //!   writes the status.
@@ -40,6 +40,9 @@ pub const LIMIT_EXCEEDED: &str = "LimitExceeded";
 
 pub const IDENTITY_DOMAIN_NOT_FOUND: &str = "IdentityDomainNotFound";
 pub const IDENTITY_DOMAIN_NOT_READY: &str = "IdentityDomainNotReady";
+/// A group named as the app's grant or record group is not the app's: no ownership mark
+/// (and `adoptExistingGroups` is off), another app's mark, or several of that name.
+pub const GROUP_NOT_OWNED: &str = "GroupNotOwned";
 
 pub async fn reconcile(app: Arc<CatalogApp>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("CatalogApp");

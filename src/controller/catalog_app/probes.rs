@@ -1,19 +1,20 @@
 //! The provisioning checks behind `ProvisioningEnabled`: the IdentityDomain is
-//! Ready, the app's endpoint answers with its credentials, the grant group
-//! exists in the domain. Results are cached per app (and endpoint) so that the
+//! Ready, the app's endpoint answers with its credentials, the app's grant and
+//! record groups exist in the domain and are the app's (ownership mark). Results are cached per app (and endpoint) so that the
 //! status writes and run events that trigger most reconciles cost no SCIM call.
 
 use kube::ResourceExt;
 use kube::api::Api;
 
 use super::decide::ProvisioningState;
-use super::{IDENTITY_DOMAIN_NOT_FOUND, IDENTITY_DOMAIN_NOT_READY};
-use crate::api::{CatalogApp, IdentityDomain};
+use super::{GROUP_NOT_OWNED, IDENTITY_DOMAIN_NOT_FOUND, IDENTITY_DOMAIN_NOT_READY};
+use crate::api::{CatalogApp, GroupRole, IdentityDomain};
 use crate::cluster::conditions::{self, READY};
+use crate::cluster::groups::{self, GroupError};
 use crate::controller::connectivity::{self, Endpoint, Failure};
 use crate::controller::{Context, Result};
 
-/// Checks provisioning: the domain, the app's endpoint and the grant group.
+/// Checks provisioning: the domain, the app's endpoint and the app's two groups.
 /// Also says whether a Ready state stands in for a transient failure.
 pub(super) async fn check_provisioning(
     ctx: &Context,
@@ -40,7 +41,7 @@ pub(super) async fn check_provisioning(
         .and_then(|s| conditions::find(&s.conditions, READY))
         .cloned();
     let key = format!("{ns}/{}", app.name_any());
-    // Not the app's status: its own grantGroupId write would make the next
+    // Not the app's status: its own grantGroupId/recordGroupId write would make the next
     // reconcile check again (the cached state holds the id).
     let fingerprint = format!(
         "{:?}/{:?}/{:?}",
@@ -52,7 +53,7 @@ pub(super) async fn check_provisioning(
         return Ok((cached, false));
     }
     let state = match domain_ready {
-        Some(c) if c.status == "True" => probe_app_and_group(ctx, app, ns, &domain).await?,
+        Some(c) if c.status == "True" => probe_app_and_groups(ctx, app, ns, &domain).await?,
         other => ProvisioningState::Failed(Failure::new(
             IDENTITY_DOMAIN_NOT_READY,
             format!(
@@ -77,7 +78,7 @@ pub(super) async fn check_provisioning(
     Ok((state, tolerated))
 }
 
-async fn probe_app_and_group(
+async fn probe_app_and_groups(
     ctx: &Context,
     app: &CatalogApp,
     ns: &str,
@@ -125,18 +126,46 @@ async fn probe_app_and_group(
             )));
         }
     };
-    let group = app.grant_group_name();
-    let known = app
-        .status
-        .as_ref()
-        .and_then(|s| s.grant_group_id.as_deref());
-    match connectivity::ensure_group(&domain_client, &group, known).await {
-        Ok(id) => Ok(ProvisioningState::Ready { grant_group_id: id }),
-        Err(e) => Ok(ProvisioningState::Failed(
-            connectivity::scim_failure(&e).restated(
-                IDENTITY_DOMAIN_NOT_READY,
-                format!("grant group {group:?} in the identity domain: {e}"),
-            ),
-        )),
+    // The grant group first: it is what the user named.
+    let status = app.status.as_ref();
+    let ensure = |role, known: Option<&str>| {
+        let known = known.map(str::to_string);
+        let client = &domain_client;
+        async move {
+            groups::ensure(client, app, role, known.as_deref())
+                .await
+                .map_err(|e| group_failure(&e))
+        }
+    };
+    let ids = async {
+        let grant = status.and_then(|s| s.grant_group_id.as_deref());
+        let record = status.and_then(|s| s.record_group_id.as_deref());
+        Ok::<_, Failure>((
+            ensure(GroupRole::Grant, grant).await?,
+            ensure(GroupRole::Record, record).await?,
+        ))
+    };
+    Ok(match ids.await {
+        Ok((grant_group_id, record_group_id)) => ProvisioningState::Ready {
+            grant_group_id,
+            record_group_id,
+        },
+        Err(f) => ProvisioningState::Failed(f),
+    })
+}
+
+/// The failure a group error means for the app: a group that is not the app's is the
+/// user's to settle (`GroupNotOwned`, the message says how); a SCIM error is the domain's.
+pub(super) fn group_failure(e: &GroupError) -> Failure {
+    match e {
+        GroupError::Scim(scim) => connectivity::scim_failure(scim).restated(
+            IDENTITY_DOMAIN_NOT_READY,
+            format!("the app's groups in the identity domain: {e}"),
+        ),
+        GroupError::NotOwned { .. }
+        | GroupError::OwnedByOther { .. }
+        | GroupError::Ambiguous { .. } => Failure::new(GROUP_NOT_OWNED, e.to_string()),
+        // `ensure` creates a missing group; should it say so anyway, it is the domain's.
+        GroupError::Missing { .. } => Failure::new(IDENTITY_DOMAIN_NOT_READY, e.to_string()),
     }
 }

@@ -80,6 +80,7 @@ fn user_run(name: &str, dir: Direction, phase: Option<RunPhase>, created: &str) 
 fn ready() -> ProvisioningState {
     ProvisioningState::Ready {
         grant_group_id: "g-1".into(),
+        record_group_id: "r-1".into(),
     }
 }
 
@@ -148,6 +149,89 @@ fn provisioning_failure_is_reported_with_its_reason_and_blocks_sync() {
         "ProvisioningNotEnabled"
     );
     assert!(p.create.is_empty(), "no runs while provisioning fails");
+}
+
+#[test]
+fn both_groups_ready_go_into_the_status() {
+    let a = app(
+        false,
+        json!({"spec": {"provisioning": {"grantGroup": "slack-users"}}}),
+    );
+    let p = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), None, &[]);
+    assert_eq!(p.status.grant_group_id.as_deref(), Some("g-1"));
+    assert_eq!(p.status.record_group_id.as_deref(), Some("r-1"));
+    let c = cond(&p, PROVISIONING_ENABLED);
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "Enabled"));
+    assert!(
+        c.message.contains("\"slack-users\"") && c.message.contains("\"slack-users-accounts\""),
+        "{}",
+        c.message
+    );
+    // A later failure keeps the ids the app had.
+    let a = with_status(a, &p);
+    let failed = ProvisioningState::Failed(Failure::new("ConnectivityFailed", "refused"));
+    let p = decide_at(&a, "2026-01-01T10:01:00Z", &failed, None, &[]);
+    assert_eq!(p.status.record_group_id.as_deref(), Some("r-1"));
+}
+
+#[test]
+fn a_group_that_is_not_the_apps_is_group_not_owned_and_says_how_to_adopt() {
+    use crate::cluster::groups::GroupError;
+    use crate::scim::{ErrorKind, ScimError};
+    let not_owned = GroupError::NotOwned {
+        role: "grant",
+        name: "admins".into(),
+        mark: "catalogsync:team-a/slack/grant".into(),
+    };
+    let f = probes::group_failure(&not_owned);
+    assert_eq!((f.reason, f.transient), (GROUP_NOT_OWNED, false));
+    let other = GroupError::OwnedByOther {
+        role: "record",
+        name: "admins-accounts".into(),
+        found: "catalogsync:team-b/jira/record".into(),
+        mark: "catalogsync:team-a/slack/record".into(),
+    };
+    assert_eq!(probes::group_failure(&other).reason, GROUP_NOT_OWNED);
+    let ambiguous = GroupError::Ambiguous {
+        count: 2,
+        name: "admins".into(),
+    };
+    assert_eq!(probes::group_failure(&ambiguous).reason, GROUP_NOT_OWNED);
+    // A busy domain is the domain's, and may pass.
+    let busy = GroupError::Scim(ScimError::Status {
+        method: "GET".into(),
+        path: "/Groups".into(),
+        status: 503,
+        kind: ErrorKind::from_status(503),
+        scim_type: None,
+        detail: String::new(),
+    });
+    let f = probes::group_failure(&busy);
+    assert_eq!((f.reason, f.transient), (IDENTITY_DOMAIN_NOT_READY, true));
+
+    let a = app(
+        false,
+        json!({"spec": {"provisioning": {"grantGroup": "admins"}}}),
+    );
+    let failed = ProvisioningState::Failed(probes::group_failure(&not_owned));
+    let p = decide_at(&a, "2026-01-01T10:00:00Z", &failed, None, &[]);
+    for type_ in [PROVISIONING_ENABLED, READY] {
+        let c = cond(&p, type_);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", GROUP_NOT_OWNED)
+        );
+        assert!(
+            c.message.contains("\"admins\"") && c.message.contains("adoptExistingGroups"),
+            "{type_}: {}",
+            c.message
+        );
+    }
+    assert_eq!(p.status.grant_group_id, None);
+    assert!(
+        !p.events.iter().any(|e| e.reason == "ConnectivityLost"),
+        "not a connectivity loss"
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! namespace, SCIM servers and the objects in it) and the status accessors.
 
 mod catalog_app;
+mod groups;
 mod identity_domain;
 mod kstatus;
 mod process;
