@@ -147,6 +147,9 @@ pub struct AppShape {
     pub recorded: usize,
     /// Grant-group members whose account was deleted in the app.
     pub deleted: usize,
+    /// Granted people with neither record nor account yet: pending provisioning, which
+    /// an Import never takes for deleted.
+    pub pending: usize,
 }
 
 impl AppShape {
@@ -195,21 +198,38 @@ impl AppShape {
         self.by_user_name + self.by_email + self.disputed + self.unmatched
     }
 
-    /// Indexes (into the domain's people) of the grant group's members.
+    /// Indexes (into the domain's people) of the account record's members: those with
+    /// an account, and those whose account was deleted.
     pub fn members(&self) -> Vec<usize> {
         let present = self.offset..self.offset + self.recorded;
         let gone_from = self.offset + self.by_user_name + self.by_email;
         present.chain(gone_from..gone_from + self.deleted).collect()
     }
 
-    /// The grant group, with `ids` the SCIM ids of the domain's users in seed order.
-    pub fn grant_group(&self, ids: &[String]) -> Value {
-        let members: Vec<Value> = self
-            .members()
-            .into_iter()
-            .map(|i| json!({"value": ids[i], "type": "User"}))
-            .collect();
-        json!({"displayName": self.grant_group, "members": members})
+    /// Indexes of the grant group's members: the recorded ones and those pending.
+    pub fn granted(&self) -> Vec<usize> {
+        let pending_from = self.end() - self.pending;
+        let mut m = self.members();
+        m.extend(pending_from..pending_from + self.pending);
+        m
+    }
+
+    /// The app's grant and record groups as catalogsync creates them for the app
+    /// `namespace/<name>` (with the ownership marks), with `ids` the SCIM ids of the
+    /// domain's users in seed order.
+    pub fn groups(&self, namespace: &str, ids: &[String]) -> [Value; 2] {
+        let group = |name: String, role: &str, members: Vec<usize>| {
+            let members: Vec<Value> = members
+                .into_iter()
+                .map(|i| json!({"value": ids[i], "type": "User"}))
+                .collect();
+            let mark = format!("catalogsync:{namespace}/{}/{role}", self.name);
+            json!({"displayName": name, "externalId": mark, "members": members})
+        };
+        [
+            group(self.grant_group.clone(), "grant", self.granted()),
+            group(format!("{}-accounts", self.grant_group), "record", self.members()),
+        ]
     }
 
     /// What a first synchronization (link by userName then e-mail, ignore no-match,
@@ -223,13 +243,14 @@ impl AppShape {
             deleted: self.deleted as i64,
             unmatched: self.unmatched as i64,
             disputed: self.disputed as i64,
+            pending_provisioning: self.pending as i64,
             ..Default::default()
         }
     }
 
     /// The people this app's window uses, past its start.
     fn end(&self) -> usize {
-        self.offset + self.by_user_name + self.by_email + self.deleted
+        self.offset + self.by_user_name + self.by_email + self.deleted + self.pending
     }
 }
 
@@ -259,6 +280,7 @@ impl Scenario {
                     unmatched: 40,
                     recorded: 300,
                     deleted: 12,
+                    pending: 5,
                 },
                 AppShape {
                     name: "jira".into(),
@@ -270,6 +292,7 @@ impl Scenario {
                     unmatched: 25,
                     recorded: 200,
                     deleted: 35,
+                    pending: 4,
                 },
             ],
         }

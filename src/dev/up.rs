@@ -97,7 +97,7 @@ async fn start_seeded_scim(
     );
     let port = start_scim(cfg, dir, &tenants).await?;
     let root = format!("http://127.0.0.1:{port}");
-    seed(&root, &scenario).await?;
+    seed(&root, "default", &scenario).await?;
     let apps: Vec<String> = scenario
         .apps
         .iter()
@@ -292,9 +292,10 @@ async fn admin_seed(
     Ok(v)
 }
 
-/// Loads the scenario into the tenants: the domain's users, the grant groups
-/// (their members are the domain's ids), the apps' accounts.
-pub async fn seed(root: &str, scenario: &Scenario) -> Result<()> {
+/// Loads the scenario into the tenants: the domain's users, each app's grant and record
+/// groups as catalogsync owns them for apps in `namespace` (their members are the domain's
+/// ids), the apps' accounts.
+pub async fn seed(root: &str, namespace: &str, scenario: &Scenario) -> Result<()> {
     let http = reqwest::Client::new();
     let v = admin_seed(
         &http,
@@ -304,7 +305,11 @@ pub async fn seed(root: &str, scenario: &Scenario) -> Result<()> {
     )
     .await?;
     let ids: Vec<String> = serde_json::from_value(v["ids"].clone())?;
-    let groups: Vec<Value> = scenario.apps.iter().map(|a| a.grant_group(&ids)).collect();
+    let groups: Vec<Value> = scenario
+        .apps
+        .iter()
+        .flat_map(|a| a.groups(namespace, &ids))
+        .collect();
     admin_seed(&http, root, DOMAIN_TENANT, json!({"Groups": groups})).await?;
     for app in &scenario.apps {
         admin_seed(&http, root, &app.name, json!({"Users": app.accounts()})).await?;

@@ -58,7 +58,7 @@ impl Product {
         let scim = tokio::task::spawn_blocking(move || ScimServer::start_with(specs, None))
             .await
             .unwrap();
-        up::seed(&scim.root(), scenario).await.expect("seed");
+        up::seed(&scim.root(), &ns, scenario).await.expect("seed");
         let client = cp.admin_client();
         let controller =
             RunningController::start(client.clone(), &ns, Duration::from_secs(300), None);
@@ -483,12 +483,13 @@ async fn e2e_a_provisioning_run_then_a_synchronization_run() {
         name: "slack".into(),
         grant_group: "slack-users".into(),
         offset: 100,
-        by_user_name: 60,
+        by_user_name: 0,
         by_email: 0,
         disputed: 0,
         unmatched: 0,
-        recorded: 60,
+        recorded: 0,
         deleted: 0,
+        pending: 60,
     });
     let p = Product::start("e2e-prov", &scenario, &["slack"]).await;
     // The app starts empty: the seed's accounts are what provisioning must create.
@@ -543,4 +544,5 @@ async fn e2e_a_provisioning_run_then_a_synchronization_run() {
         }
     );
     assert_eq!(p.members("slack-users").await, 60);
+    assert_eq!(p.members("slack-users-accounts").await, 60, "every account recorded");
 }
