@@ -332,7 +332,7 @@ fn a_requested_run_provisions_before_it_imports() {
             "2026-01-01T10:02:00Z",
             &ready(),
             Some(&pol),
-            &[ended.clone()],
+            std::slice::from_ref(&ended),
         );
         assert_eq!(p3.create.len(), 1, "{phase:?}");
         assert_eq!(p3.create[0].direction, Direction::Import);
