@@ -162,7 +162,7 @@ heading "6. Requesting a synchronization of both apps"
 token="demo-$(date +%s)"
 show "kubectl annotate catalogapp slack jira catalogsync.io/requested-at=$token --overwrite"
 kubectl annotate catalogapp slack jira "catalogsync.io/requested-at=$token" --overwrite | sed 's/^/   /'
-say "(the example SyncRun slack-plan, a dry run, goes first: concurrencyPolicy Forbid)"
+say "(each app: Provision first, then Import once it ended; the example SyncRun slack-plan, a dry run, goes first: concurrencyPolicy Forbid)"
 
 heading "7. Watching the runs (status.conditions[Synchronizing] of each app)"
 declare -A seen=()

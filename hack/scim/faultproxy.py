@@ -8,7 +8,10 @@ Forwards every request to --upstream unchanged, except the ones it fails:
 * or at random, with --rate-429 / --rate-5xx probabilities (seeded by --seed);
 * "drop" instead of a status closes the connection without an answer,
   "badjson" answers 200 with truncated JSON, "emptypage" answers an empty
-  ListResponse whose totalResults says there is more.
+  ListResponse whose totalResults says there is more;
+* with ``"rejectOrFilter": true``, any GET whose ``filter`` contains `` or ``
+  (case-insensitive) is answered 400 scimType invalidFilter, like apps that
+  support single-clause filters only.
 
 With --tls-cert/--tls-key it serves HTTPS (for CA-pinning tests; gencert.py
 makes a CA and a certificate for 127.0.0.1).
@@ -32,7 +35,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from lifecycle import exit_on_stdin_eof
 
@@ -52,6 +55,7 @@ class Plan:
         self.random = random.Random(seed)
         self.requests = 0
         self.injected: dict[str, int] = {}
+        self.reject_or_filter = False
 
     def update(self, body: dict) -> None:
         with self.lock:
@@ -61,11 +65,24 @@ class Plan:
                 self.fail = {}
                 self.rate429 = self.rate5xx = 0.0
                 self.retry_after = "1"
+                self.reject_or_filter = False
             if "fail" in body:
                 self.fail = {int(k): v for k, v in body["fail"].items()}
             self.rate429 = float(body.get("rate429", self.rate429))
             self.rate5xx = float(body.get("rate5xx", self.rate5xx))
             self.retry_after = str(body.get("retryAfter", self.retry_after))
+            self.reject_or_filter = bool(body.get("rejectOrFilter", self.reject_or_filter))
+
+    def rejects_filter(self, method: str, path: str) -> bool:
+        """True (and counted) for a GET with an `or` filter while rejectOrFilter is on."""
+        if method != "GET" or not self.reject_or_filter:
+            return False
+        filters = parse_qs(urlsplit(path).query).get("filter", [])
+        if not any(" or " in f.lower() for f in filters):
+            return False
+        with self.lock:
+            self.injected["invalidFilter"] = self.injected.get("invalidFilter", 0) + 1
+        return True
 
     def decide(self) -> int | str | None:
         """Count a request and return the fault to inject, if any."""
@@ -118,6 +135,13 @@ def make_handler(upstream: str, plan: Plan):
                 return self.send_json(200, plan.stats())
 
             fault = plan.decide()
+            if fault is None and plan.rejects_filter(self.command, self.path):
+                return self.send_json(
+                    400,
+                    {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                     "status": "400", "scimType": "invalidFilter",
+                     "detail": "or is not supported"},
+                )  # fmt: skip
             if fault == "drop":
                 self.close_connection = True
                 self.connection.shutdown(2)

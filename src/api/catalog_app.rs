@@ -11,6 +11,10 @@ use super::sync_run::{Direction, RunPhase};
 /// The annotation whose new value requests an on-demand run (an opaque token, e.g. a timestamp).
 pub const REQUESTED_AT_ANNOTATION: &str = "catalogsync.io/requested-at";
 
+/// The direction(s) a `requested-at` request runs: `Provision`, `Import`, or `Both` (the
+/// default): with synchronization on, Both runs Provision first, then Import once it ended.
+pub const REQUESTED_DIRECTION_ANNOTATION: &str = "catalogsync.io/requested-direction";
+
 /// A SaaS application integrated into an identity domain and reached over SCIM 2.0.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -218,9 +222,13 @@ pub struct CatalogAppStatus {
     /// The latest provisioning schedule slot handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_provisioning_schedule_time: Option<Time>,
-    /// Echo of the last handled `catalogsync.io/requested-at` annotation value.
+    /// Echo of the last handled `catalogsync.io/requested-at` annotation value: set once
+    /// the whole request is handled (with `Both`, once its Import run was created).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_requested_at: Option<String>,
+    /// The Provision run of the pending request whose Import run starts once it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_import_after: Option<String>,
     /// SCIM id of the grant group in the identity domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_group_id: Option<String>,

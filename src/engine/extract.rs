@@ -102,11 +102,12 @@ impl Rules {
         })
     }
 
-    /// The filter that finds, in the app, any account that could belong to a domain user:
-    /// its id as externalId, or any of its values for any rule. Value filters in the app
-    /// paths are dropped (`emails[primary eq true].value` → `emails.value`), which finds
-    /// more accounts, never fewer: a deletion is only confirmed when this finds nothing.
-    pub fn confirmation_filter(&self, user_id: &str, user: Option<Record<'_>>) -> String {
+    /// The single-clause filters (`attr eq value`) that find, in the app, any account that
+    /// could belong to a domain user: its id as externalId, then each of its values for
+    /// each rule. Value filters in the app paths are dropped (`emails[primary eq
+    /// true].value` → `emails.value`), which finds more accounts, never fewer: a deletion
+    /// is only confirmed when none of them finds anything.
+    pub fn confirmation_clauses(&self, user_id: &str, user: Option<Record<'_>>) -> Vec<String> {
         let mut terms = vec![format!("externalId eq {}", quote(user_id))];
         if let Some(u) = user {
             for (rule, path) in self.app.iter().enumerate() {
@@ -118,7 +119,13 @@ impl Rules {
                 }
             }
         }
-        dedup(terms).join(" or ")
+        dedup(terms)
+    }
+
+    /// The clauses of [`Self::confirmation_clauses`] as one `or` filter: one query per
+    /// candidate where the app supports `or`.
+    pub fn confirmation_filter(&self, user_id: &str, user: Option<Record<'_>>) -> String {
+        self.confirmation_clauses(user_id, user).join(" or ")
     }
 }
 
@@ -262,6 +269,40 @@ mod tests {
         assert!(user.active);
         assert_eq!(user.keys[1], ["a@x.example", "b@x.example"]);
         assert!(r.domain_user(&json!({"userName": "no id"})).is_none());
+    }
+
+    #[test]
+    fn confirmation_clauses_are_single_filters_without_duplicates() {
+        let r = rules();
+        let user = DomainUser {
+            id: "u1".into(),
+            user_name: "Alice".into(),
+            active: true,
+            // The same email twice (case aside) and a blank one: one clause for it.
+            keys: vec![
+                vec!["Alice".into()],
+                vec!["a@x.example".into(), " A@X.example ".into(), " ".into()],
+            ],
+        };
+        let users = crate::engine::records::Records::of_users(2, &[user]);
+        let clauses = r.confirmation_clauses("u1", Some(users.get(0)));
+        assert_eq!(
+            clauses,
+            [
+                r#"externalId eq "u1""#,
+                r#"userName eq "Alice""#,
+                r#"emails.value eq "a@x.example""#,
+            ]
+        );
+        assert!(clauses.iter().all(|c| !c.contains(" or ")));
+        assert_eq!(
+            r.confirmation_filter("u1", Some(users.get(0))),
+            clauses.join(" or ")
+        );
+        assert_eq!(
+            r.confirmation_clauses("u2", None),
+            [r#"externalId eq "u2""#]
+        );
     }
 
     #[test]

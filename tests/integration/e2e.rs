@@ -166,14 +166,19 @@ impl Product {
         .await
     }
 
+    /// Requests the run these tests are about: Import when synchronization is on (an
+    /// explicit `requested-direction: Import`; Both would provision first), else Provision.
     async fn request(&self, app: &str, token: &str) {
+        let a = self.apps().get(app).await.expect("get app");
+        let sync = a.spec.synchronization.as_ref().is_some_and(|s| s.enabled);
         self.apps()
             .patch(
                 app,
                 &PatchParams::default(),
-                &Patch::Merge(
-                    json!({"metadata": {"annotations": {"catalogsync.io/requested-at": token}}}),
-                ),
+                &Patch::Merge(json!({"metadata": {"annotations": {
+                    "catalogsync.io/requested-at": token,
+                    "catalogsync.io/requested-direction": sync.then_some("Import"),
+                }}})),
             )
             .await
             .expect("annotate");

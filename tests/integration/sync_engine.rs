@@ -1120,6 +1120,86 @@ async fn deletion_candidates_are_confirmed_against_the_app() {
     assert_eq!(checked.into_inner(), 7);
 }
 
+/// An app that rejects `or` filters (400 invalidFilter): the confirmation falls back to one
+/// lookup per clause, so a candidate whose account is gone is still confirmed and one whose
+/// account only its email finds is kept; the rejection is met once, not once per candidate.
+#[tokio::test]
+async fn deletion_candidates_are_confirmed_without_or_filters() {
+    use catalogsync::api::MatchRule;
+    use catalogsync::engine::confirm::confirm_deletions;
+    use catalogsync::engine::extract::Rules;
+    use catalogsync::engine::plan::Deletion;
+    use catalogsync::engine::records::{DomainUser, Records};
+
+    let server = ScimServer::start(&["idp", "app"]);
+    let proxy = FaultProxy::start(&server.root());
+    proxy.plan(json!({"rejectOrFilter": true})).await;
+    let idp = client(&server.base_url("idp"), &server.token("idp"));
+    let app = client(&proxy.base_url("app"), &server.token("app"));
+    // dave's account is still there (the listing missed it), found by its email only.
+    server
+        .seed(
+            "app",
+            json!({"Users": [
+                {"userName": "d.other", "emails": [{"value": "dave@corp.example", "primary": true}]}
+            ]}),
+        )
+        .await;
+    let rules = Rules::parse(&[
+        MatchRule {
+            app_attribute: "userName".into(),
+            domain_attribute: "userName".into(),
+            case_sensitive: false,
+        },
+        MatchRule {
+            app_attribute: "emails[primary eq true].value".into(),
+            domain_attribute: "emails.value".into(),
+            case_sensitive: false,
+        },
+    ])
+    .unwrap();
+    let user = |id: &str, name: &str, email: &str| DomainUser {
+        id: id.into(),
+        user_name: name.into(),
+        active: true,
+        keys: vec![vec![name.into()], vec![email.into()]],
+    };
+    let users = [
+        user("u-carol", "carol", "carol@corp.example"),
+        user("u-dave", "dave", "dave@corp.example"),
+        user("u-frank", "frank", "frank@corp.example"),
+    ];
+    let candidates: Vec<Deletion> = (0..users.len())
+        .map(|i| Deletion {
+            user_id: users[i].id.clone(),
+            user: Some(i as u32),
+        })
+        .collect();
+    let users = Records::of_users(rules.app.len(), &users);
+    let (confirmed, still_there) =
+        confirm_deletions(&idp, &app, &rules, candidates, &users, 1, || {})
+            .await
+            .expect("the Import does not fail on an app without `or` filters");
+    let ids: Vec<&str> = confirmed.iter().map(|d| d.user_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["u-carol", "u-frank"],
+        "accounts really gone are deleted"
+    );
+    assert_eq!(still_there, 1, "dave, found by the email clause");
+    let stats = proxy.stats().await;
+    assert_eq!(
+        stats["injected"]["invalidFilter"], 1,
+        "the rejection is remembered for the run: {stats}"
+    );
+    // The rejected query, then at most 3 clauses per candidate (dave's stops at the email,
+    // whose hit may take one more page request).
+    assert!(
+        stats["requests"].as_u64().unwrap() <= 1 + 3 * 3 + 1,
+        "{stats}"
+    );
+}
+
 /// The real CLI: `catalogsync sync --run` is wired to the engine (a bad reference is a
 /// configuration error, a missing run too).
 #[tokio::test]

@@ -10,9 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::decide::{Inputs, NewRun, Plan, PolicyState};
-use super::runs::{is_cancelled, run_name, short_hash};
+use super::runs::{is_cancelled, phase, run_name, short_hash};
 use crate::api::{
-    CatalogAppStatus, ConcurrencyPolicy, Direction, REQUESTED_AT_ANNOTATION, SyncRun, Trigger,
+    CatalogAppStatus, ConcurrencyPolicy, Direction, REQUESTED_AT_ANNOTATION,
+    REQUESTED_DIRECTION_ANNOTATION, RunPhase, SyncRun, Trigger,
 };
 use crate::cluster::conditions::DesiredCondition;
 use crate::controller::schedule::{self, STARTING_DEADLINE};
@@ -29,8 +30,6 @@ pub struct Lane<'a> {
     /// The last schedule slot handled.
     pub handled: Option<&'a Time>,
     name_prefix: &'static str,
-    /// The on-demand request goes to Import when synchronization is on, else to Provision.
-    takes_requests: bool,
 }
 
 /// The Import lane: needs synchronization on, provisioning ready and the policy found.
@@ -75,7 +74,6 @@ pub fn import_lane<'a>(
             .and_then(|p| p.spec.schedule.as_deref()),
         handled: old.last_schedule_time.as_ref(),
         name_prefix: "",
-        takes_requests: inputs.synchronization_enabled(),
     }
 }
 
@@ -112,7 +110,6 @@ pub fn provision_lane<'a>(
             .and_then(|p| p.schedule.as_deref()),
         handled: old.last_provisioning_schedule_time.as_ref(),
         name_prefix: "p",
-        takes_requests: !inputs.synchronization_enabled(),
     }
 }
 
@@ -157,11 +154,19 @@ pub fn plan_runs(
         .map(|p| p.spec.concurrency_policy)
         .unwrap_or_default();
     let mut busy = active.iter().any(|r| !is_cancelled(r, plan));
-    let request = app
-        .annotations()
-        .get(REQUESTED_AT_ANNOTATION)
-        .filter(|v| old.last_handled_requested_at.as_ref() != Some(*v))
-        .cloned();
+    let step = pending_request(inputs, old).map(|(value, wanted)| {
+        let names = RequestNames::of(&app.name_any(), old, &value);
+        let provision_run = inputs.runs.iter().find(|r| r.name_any() == names.provision);
+        let step = request_step(
+            inputs.synchronization_enabled(),
+            wanted,
+            provision_run.map(|r| (phase(r), is_cancelled(r, plan))),
+        );
+        (value, names, step)
+    });
+    if let Some((value, names, step)) = &step {
+        settle_request(value, names, step, status, plan);
+    }
     let mut invalid = InvalidSchedules::default();
     for lane in lanes {
         let outcome = schedule_lane(lane, app_created, inputs.now);
@@ -175,11 +180,11 @@ pub fn plan_runs(
         let mut wanted = outcome
             .due
             .map(|slot| scheduled_run(lane, slot, &app.name_any(), status));
-        if lane.takes_requests
-            && let Some(value) = &request
+        if let Some((value, names, RequestStep::Run { direction, last })) = &step
+            && *direction == lane.direction
         {
             let waiting = busy && concurrency == ConcurrencyPolicy::Forbid;
-            match requested_run(lane, value, &app.name_any(), old, waiting, status, plan) {
+            match requested_run(lane, value, names, *last, waiting, status, plan) {
                 // The lane waits for its active run, its slot with it.
                 Request::Waits => continue,
                 Request::Run(run) => wanted = Some(run),
@@ -199,6 +204,132 @@ pub fn plan_runs(
         }
     }
     invalid
+}
+
+/// Which directions an on-demand request asks for (`requested-direction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wanted {
+    Provision,
+    Import,
+    /// Provision, then Import (with synchronization on); the default.
+    Both,
+}
+
+impl Wanted {
+    /// The annotation's value; absent is Both, an unknown value is an error.
+    pub fn parse(value: Option<&str>) -> Result<Wanted, String> {
+        match value.map(str::trim) {
+            None | Some("") => Ok(Wanted::Both),
+            Some(v) if v.eq_ignore_ascii_case("both") => Ok(Wanted::Both),
+            Some(v) if v.eq_ignore_ascii_case("provision") => Ok(Wanted::Provision),
+            Some(v) if v.eq_ignore_ascii_case("import") => Ok(Wanted::Import),
+            Some(v) => Err(format!(
+                "{REQUESTED_DIRECTION_ANNOTATION} {v:?} is none of Provision, Import, Both"
+            )),
+        }
+    }
+}
+
+/// The unhandled `requested-at` value, if any, with the directions it asks for.
+fn pending_request(
+    inputs: &Inputs,
+    old: &CatalogAppStatus,
+) -> Option<(String, Result<Wanted, String>)> {
+    let annotations = inputs.app.annotations();
+    let value = annotations
+        .get(REQUESTED_AT_ANNOTATION)
+        .filter(|v| old.last_handled_requested_at.as_ref() != Some(*v))?;
+    let wanted = Wanted::parse(
+        annotations
+            .get(REQUESTED_DIRECTION_ANNOTATION)
+            .map(String::as_str),
+    );
+    Some((value.clone(), wanted))
+}
+
+/// The runs serving one request, named after it (and the request before it), so a
+/// restart finds them again: the state of a two-step request lives in its runs.
+pub struct RequestNames {
+    pub provision: String,
+    pub import: String,
+}
+
+impl RequestNames {
+    pub fn of(app: &str, old: &CatalogAppStatus, value: &str) -> Self {
+        let previous = old.last_handled_requested_at.as_deref().unwrap_or("");
+        let hash = short_hash(&[previous, value]);
+        RequestNames {
+            provision: run_name(app, &format!("pr{hash}")),
+            import: run_name(app, &format!("r{hash}")),
+        }
+    }
+}
+
+/// What an unhandled request does now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestStep {
+    /// A run of this direction serves it; `last`: that run handles the whole request.
+    Run { direction: Direction, last: bool },
+    /// Its Provision run is still active: the Import follows once it has ended.
+    AwaitProvision,
+    /// Handled without (another) run, with this warning.
+    Drop(String),
+}
+
+/// The step of a request. With synchronization on, Both is Provision then Import: the
+/// Import only once the request's Provision run has ended, whatever its phase (the
+/// accounts it created are there), except Cancelled (suspended, switched off, replaced:
+/// the user or a newer run stopped it, so its Import is not started either). With
+/// synchronization off, Both is Provision only. `provision_run`: the request's Provision
+/// run, if it exists (its phase, and whether this plan cancels it).
+pub fn request_step(
+    synchronization: bool,
+    wanted: Result<Wanted, String>,
+    provision_run: Option<(Option<RunPhase>, bool)>,
+) -> RequestStep {
+    let only = |direction| RequestStep::Run {
+        direction,
+        last: true,
+    };
+    match wanted {
+        Err(e) => RequestStep::Drop(format!("on-demand run requested but not possible: {e}")),
+        Ok(Wanted::Provision) => only(Direction::Provision),
+        Ok(Wanted::Import) => only(Direction::Import),
+        Ok(Wanted::Both) if !synchronization => only(Direction::Provision),
+        Ok(Wanted::Both) => match provision_run {
+            None => RequestStep::Run {
+                direction: Direction::Provision,
+                last: false,
+            },
+            Some((Some(RunPhase::Cancelled), _)) => RequestStep::Drop(
+                "the requested Provision run was cancelled: its Import does not start".into(),
+            ),
+            Some((Some(p), false)) if p.is_finished() => only(Direction::Import),
+            Some(_) => RequestStep::AwaitProvision,
+        },
+    }
+}
+
+/// The status and events of a request step that starts no run here.
+fn settle_request(
+    value: &str,
+    names: &RequestNames,
+    step: &RequestStep,
+    status: &mut CatalogAppStatus,
+    plan: &mut Plan,
+) {
+    match step {
+        RequestStep::AwaitProvision => {
+            status.requested_import_after = Some(names.provision.clone());
+            plan.requeue = plan.requeue.min(Duration::from_secs(30));
+        }
+        RequestStep::Drop(message) => {
+            status.last_handled_requested_at = Some(value.to_string());
+            plan.events
+                .push(ObjectEvent::warning("RequestIgnored", message.clone()));
+        }
+        RequestStep::Run { .. } => {}
+    }
 }
 
 /// What a lane's schedule says now.
@@ -280,12 +411,13 @@ enum Request {
     Handled,
 }
 
-/// An unhandled on-demand request on the lane that takes them.
+/// A lane's run for an unhandled on-demand request: echoed once `last` (the whole
+/// request handled); a first step names itself as the one the Import waits for.
 fn requested_run(
     lane: &Lane,
     value: &str,
-    app: &str,
-    old: &CatalogAppStatus,
+    names: &RequestNames,
+    last: bool,
     waiting: bool,
     status: &mut CatalogAppStatus,
     plan: &mut Plan,
@@ -296,11 +428,17 @@ fn requested_run(
             Request::Waits
         }
         Ok(()) => {
-            let previous = old.last_handled_requested_at.as_deref().unwrap_or("");
-            let suffix = format!("{}r{}", lane.name_prefix, short_hash(&[previous, value]));
-            status.last_handled_requested_at = Some(value.to_string());
+            if last {
+                status.last_handled_requested_at = Some(value.to_string());
+            } else {
+                status.requested_import_after = Some(names.provision.clone());
+            }
+            let name = match lane.direction {
+                Direction::Provision => names.provision.clone(),
+                Direction::Import => names.import.clone(),
+            };
             // A request wins over a slot due at the same moment: one run serves both.
-            Request::Run((run_name(app, &suffix), Trigger::Requested))
+            Request::Run((name, Trigger::Requested))
         }
         // Suspended: the request waits, like Flux.
         Err(("Suspended", _)) => Request::Handled,

@@ -329,7 +329,9 @@ fn no_catch_up_burst_after_downtime() {
 fn requested_at_creates_exactly_one_run_and_is_echoed() {
     let a = app(
         true,
-        json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: "1700000000"}}}),
+        json!({"metadata": {"annotations": {
+            REQUESTED_AT_ANNOTATION: "1700000000",
+            REQUESTED_DIRECTION_ANNOTATION: "Import"}}}),
     );
     let pol = policy(json!({}));
     let p = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), Some(&pol), &[]);
@@ -340,6 +342,7 @@ fn requested_at_creates_exactly_one_run_and_is_echoed() {
         p.status.last_handled_requested_at.as_deref(),
         Some("1700000000")
     );
+    assert_eq!(p.status.requested_import_after, None);
     let r = run(
         &p.create[0].name,
         Direction::Import,
@@ -356,6 +359,191 @@ fn requested_at_creates_exactly_one_run_and_is_echoed() {
     let p3 = decide_at(&a3, "2026-01-01T10:06:00Z", &ready(), Some(&pol), &[]);
     assert_eq!(p3.create.len(), 1);
     assert_ne!(p3.create[0].name, p.create[0].name);
+}
+
+/// With synchronization on, a request (Both by default) runs Provision first and its
+/// Import only once the Provision run has ended; the echo waits for the Import run, and
+/// the state is in the runs and the status, so a fresh decide (a restart) continues it.
+#[test]
+fn a_requested_run_provisions_before_it_imports() {
+    let a = app(
+        true,
+        json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: "day-one"}}}),
+    );
+    let pol = policy(json!({}));
+    let p1 = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), Some(&pol), &[]);
+    assert_eq!(p1.create.len(), 1);
+    assert_eq!(p1.create[0].direction, Direction::Provision);
+    assert!(p1.create[0].name.starts_with("slack-pr"));
+    let provision = p1.create[0].name.clone();
+    assert_eq!(p1.status.last_handled_requested_at, None, "not handled yet");
+    assert_eq!(p1.status.requested_import_after.as_ref(), Some(&provision));
+    assert_eq!(cond(&p1, SYNCHRONIZING).status, "True");
+
+    // The Provision run is running: no Import yet, whatever the concurrency policy.
+    let a2 = with_status(a.clone(), &p1);
+    let replace = policy(json!({"concurrencyPolicy": "Replace"}));
+    for (phase, pol) in [(RunPhase::Pending, &pol), (RunPhase::Running, &replace)] {
+        let running = run(
+            &provision,
+            Direction::Provision,
+            Some(phase),
+            "2026-01-01T10:00:01Z",
+        );
+        let p2 = decide_at(&a2, "2026-01-01T10:01:00Z", &ready(), Some(pol), &[running]);
+        assert!(p2.create.is_empty(), "{phase:?}: {:?}", p2.create);
+        assert!(p2.cancel.is_empty());
+        assert_eq!(p2.status.last_handled_requested_at, None);
+        assert_eq!(p2.status.requested_import_after.as_ref(), Some(&provision));
+        assert_eq!(cond(&p2, SYNCHRONIZING).status, "True", "Reconciling");
+    }
+
+    // It ended (even Failed: the accounts it did create are there): the Import starts,
+    // and the request is handled. A restart is the same decide from the stored status.
+    for phase in [
+        RunPhase::Succeeded,
+        RunPhase::Failed,
+        RunPhase::LimitExceeded,
+    ] {
+        let ended = run(
+            &provision,
+            Direction::Provision,
+            Some(phase),
+            "2026-01-01T10:00:01Z",
+        );
+        let p3 = decide_at(
+            &a2,
+            "2026-01-01T10:02:00Z",
+            &ready(),
+            Some(&pol),
+            std::slice::from_ref(&ended),
+        );
+        assert_eq!(p3.create.len(), 1, "{phase:?}");
+        assert_eq!(p3.create[0].direction, Direction::Import);
+        assert_eq!(p3.create[0].trigger, Trigger::Requested);
+        assert!(p3.create[0].name.starts_with("slack-r"));
+        assert_eq!(
+            p3.status.last_handled_requested_at.as_deref(),
+            Some("day-one")
+        );
+        assert_eq!(p3.status.requested_import_after, None);
+        // Handled: the next reconcile starts nothing more.
+        let a3 = with_status(a2.clone(), &p3);
+        let p4 = decide_at(&a3, "2026-01-01T10:03:00Z", &ready(), Some(&pol), &[ended]);
+        assert!(p4.create.is_empty());
+    }
+}
+
+#[test]
+fn a_cancelled_requested_provision_does_not_chain_its_import() {
+    let a = app(
+        true,
+        json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: "x"}}}),
+    );
+    let pol = policy(json!({}));
+    let p1 = decide_at(&a, "2026-01-01T10:00:00Z", &ready(), Some(&pol), &[]);
+    let cancelled = run(
+        &p1.create[0].name,
+        Direction::Provision,
+        Some(RunPhase::Cancelled),
+        "2026-01-01T10:00:01Z",
+    );
+    let a2 = with_status(a, &p1);
+    let p2 = decide_at(
+        &a2,
+        "2026-01-01T10:01:00Z",
+        &ready(),
+        Some(&pol),
+        &[cancelled],
+    );
+    assert!(p2.create.is_empty());
+    assert_eq!(p2.status.last_handled_requested_at.as_deref(), Some("x"));
+    assert_eq!(p2.status.requested_import_after, None);
+    assert!(p2.events.iter().any(|e| e.reason == "RequestIgnored"));
+}
+
+#[test]
+fn requested_direction_picks_one_lane() {
+    let pol = policy(json!({}));
+    let at = "2026-01-01T10:00:00Z";
+    let request = |sync: bool, direction: &str| {
+        app(
+            sync,
+            json!({"metadata": {"annotations": {
+                REQUESTED_AT_ANNOTATION: "t", REQUESTED_DIRECTION_ANNOTATION: direction}}}),
+        )
+    };
+    let p = decide_at(&request(true, "Provision"), at, &ready(), Some(&pol), &[]);
+    assert_eq!(p.create.len(), 1);
+    assert_eq!(p.create[0].direction, Direction::Provision);
+    assert_eq!(p.status.last_handled_requested_at.as_deref(), Some("t"));
+    assert_eq!(p.status.requested_import_after, None);
+    // Synchronization off: Both is Provision only; Import is not possible.
+    let p = decide_at(&request(false, "Both"), at, &ready(), Some(&pol), &[]);
+    assert_eq!(p.create.len(), 1);
+    assert_eq!(p.create[0].direction, Direction::Provision);
+    assert_eq!(p.status.last_handled_requested_at.as_deref(), Some("t"));
+    let p = decide_at(&request(false, "Import"), at, &ready(), Some(&pol), &[]);
+    assert!(p.create.is_empty());
+    assert_eq!(p.status.last_handled_requested_at.as_deref(), Some("t"));
+    assert!(p.events.iter().any(|e| e.reason == "RequestIgnored"));
+    // An unknown direction is not guessed.
+    let p = decide_at(&request(true, "Sideways"), at, &ready(), Some(&pol), &[]);
+    assert!(p.create.is_empty());
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "RequestIgnored" && e.note.contains("Sideways"))
+    );
+}
+
+#[test]
+fn request_steps_by_provision_run() {
+    use super::lanes::{RequestStep, Wanted, request_step};
+    let import = RequestStep::Run {
+        direction: Direction::Import,
+        last: true,
+    };
+    assert_eq!(Wanted::parse(None), Ok(Wanted::Both));
+    assert_eq!(Wanted::parse(Some("import")), Ok(Wanted::Import));
+    assert!(Wanted::parse(Some("up")).is_err());
+    assert_eq!(
+        request_step(true, Ok(Wanted::Both), None),
+        RequestStep::Run {
+            direction: Direction::Provision,
+            last: false
+        }
+    );
+    assert_eq!(
+        request_step(true, Ok(Wanted::Both), Some((None, false))),
+        RequestStep::AwaitProvision,
+        "no status yet: not ended"
+    );
+    assert_eq!(
+        request_step(
+            true,
+            Ok(Wanted::Both),
+            Some((Some(RunPhase::Running), false))
+        ),
+        RequestStep::AwaitProvision
+    );
+    assert_eq!(
+        request_step(
+            true,
+            Ok(Wanted::Both),
+            Some((Some(RunPhase::Succeeded), false))
+        ),
+        import
+    );
+    assert!(matches!(
+        request_step(
+            true,
+            Ok(Wanted::Both),
+            Some((Some(RunPhase::Cancelled), false))
+        ),
+        RequestStep::Drop(_)
+    ));
+    assert_eq!(request_step(true, Ok(Wanted::Import), None), import);
 }
 
 #[test]

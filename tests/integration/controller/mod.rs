@@ -311,14 +311,25 @@ spec:
         .await
     }
 
+    /// Requests the run of the lane a test is about: Import when synchronization is on
+    /// (an explicit `requested-direction: Import`; Both would run Provision first), else
+    /// Provision.
     pub(crate) async fn request_run(&self, token: &str) {
+        let app = self.get_app().await;
+        let sync = app.spec.synchronization.as_ref().is_some_and(|s| s.enabled);
+        self.request(token, sync.then_some("Import")).await;
+    }
+
+    /// Sets `requested-at` to `token` and `requested-direction` to `direction` (absent: Both).
+    pub(crate) async fn request(&self, token: &str, direction: Option<&str>) {
         self.api::<CatalogApp>()
             .patch(
                 "slack",
                 &PatchParams::default(),
-                &Patch::Merge(
-                    json!({"metadata": {"annotations": {"catalogsync.io/requested-at": token}}}),
-                ),
+                &Patch::Merge(json!({"metadata": {"annotations": {
+                    "catalogsync.io/requested-at": token,
+                    "catalogsync.io/requested-direction": direction,
+                }}})),
             )
             .await
             .expect("annotate");

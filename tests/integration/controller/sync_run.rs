@@ -21,6 +21,93 @@ fn last_run_phase(a: &CatalogApp) -> Option<RunPhase> {
     a.status.as_ref()?.last_run.as_ref()?.phase
 }
 
+/// Day one with synchronization on: a request (Both) creates the Provision run first; the
+/// Import run only once that run has ended, and only then is the request echoed. A
+/// controller restart in between still creates the Import. `requested-direction: Import`
+/// creates an Import run only.
+#[tokio::test]
+async fn a_requested_run_provisions_before_it_imports() {
+    let (env, ctl) = Env::with_controller("ctl-order").await;
+    env.policy("").await;
+    env.app(true).await;
+    env.wait_ready().await;
+
+    env.request("day-one", None).await;
+    let provision = eventually(30, "the Provision run", || async {
+        env.runs().await.into_iter().next()
+    })
+    .await;
+    assert_eq!(provision.spec.direction, Direction::Provision);
+    assert_eq!(provision.spec.trigger, Trigger::Requested);
+    let a = env
+        .wait_app("the pending Import shown", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.requested_import_after.as_deref())
+                == Some(provision.name_any().as_str())
+        })
+        .await;
+    assert_eq!(requested_echo(&a), None, "not handled before the Import");
+    assert_eq!(
+        app_cond(&a, "Synchronizing").map(|c| c.0),
+        Some("True".into())
+    );
+    env.job_writes(&provision.name_any(), json!({"phase": "Running"}))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.runs().await.len(), 1, "no Import while Provision runs");
+
+    // A restart before the Provision run ends: the new controller continues the request.
+    ctl.shutdown().await;
+    let _ctl =
+        RunningController::start(env.client.clone(), &env.ns, Duration::from_secs(300), None);
+    env.job_writes(
+        &provision.name_any(),
+        json!({"phase": "Succeeded", "completionTime": "2026-01-01T10:00:00Z"}),
+    )
+    .await;
+    let a = env
+        .wait_app("request handled", |a| requested_echo(a) == Some("day-one"))
+        .await;
+    assert_eq!(a.status.as_ref().unwrap().requested_import_after, None);
+    let runs = env.runs().await;
+    assert_eq!(
+        runs.len(),
+        2,
+        "{:?}",
+        runs.iter().map(|r| r.name_any()).collect::<Vec<_>>()
+    );
+    let import = runs
+        .iter()
+        .find(|r| r.name_any() != provision.name_any())
+        .unwrap();
+    assert_eq!(import.spec.direction, Direction::Import);
+    assert_eq!(import.spec.trigger, Trigger::Requested);
+    assert!(
+        import.metadata.creation_timestamp >= provision.metadata.creation_timestamp,
+        "the Import run is created after the Provision run"
+    );
+
+    // One direction only.
+    env.job_writes(
+        &import.name_any(),
+        json!({"phase": "Succeeded", "completionTime": "2026-01-01T10:00:00Z"}),
+    )
+    .await;
+    env.request("import-only", Some("Import")).await;
+    env.wait_app("import-only handled", |a| {
+        requested_echo(a) == Some("import-only")
+    })
+    .await;
+    let runs = env.runs().await;
+    assert_eq!(runs.len(), 3);
+    let new: Vec<&SyncRun> = runs
+        .iter()
+        .filter(|r| r.name_any() != provision.name_any() && r.name_any() != import.name_any())
+        .collect();
+    assert_eq!(new[0].spec.direction, Direction::Import);
+}
+
 #[tokio::test]
 async fn requested_run_creates_exactly_one_run_and_a_restricted_job() {
     let (env, _ctl) = Env::with_controller("ctl-request").await;
