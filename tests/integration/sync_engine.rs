@@ -7,9 +7,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use catalogsync::api::{
-    CatalogApp, IdentityDomain, RunPhase, Stage, SyncPolicy, SyncRun, SyncRunStatus,
+    CatalogApp, GroupRole, IdentityDomain, RunPhase, Stage, SyncPolicy, SyncRun, SyncRunStatus,
 };
-use catalogsync::cluster::exit_code;
+use catalogsync::cluster::{exit_code, groups};
 use catalogsync::scim::{self, ScimClient};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -27,6 +27,7 @@ pub(crate) struct World {
     pub(crate) idp: ScimClient,
     pub(crate) app: ScimClient,
     pub(crate) group_id: String,
+    pub(crate) record_id: String,
     group_name: String,
     _proxy: Option<FaultProxy>,
 }
@@ -124,16 +125,15 @@ impl World {
         assert_eq!(group_name, format!("catalogsync-{ns}-slack"));
         let idp = client(&server.base_url("idp"), &server.token("idp"));
         let appc = client(&server.base_url("app"), &server.token("app"));
-        // The controller creates the grant group; here the test does.
-        let group = idp
-            .create(
-                "Groups",
-                &json!({"schemas": [scim::model::GROUP_SCHEMA], "displayName": group_name}),
-            )
+        // The controller creates both groups; here the test does, as the controller would.
+        let group_id = groups::ensure(&idp, &app, GroupRole::Grant, None)
             .await
             .unwrap();
-        let group_id = group["id"].as_str().unwrap().to_string();
+        let record_id = groups::ensure(&idp, &app, GroupRole::Record, None)
+            .await
+            .unwrap();
         World {
+            record_id,
             cp,
             ns,
             server,
@@ -163,17 +163,34 @@ impl World {
             .await
     }
 
+    /// Grants and records `ids`: users whose account is linked.
     pub(crate) async fn add_members(&self, ids: &[String]) {
+        self.grant(ids).await;
+        self.record(ids).await;
+    }
+
+    /// Grants `ids` only (not yet provisioned).
+    pub(crate) async fn grant(&self, ids: &[String]) {
         self.idp.add_members(&self.group_id, ids).await.unwrap();
     }
 
+    /// Records `ids` only.
+    pub(crate) async fn record(&self, ids: &[String]) {
+        self.idp.add_members(&self.record_id, ids).await.unwrap();
+    }
+
+    /// The grant group's members.
     pub(crate) async fn members(&self) -> HashSet<String> {
-        let (m, _) = self
-            .idp
-            .group_members(&self.group_id)
-            .await
-            .unwrap()
-            .unwrap();
+        self.group(&self.group_id).await
+    }
+
+    /// The record group's members.
+    pub(crate) async fn records(&self) -> HashSet<String> {
+        self.group(&self.record_id).await
+    }
+
+    async fn group(&self, id: &str) -> HashSet<String> {
+        let (m, _) = self.idp.group_members(id).await.unwrap().unwrap();
         m.into_iter().collect()
     }
 
@@ -890,9 +907,10 @@ async fn deleted_accounts_deactivate_or_delete_their_users() {
     );
 }
 
-/// Provisioning (direction Provision): members get accounts with the mapped attributes and
-/// externalId, drift is updated, a revoked user's account is deactivated, accounts the
-/// operator never provisioned are left alone; a rerun has nothing to do.
+/// Provisioning (direction Provision): granted users get accounts with the mapped
+/// attributes and externalId and are recorded, drift is updated, a revoked user's account
+/// is deactivated (its record stays: it stays revoked), accounts of no user are left alone;
+/// a rerun has nothing to do.
 #[tokio::test]
 async fn provision_follows_the_grant_group() {
     let w = World::new("sync-provision", json!({}), None, Via::Direct).await;
@@ -907,7 +925,10 @@ async fn provision_follows_the_grant_group() {
             ],
         )
         .await;
-    w.add_members(&users[..3]).await;
+    // alice and carol: granted, pending provisioning; bob: granted and recorded; dave:
+    // recorded, no longer granted.
+    w.grant(&users[..3]).await;
+    w.record(&[users[1].clone(), users[3].clone()]).await;
     let accounts: Vec<Value> = vec![
         json!({"userName": "bob", "externalId": users[1], "active": true,
                "emails": [{"value": "bob.old@corp.example", "primary": true}]}),
@@ -922,6 +943,8 @@ async fn provision_follows_the_grant_group() {
     assert_eq!(code, 0, "{s:?}");
     let p = s.planned.unwrap();
     assert_eq!((p.creates, p.updates, p.deletes), (2, 1, 1));
+    let c = s.counts.unwrap();
+    assert_eq!((c.skipped, c.unmatched, c.pending_provisioning), (2, 1, 2), "{c:?}");
     assert_eq!(
         w.user_names(&w.app).await.len(),
         3,
@@ -932,10 +955,11 @@ async fn provision_follows_the_grant_group() {
     assert_eq!(code, 0, "{s:?}");
     let c = s.counts.unwrap();
     assert_eq!(
-        (c.created, c.updated, c.deleted, c.failed),
-        (2, 1, 1, 0),
+        (c.created, c.updated, c.deleted, c.failed, c.failed_records),
+        (2, 1, 1, 0, 0),
         "{c:?}"
     );
+    assert_eq!((c.already_linked, c.revoked, c.pending_provisioning), (1, 1, 0));
     let (accts, _) = w
         .app
         .list(
@@ -973,13 +997,16 @@ async fn provision_follows_the_grant_group() {
             .unwrap()
             .is_some()
     );
+    let recorded: HashSet<String> = users.iter().cloned().collect();
+    assert_eq!(w.records().await, recorded, "created and kept records");
+    assert_eq!(w.members().await.len(), 3, "Provision never writes grants");
 
     let (code, s) = w.provision("prov-again", "Apply").await;
     assert_eq!(code, 0, "{s:?}");
     let c = s.counts.unwrap();
     assert_eq!(
-        (c.already_linked, c.created, c.updated, c.deleted),
-        (3, 0, 0, 0),
+        (c.already_linked, c.created, c.updated, c.deleted, c.revoked),
+        (3, 0, 0, 0, 1),
         "a rerun has nothing to do: {c:?}"
     );
 }
@@ -1173,6 +1200,7 @@ async fn deletion_candidates_are_confirmed_without_or_filters() {
         .map(|i| Deletion {
             user_id: users[i].id.clone(),
             user: Some(i as u32),
+            granted: true,
         })
         .collect();
     let users = Records::of_users(rules.app.len(), &users);
@@ -1287,10 +1315,10 @@ async fn too_many_failures_stop_the_run() {
     )
     .await;
     w.server.seed_users("app", "acct", 50).await;
-    // Requests to the domain: ServiceProviderConfig, the group query, the group, one page
-    // of users; every later one (the creates) is refused.
+    // Requests to the domain: ServiceProviderConfig, for each of the two groups its query
+    // and itself, one page of users; every later one (the creates) is refused.
     let fail: serde_json::Map<String, Value> =
-        (5..=200).map(|i| (i.to_string(), json!(400))).collect();
+        (7..=200).map(|i| (i.to_string(), json!(400))).collect();
     w.proxy().plan(json!({"fail": fail})).await;
     let (code, s) = w.run("refused", "Apply").await;
     assert_failed(code, &s, "stopped: more than 40% of changes failed");
