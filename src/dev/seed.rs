@@ -228,7 +228,11 @@ impl AppShape {
         };
         [
             group(self.grant_group.clone(), "grant", self.granted()),
-            group(format!("{}-accounts", self.grant_group), "record", self.members()),
+            group(
+                format!("{}-accounts", self.grant_group),
+                "record",
+                self.members(),
+            ),
         ]
     }
 

@@ -342,9 +342,14 @@ async fn e2e_demo_synchronizes_one_app_and_stops_the_other_on_its_limit() {
     assert_eq!(cond(&a, "LimitExceeded").unwrap().0, "False");
     let linked = (counts.linked + counts.already_linked) as usize;
     assert_eq!(
-        p.members("slack-users").await,
+        p.members("slack-users-accounts").await,
         linked,
         "records = linked accounts"
+    );
+    assert_eq!(
+        p.members("slack-users").await,
+        linked + slack.pending,
+        "grants = linked accounts and the users pending provisioning, never removed"
     );
 
     // jira: 35 planned deletes > 20 allowed: nothing applied, and the message says
@@ -549,5 +554,9 @@ async fn e2e_a_provisioning_run_then_a_synchronization_run() {
         }
     );
     assert_eq!(p.members("slack-users").await, 60);
-    assert_eq!(p.members("slack-users-accounts").await, 60, "every account recorded");
+    assert_eq!(
+        p.members("slack-users-accounts").await,
+        60,
+        "every account recorded"
+    );
 }

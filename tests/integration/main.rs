@@ -19,6 +19,7 @@ mod monitoring;
 mod plan_approval;
 mod provisioning;
 mod rbac;
+mod records;
 mod scim_client;
 mod scim_server;
 mod sync_engine;

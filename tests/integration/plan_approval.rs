@@ -148,7 +148,7 @@ async fn provisioning_approvals_cover_the_values_written() {
         .server
         .seed("idp", json!({"Users": people, "returnIds": true}))
         .await;
-    w.add_members(&ids).await;
+    w.grant(&ids).await;
 
     let (code, plan) = w.provision("plan", "Plan").await;
     assert_eq!(code, exit_code::SUCCESS as i32, "{plan:?}");

@@ -80,7 +80,7 @@ fn writes(s: &catalogsync::api::SyncRunStatus) -> (i64, i64, i64, i64) {
 async fn alice_and_bob_provisioned(prefix: &str) -> (World, Vec<String>) {
     let w = World::new(prefix, json!({}), None, Via::Direct).await;
     let ids = seed_people(&w, 2).await;
-    w.add_members(&ids).await;
+    w.grant(&ids).await;
     let (code, s) = w.provision("grant", "Apply").await;
     assert_eq!((code, writes(&s)), (0, (2, 0, 0, 0)), "{s:?}");
     (w, ids)
@@ -92,7 +92,7 @@ async fn alice_and_bob_provisioned(prefix: &str) -> (World, Vec<String>) {
 async fn provision_maps_every_attribute_and_follows_a_rename() {
     let w = World::new("prov-attrs", json!({}), None, Via::Direct).await;
     let ids = seed_people(&w, 4).await;
-    w.add_members(&ids[..3]).await; // dave is not granted
+    w.grant(&ids[..3]).await; // dave is not granted
 
     let (code, s) = w.provision("create", "Apply").await;
     assert_eq!(code, exit_code::SUCCESS as i32, "{s:?}");
@@ -123,7 +123,8 @@ async fn provision_maps_every_attribute_and_follows_a_rename() {
     let (code, s) = w.provision("rename", "Apply").await;
     assert_eq!(code, exit_code::SUCCESS as i32, "{s:?}");
     assert_eq!(writes(&s), (0, 1, 0, 0), "{s:?}");
-    assert_eq!(s.counts.as_ref().unwrap().already_linked, 2);
+    // An updated account is still an already linked one.
+    assert_eq!(s.counts.as_ref().unwrap().already_linked, 3);
     let after = accounts(&w).await;
     let bob = account(&after, "bob");
     assert_eq!(bob["name"]["familyName"], json!("Baker-Smith"), "{bob}");
@@ -159,7 +160,7 @@ async fn a_revoked_account_is_deactivated_or_with_delete_deleted() {
     assert_eq!(account(&accounts(&w).await, "alice")["active"], json!(true));
 
     // Granted again: the same account is reactivated (an Update), no second one created.
-    w.add_members(&ids[1..]).await;
+    w.grant(&ids[1..]).await;
     let (code, s) = w.provision("regrant", "Apply").await;
     assert_eq!((code, writes(&s)), (0, (0, 1, 0, 0)), "{s:?}");
     let bob = w.app.get("Users", &bob_account, &[]).await.unwrap();
@@ -194,7 +195,10 @@ async fn a_revoked_account_is_deactivated_or_with_delete_deleted() {
 async fn operations_not_selected_are_never_performed() {
     let w = World::new("prov-createonly", json!({}), None, Via::Direct).await;
     let ids = seed_people(&w, 3).await;
-    w.add_members(&[ids[0].clone(), ids[2].clone()]).await; // bob is revoked
+    // alice has her account; carol is pending provisioning; bob is revoked.
+    w.add_members(&ids[..1]).await;
+    w.grant(&ids[2..]).await;
+    w.record(&ids[1..2]).await;
     seed(
         &w,
         "app",
@@ -243,7 +247,7 @@ async fn operations_not_selected_are_never_performed() {
 async fn provisioning_limits_abort_or_apply_exactly_up_to_the_limit() {
     let w = World::new("prov-limits", json!({"parallelism": 32}), None, Via::Direct).await;
     let ids = w.server.seed_users("idp", "u", 60).await;
-    w.add_members(&ids).await;
+    w.grant(&ids).await;
     w.set_provisioning(json!({"limits": {"maxCreates": 7, "whenExceeded": "Abort"}}))
         .await;
 

@@ -145,7 +145,7 @@ impl World {
         }
     }
 
-    fn proxy(&self) -> &FaultProxy {
+    pub(crate) fn proxy(&self) -> &FaultProxy {
         self._proxy.as_ref().expect("a world via the proxy")
     }
 
@@ -282,7 +282,7 @@ impl World {
     }
 
     /// Merges `spec` into the app's spec.
-    async fn patch_app(&self, spec: Value) {
+    pub(crate) async fn patch_app(&self, spec: Value) {
         Api::<CatalogApp>::namespaced(self.cp.admin_client(), &self.ns)
             .patch(
                 "slack",
@@ -944,7 +944,11 @@ async fn provision_follows_the_grant_group() {
     let p = s.planned.unwrap();
     assert_eq!((p.creates, p.updates, p.deletes), (2, 1, 1));
     let c = s.counts.unwrap();
-    assert_eq!((c.skipped, c.unmatched, c.pending_provisioning), (2, 1, 2), "{c:?}");
+    assert_eq!(
+        (c.skipped, c.unmatched, c.pending_provisioning),
+        (2, 1, 2),
+        "{c:?}"
+    );
     assert_eq!(
         w.user_names(&w.app).await.len(),
         3,
@@ -959,7 +963,10 @@ async fn provision_follows_the_grant_group() {
         (2, 1, 1, 0, 0),
         "{c:?}"
     );
-    assert_eq!((c.already_linked, c.revoked, c.pending_provisioning), (1, 1, 0));
+    assert_eq!(
+        (c.already_linked, c.revoked, c.pending_provisioning),
+        (1, 1, 0)
+    );
     let (accts, _) = w
         .app
         .list(

@@ -187,7 +187,8 @@ impl ProvisionPlan {
             }
             AccountState::Linked { user } => {
                 let user_doc = &inputs.users[user as usize];
-                if account.active && !user_doc.active && allowed(Operation::Deactivate) {
+                let deactivate = account.active && !user_doc.active;
+                if deactivate && allowed(Operation::Deactivate) {
                     self.deactivations.push(Removal {
                         account: a,
                         user,
@@ -196,6 +197,8 @@ impl ProvisionPlan {
                     c.skipped += 1;
                     return;
                 }
+                // Deactivating is never part of an Update.
+                c.not_allowed += i64::from(deactivate);
                 let update = self.differences(user, user_doc, a, account);
                 if !update.writes_account() {
                     self.counts.already_linked += 1;
