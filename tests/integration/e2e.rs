@@ -377,8 +377,13 @@ async fn e2e_demo_synchronizes_one_app_and_stops_the_other_on_its_limit() {
     assert_eq!(counts.linked + counts.deleted, 0, "nothing applied");
     assert_eq!(
         p.members("jira-users").await,
-        jira.recorded + jira.deleted,
+        jira.recorded + jira.deleted + jira.pending,
         "the grant group is untouched"
+    );
+    assert_eq!(
+        p.members("jira-users-accounts").await,
+        jira.recorded + jira.deleted,
+        "the record group is untouched"
     );
     // Its Job failed by the podFailurePolicy (exit code: limit), not retried.
     let job = Api::<Job>::namespaced(p.client.clone(), &p.ns)
