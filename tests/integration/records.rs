@@ -281,3 +281,34 @@ async fn an_app_that_rejects_or_filters_still_imports() {
     assert_eq!((c.already_linked, c.deleted), (1, 1), "{c:?}");
     assert_eq!(w.records().await, set(&[&u[1]]));
 }
+
+/// A Plan run's Job log holds the whole plan, one JSON line per planned change, while its
+/// status keeps only the first items of each kind.
+#[tokio::test]
+async fn a_plan_run_logs_every_planned_change() {
+    let w = World::new("rec-planlog", json!({}), None, Via::Direct).await;
+    w.server.seed_users("idp", "p", 15).await;
+    w.server.seed_users("app", "p", 15).await;
+    w.new_run_towards("plan", "Import", "Plan").await;
+    let out = w
+        .command("plan")
+        .env("CATALOGSYNC_TEST_LOG_JSON", "1")
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["message"] == "planned change")
+        .collect();
+    assert_eq!(lines.len(), 15, "every link, not only the first 10");
+    assert!(lines.iter().all(|l| l["action"] == "Link"));
+    let targets: HashSet<&str> = lines.iter().filter_map(|l| l["id"].as_str()).collect();
+    assert_eq!(targets.len(), 15);
+    let s = w.status("plan").await;
+    assert_eq!(s.plan_items.len(), 10);
+    assert_eq!(s.counts.unwrap().skipped, 15, "nothing applied");
+    assert!(w.records().await.is_empty());
+}

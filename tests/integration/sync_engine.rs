@@ -206,7 +206,7 @@ impl World {
         self.new_run_towards(name, "Import", mode).await
     }
 
-    async fn new_run_towards(&self, name: &str, direction: &str, mode: &str) {
+    pub(crate) async fn new_run_towards(&self, name: &str, direction: &str, mode: &str) {
         create::<SyncRun>(
             self.cp,
             &self.ns,
@@ -216,7 +216,7 @@ impl World {
         .await;
     }
 
-    fn command(&self, run: &str) -> tokio::process::Command {
+    pub(crate) fn command(&self, run: &str) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new("/proc/self/exe");
         cmd.args([
             "sync_engine::engine_process",
@@ -299,7 +299,7 @@ impl World {
             .await
     }
 
-    async fn status(&self, name: &str) -> SyncRunStatus {
+    pub(crate) async fn status(&self, name: &str) -> SyncRunStatus {
         Api::<SyncRun>::namespaced(self.cp.admin_client(), &self.ns)
             .get(name)
             .await
@@ -345,7 +345,12 @@ fn engine_process() {
     let Ok(run) = std::env::var(ENGINE_RUN_ENV) else {
         return;
     };
-    catalogsync::telemetry::init(Default::default());
+    // JSON when asked, as the Job logs.
+    let format = match std::env::var_os("CATALOGSYNC_TEST_LOG_JSON") {
+        Some(_) => catalogsync::telemetry::LogFormat::Json,
+        None => Default::default(),
+    };
+    catalogsync::telemetry::init(format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
