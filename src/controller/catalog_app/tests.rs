@@ -854,6 +854,19 @@ fn progress_names_the_stage_and_limit_messages_say_what_to_raise() {
     assert!(
         limit_text(&p, Some("default")).contains("spec.provisioning.limits of this CatalogApp")
     );
+    // Within maxCreates and maxDeletes, over maxChanges: that is what to raise.
+    let status = r.status.as_mut().unwrap();
+    status.planned = Some(serde_json::from_value(json!({"creates": 80, "deletes": 15})).unwrap());
+    status.limits = Some(
+        serde_json::from_value(json!({"maxCreates": 100, "maxDeletes": 20, "maxChanges": 90}))
+            .unwrap(),
+    );
+    let msg = limit_text(&r, Some("default"));
+    assert!(
+        msg.contains("allowed 100 creates and 20 deletes and 90 changes in all")
+            && msg.contains("raise maxChanges to at least 95 in"),
+        "{msg}"
+    );
 }
 
 #[test]

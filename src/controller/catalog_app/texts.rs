@@ -47,6 +47,11 @@ pub fn limit_text(run: &SyncRun, policy: Option<&str>) -> String {
     let over: Vec<String> = [
         ("maxCreates", planned.creates, limits.max_creates),
         ("maxDeletes", planned.deletes, limits.max_deletes),
+        (
+            "maxChanges",
+            planned.creates + planned.deletes,
+            limits.max_changes,
+        ),
     ]
     .into_iter()
     .filter(|(_, p, max)| max.is_some_and(|m| *p > m))
@@ -65,8 +70,12 @@ pub fn limit_text(run: &SyncRun, policy: Option<&str>) -> String {
             over.join(" and ")
         )
     };
+    let changes = limits
+        .max_changes
+        .map(|m| format!(" and {m} changes in all"))
+        .unwrap_or_default();
     format!(
-        "run {} stopped on a limit: planned {} creates and {} deletes; allowed {} creates and {} deletes{hint}",
+        "run {} stopped on a limit: planned {} creates and {} deletes; allowed {} creates and {} deletes{changes}{hint}",
         run.name_any(),
         planned.creates,
         planned.deletes,
