@@ -195,6 +195,16 @@ say "       counts: $(jp slack '{.status.lastRun.counts}')"
 jira_phase="$(jp jira '{.status.lastRun.phase}')"
 say "jira:  $jira_phase — $(jp jira '{.status.lastRun.message}')"
 say "       LimitExceeded: $(jp jira '{.status.conditions[?(@.type=="LimitExceeded")].message}')"
+# The two groups each app owns in the identity domain: who is granted, whose account is
+# recorded (linked). Pending users are granted, never recorded, never removed.
+members() {
+	curl -sf -H "Authorization: Bearer $IAM_TOKEN" -G "$IAM_URL/Groups" \
+		--data-urlencode "filter=displayName eq \"$1\"" --data-urlencode "attributes=members" |
+		python3 -c 'import json,sys; r=json.load(sys.stdin)["Resources"]; print(len(r[0].get("members", [])) if r else 0)'
+}
+for app in slack jira; do
+	say "$app groups: $(members "$app-users") granted (${app}-users), $(members "$app-users-accounts") recorded (${app}-users-accounts)"
+done
 [[ "$slack_phase" == "Succeeded" && "$jira_phase" == "LimitExceeded" ]] ||
 	die "expected slack Succeeded and jira LimitExceeded; see kubectl get syncrun -o yaml and $demo/run/*.log"
 
