@@ -302,26 +302,31 @@ impl GroupRole {
     }
 }
 
+/// A test app `team-a/slack` with `provisioning` as its `spec.provisioning`.
+#[cfg(test)]
+pub(crate) fn test_app(provisioning: serde_json::Value) -> CatalogApp {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "catalogsync.io/v1alpha1",
+        "kind": "CatalogApp",
+        "metadata": {"name": "slack", "namespace": "team-a"},
+        "spec": {
+            "identityDomainRef": {"name": "corp"},
+            "connection": {"url": "https://x", "auth": {"bearerToken": {"secretRef": {"name": "s", "key": "t"}}}},
+            "provisioning": provisioning
+        }
+    }))
+    .expect("a valid CatalogApp")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn app(grant_group: Option<&str>) -> CatalogApp {
-        let mut app: CatalogApp = serde_json::from_value(serde_json::json!({
-            "apiVersion": "catalogsync.io/v1alpha1",
-            "kind": "CatalogApp",
-            "metadata": {"name": "slack", "namespace": "team-a"},
-            "spec": {
-                "identityDomainRef": {"name": "corp"},
-                "connection": {"url": "https://x", "auth": {"bearerToken": {"secretRef": {"name": "s", "key": "t"}}}},
-                "provisioning": {"enabled": true}
-            }
-        }))
-        .unwrap();
-        if let Some(g) = grant_group {
-            app.spec.provisioning.as_mut().unwrap().grant_group = Some(g.into());
+        match grant_group {
+            Some(g) => test_app(serde_json::json!({"enabled": true, "grantGroup": g})),
+            None => test_app(serde_json::json!({"enabled": true})),
         }
-        app
     }
 
     #[test]

@@ -254,6 +254,27 @@ pub struct Counts {
     pub not_allowed: i64,
 }
 
+impl Counts {
+    /// The account counts summed: every app account lands in exactly one of them, so this
+    /// equals `appAccounts`. A Provision's `created` accounts are new, not listed ones.
+    pub fn accounted(&self, direction: super::Direction) -> i64 {
+        let created = match direction {
+            super::Direction::Import => self.created,
+            super::Direction::Provision => 0,
+        };
+        self.already_linked
+            + self.linked
+            + created
+            + self.unmatched
+            + self.disputed
+            + self.ignored
+            + self.inactive
+            + self.revoked
+            + self.skipped
+            + self.failed
+    }
+}
+
 fn is_zero(n: &i64) -> bool {
     *n == 0
 }

@@ -258,17 +258,9 @@ mod tests {
     }
 
     fn app(adopt: bool) -> CatalogApp {
-        serde_json::from_value(json!({
-            "apiVersion": "catalogsync.io/v1alpha1",
-            "kind": "CatalogApp",
-            "metadata": {"name": "slack", "namespace": "team-a"},
-            "spec": {
-                "identityDomainRef": {"name": "corp"},
-                "connection": {"url": "https://x", "auth": {"bearerToken": {"secretRef": {"name": "s", "key": "t"}}}},
-                "provisioning": {"enabled": true, "grantGroup": "admins", "adoptExistingGroups": adopt}
-            }
-        }))
-        .unwrap()
+        crate::api::catalog_app::test_app(
+            json!({"enabled": true, "grantGroup": "admins", "adoptExistingGroups": adopt}),
+        )
     }
 
     fn group(id: &str, external_id: Option<&str>) -> FoundGroup {

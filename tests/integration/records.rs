@@ -13,22 +13,11 @@ use crate::sync_engine::{Via, World};
 /// Every app account lands in exactly one account count (Provision's created accounts are
 /// new ones, not listed ones).
 fn assert_accounted(c: &Counts, direction: Direction) {
-    let created = if direction == Direction::Import {
-        c.created
-    } else {
-        0
-    };
-    let sum = c.already_linked
-        + c.linked
-        + created
-        + c.unmatched
-        + c.disputed
-        + c.ignored
-        + c.inactive
-        + c.revoked
-        + c.skipped
-        + c.failed;
-    assert_eq!(sum, c.app_accounts, "every account counted once: {c:?}");
+    assert_eq!(
+        c.accounted(direction),
+        c.app_accounts,
+        "every account counted once: {c:?}"
+    );
 }
 
 /// Runs `direction` to the end, checks it succeeded and its counts add up.

@@ -1049,11 +1049,8 @@ async fn large_import_links_everything_in_few_requests() {
 /// accounts really gone are confirmed, including members the user listing never showed.
 #[tokio::test]
 async fn deletion_candidates_are_confirmed_against_the_app() {
-    use catalogsync::api::MatchRule;
     use catalogsync::engine::confirm::confirm_deletions;
-    use catalogsync::engine::extract::Rules;
     use catalogsync::engine::plan::Deletion;
-    use catalogsync::engine::records::DomainUser;
 
     let server = ScimServer::start(&["idp", "app"]);
     let idp = client(&server.base_url("idp"), &server.token("idp"));
@@ -1093,25 +1090,7 @@ async fn deletion_candidates_are_confirmed_against_the_app() {
         ]),
     )
     .await;
-    let rules = Rules::parse(&[
-        MatchRule {
-            app_attribute: "userName".into(),
-            domain_attribute: "userName".into(),
-            case_sensitive: false,
-        },
-        MatchRule {
-            app_attribute: "emails[primary eq true].value".into(),
-            domain_attribute: "emails.value".into(),
-            case_sensitive: false,
-        },
-    ])
-    .unwrap();
-    let user = |id: &str, name: &str, email: &str| DomainUser {
-        id: id.into(),
-        user_name: name.into(),
-        active: true,
-        keys: vec![vec![name.into()], vec![email.into()]],
-    };
+    let rules = user_name_then_email();
     let users = vec![
         user("u-alice", "alice", "alice@corp.example"),
         user("u-bob", "bob", "bob@corp.example"),
@@ -1164,11 +1143,9 @@ async fn deletion_candidates_are_confirmed_against_the_app() {
 /// account only its email finds is kept; the rejection is met once, not once per candidate.
 #[tokio::test]
 async fn deletion_candidates_are_confirmed_without_or_filters() {
-    use catalogsync::api::MatchRule;
     use catalogsync::engine::confirm::confirm_deletions;
-    use catalogsync::engine::extract::Rules;
     use catalogsync::engine::plan::Deletion;
-    use catalogsync::engine::records::{DomainUser, Records};
+    use catalogsync::engine::records::Records;
 
     let server = ScimServer::start(&["idp", "app"]);
     let proxy = FaultProxy::start(&server.root());
@@ -1184,25 +1161,7 @@ async fn deletion_candidates_are_confirmed_without_or_filters() {
             ]}),
         )
         .await;
-    let rules = Rules::parse(&[
-        MatchRule {
-            app_attribute: "userName".into(),
-            domain_attribute: "userName".into(),
-            case_sensitive: false,
-        },
-        MatchRule {
-            app_attribute: "emails[primary eq true].value".into(),
-            domain_attribute: "emails.value".into(),
-            case_sensitive: false,
-        },
-    ])
-    .unwrap();
-    let user = |id: &str, name: &str, email: &str| DomainUser {
-        id: id.into(),
-        user_name: name.into(),
-        active: true,
-        keys: vec![vec![name.into()], vec![email.into()]],
-    };
+    let rules = user_name_then_email();
     let users = [
         user("u-carol", "carol", "carol@corp.example"),
         user("u-dave", "dave", "dave@corp.example"),
@@ -1343,4 +1302,32 @@ async fn too_many_failures_stop_the_run() {
     assert_eq!(s.failures.len(), 10);
     assert!(s.failures[0].reason.as_deref().unwrap().contains("400"));
     assert!(w.user_names(&w.idp).await.is_empty());
+}
+
+/// The rules of the confirmation tests: userName, then the primary e-mail.
+fn user_name_then_email() -> catalogsync::engine::extract::Rules {
+    use catalogsync::api::MatchRule;
+    catalogsync::engine::extract::Rules::parse(&[
+        MatchRule {
+            app_attribute: "userName".into(),
+            domain_attribute: "userName".into(),
+            case_sensitive: false,
+        },
+        MatchRule {
+            app_attribute: "emails[primary eq true].value".into(),
+            domain_attribute: "emails.value".into(),
+            case_sensitive: false,
+        },
+    ])
+    .unwrap()
+}
+
+/// A domain user as those rules read it.
+fn user(id: &str, name: &str, email: &str) -> catalogsync::engine::records::DomainUser {
+    catalogsync::engine::records::DomainUser {
+        id: id.into(),
+        user_name: name.into(),
+        active: true,
+        keys: vec![vec![name.into()], vec![email.into()]],
+    }
 }

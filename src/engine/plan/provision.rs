@@ -574,16 +574,11 @@ mod tests {
         assert_eq!((c.ignored, c.unmatched), (1, 1), "grace's and nobody's");
         assert_eq!(c.pending_provisioning, 1, "carol");
         assert_eq!(c.skipped, 5);
-        let sum = c.already_linked
-            + c.linked
-            + c.unmatched
-            + c.disputed
-            + c.ignored
-            + c.inactive
-            + c.revoked
-            + c.skipped
-            + c.failed;
-        assert_eq!(sum, c.app_accounts, "every account counted once");
+        assert_eq!(
+            c.accounted(crate::api::Direction::Provision),
+            c.app_accounts,
+            "every account counted once"
+        );
         assert_eq!(
             p.planned(),
             PlannedCounts {
