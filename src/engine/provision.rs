@@ -373,7 +373,7 @@ impl Applier<'_> {
         self.writes.tracker.advance(1);
     }
 
-    /// Deactivates (or deletes) an account; a deleted revoked account's record goes too.
+    /// Deactivates (or deletes) an account; a deleted account's record goes too.
     async fn remove(&self, r: &Removal, delete: bool) {
         if !self.allowed.try_reserve(Kind::Delete, 1) {
             return;
@@ -399,7 +399,10 @@ impl Applier<'_> {
                     Bucket::AlreadyLinked
                 };
                 self.writes.settled(1, lands);
-                if delete && r.revoked {
+                // A deleted account's record goes too, so that no Import takes the user
+                // for a deleted recorded object (an app without an inactive state
+                // deletes an inactive user's account).
+                if delete {
                     let user = self.user(r.user);
                     self.removals
                         .lock()
