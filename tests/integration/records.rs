@@ -301,3 +301,39 @@ async fn a_plan_run_logs_every_planned_change() {
     assert_eq!(s.counts.unwrap().skipped, 15, "nothing applied");
     assert!(w.records().await.is_empty());
 }
+
+/// Import on the rows with a grant or record but no link yet: a granted user's matching
+/// account is recorded (the grant is already there); a revoked user whose account is gone
+/// only loses the record — `onAccountDeleted: DeleteUser` never touches a user who is no
+/// longer granted.
+#[tokio::test]
+async fn import_records_granted_accounts_and_only_unrecords_revoked_users() {
+    let w = World::new(
+        "rec-rows",
+        json!({"onAccountDeleted": "DeleteUser"}),
+        None,
+        Via::Direct,
+    )
+    .await;
+    let u = w
+        .seed(
+            "idp",
+            &[("bob", "bob@corp.example"), ("dave", "dave@corp.example")],
+        )
+        .await;
+    w.grant(&u[..1]).await;
+    w.record(&u[1..]).await;
+    w.seed("app", &[("bob", "bob@corp.example")]).await;
+    let c = succeed(&w, "import", Direction::Import).await;
+    assert_eq!((c.linked, c.deleted), (1, 1), "{c:?}");
+    assert_eq!(
+        w.records().await,
+        set(&[&u[0]]),
+        "bob recorded, dave's record removed"
+    );
+    assert_eq!(w.members().await, set(&[&u[0]]), "grants unchanged");
+    assert!(
+        w.idp.get("Users", &u[1], &[]).await.unwrap().is_some(),
+        "dave kept"
+    );
+}
