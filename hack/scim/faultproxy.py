@@ -9,6 +9,10 @@ Forwards every request to --upstream unchanged, except the ones it fails:
 * "drop" instead of a status closes the connection without an answer,
   "badjson" answers 200 with truncated JSON, "emptypage" answers an empty
   ListResponse whose totalResults says there is more;
+* "lost" forwards the request, lets the server apply it, then closes the
+  connection without an answer; "lost502" answers 502 instead (a gateway that
+  lost the answer): the faults that make a client guess. ``"rateLost"`` loses
+  that share of write answers (POST, PUT, PATCH, DELETE) at random;
 * with ``"rejectOrFilter": true``, any GET whose ``filter`` contains `` or ``
   (case-insensitive) is answered 400 scimType invalidFilter, like apps that
   support single-clause filters only.
@@ -56,6 +60,7 @@ class Plan:
         self.requests = 0
         self.injected: dict[str, int] = {}
         self.reject_or_filter = False
+        self.rate_lost = 0.0
 
     def update(self, body: dict) -> None:
         with self.lock:
@@ -66,12 +71,14 @@ class Plan:
                 self.rate429 = self.rate5xx = 0.0
                 self.retry_after = "1"
                 self.reject_or_filter = False
+                self.rate_lost = 0.0
             if "fail" in body:
                 self.fail = {int(k): v for k, v in body["fail"].items()}
             self.rate429 = float(body.get("rate429", self.rate429))
             self.rate5xx = float(body.get("rate5xx", self.rate5xx))
             self.retry_after = str(body.get("retryAfter", self.retry_after))
             self.reject_or_filter = bool(body.get("rejectOrFilter", self.reject_or_filter))
+            self.rate_lost = float(body.get("rateLost", self.rate_lost))
 
     def rejects_filter(self, method: str, path: str) -> bool:
         """True (and counted) for a GET with an `or` filter while rejectOrFilter is on."""
@@ -84,11 +91,14 @@ class Plan:
             self.injected["invalidFilter"] = self.injected.get("invalidFilter", 0) + 1
         return True
 
-    def decide(self) -> int | str | None:
+    def decide(self, method: str) -> int | str | None:
         """Count a request and return the fault to inject, if any."""
         with self.lock:
             self.requests += 1
             fault = self.fail.get(self.requests)
+            writes = method in ("POST", "PUT", "PATCH", "DELETE")
+            if fault is None and writes and self.random.random() < self.rate_lost:
+                fault = self.random.choice(["lost", "lost502"])
             if fault is None:
                 draw = self.random.random()
                 if draw < self.rate429:
@@ -134,7 +144,7 @@ def make_handler(upstream: str, plan: Plan):
                     plan.update(json.loads(body or b"{}"))
                 return self.send_json(200, plan.stats())
 
-            fault = plan.decide()
+            fault = plan.decide(self.command)
             if fault is None and plan.rejects_filter(self.command, self.path):
                 return self.send_json(
                     400,
@@ -156,7 +166,7 @@ def make_handler(upstream: str, plan: Plan):
                      "totalResults": 1000000, "itemsPerPage": 0, "startIndex": 1,
                      "Resources": []},
                 )  # fmt: skip
-            if fault is not None:
+            if fault is not None and fault not in ("lost", "lost502"):
                 status = int(fault)
                 headers = {"Retry-After": plan.retry_after} if status == 429 else {}
                 return self.send_json(
@@ -177,6 +187,13 @@ def make_handler(upstream: str, plan: Plan):
                 return self.send_json(502, {"status": "502", "detail": f"upstream: {exc}"})
             finally:
                 conn.close()
+            if fault == "lost":
+                # Applied upstream; the answer never arrives.
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            if fault == "lost502":
+                return self.send_json(502, {"status": "502", "detail": "injected: answer lost"})
             self.send_response(resp.status)
             for k, v in resp.getheaders():
                 if k.lower() not in HOP_BY_HOP:

@@ -14,6 +14,8 @@ pub const ERROR: &str = "Error";
 pub const CANCELLED: &str = "Cancelled";
 /// The condition reason of an approving run whose plan is no longer the approved one.
 pub const PLAN_CHANGED: &str = "PlanChanged";
+/// The condition reason of a retried attempt that refused to apply again.
+pub const INTERRUPTED: &str = "Interrupted";
 /// The condition reason of a run whose grant or record group is not the app's.
 pub const GROUP_NOT_OWNED: &str = "GroupNotOwned";
 
@@ -30,6 +32,12 @@ pub enum RunError {
     /// turned off).
     #[error("{0}")]
     Cancelled(String),
+    /// A previous attempt of this run (a pod the Job retried) reached the apply stage:
+    /// applying again would use the limits twice.
+    #[error(
+        "the previous attempt was interrupted while applying (its pod ended); this attempt applied nothing, so no limit is used twice. The counts are the previous attempt's last report; the next run continues from what the servers hold"
+    )]
+    Interrupted,
     /// The app's grant or record group is missing, ambiguous or not the app's.
     #[error("{0}")]
     Group(#[from] GroupError),
@@ -60,6 +68,7 @@ impl RunError {
         match self {
             RunError::Cancelled(_) => CANCELLED,
             RunError::PlanChanged { .. } => PLAN_CHANGED,
+            RunError::Interrupted => INTERRUPTED,
             RunError::Group(GroupError::NotOwned { .. } | GroupError::OwnedByOther { .. }) => {
                 GROUP_NOT_OWNED
             }
@@ -81,6 +90,7 @@ impl RunError {
             // A changed plan stays changed: the Job must not retry it.
             RunError::Invalid(_)
             | RunError::PlanChanged { .. }
+            | RunError::Interrupted
             | RunError::Group(GroupError::NotOwned { .. } | GroupError::OwnedByOther { .. }) => {
                 exit_code::INVALID
             }
@@ -121,6 +131,7 @@ mod tests {
                 GROUP_NOT_OWNED,
                 exit_code::INVALID,
             ),
+            (RunError::Interrupted, INTERRUPTED, exit_code::INVALID),
             (
                 RunError::PlanChanged {
                     approved: "sha256:a".into(),

@@ -18,7 +18,7 @@ use super::import::ImportRun;
 use super::mapping::{self, Mappings};
 use super::pipeline::Context;
 use super::plan::ImportPolicy;
-use super::progress::Tracker;
+use super::progress::{Checkpoint, Tracker};
 use super::provision::ProvisionRun;
 use super::stop::{Stop, StopReason};
 
@@ -26,6 +26,9 @@ use super::stop::{Stop, StopReason};
 /// (required for Import; for Provision it only lends parallelism, timeout and failure
 /// threshold when the app has one).
 pub struct Loaded {
+    /// The cluster client and namespace the run's status is written with.
+    runs_client: Client,
+    namespace: String,
     pub app: CatalogApp,
     pub policy: Option<SyncPolicySpec>,
     pub domain_client: ScimClient,
@@ -77,8 +80,27 @@ pub async fn load(
         parallelism,
     )
     .await?;
-    stop.after(timeout_after, StopReason::Timeout);
+    // The timeout counts from the run's start, also for a retried pod.
+    let elapsed = run
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| {
+            let since = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+            std::time::Duration::try_from(since).unwrap_or_default()
+        })
+        .unwrap_or_default();
+    stop.after(timeout_after.saturating_sub(elapsed), StopReason::Timeout);
+    // Stopping: no SCIM retries, every request bounded, inside the pod's grace period.
+    let (d, a, s) = (domain_client.clone(), app_client.clone(), stop.clone());
+    tokio::spawn(async move {
+        s.stopped().await;
+        d.halt();
+        a.halt();
+    });
     Ok(Loaded {
+        runs_client: client.clone(),
+        namespace: namespace.to_string(),
         app,
         policy,
         domain_client,
@@ -195,6 +217,12 @@ impl Loaded {
             max_failure_percent: self.max_failure_percent,
             timeout: self.timeout,
             tracker: tracker.clone(),
+            checkpoint: Checkpoint {
+                api: Api::namespaced(self.runs_client.clone(), &self.namespace),
+                name: run.metadata.name.clone().unwrap_or_default(),
+                previous: run.status.clone().unwrap_or_default().conditions,
+                generation: run.metadata.generation,
+            },
             stop: stop.clone(),
         }
     }

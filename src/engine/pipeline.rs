@@ -13,7 +13,7 @@ use super::approval::{self, Change};
 use super::error::RunError;
 use super::limits::{self, Allowances, LimitCheck};
 use super::outcome::Observed;
-use super::progress::Tracker;
+use super::progress::{Checkpoint, Tracker};
 use super::stop::Stop;
 use super::writes::Writes;
 
@@ -32,6 +32,8 @@ pub struct Context {
     pub max_failure_percent: u32,
     pub timeout: String,
     pub tracker: Tracker,
+    /// Where the start of the apply is recorded before its first write.
+    pub checkpoint: Checkpoint,
     pub stop: Stop,
 }
 
@@ -122,6 +124,13 @@ pub(crate) async fn run(direction: &impl Stages) -> Result<Observed, RunError> {
     context
         .tracker
         .stage(Stage::Applying, allowed.writes_to_apply(&report.planned));
+    // On record before the first write: a retried pod of this run must not apply again
+    // with fresh allowances (one run, one budget).
+    context
+        .checkpoint
+        .save(&context.tracker)
+        .await
+        .map_err(|e| RunError::Unavailable(format!("recording the start of the apply: {e}")))?;
     let writes = Writes::new(
         context.tracker.clone(),
         context.stop.clone(),

@@ -219,6 +219,29 @@ pub async fn write(
     Ok(())
 }
 
+/// Writes the status now, awaited: what must be on record before the run goes on (the
+/// start of the apply, which a retried pod reads).
+#[derive(Clone)]
+pub struct Checkpoint {
+    pub api: Api<SyncRun>,
+    pub name: String,
+    pub previous: Vec<Condition>,
+    pub generation: Option<i64>,
+}
+
+impl Checkpoint {
+    pub async fn save(&self, tracker: &Tracker) -> kube::Result<()> {
+        write(
+            &self.api,
+            &self.name,
+            tracker,
+            &self.previous,
+            self.generation,
+        )
+        .await
+    }
+}
+
 /// A task writing the status every [`REPORT_INTERVAL`] while it changes. Stop it with the
 /// returned sender (send `true`) and await the handle before the final write, so no late
 /// progress write lands after the outcome.

@@ -27,6 +27,7 @@ use crate::scim::path::quote;
 
 use super::error::RunError;
 use super::extract::Rules;
+use super::import::RECORD_BATCH;
 use super::list::{self, Collect, Groups};
 use super::mapping::Mappings;
 use super::pipeline::{Context, PlanReport, Stages};
@@ -226,6 +227,10 @@ impl Applier<'_> {
                     Work::Deactivate(r) => self.remove(r, self.run.deactivate_deletes).await,
                     Work::Delete(r) => self.remove(r, true).await,
                 }
+                // Records follow the writes in small batches (see the Import's).
+                if self.records.lock().expect("records lock").len() >= RECORD_BATCH {
+                    self.flush_records().await;
+                }
             })
             .await;
         // Completing writes already made: also when stopping.
@@ -260,7 +265,10 @@ impl Applier<'_> {
         let body = self.run.mappings.new_account(user);
         match self.run.context.app.create(USERS, &body).await {
             Ok(_) => self.created(c, user),
-            Err(e) if e.is_uniqueness() => self.create_conflict(c, &body, e).await,
+            // Taken, or sent with its answer lost: what is there decides.
+            Err(e) if e.is_uniqueness() || e.is_outcome_unknown() => {
+                self.create_conflict(c, &body, e).await
+            }
             Err(e) => {
                 if certainly_not_applied(&e) {
                     self.allowed.release(Kind::Create, 1);
@@ -282,8 +290,8 @@ impl Applier<'_> {
         }
     }
 
-    /// A 409: an account with this userName exists. Ours (externalId = the user) means a
-    /// create whose first answer was lost. Anyone else's is adopted only if the rules give
+    /// A 409 (an account with this userName exists) or a create whose answer was lost:
+    /// looked up, not guessed. Ours (externalId = the user) means our create happened. Anyone else's is adopted only if the rules give
     /// it to this user; otherwise it is disputed and left alone.
     async fn create_conflict(&self, c: &Create, body: &Value, e: ScimError) {
         let user = self.user(c.user);

@@ -42,6 +42,17 @@ pub async fn execute(client: Client, namespace: &str, name: &str, stop: Stop) ->
         start_time: Some(previous.start_time.clone().unwrap_or(now)),
         ..Default::default()
     });
+    if interrupted(&previous) {
+        // What the interrupted attempt reported stays the run's account of it.
+        tracker.update(|s| {
+            s.counts = previous.counts.clone().unwrap_or_default();
+            s.planned = previous.planned.clone();
+            s.limits = previous.limits.clone();
+            s.plan_digest = previous.plan_digest.clone();
+            s.plan_items = previous.plan_items.clone();
+            s.failures = previous.failures.clone();
+        });
+    }
     let span = tracing::info_span!("sync", run = %format!("{namespace}/{name}"), app = %run.spec.app_ref.name, direction = ?run.spec.direction, mode = ?run.spec.mode);
     execute_run(client, runs, run, previous, tracker, stop)
         .instrument(span)
@@ -117,6 +128,11 @@ async fn run_stages(
     }
 }
 
+/// A previous attempt of the run (its Job's earlier pod) reached the apply stage.
+fn interrupted(previous: &SyncRunStatus) -> bool {
+    previous.phase == Some(RunPhase::Running) && previous.stage == Some(Stage::Applying)
+}
+
 async fn load_and_run(
     client: &Client,
     namespace: &str,
@@ -124,6 +140,9 @@ async fn load_and_run(
     tracker: &Tracker,
     stop: &Stop,
 ) -> Result<Observed, RunError> {
+    if interrupted(&run.status.clone().unwrap_or_default()) {
+        return Err(RunError::Interrupted);
+    }
     let loaded = load::load(client, namespace, run, stop).await?;
     let (domain, app) = (loaded.domain_client.clone(), loaded.app_client.clone());
     let started = Instant::now();

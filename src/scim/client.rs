@@ -97,7 +97,14 @@ pub(super) struct Inner {
     spc: OnceCell<ServiceProviderConfig>,
     /// Set by a 429: every request of this client waits until then.
     pub(super) pause_until: std::sync::Mutex<Option<Instant>>,
+    /// When the client was halted ([`ScimClient::halt`]): no retries since, and every
+    /// request ends within [`HALT_DEADLINE`] of it (or of its own start).
+    pub(super) halted: tokio::sync::watch::Sender<Option<Instant>>,
 }
+
+/// How long a request may still take once its client is halted: in-flight writes finish
+/// or are given up well inside a pod's termination grace period.
+pub const HALT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
 
 impl fmt::Debug for ScimClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -172,8 +179,24 @@ impl ScimClient {
                 retries: AtomicU64::new(0),
                 spc: OnceCell::new(),
                 pause_until: std::sync::Mutex::new(None),
+                halted: tokio::sync::watch::Sender::new(None),
             }),
         })
+    }
+
+    /// Stops retrying, and bounds every request from now on (in flight or new) to
+    /// [`HALT_DEADLINE`]: what a run that is stopping needs of its clients.
+    pub fn halt(&self) {
+        self.inner.halted.send_if_modified(|h| {
+            let first = h.is_none();
+            h.get_or_insert_with(Instant::now);
+            first
+        });
+    }
+
+    /// Whether [`Self::halt`] was called.
+    pub fn is_halted(&self) -> bool {
+        self.inner.halted.borrow().is_some()
     }
 
     pub fn base_url(&self) -> &str {

@@ -57,9 +57,18 @@ pub enum ScimError {
         #[source]
         source: reqwest::Error,
     },
-    /// Retryable failures went on past the retry budget.
+    /// Retryable failures went on past the retry budget, or an attempt failed for good after
+    /// an earlier one may have been applied: either way the write may have happened.
     #[error("gave up after {attempts} attempts: {last}")]
     RetriesExhausted { attempts: u32, last: Box<ScimError> },
+    /// A create was sent and its answer lost (a timeout, a reset, a gateway error): it may
+    /// have been applied, so it is not sent again; the caller looks the object up.
+    #[error("{method} {path}: the outcome is unknown (the answer was lost): {last}")]
+    OutcomeUnknown {
+        method: String,
+        path: String,
+        last: Box<ScimError>,
+    },
     /// The server asked to wait longer than the client is willing to.
     #[error("{method} {path}: rate limited, server asks to wait {seconds}s (limit {limit}s)")]
     RetryAfterTooLong {
@@ -68,6 +77,10 @@ pub enum ScimError {
         seconds: u64,
         limit: u64,
     },
+    /// The client was halted (its run is stopping) and the request ran past the deadline,
+    /// or would have been retried.
+    #[error("{method} {path}: given up, the run is stopping")]
+    Halted { method: String, path: String },
     /// The answer breaks the protocol: malformed JSON, pages contradicting totalResults…
     #[error("SCIM protocol violation: {0}")]
     Protocol(String),
@@ -102,6 +115,11 @@ impl ScimError {
     /// True for 409 — "create met an existing user", which the engine settles by a lookup.
     pub fn is_conflict(&self) -> bool {
         self.kind() == Some(ErrorKind::Conflict)
+    }
+
+    /// True when a create may have been applied although no answer said so.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, ScimError::OutcomeUnknown { .. })
     }
 
     /// True for 404: the resource is not there (a DELETE whose answer was lost succeeded).

@@ -71,6 +71,17 @@ fn retryable_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
 }
 
+/// Whether a failed attempt may have been applied by the server: a status saying it was
+/// not (throttled, unavailable, or any 4xx) is certain; an error, a gateway's or a lost
+/// answer is not.
+fn may_have_applied(answer: Result<StatusCode, &reqwest::Error>) -> bool {
+    match answer {
+        Ok(status) => matches!(status.as_u16(), 500 | 502 | 504),
+        // Not connected: the request never left.
+        Err(e) => !e.is_connect(),
+    }
+}
+
 impl ScimClient {
     async fn wait_for_pause(&self) {
         let until = *self.inner.pause_until.lock().expect("pause lock");
@@ -118,21 +129,40 @@ impl ScimClient {
         let url = format!("{}{}", self.inner.base, path);
         let mut oauth_refreshed = false;
         let mut attempt: u32 = 0;
+        // Some earlier attempt may have been applied: a later failure proves nothing.
+        let mut maybe_applied = false;
         loop {
             attempt += 1;
             self.wait_for_pause().await;
             let request = self
                 .build_request(&method, &url, query, payload.as_deref(), if_match)
                 .await?;
-            let answer = match self.exchange(request).await {
+            let started = Instant::now();
+            let exchanged = tokio::select! {
+                r = self.exchange(request) => r,
+                _ = self.halt_deadline(started) => {
+                    let halted = ScimError::Halted { method: method.to_string(), path: path.to_string() };
+                    return Err(if method == Method::POST {
+                        unknown_outcome(&method, path, halted)
+                    } else {
+                        halted
+                    });
+                }
+            };
+            let answer = match exchanged {
                 Ok(answer) => answer,
                 Err(e) => {
+                    let ambiguous = may_have_applied(Err(&e));
                     let err = ScimError::Transport {
                         method: method.to_string(),
                         path: path.to_string(),
                         source: e,
                     };
-                    if attempt >= self.inner.opts.retry.max_attempts {
+                    if ambiguous && method == Method::POST {
+                        return Err(unknown_outcome(&method, path, err));
+                    }
+                    maybe_applied |= ambiguous;
+                    if attempt >= self.inner.opts.retry.max_attempts || self.is_halted() {
                         return Err(ScimError::RetriesExhausted {
                             attempts: attempt,
                             last: Box::new(err),
@@ -164,9 +194,44 @@ impl ScimClient {
                 attempt -= 1;
                 continue;
             }
-            let retry_after = self.retry_after_failure(&method, path, &answer, attempt)?;
+            let ambiguous = may_have_applied(Ok(answer.status));
+            if ambiguous && method == Method::POST {
+                let err = error_from(&method, path, answer.status, &answer.body);
+                return Err(unknown_outcome(&method, path, err));
+            }
+            let retry_after = match self.retry_after_failure(&method, path, &answer, attempt) {
+                Ok(r) => r,
+                // A final answer after an attempt that may have been applied: not a
+                // certain refusal.
+                Err(last @ ScimError::Status { .. }) if maybe_applied => {
+                    return Err(ScimError::RetriesExhausted {
+                        attempts: attempt,
+                        last: Box::new(last),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            maybe_applied |= ambiguous;
+            if self.is_halted() {
+                // Stopping: no retries. The failure stands, as after the last attempt.
+                return Err(ScimError::RetriesExhausted {
+                    attempts: attempt,
+                    last: Box::new(error_from(&method, path, answer.status, &answer.body)),
+                });
+            }
             self.backoff(attempt, retry_after).await;
         }
+    }
+
+    /// Resolves once a halted client's deadline for a request started at `started` has
+    /// passed; never while the client is not halted.
+    async fn halt_deadline(&self, started: Instant) {
+        let mut halted = self.inner.halted.subscribe();
+        let Ok(at) = halted.wait_for(Option::is_some).await.map(|h| *h) else {
+            return std::future::pending().await;
+        };
+        let from = at.map_or(started, |at| at.max(started));
+        tokio::time::sleep_until(from + crate::scim::client::HALT_DEADLINE).await;
     }
 
     /// One attempt's request: headers, query, body and credentials.
@@ -267,9 +332,33 @@ impl ScimClient {
     }
 }
 
+/// A create whose answer was lost.
+fn unknown_outcome(method: &Method, path: &str, last: ScimError) -> ScimError {
+    ScimError::OutcomeUnknown {
+        method: method.to_string(),
+        path: path.to_string(),
+        last: Box::new(last),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_gateway_errors_and_lost_answers_may_have_been_applied() {
+        for (status, maybe) in [
+            (429, false),
+            (503, false),
+            (400, false),
+            (500, true),
+            (502, true),
+            (504, true),
+        ] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(may_have_applied(Ok(status)), maybe, "{status}");
+        }
+    }
 
     #[test]
     fn error_bodies_become_typed_errors() {

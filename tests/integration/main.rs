@@ -12,6 +12,7 @@ mod deploy;
 mod devrunner;
 mod e2e;
 mod examples;
+mod faults;
 mod harness;
 mod helm;
 mod job_pods;

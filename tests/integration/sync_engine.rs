@@ -612,7 +612,6 @@ async fn progress_is_reported_and_sigterm_cancels_with_exact_counts() {
     w.new_run("long", "Apply").await;
     let mut child = w.command("long").spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(240);
-    let mut saw_listing_or_planning = false;
     let mut mid_apply = None;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -623,9 +622,6 @@ async fn progress_is_reported_and_sigterm_cancels_with_exact_counts() {
         else {
             continue;
         };
-        if matches!(s.stage, Some(Stage::Listing | Stage::Planning)) {
-            saw_listing_or_planning = true;
-        }
         if s.stage == Some(Stage::Applying)
             && let Some(p) = &s.progress
             && p.processed >= 200
@@ -640,7 +636,12 @@ async fn progress_is_reported_and_sigterm_cancels_with_exact_counts() {
         );
     }
     let mid = mid_apply.expect("progress observed mid-apply");
-    assert!(saw_listing_or_planning || mid.planned.is_some());
+    // The whole plan is on record before the first write.
+    assert_eq!(
+        mid.planned.as_ref().map(|p| p.creates),
+        Some(4000),
+        "{mid:?}"
+    );
     assert_eq!(mid.phase, Some(RunPhase::Running));
     assert_eq!(mid.progress.as_ref().unwrap().total, 4000);
     assert!(

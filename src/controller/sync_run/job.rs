@@ -33,6 +33,12 @@ pub const RUN_AS_USER: i64 = 65532;
 const BACKOFF_LIMIT: i32 = 2;
 /// Finished Jobs are removed after a day; the SyncRun keeps the outcome.
 const TTL_AFTER_FINISHED: i32 = 24 * 3600;
+/// The pod's termination grace period, seconds.
+const GRACE_PERIOD: i64 = 30;
+/// How far past the policy's timeout the Job's deadline lies: the engine's timer fires
+/// first and the run ends `Failed` with reason `Timeout`, not killed by the deadline.
+const DEADLINE_MARGIN: i64 = 2 * GRACE_PERIOD;
+
 /// Used when the policy is absent (provisioning runs) or its timeout unreadable.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -81,7 +87,9 @@ pub fn build(
         },
         spec: Some(JobSpec {
             backoff_limit: Some(BACKOFF_LIMIT),
-            active_deadline_seconds: Some(timeout.as_secs().max(1) as i64),
+            // The engine's own timer (from the run's start) ends a run Failed/Timeout; the
+            // Job's deadline is the backstop past it and the pod's grace period.
+            active_deadline_seconds: Some(timeout.as_secs().max(1) as i64 + DEADLINE_MARGIN),
             ttl_seconds_after_finished: Some(TTL_AFTER_FINISHED),
             pod_failure_policy: Some(pod_failure_policy()),
             template: PodTemplateSpec {
@@ -182,8 +190,10 @@ fn pod(container: Container, config: &JobConfig, settings: JobSettings) -> PodSp
             }),
             ..Default::default()
         }]),
-        // The engine stops cleanly on SIGTERM and writes Cancelled.
-        termination_grace_period_seconds: Some(30),
+        // The engine stops cleanly on SIGTERM and writes Cancelled: its SCIM requests end
+        // within `HALT_DEADLINE` (8 s) of the signal, the records of writes made and the
+        // final status follow well inside this.
+        termination_grace_period_seconds: Some(GRACE_PERIOD),
         ..Default::default()
     }
 }
@@ -409,7 +419,7 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
 
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(2));
-        assert_eq!(spec.active_deadline_seconds, Some(5400));
+        assert_eq!(spec.active_deadline_seconds, Some(5400 + 60));
         assert!(spec.ttl_seconds_after_finished.unwrap() > 0);
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
@@ -742,6 +752,6 @@ env: [{name: HTTPS_PROXY, value: default}, {name: NO_PROXY, value: .corp}]
     fn default_timeout_without_a_policy() {
         let (run, app, domain, _) = objects();
         let job = build(&run, &app, &domain, None, &config());
-        assert_eq!(job.spec.unwrap().active_deadline_seconds, Some(3600));
+        assert_eq!(job.spec.unwrap().active_deadline_seconds, Some(3600 + 60));
     }
 }

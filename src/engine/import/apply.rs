@@ -21,9 +21,9 @@ use crate::engine::plan::{Deletion, ImportPlan, Link};
 use crate::engine::progress::Bucket;
 use crate::engine::records::{Record, Records};
 use crate::engine::writes::{self, Writes};
+use crate::scim::ScimError;
 use crate::scim::model::{PatchOp, USERS};
 use crate::scim::path::quote;
-use crate::scim::{ErrorKind, ScimError};
 
 use super::{ImportRun, Listed};
 
@@ -32,6 +32,9 @@ use super::{ImportRun, Listed};
 /// members (on a 100,000-member group each PATCH costs seconds), yet bounded so that
 /// progress moves on huge runs.
 const MEMBERS_PER_CALL: usize = 10_000;
+
+/// Created (or found) users recorded per PATCH while the creates go on.
+pub(crate) const RECORD_BATCH: usize = 50;
 
 /// A user to grant and record after the parallel stage, and where its account lands
 /// (`None`: the account already landed; only the record is left).
@@ -120,6 +123,11 @@ impl<'a> Applier<'a> {
                     Work::Create(a) => self.create(a).await,
                     Work::Delete(d) => self.delete(d, plan.on_deleted).await,
                 }
+                // Records follow the creates in small batches, not after the whole stage:
+                // a run killed mid-apply leaves few created users unrecorded.
+                if self.pending_records.lock().expect("records lock").len() >= RECORD_BATCH {
+                    self.flush_records().await;
+                }
             })
             .await;
 
@@ -175,7 +183,10 @@ impl<'a> Applier<'a> {
                         .failed(1, "CreateUser", &subject, &"the created user has no id")
                 }
             },
-            Err(e) if e.is_uniqueness() => self.create_conflict(account, subject, e).await,
+            // Taken, or sent with its answer lost: what is there decides.
+            Err(e) if e.is_uniqueness() || e.is_outcome_unknown() => {
+                self.create_conflict(account, subject, e).await
+            }
             Err(e) => {
                 if writes::certainly_not_applied(&e) {
                     self.allowed.release(Kind::Create, 1);
@@ -186,8 +197,10 @@ impl<'a> Applier<'a> {
         self.context.tracker.advance(1);
     }
 
-    /// A 409 on create: the userName is taken. Our own create whose first answer was lost
-    /// (the user carries this account's id as externalId) counts as created. Anyone else's
+    /// A 409 on create (the userName is taken), or a create whose answer was lost: looked
+    /// up, not guessed. Our own create (the user carries this account's id as externalId)
+    /// counts as created. Nothing found after a lost answer stays a failure that keeps its
+    /// allowance: the create may still surface, and the next run links it. Anyone else's
     /// user is settled by the same rules as the plan: linked only if the rules give this
     /// account to it (the listing missed it), else the account is disputed — never linked
     /// because it holds the name.
@@ -197,9 +210,9 @@ impl<'a> Applier<'a> {
         attrs.push("externalId".into());
         let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
         let found = match self.context.domain.list(USERS, &attrs, Some(&filter)).await {
-            Ok((users, _)) => users,
+            Ok((users, _)) if !users.is_empty() => users,
             // We cannot tell whether our create happened: keep the allowance.
-            Err(_) => return self.writes.failed(1, "CreateUser", &subject, &e),
+            _ => return self.writes.failed(1, "CreateUser", &subject, &e),
         };
         if let Some(ours) = found
             .iter()
@@ -288,13 +301,11 @@ impl<'a> Applier<'a> {
                 .await
                 .map(|_| ()),
         };
+        // A user already gone (also: our earlier attempt's answer was lost) needs only its
+        // record removed; the record counts.
+        let result = result.or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) });
         match result {
-            // A user already gone needs only its record removed; the record counts.
-            Ok(())
-            | Err(ScimError::Status {
-                kind: ErrorKind::NotFound,
-                ..
-            }) => {
+            Ok(()) => {
                 self.context.tracker.update(|s| s.counts.deleted += 1);
                 self.writes.succeeded(1);
                 self.push_removal(d, subject, true);

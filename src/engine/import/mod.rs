@@ -6,6 +6,8 @@
 
 mod apply;
 
+pub(crate) use apply::RECORD_BATCH;
+
 use std::collections::HashSet;
 
 use serde_json::Value;

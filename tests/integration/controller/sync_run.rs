@@ -166,7 +166,11 @@ async fn requested_run_creates_exactly_one_run_and_a_restricted_job() {
     assert!(!job.labels().contains_key("argocd.argoproj.io/instance"));
     let spec = job.spec.unwrap();
     assert_eq!(spec.backoff_limit, Some(2));
-    assert_eq!(spec.active_deadline_seconds, Some(1800));
+    assert_eq!(
+        spec.active_deadline_seconds,
+        Some(1800 + 60),
+        "timeout + margin"
+    );
     assert!(spec.ttl_seconds_after_finished.is_some());
     assert!(spec.pod_failure_policy.is_some());
     let pod = spec.template.spec.unwrap();
@@ -436,8 +440,8 @@ async fn provisioning_runs_follow_the_provisioning_schedule() {
     let job = env.api::<Job>().get(&run.name_any()).await.unwrap();
     assert_eq!(
         job.spec.unwrap().active_deadline_seconds,
-        Some(3600),
-        "no policy: the default timeout"
+        Some(3600 + 60),
+        "no policy: the default timeout, and the margin"
     );
     env.job_writes(
         &run.name_any(),
