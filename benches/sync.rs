@@ -23,11 +23,14 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use catalogsync::api::{
-    CatalogApp, IdentityDomain, RunPhase, SyncPolicy, SyncPolicySpec, SyncRun, SyncRunStatus,
+    CatalogApp, Counts, GroupRole, IdentityDomain, RunPhase, SyncPolicy, SyncPolicySpec, SyncRun,
+    SyncRunStatus, catalog,
 };
-use catalogsync::engine::extract::Rules;
+use catalogsync::engine::extract::{self, Rules};
+use catalogsync::engine::records::Records;
 use clap::Parser;
-use kube::api::Api;
+use futures::StreamExt as _;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use common::{command_line, loadavg, machine, scratch_dir, token_secrets, tv, wait4};
@@ -47,8 +50,14 @@ struct Args {
     /// Accounts on each side (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
     sizes: Vec<usize>,
-    /// Shapes to run: first (every account to link), changed (1% to link), steady (nothing to do).
-    #[arg(long, value_delimiter = ',', default_value = "first,changed,steady")]
+    /// Shapes to run: first (every account to link), changed (1% to link), steady (nothing
+    /// to do), deleted (1% of the records without an account: confirmed, then removed),
+    /// create (1% of the accounts without a user: users created, granted and recorded).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "first,changed,steady,deleted,create"
+    )]
     shapes: Vec<Shape>,
     /// Runs per (size, shape) below 100,000 accounts; the median is reported.
     #[arg(long, default_value_t = 3)]
@@ -82,14 +91,23 @@ enum Shape {
     First,
     Changed,
     Steady,
+    Deleted,
+    Create,
+}
+
+/// One in a hundred: the share of accounts the `changed`, `deleted` and `create` shapes change
+/// (at least one).
+fn one_percent(n: usize) -> usize {
+    (n / 100).max(1)
 }
 
 impl Shape {
-    /// The grant group before the run: which domain users are already members.
+    /// The domain users granted and recorded before the run (besides the `deleted` shape's
+    /// users without accounts).
     fn members(self, ids: &[String]) -> Vec<String> {
         match self {
             Shape::First => Vec::new(),
-            Shape::Steady => ids.to_vec(),
+            Shape::Steady | Shape::Deleted | Shape::Create => ids.to_vec(),
             // Every 100th account is new to the app: 1% to link, spread over all pages.
             Shape::Changed => ids
                 .iter()
@@ -98,6 +116,30 @@ impl Shape {
                 .map(|(_, id)| id.clone())
                 .collect(),
         }
+    }
+}
+
+/// What a shape puts in place before each run: who is granted and recorded, and the
+/// extra objects its changes need.
+#[derive(Debug, Default)]
+struct Setup {
+    /// Domain users granted and recorded before the run.
+    members: Vec<String>,
+    /// Domain users the run links: granted and recorded (none of them is granted before).
+    to_link: Vec<String>,
+    /// `deleted`: domain users `gone…` granted and recorded, without an account in the app
+    /// (id, number in the name): each confirmed gone, then its grant and record removed.
+    gone: Vec<(String, usize)>,
+    /// `create`: app accounts `new…` that match no domain user (id, number in the name):
+    /// a user created for each, then granted and recorded.
+    new_accounts: Vec<(String, usize)>,
+}
+
+impl Setup {
+    fn granted_and_recorded(&self) -> Vec<String> {
+        let mut m = self.members.clone();
+        m.extend(self.gone.iter().map(|(id, _)| id.clone()));
+        m
     }
 }
 
@@ -141,6 +183,8 @@ struct Measurement {
     accounts: usize,
     shape: Shape,
     links: usize,
+    creates: usize,
+    deletes: usize,
     engine: Vec<EngineRun>,
     lower_bound: Vec<LowerBound>,
     load_before: String,
@@ -227,15 +271,30 @@ struct World {
     server: ScimServer,
     http: reqwest::Client,
     accounts: usize,
+    parallelism: usize,
     domain_ids: Vec<String>,
-    group_name: String,
-    group_id: std::sync::Mutex<Option<String>>,
+    /// The app's grant and record groups: (name, ownership mark).
+    groups: [(String, String); 2],
+    /// The ids of the groups as last seeded: [grant, record].
+    group_ids: std::sync::Mutex<Option<[String; 2]>>,
+    /// The policy's rules as the engine parses them, without and with CreateUser's import
+    /// mappings (which add to the app listing's attributes).
+    rules: Rules,
+    create_rules: Rules,
     domain_attrs: String,
     app_attrs: String,
+    create_app_attrs: String,
     run_seq: std::sync::atomic::AtomicU32,
     logs: PathBuf,
     /// The engine's command line before `sync --run …`.
     command: Vec<String>,
+}
+
+/// The `attributes=` the engine's pager sends: `id` first, then the rest.
+fn with_id(attrs: Vec<String>) -> String {
+    let mut a = vec!["id".to_string()];
+    a.extend(attrs.into_iter().filter(|x| x != "id"));
+    a.join(",")
 }
 
 impl World {
@@ -281,6 +340,8 @@ impl World {
                     {"appAttribute": "userName", "domainAttribute": "userName"},
                     {"appAttribute": "emails[primary eq true].value", "domainAttribute": "emails.value"}
                 ],
+                "onNoMatch": "Ignore",
+                "onAccountDeleted": "RemoveRecord",
                 "parallelism": parallelism
             }}),
         )
@@ -297,24 +358,35 @@ impl World {
             }}),
         )
         .await?;
-        // The engine's own choice of attributes, so that the lower bound asks for the same.
+        // The engine's own choice of attributes, so that the lower bound asks for the same
+        // (src/engine/load.rs: CreateUser adds the catalog entry's import mappings).
         let spec: &SyncPolicySpec = &policy.spec;
         let rules = Rules::parse(&spec.matching).map_err(anyhow::Error::msg)?;
-        let with_id = |attrs: Vec<String>| {
-            let mut a = vec!["id".to_string()];
-            a.extend(attrs.into_iter().filter(|x| x != "id"));
-            a.join(",")
-        };
+        let import = catalog::get(&app.spec.catalog_item)
+            .or_else(|| catalog::get("GenericSCIM"))
+            .map(|e| e.import_mappings.clone())
+            .unwrap_or_default();
+        let create_rules = rules
+            .clone()
+            .with_import_mappings(import)
+            .map_err(anyhow::Error::msg)?;
         Ok(World {
             cp,
             ns,
             http: reqwest::Client::new(),
             accounts: n,
+            parallelism: parallelism.max(1) as usize,
             domain_ids,
-            group_name: app.grant_group_name(),
-            group_id: std::sync::Mutex::new(None),
+            groups: [
+                (app.grant_group_name(), app.group_mark(GroupRole::Grant)),
+                (app.record_group_name(), app.group_mark(GroupRole::Record)),
+            ],
+            group_ids: std::sync::Mutex::new(None),
             domain_attrs: with_id(rules.domain_attributes()),
             app_attrs: with_id(rules.app_attributes()),
+            create_app_attrs: with_id(create_rules.app_attributes()),
+            rules,
+            create_rules,
             run_seq: Default::default(),
             logs,
             command,
@@ -323,29 +395,28 @@ impl World {
     }
 
     async fn measure(&self, shape: Shape, runs: usize) -> Result<Measurement> {
-        let members = shape.members(&self.domain_ids);
-        let links = self.accounts - members.len();
-        let to_link: Vec<String> = {
-            let set: std::collections::HashSet<&String> = members.iter().collect();
-            self.domain_ids
-                .iter()
-                .filter(|id| !set.contains(id))
-                .cloned()
-                .collect()
-        };
+        let setup = self.prepare(shape).await?;
+        let result = self.measure_setup(shape, &setup, runs).await;
+        self.clean_up(shape, &setup).await?;
+        result
+    }
+
+    async fn measure_setup(&self, shape: Shape, setup: &Setup, runs: usize) -> Result<Measurement> {
+        let members = setup.granted_and_recorded();
         let load_before = loadavg();
         let mut engine = Vec::new();
         let mut lower = Vec::new();
         for _ in 0..runs {
-            self.set_group(&members).await?;
+            self.set_groups(&members).await?;
             self.stats(true).await?;
-            let e = self.run_engine(links).await?;
+            let e = self.run_engine(setup).await?;
             engine.push(e);
+            self.delete_created_users(setup).await?;
 
-            self.set_group(&members).await?;
+            self.set_groups(&members).await?;
             self.stats(true).await?;
             let started = Instant::now();
-            self.lower_bound(&to_link).await?;
+            self.lower_bound(shape, setup).await?;
             let wall_s = started.elapsed().as_secs_f64();
             let (domain, app) = self.stats(true).await?;
             lower.push(LowerBound {
@@ -353,11 +424,14 @@ impl World {
                 domain,
                 app,
             });
+            self.delete_created_users(setup).await?;
         }
         Ok(Measurement {
             accounts: self.accounts,
             shape,
-            links,
+            links: setup.to_link.len(),
+            creates: setup.new_accounts.len(),
+            deletes: setup.gone.len(),
             engine,
             lower_bound: lower,
             load_before,
@@ -365,11 +439,136 @@ impl World {
         })
     }
 
-    /// Puts the grant group in the shape's state straight into the storage: deletes the
-    /// group, then seeds it anew with `members`.
-    async fn set_group(&self, members: &[String]) -> Result<()> {
-        let old = self.group_id.lock().expect("group id").take();
-        if let Some(id) = old {
+    /// The shape's state: the members, and for `deleted` and `create` the extra objects,
+    /// seeded straight into the storage (`deleted`: 1% more domain users; `create`: 1% more
+    /// app accounts and the policy's `onNoMatch: CreateUser`).
+    async fn prepare(&self, shape: Shape) -> Result<Setup> {
+        let members = shape.members(&self.domain_ids);
+        let to_link = {
+            let set: std::collections::HashSet<&String> = members.iter().collect();
+            self.domain_ids
+                .iter()
+                .filter(|id| !set.contains(id))
+                .cloned()
+                .collect()
+        };
+        let extra = one_percent(self.accounts);
+        let numbered =
+            |ids: Vec<String>| ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
+        let mut setup = Setup {
+            members,
+            to_link,
+            ..Setup::default()
+        };
+        match shape {
+            Shape::Deleted => {
+                let ids = self.server.seed_users("idp", "gone", extra).await;
+                ensure!(ids.len() == extra, "seeded {} gone users", ids.len());
+                setup.gone = numbered(ids);
+            }
+            Shape::Create => {
+                let ids = self.server.seed_users("app", "new", extra).await;
+                ensure!(ids.len() == extra, "seeded {} new accounts", ids.len());
+                setup.new_accounts = numbered(ids);
+                self.on_no_match("CreateUser").await?;
+            }
+            _ => {}
+        }
+        Ok(setup)
+    }
+
+    /// Takes away what [`Self::prepare`] added, so that the next shape starts from N and N.
+    async fn clean_up(&self, shape: Shape, setup: &Setup) -> Result<()> {
+        let gone: Vec<String> = setup.gone.iter().map(|(id, _)| id.clone()).collect();
+        self.delete_users("idp", &gone).await?;
+        let new: Vec<String> = setup
+            .new_accounts
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.delete_users("app", &new).await?;
+        if shape == Shape::Create {
+            self.on_no_match("Ignore").await?;
+        }
+        Ok(())
+    }
+
+    async fn on_no_match(&self, value: &str) -> Result<()> {
+        Api::<SyncPolicy>::namespaced(self.cp.admin_client(), &self.ns)
+            .patch(
+                "default",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"onNoMatch": value}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `create`: the users a run created are the record group's members beyond the seeded
+    /// ones; deleted so that the next run creates them again.
+    async fn delete_created_users(&self, setup: &Setup) -> Result<()> {
+        if setup.new_accounts.is_empty() {
+            return Ok(());
+        }
+        let record = self.group_ids.lock().expect("group ids").clone();
+        let record = record.context("no groups")?[1].clone();
+        let v = self
+            .get_json(
+                &format!("{}/Groups/{record}", self.server.base_url("idp")),
+                &self.server.token("idp"),
+                &[("attributes", "members".into())],
+            )
+            .await?;
+        let known: std::collections::HashSet<&str> =
+            self.domain_ids.iter().map(String::as_str).collect();
+        let created: Vec<String> = v["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["value"].as_str())
+            .filter(|id| !known.contains(id))
+            .map(str::to_string)
+            .collect();
+        ensure!(
+            created.len() == setup.new_accounts.len(),
+            "{} created users recorded, expected {}",
+            created.len(),
+            setup.new_accounts.len()
+        );
+        self.delete_users("idp", &created).await
+    }
+
+    /// DELETE /Users/{id} of each, `parallelism` at a time.
+    async fn delete_users(&self, tenant: &str, ids: &[String]) -> Result<()> {
+        let (base, token) = (self.server.base_url(tenant), self.server.token(tenant));
+        let results: Vec<Result<()>> = futures::stream::iter(ids.iter().map(|id| {
+            let (base, token) = (&base, &token);
+            async move {
+                let resp = self
+                    .http
+                    .delete(format!("{base}/Users/{id}"))
+                    .bearer_auth(token)
+                    .send()
+                    .await?;
+                ensure!(
+                    resp.status().is_success(),
+                    "DELETE user {id}: {}",
+                    resp.status()
+                );
+                Ok(())
+            }
+        }))
+        .buffer_unordered(self.parallelism)
+        .collect()
+        .await;
+        results.into_iter().collect()
+    }
+
+    /// Puts both groups in the shape's state straight into the storage: deletes them, then
+    /// seeds them anew with their ownership marks and `members`.
+    async fn set_groups(&self, members: &[String]) -> Result<()> {
+        let old = self.group_ids.lock().expect("group ids").take();
+        for id in old.into_iter().flatten() {
             let resp = self
                 .http
                 .delete(format!("{}/Groups/{id}", self.server.base_url("idp")))
@@ -378,20 +577,26 @@ impl World {
                 .await?;
             ensure!(
                 resp.status().is_success(),
-                "deleting the group: {}",
+                "deleting a group: {}",
                 resp.status()
             );
         }
         let members: Vec<Value> = members.iter().map(|id| json!({"value": id})).collect();
+        let groups: Vec<Value> = self
+            .groups
+            .iter()
+            .map(
+                |(name, mark)| json!({"displayName": name, "externalId": mark, "members": members}),
+            )
+            .collect();
         let ids = self
             .server
-            .seed(
-                "idp",
-                json!({"Groups": [{"displayName": self.group_name, "members": members}], "returnIds": true}),
-            )
+            .seed("idp", json!({"Groups": groups, "returnIds": true}))
             .await;
-        ensure!(ids.len() == 1, "seeding the grant group returned {ids:?}");
-        *self.group_id.lock().expect("group id") = ids.into_iter().next();
+        let ids: [String; 2] = ids
+            .try_into()
+            .map_err(|ids| anyhow::anyhow!("seeding the groups returned {ids:?}"))?;
+        *self.group_ids.lock().expect("group ids") = Some(ids);
         Ok(())
     }
 
@@ -418,7 +623,7 @@ impl World {
 
     /// Creates a SyncRun and runs the release binary on it; wall time from spawn to exit,
     /// CPU and peak RSS of that process alone (wait4's rusage).
-    async fn run_engine(&self, links: usize) -> Result<EngineRun> {
+    async fn run_engine(&self, setup: &Setup) -> Result<EngineRun> {
         let seq = self
             .run_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -453,14 +658,10 @@ impl World {
         let (domain, app) = self.stats(true).await?;
         let status = self.status(&name).await?;
         let counts = status.counts.clone().unwrap_or_default();
-        if code != 0
-            || status.phase != Some(RunPhase::Succeeded)
-            || counts.linked != links as i64
-            || counts.already_linked != (self.accounts - links) as i64
-            || counts.failed != 0
-        {
+        let expected = Expected::of(self.accounts, setup);
+        if code != 0 || status.phase != Some(RunPhase::Succeeded) || !expected.matches(&counts) {
             bail!(
-                "run {name}: exit {code}, phase {:?}, counts {counts:?}, expected {links} links; log {}",
+                "run {name}: exit {code}, phase {:?}, counts {counts:?}, expected {expected:?}; log {}",
                 status.phase,
                 log.display()
             );
@@ -484,10 +685,15 @@ impl World {
     }
 
     /// The minimum the sync needs from the server, as a minimal client sends it with the
-    /// engine's concurrency: the ServiceProviderConfig of each side (page size), the grant
-    /// group by name and its members, then both sides' user pages at once (each side's
-    /// pages one after another, as index pagination allows), then the membership PATCHes.
-    async fn lower_bound(&self, to_link: &[String]) -> Result<()> {
+    /// engine's concurrency: the domain's ServiceProviderConfig (page size); the grant group
+    /// by name and its members, then the record group's; both sides' user pages at once
+    /// (each side's pages one after another, as index pagination allows; the app's
+    /// ServiceProviderConfig first); one filter query in the app per deletion candidate,
+    /// `parallelism` at a time; the link PATCHes (grant, then record, per 10,000 links); the
+    /// POSTs of new users, `parallelism` at a time, then their grant and record PATCHes;
+    /// the removals (grant, then record: the group's members and version, then a `replace`
+    /// under `If-Match`).
+    async fn lower_bound(&self, shape: Shape, setup: &Setup) -> Result<()> {
         let idp = self.server.base_url("idp");
         let app = self.server.base_url("app");
         let (idp_token, app_token) = (self.server.token("idp"), self.server.token("app"));
@@ -495,56 +701,228 @@ impl World {
             .get_json(&format!("{idp}/ServiceProviderConfig"), &idp_token, &[])
             .await?;
         let page_size = page["filter"]["maxResults"].as_u64().unwrap_or(100);
-        let filter = format!("displayName eq \"{}\"", self.group_name);
-        let groups = self
-            .get_json(
-                &format!("{idp}/Groups"),
+        let mut ids = Vec::new();
+        for (name, _) in &self.groups {
+            let filter = format!("displayName eq \"{name}\"");
+            let groups = self
+                .get_json(
+                    &format!("{idp}/Groups"),
+                    &idp_token,
+                    &[
+                        ("count", page_size.to_string()),
+                        ("attributes", "id,displayName,externalId".into()),
+                        ("filter", filter),
+                        ("startIndex", "1".into()),
+                    ],
+                )
+                .await?;
+            let id = groups["Resources"][0]["id"]
+                .as_str()
+                .with_context(|| format!("no group {name}"))?
+                .to_string();
+            self.get_bytes(
+                &format!("{idp}/Groups/{id}"),
                 &idp_token,
-                &[
-                    ("count", page_size.to_string()),
-                    ("attributes", "id,displayName".into()),
-                    ("filter", filter),
-                    ("startIndex", "1".into()),
-                ],
+                &[("attributes", "members,meta".into())],
             )
             .await?;
-        let group_id = groups["Resources"][0]["id"]
-            .as_str()
-            .context("no grant group")?
-            .to_string();
-        self.get_bytes(
-            &format!("{idp}/Groups/{group_id}"),
-            &idp_token,
-            &[("attributes", "members,meta".into())],
-        )
-        .await?;
+            ids.push(id);
+        }
+        let (grant, record) = (&ids[0], &ids[1]);
+        let app_attrs = match shape {
+            Shape::Create => &self.create_app_attrs,
+            _ => &self.app_attrs,
+        };
         let domain_side = self.list_all(&idp, &idp_token, &self.domain_attrs, page_size);
         let app_side = async {
             self.get_bytes(&format!("{app}/ServiceProviderConfig"), &app_token, &[])
                 .await?;
-            self.list_all(&app, &app_token, &self.app_attrs, page_size)
-                .await
+            self.list_all(&app, &app_token, app_attrs, page_size).await
         };
         let (d, a) = tokio::join!(domain_side, app_side);
         d?;
         a?;
-        for chunk in to_link.chunks(MEMBERS_PER_PATCH) {
-            let values: Vec<Value> = chunk.iter().map(|id| json!({"value": id})).collect();
-            let body = json!({
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "add", "path": "members", "value": values}]
-            });
-            let resp = self
-                .http
-                .patch(format!("{idp}/Groups/{group_id}"))
-                .bearer_auth(&idp_token)
-                .header("content-type", "application/scim+json")
-                .body(serde_json::to_vec(&body)?)
-                .send()
-                .await?;
-            ensure!(resp.status().is_success(), "PATCH: {}", resp.status());
-            resp.bytes().await?;
+        self.confirm_gone(&app, &app_token, page_size, &setup.gone)
+            .await?;
+        for chunk in setup.to_link.chunks(MEMBERS_PER_PATCH) {
+            self.add_members(grant, chunk).await?;
+            self.add_members(record, chunk).await?;
         }
+        let created = self.create_users(&setup.new_accounts).await?;
+        for chunk in created.chunks(MEMBERS_PER_PATCH) {
+            self.add_members(grant, chunk).await?;
+            self.add_members(record, chunk).await?;
+        }
+        if !setup.gone.is_empty() {
+            let gone: Vec<&str> = setup.gone.iter().map(|(id, _)| id.as_str()).collect();
+            self.remove_members(grant, &gone).await?;
+            self.remove_members(record, &gone).await?;
+        }
+        Ok(())
+    }
+
+    /// One query in the app per deletion candidate, the engine's own `or` filter
+    /// (`Rules::confirmation_filter`: externalId, then each rule's values), `parallelism` at
+    /// a time; each must find nothing.
+    async fn confirm_gone(
+        &self,
+        app: &str,
+        token: &str,
+        page_size: u64,
+        gone: &[(String, usize)],
+    ) -> Result<()> {
+        let filters: Vec<String> = gone
+            .iter()
+            .map(|(id, i)| {
+                let name = format!("gone{i:06}");
+                let doc = json!({"id": id, "userName": name, "active": true,
+                    "emails": [{"value": format!("{name}@example.com"), "type": "work", "primary": true}]});
+                let user = self.rules.domain_user(&doc).context("a gone user")?;
+                let users = Records::of_users(self.rules.app.len(), &[user]);
+                Ok(self.rules.confirmation_filter(id, Some(users.get(0))))
+            })
+            .collect::<Result<_>>()?;
+        let results: Vec<Result<()>> =
+            futures::stream::iter(filters.into_iter().map(|filter| async move {
+                let v = self
+                    .get_json(
+                        &format!("{app}/Users"),
+                        token,
+                        &[
+                            ("count", page_size.to_string()),
+                            ("attributes", "id".into()),
+                            ("filter", filter),
+                            ("startIndex", "1".into()),
+                        ],
+                    )
+                    .await?;
+                ensure!(
+                    v["totalResults"] == 0,
+                    "a gone user's account was found: {v}"
+                );
+                Ok(())
+            }))
+            .buffered(self.parallelism)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// POST /Users of the engine's own body (`extract::new_user`) for each new account,
+    /// `parallelism` at a time; the new users' ids.
+    async fn create_users(&self, accounts: &[(String, usize)]) -> Result<Vec<String>> {
+        let idp = self.server.base_url("idp");
+        let token = self.server.token("idp");
+        let rules = &self.create_rules;
+        let bodies: Vec<Vec<u8>> = accounts
+            .iter()
+            .map(|(id, i)| {
+                let name = format!("new{i:06}");
+                let doc = json!({"id": id, "userName": name, "active": true,
+                    "name": {"givenName": "Given", "familyName": format!("Family{i}")},
+                    "emails": [{"value": format!("{name}@example.com"), "type": "work", "primary": true}]});
+                let account = rules.app_account(&doc).context("a new account")?;
+                let records = Records::of_accounts(rules.app.len(), rules.import.len(), &[account]);
+                Ok(serde_json::to_vec(&extract::new_user(rules, records.get(0)))?)
+            })
+            .collect::<Result<_>>()?;
+        let results: Vec<Result<String>> = futures::stream::iter(bodies.into_iter().map(|body| {
+            let (idp, token) = (&idp, &token);
+            async move {
+                let resp = self
+                    .http
+                    .post(format!("{idp}/Users"))
+                    .bearer_auth(token)
+                    .header("content-type", "application/scim+json")
+                    .body(body)
+                    .send()
+                    .await?;
+                ensure!(resp.status().is_success(), "POST /Users: {}", resp.status());
+                let v: Value = serde_json::from_slice(&resp.bytes().await?)?;
+                Ok(v["id"]
+                    .as_str()
+                    .context("a created user without id")?
+                    .to_string())
+            }
+        }))
+        .buffer_unordered(self.parallelism)
+        .collect()
+        .await;
+        results.into_iter().collect()
+    }
+
+    /// One PATCH `add` of `ids` (as the engine's `add_members` sends it: `type: User`).
+    async fn add_members(&self, group: &str, ids: &[String]) -> Result<()> {
+        let values: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"value": id, "type": "User"}))
+            .collect();
+        self.patch_group(
+            group,
+            json!({"op": "add", "path": "members", "value": values}),
+            None,
+        )
+        .await
+    }
+
+    /// Removing members as the engine's client does where the server has ETags: the
+    /// group's members and version, then one `replace` of the members kept under
+    /// `If-Match` (a `remove` by filter costs scim2-server seconds per 100 values).
+    async fn remove_members(&self, group: &str, ids: &[&str]) -> Result<()> {
+        let idp = self.server.base_url("idp");
+        let token = self.server.token("idp");
+        let resp = self
+            .http
+            .get(format!("{idp}/Groups/{group}"))
+            .bearer_auth(&token)
+            .header("accept", "application/scim+json")
+            .query(&[("attributes", "members,meta")])
+            .send()
+            .await?;
+        ensure!(resp.status().is_success(), "GET group: {}", resp.status());
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let v: Value = serde_json::from_slice(&resp.bytes().await?)?;
+        let version = etag
+            .or_else(|| v["meta"]["version"].as_str().map(str::to_string))
+            .context("the group has no version")?;
+        let remove: std::collections::HashSet<&str> = ids.iter().copied().collect();
+        let keep: Vec<Value> = v["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["value"].as_str())
+            .filter(|id| !remove.contains(id))
+            .map(|id| json!({"value": id}))
+            .collect();
+        self.patch_group(
+            group,
+            json!({"op": "replace", "path": "members", "value": keep}),
+            Some(&version),
+        )
+        .await
+    }
+
+    async fn patch_group(&self, group: &str, op: Value, if_match: Option<&str>) -> Result<()> {
+        let body = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [op]
+        });
+        let mut req = self
+            .http
+            .patch(format!("{}/Groups/{group}", self.server.base_url("idp")))
+            .bearer_auth(self.server.token("idp"))
+            .header("content-type", "application/scim+json")
+            .body(serde_json::to_vec(&body)?);
+        if let Some(v) = if_match {
+            req = req.header("if-match", v);
+        }
+        let resp = req.send().await?;
+        ensure!(resp.status().is_success(), "PATCH: {}", resp.status());
+        resp.bytes().await?;
         Ok(())
     }
 
@@ -606,14 +984,46 @@ impl World {
     }
 }
 
+/// The counts a run of a shape must end with.
+#[derive(Debug)]
+struct Expected {
+    app_accounts: i64,
+    linked: i64,
+    already_linked: i64,
+    created: i64,
+    deleted: i64,
+}
+
+impl Expected {
+    fn of(accounts: usize, setup: &Setup) -> Expected {
+        let links = setup.to_link.len();
+        Expected {
+            app_accounts: (accounts + setup.new_accounts.len()) as i64,
+            linked: links as i64,
+            already_linked: (accounts - links) as i64,
+            created: setup.new_accounts.len() as i64,
+            deleted: setup.gone.len() as i64,
+        }
+    }
+
+    fn matches(&self, c: &Counts) -> bool {
+        c.app_accounts == self.app_accounts
+            && c.linked == self.linked
+            && c.already_linked == self.already_linked
+            && c.created == self.created
+            && c.deleted == self.deleted
+            && c.failed == 0
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 fn header() -> String {
-    "| accounts/side | shape | links | engine wall s | lower bound s | wall/LB | CPU s (user+sys) | CPU µs/account | peak RSS MiB | requests domain (engine / min) | requests app (engine / min) | runs |\n\
-     |---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"
+    "| accounts/side | shape | links | creates | deletes | engine wall s | lower bound s | wall/LB | CPU s (user+sys) | CPU µs/account | peak RSS MiB | requests domain (engine / min) | requests app (engine / min) | runs |\n\
+     |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"
         .to_string()
 }
 
@@ -624,10 +1034,12 @@ fn row(m: &Measurement) -> String {
     let rss = m.engine.iter().map(|e| e.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
     let (e, l) = (&m.engine[0], &m.lower_bound[0]);
     format!(
-        "| {} | {:?} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.1} | {:.1} | {} / {} | {} / {} | {} |",
+        "| {} | {:?} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.1} | {:.1} | {} / {} | {} / {} | {} |",
         m.accounts,
         m.shape,
         m.links,
+        m.creates,
+        m.deletes,
         wall,
         lb,
         wall / lb,
