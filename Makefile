@@ -4,7 +4,7 @@
 
 SHELL := /bin/bash
 
-.PHONY: setup test demo crds lint bench bench-smoke bench-controller
+.PHONY: setup test demo crds lint bench bench-smoke bench-controller faults
 
 ## setup: build/cache the Go-built tools (kube-apiserver + etcd, helm, promtool, the kstatus helper),
 ## create the SCIM venv, build the binary. The tests find the tools in the cache.
@@ -58,3 +58,12 @@ lint:
 	cargo fmt --check
 	cargo clippy --locked --all-targets --features dev -- -D warnings
 	cargo clippy --locked -- -D warnings
+
+## faults: the long fault campaign (300 seeded scenarios, about 20 minutes; CI runs 30 in
+## `make test`): prints the table of docs/reliability.md. FAULT_SEED picks another campaign.
+FAULT_SCENARIOS ?= 300
+FAULT_SEED ?= 1
+faults: setup
+	CATALOGSYNC_FAULT_SCENARIOS=$(FAULT_SCENARIOS) CATALOGSYNC_FAULT_SEED=$(FAULT_SEED) \
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo test --locked --features dev --test integration \
+		-- faults::fault_campaign --nocapture 2>&1 | grep -v '^{'

@@ -134,3 +134,392 @@ async fn a_killed_attempt_is_never_applied_twice() {
     let records = w.records().await.len();
     assert_eq!(records, ext.len(), "every created user recorded");
 }
+
+/// The fault campaign: seeded, repeatable scenarios against the real control plane and SCIM
+/// servers behind the fault proxy. Each scenario draws a state of grants, records and
+/// accounts, a policy with limits, the proxy's faults (answers lost after the write was
+/// applied, 429s, 5xx) and a process fault (none, SIGTERM, or SIGKILL mid-apply followed by
+/// the Job's retry), runs an Import, and checks the invariants against the servers' own
+/// state; then a clean rerun must record every user created. CI runs 30 scenarios;
+/// `make faults` runs 300 and prints the table of docs/reliability.md.
+/// `CATALOGSYNC_FAULT_SCENARIOS` and `CATALOGSYNC_FAULT_SEED` choose the campaign.
+#[tokio::test]
+async fn fault_campaign() {
+    let scenarios: u64 = env_number("CATALOGSYNC_FAULT_SCENARIOS", 30);
+    let seed: u64 = env_number("CATALOGSYNC_FAULT_SEED", 1);
+    let mut tally = Tally::default();
+    for i in 0..scenarios {
+        let s = Scenario::draw(seed, i);
+        let violations = campaign::run(&s, &mut tally).await;
+        if !violations.is_empty() {
+            tally
+                .failed
+                .push(format!("scenario {i} ({s:?}): {violations:?}"));
+        }
+    }
+    println!("{}", tally.table(scenarios, seed));
+    assert!(
+        tally.failed.is_empty(),
+        "invariant violations:\n{}",
+        tally.failed.join("\n")
+    );
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// What the campaign counts: scenarios by process fault, faults injected by kind,
+/// violations.
+#[derive(Default)]
+struct Tally {
+    process: std::collections::BTreeMap<&'static str, u64>,
+    injected: std::collections::BTreeMap<String, u64>,
+    phases: std::collections::BTreeMap<String, u64>,
+    failed: Vec<String>,
+}
+
+impl Tally {
+    fn table(&self, scenarios: u64, seed: u64) -> String {
+        let row = |m: &dyn Fn() -> Vec<(String, u64)>| {
+            m().iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "| scenarios | seed | process faults | injected faults | phases | invariant violations |\n\
+             |---:|---:|---|---|---|---:|\n| {scenarios} | {seed} | {} | {} | {} | {} |",
+            row(&|| self
+                .process
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect()),
+            row(&|| self.injected.iter().map(|(k, v)| (k.clone(), *v)).collect()),
+            row(&|| self.phases.iter().map(|(k, v)| (k.clone(), *v)).collect()),
+            self.failed.len()
+        )
+    }
+}
+
+/// One scenario, drawn from the seed and its number.
+#[derive(Debug, Clone)]
+struct Scenario {
+    /// granted + recorded with an account; recorded with the account gone (granted or not);
+    /// granted only (pending); recorded only with an account (revoked); not yet linked
+    /// users with an account; accounts of no user.
+    linked: usize,
+    gone_granted: usize,
+    gone_revoked: usize,
+    pending: usize,
+    revoked: usize,
+    to_link: usize,
+    unmatched: usize,
+    create_users: bool,
+    on_deleted: &'static str,
+    max_creates: Option<u64>,
+    max_deletes: Option<u64>,
+    max_changes: Option<u64>,
+    up_to_limit: bool,
+    parallelism: u64,
+    rate_lost: f64,
+    rate_429: f64,
+    rate_5xx: f64,
+    process: Process,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Process {
+    None,
+    Sigterm,
+    KillAndRetry,
+}
+
+impl Scenario {
+    fn draw(seed: u64, i: u64) -> Self {
+        use rand::{Rng, SeedableRng};
+        let mut r = rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(i));
+        let limit = |r: &mut rand::rngs::StdRng, max: u64| {
+            r.random_bool(0.7).then(|| r.random_range(0..=max))
+        };
+        Scenario {
+            linked: r.random_range(0..15),
+            gone_granted: r.random_range(0..8),
+            gone_revoked: r.random_range(0..4),
+            pending: r.random_range(0..6),
+            revoked: r.random_range(0..4),
+            to_link: r.random_range(0..15),
+            unmatched: r.random_range(0..25),
+            create_users: r.random_bool(0.6),
+            on_deleted: ["RemoveRecord", "DeactivateUser", "DeleteUser"][r.random_range(0..3)],
+            max_creates: limit(&mut r, 20),
+            max_deletes: limit(&mut r, 8),
+            max_changes: limit(&mut r, 25),
+            up_to_limit: r.random_bool(0.6),
+            parallelism: [1, 4, 16][r.random_range(0..3)],
+            rate_lost: [0.0, 0.2, 0.4][r.random_range(0..3)],
+            rate_429: [0.0, 0.1][r.random_range(0..2)],
+            rate_5xx: [0.0, 0.1][r.random_range(0..2)],
+            process: [
+                Process::None,
+                Process::None,
+                Process::Sigterm,
+                Process::KillAndRetry,
+            ][r.random_range(0..4)],
+        }
+    }
+
+    fn policy(&self) -> serde_json::Value {
+        let mut limits = serde_json::Map::new();
+        for (k, v) in [
+            ("maxCreates", self.max_creates),
+            ("maxDeletes", self.max_deletes),
+            ("maxChanges", self.max_changes),
+        ] {
+            if let Some(v) = v {
+                limits.insert(k.into(), json!(v));
+            }
+        }
+        let when = if self.up_to_limit {
+            "ApplyUpToLimit"
+        } else {
+            "Abort"
+        };
+        limits.insert("whenExceeded".into(), json!(when));
+        json!({
+            "onNoMatch": if self.create_users { "CreateUser" } else { "Ignore" },
+            "onAccountDeleted": self.on_deleted,
+            "parallelism": self.parallelism,
+            "limits": limits,
+        })
+    }
+}
+
+mod campaign {
+    use super::*;
+    use catalogsync::api::SyncRunStatus;
+
+    /// The identity domain's users: id → (externalId, active).
+    async fn users(w: &World) -> std::collections::HashMap<String, (Option<String>, bool)> {
+        let (u, _) = w
+            .idp
+            .list("Users", &["externalId", "active"], None)
+            .await
+            .unwrap();
+        u.iter()
+            .map(|u| {
+                let id = u["id"].as_str().unwrap().to_string();
+                let ext = u["externalId"].as_str().map(str::to_string);
+                (id, (ext, u["active"].as_bool().unwrap_or(true)))
+            })
+            .collect()
+    }
+
+    /// Runs one scenario; returns the invariants it broke.
+    pub(super) async fn run(s: &Scenario, tally: &mut Tally) -> Vec<String> {
+        let w = World::new("campaign", s.policy(), None, Via::Proxy).await;
+        let person =
+            |kind: &str, i: usize| (format!("{kind}{i}"), format!("{kind}{i}@corp.example"));
+        let group = |kind: &str, n: usize| (0..n).map(|i| person(kind, i)).collect::<Vec<_>>();
+        let seed_idp = async |kind: &str, n: usize| {
+            let p = group(kind, n);
+            let refs: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            w.seed("idp", &refs).await
+        };
+        let linked = seed_idp("linked", s.linked).await;
+        let gone_granted = seed_idp("gone", s.gone_granted).await;
+        let gone_revoked = seed_idp("left", s.gone_revoked).await;
+        let pending = seed_idp("pending", s.pending).await;
+        let revoked = seed_idp("revoked", s.revoked).await;
+        seed_idp("tolink", s.to_link).await;
+        w.grant(&[linked.clone(), gone_granted.clone(), pending.clone()].concat())
+            .await;
+        w.record(
+            &[
+                linked.clone(),
+                gone_granted.clone(),
+                gone_revoked.clone(),
+                revoked.clone(),
+            ]
+            .concat(),
+        )
+        .await;
+        let accounts: Vec<(String, String)> = [
+            group("linked", s.linked),
+            group("revoked", s.revoked),
+            group("tolink", s.to_link),
+            group("contractor", s.unmatched),
+        ]
+        .concat();
+        let refs: Vec<(&str, &str)> = accounts
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let account_ids: HashSet<String> = w.seed("app", &refs).await.into_iter().collect();
+        let candidates: Vec<String> = [gone_granted.clone(), gone_revoked.clone()].concat();
+        let users_before = users(&w).await;
+        let records_before = w.records().await;
+
+        w.proxy()
+            .plan(
+                json!({"rateLost": s.rate_lost, "rate429": s.rate_429, "rate5xx": s.rate_5xx,
+                         "retryAfter": "0"}),
+            )
+            .await;
+        let status = execute(&w, s.process).await;
+        *tally
+            .process
+            .entry(match s.process {
+                Process::None => "none",
+                Process::Sigterm => "SIGTERM",
+                Process::KillAndRetry => "SIGKILL+retry",
+            })
+            .or_default() += 1;
+        let stats = w.proxy().stats().await;
+        for (k, v) in stats["injected"].as_object().into_iter().flatten() {
+            *tally.injected.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
+        }
+        *tally
+            .phases
+            .entry(format!("{:?}", status.phase))
+            .or_default() += 1;
+        w.proxy().plan(json!({})).await;
+
+        let mut v = Vec::new();
+        let after = users(&w).await;
+        let records = w.records().await;
+        let grants = w.members().await;
+        // Creates: users carrying an app account's id, new since the start.
+        let created: Vec<&String> = after
+            .iter()
+            .filter(|(id, (ext, _))| {
+                !users_before.contains_key(*id)
+                    && ext.as_ref().is_some_and(|e| account_ids.contains(e))
+            })
+            .map(|(id, _)| id)
+            .collect();
+        let exts: Vec<&String> = after.values().filter_map(|(e, _)| e.as_ref()).collect();
+        if exts.iter().collect::<HashSet<_>>().len() != exts.len() {
+            v.push("an account got two users".to_string());
+        }
+        // Deletes: recorded users whose account was gone, acted on (unrecorded, inactive or
+        // deleted).
+        let deletes = candidates
+            .iter()
+            .filter(|u| !records.contains(*u) || after.get(*u).is_none_or(|(_, active)| !active))
+            .count() as u64;
+        let creates = created.len() as u64;
+        let check = |v: &mut Vec<String>, what: &str, n: u64, max: Option<u64>| {
+            if max.is_some_and(|m| n > m) {
+                v.push(format!("{what} {n} > {max:?}"));
+            }
+        };
+        check(&mut v, "creates", creates, s.max_creates);
+        check(&mut v, "deletes", deletes, s.max_deletes);
+        check(&mut v, "changes", creates + deletes, s.max_changes);
+        if !s.create_users && creates > 0 {
+            v.push(format!("{creates} users created with onNoMatch Ignore"));
+        }
+        for u in &pending {
+            if !grants.contains(u) || after.get(u).is_none_or(|(_, active)| !active) {
+                v.push(format!("pending user {u} was taken for deleted"));
+            }
+        }
+        for u in &revoked {
+            if grants.contains(u) {
+                v.push(format!("revoked user {u} was granted again"));
+            }
+        }
+        let phase_ok = status.phase.is_some_and(|p| p.is_finished())
+            && status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && !c.reason.is_empty());
+        if !phase_ok {
+            v.push(format!(
+                "the run did not end in a phase with a reason: {:?}",
+                status.phase
+            ));
+        }
+        // Honest counts: what the servers show (a killed attempt's last report may lag).
+        if s.process != Process::KillAndRetry {
+            let c = status.counts.clone().unwrap_or_default();
+            if c.created != creates as i64 {
+                v.push(format!(
+                    "counts.created {} but {creates} created",
+                    c.created
+                ));
+            }
+            if c.deleted != deletes as i64 {
+                v.push(format!(
+                    "counts.deleted {} but {deletes} acted on",
+                    c.deleted
+                ));
+            }
+        }
+        let _ = records_before;
+
+        // A clean rerun, limits lifted: every created user ends up recorded.
+        Api::<catalogsync::api::SyncPolicy>::namespaced(w.cp.admin_client(), &w.ns)
+            .patch(
+                "default",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"spec": {"limits": null}})),
+            )
+            .await
+            .unwrap();
+        let (_, rerun) = w.run("rerun", "Apply").await;
+        let records = w.records().await;
+        for id in created {
+            if !records.contains(id) {
+                v.push(format!(
+                    "created user {id} unrecorded after a rerun ({:?})",
+                    rerun.phase
+                ));
+            }
+        }
+        v
+    }
+
+    /// Runs the scenario's Import with its process fault; returns the final status.
+    async fn execute(w: &World, process: Process) -> SyncRunStatus {
+        w.new_run_towards("faulty", "Import", "Apply").await;
+        if process == Process::None {
+            w.command("faulty").status().await.unwrap();
+            return w.status("faulty").await;
+        }
+        let mut child = w.command("faulty").spawn().unwrap();
+        let runs: Api<SyncRun> = Api::namespaced(w.cp.admin_client(), &w.ns);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Strike once the apply started (or the run ended first).
+        while Instant::now() < deadline {
+            let st = runs
+                .get("faulty")
+                .await
+                .ok()
+                .and_then(|r| r.status)
+                .unwrap_or_default();
+            if st.stage == Some(Stage::Applying) || st.phase.is_some_and(|p| p.is_finished()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        match process {
+            Process::Sigterm => {
+                let pid = child.id().unwrap() as i32;
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                child.wait().await.unwrap();
+            }
+            _ => {
+                child.start_kill().unwrap();
+                child.wait().await.unwrap();
+                // The Job's retry of the same run.
+                w.command("faulty").status().await.unwrap();
+            }
+        }
+        w.status("faulty").await
+    }
+}

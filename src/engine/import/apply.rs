@@ -349,6 +349,38 @@ impl<'a> Applier<'a> {
         }
     }
 
+    /// A removal whose outcome is unknown (its answer lost, retries spent): the record group
+    /// is read back and what is gone counts as deleted, the rest as failed.
+    async fn settle_removals(&self, chunk: &[PendingRemoval], e: &ScimError) {
+        let uncounted: Vec<&PendingRemoval> = chunk.iter().filter(|p| !p.counted).collect();
+        let members = self
+            .context
+            .domain
+            .group_members(&self.groups.record_id)
+            .await
+            .ok()
+            .flatten();
+        let Some((members, _)) = members else {
+            // Unknown still: counted as failed, the allowance kept.
+            let n = uncounted.len() as u64;
+            return self
+                .writes
+                .record_failed(n, "RemoveRecord", &chunk[0].subject, e);
+        };
+        let members: std::collections::HashSet<String> = members.into_iter().collect();
+        let (kept, gone): (Vec<&PendingRemoval>, Vec<&PendingRemoval>) = uncounted
+            .into_iter()
+            .partition(|p| members.contains(&p.user_id));
+        self.context
+            .tracker
+            .update(|s| s.counts.deleted += gone.len() as i64);
+        self.writes.succeeded(gone.len() as u64);
+        if let Some(first) = kept.first() {
+            self.writes
+                .record_failed(kept.len() as u64, "RemoveRecord", &first.subject, e);
+        }
+    }
+
     /// Removes the grants (first) and records of the users whose account is gone.
     async fn flush_removals(&self) {
         let mut pending =
@@ -387,9 +419,11 @@ impl<'a> Applier<'a> {
                 Err(e) if uncounted > 0 => {
                     if writes::certainly_not_applied(&e) {
                         self.allowed.release(Kind::Delete, uncounted);
+                        self.writes
+                            .record_failed(uncounted, "RemoveRecord", &chunk[0].subject, &e);
+                    } else {
+                        self.settle_removals(chunk, &e).await;
                     }
-                    self.writes
-                        .record_failed(uncounted, "RemoveRecord", &chunk[0].subject, &e);
                 }
                 // The users were deactivated/deleted; a stale record is retried next run.
                 Err(e) => tracing::warn!(error = %e, "removing records of deleted users failed"),
