@@ -81,7 +81,7 @@ impl World {
         let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
         for (name, tenant) in [("idp-token", "idp"), ("app-token", "app")] {
             let s: Secret = serde_json::from_value(json!({
-                "metadata": {"name": name},
+                "metadata": {"name": name, "labels": {"catalogsync.io/credentials": "true"}},
                 "stringData": {"token": server.token(tenant)}
             }))
             .unwrap();
@@ -91,7 +91,7 @@ impl World {
             cp,
             &ns,
             json!({"metadata": {"name": "corp"}, "spec": {
-                "url": idp_url,
+                "url": idp_url, "insecure": true,
                 "auth": {"bearerToken": {"secretRef": {"name": "idp-token", "key": "token"}}}
             }}),
         )
@@ -114,7 +114,7 @@ impl World {
             &ns,
             json!({"metadata": {"name": "slack"}, "spec": {
                 "identityDomainRef": {"name": "corp"},
-                "connection": {"url": app_url,
+                "connection": {"url": app_url, "insecure": true,
                     "auth": {"bearerToken": {"secretRef": {"name": "app-token", "key": "token"}}}},
                 "provisioning": {"enabled": true},
                 "synchronization": {"enabled": true, "policyRef": {"name": "default"}}

@@ -97,6 +97,23 @@ pub fn build(
     }
 }
 
+/// The Secrets a Job's containers read through their environment.
+pub fn secret_names(job: &Job) -> Vec<String> {
+    let containers = job
+        .spec
+        .iter()
+        .flat_map(|s| s.template.spec.iter())
+        .flat_map(|p| p.containers.iter());
+    let mut names: Vec<String> = containers
+        .flat_map(|c| c.env.iter().flatten())
+        .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+        .map(|r| r.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// The `catalogsync sync` container: both sides' credentials from their Secret
 /// references, bounded resources, the restricted security context. The settings'
 /// extra variables come first, so that ours win over any of the same name.
@@ -436,6 +453,8 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
     fn credentials_come_from_secret_refs_only() {
         let (run, app, domain, policy) = objects();
         let job = build(&run, &app, &domain, Some(&policy), &config());
+        // What the controller checks for the credentials label before creating the Job.
+        assert_eq!(secret_names(&job), ["corp-ca", "corp-iam", "slack-scim"]);
         let env = job.spec.unwrap().template.spec.unwrap().containers[0]
             .env
             .clone()

@@ -23,7 +23,9 @@ use serde_json::json;
 use super::{Context, Error, ObjectEvent, Result, now_time};
 use crate::api::{CatalogApp, Direction, IdentityDomain, Mode, RunPhase, SyncRun};
 use crate::cluster::conditions::{self, DesiredCondition};
+use crate::cluster::credentials::{self, CredentialsError};
 use crate::cluster::status;
+use crate::controller::connectivity::SECRET_NOT_ALLOWED;
 
 pub use decide::{JobEnd, JobState, Step, blocking_run, decide, job_end};
 
@@ -271,11 +273,13 @@ async fn build_job(
         let msg = format!("SyncPolicy spec.job: {why}");
         return Ok(Err(Ending::failed("InvalidJobSettings", msg)));
     }
-    Ok(Ok(job::build(
-        run,
-        &app,
-        &domain,
-        policy.as_ref(),
-        &ctx.config.job,
-    )))
+    let job = job::build(run, &app, &domain, policy.as_ref(), &ctx.config.job);
+    // The Job would carry these Secrets' values: only those their owners allowed.
+    match credentials::check_allowed(&ctx.client, ns, &job::secret_names(&job)).await {
+        Ok(()) | Err(CredentialsError::SecretNotFound(_) | CredentialsError::KeyMissing { .. }) => {
+            Ok(Ok(job))
+        }
+        Err(CredentialsError::Api { source, .. }) => Err(source.into()),
+        Err(e) => Ok(Err(Ending::failed(SECRET_NOT_ALLOWED, e.to_string()))),
+    }
 }
