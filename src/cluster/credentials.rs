@@ -288,6 +288,16 @@ mod tests {
         };
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!format!("{:?}", ScimAuth::Bearer("tok-123".into())).contains("tok-123"));
+        let resolved = Resolved {
+            credentials: ScimAuth::OAuth2ClientCredentials {
+                token_url: "https://iam/token".into(),
+                client_id: "cid".into(),
+                client_secret: "cs-456".into(),
+                scopes: vec![],
+            },
+            ca_pem: None,
+        };
+        assert!(!format!("{resolved:?}").contains("cs-456"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod catalog_app;
 mod groups;
 mod identity_domain;
 mod kstatus;
+mod leaks;
 mod process;
 mod sync_policy;
 mod sync_run;
