@@ -134,7 +134,7 @@ async fn run(mut args: Args) -> Result<()> {
         &client,
         &ns,
         json!({"metadata": {"name": "corp"}, "spec": {
-            "url": server.base_url("idp"),
+            "url": server.base_url("idp"), "insecure": true,
             "auth": {"bearerToken": {"secretRef": {"name": "idp-token", "key": "token"}}}
         }}),
     )
@@ -158,7 +158,7 @@ async fn run(mut args: Args) -> Result<()> {
                     &ns,
                     json!({"metadata": {"name": format!("app-{i:05}")}, "spec": {
                         "identityDomainRef": {"name": "corp"},
-                        "connection": {"url": app_url,
+                        "connection": {"url": app_url, "insecure": true,
                             "auth": {"bearerToken": {"secretRef": {"name": "app-token", "key": "token"}}}},
                         "provisioning": {"enabled": true},
                         "synchronization": {"enabled": true, "policyRef": {"name": format!("policy-{i:05}")}}

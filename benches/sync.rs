@@ -327,7 +327,7 @@ impl World {
             &cp.admin_client(),
             &ns,
             json!({"metadata": {"name": "corp"}, "spec": {
-                "url": server.base_url("idp"),
+                "url": server.base_url("idp"), "insecure": true,
                 "auth": {"bearerToken": {"secretRef": {"name": "idp-token", "key": "token"}}}
             }}),
         )
@@ -351,7 +351,7 @@ impl World {
             &ns,
             json!({"metadata": {"name": "app"}, "spec": {
                 "identityDomainRef": {"name": "corp"},
-                "connection": {"url": server.base_url("app"),
+                "connection": {"url": server.base_url("app"), "insecure": true,
                     "auth": {"bearerToken": {"secretRef": {"name": "app-token", "key": "token"}}}},
                 "provisioning": {"enabled": true},
                 "synchronization": {"enabled": true, "policyRef": {"name": "default"}}

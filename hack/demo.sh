@@ -141,9 +141,10 @@ kubectl() { command kubectl --cache-dir "$demo/run/kubectl-cache" "$@"; }
 heading "4. Applying examples/ (URLs and tokens pointed at the local SCIM servers)"
 show "kubectl apply -f examples/"
 for f in examples/*.yaml; do
-	sed -e "s#https://idcs-123.identity.example.com/admin/v1#$IAM_URL#" \
-		-e "s#https://api.example-saas.com/scim/v2#$SLACK_URL#" \
-		-e "s#https://jira.example-saas.com/scim/v2#$JIRA_URL#" \
+	# The local SCIM servers speak plain http: each URL gets the `insecure: true` opt-in.
+	sed -e "s#^\( *\)url: https://idcs-123.identity.example.com/admin/v1#\1url: $IAM_URL\n\1insecure: true#" \
+		-e "s#^\( *\)url: https://api.example-saas.com/scim/v2#\1url: $SLACK_URL\n\1insecure: true#" \
+		-e "s#^\( *\)url: https://jira.example-saas.com/scim/v2#\1url: $JIRA_URL\n\1insecure: true#" \
 		-e "s#replace-with-identity-domain-bearer-token#$IAM_TOKEN#" \
 		-e "s#replace-with-slack-scim-bearer-token#$SLACK_TOKEN#" \
 		-e "s#replace-with-jira-scim-bearer-token#$JIRA_TOKEN#" "$f"

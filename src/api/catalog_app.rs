@@ -84,8 +84,10 @@ pub enum Operation {
 #[serde(rename_all = "camelCase")]
 pub struct AttributeMapping {
     /// SCIM attribute path of the user in the identity domain, e.g. `name.givenName`.
+    #[schemars(length(min = 1, max = 256))]
     pub domain_attribute: String,
     /// SCIM attribute path of the account in the app, e.g. `name.givenName`.
+    #[schemars(length(min = 1, max = 256))]
     pub app_attribute: String,
 }
 
@@ -99,6 +101,7 @@ pub struct Provisioning {
     /// Display name of the grant group in the identity domain; its members hold an
     /// account in the app. Default: `catalogsync-<namespace>-<app name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub grant_group: Option<String>,
     /// Display name of the account record group: the users whose account in the app is
     /// linked. Written only by catalogsync. Default: `<grantGroup>-accounts`.
@@ -116,6 +119,7 @@ pub struct Provisioning {
     pub operations: Vec<Operation>,
     /// Cron expression (five fields, UTC) for provisioning runs. Absent = on demand only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub schedule: Option<String>,
     /// Maximum creates and deletes per provisioning run. Absent = unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,8 +12,10 @@ pub const GROUP: &str = "catalogsync.io";
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the Secret, in the same namespace as the referring object.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Key within the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
 
@@ -22,6 +24,7 @@ pub struct SecretKeyRef {
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
     /// Name of the Secret, in the same namespace as the referring object.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
@@ -30,6 +33,7 @@ pub struct SecretRef {
 #[serde(rename_all = "camelCase")]
 pub struct LocalRef {
     /// Name of the referenced object, in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
@@ -53,13 +57,15 @@ pub struct BasicAuth {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OAuth2ClientCredentialsAuth {
-    /// The token endpoint.
+    /// The token endpoint: `https://` unless the connection is `insecure`.
     #[serde(rename = "tokenURL")]
+    #[schemars(length(max = 2048), extend("x-kubernetes-validations" = url_rules()))]
     pub token_url: String,
     /// A Secret with the keys `clientId` and `clientSecret`.
     pub secret_ref: SecretRef,
     /// Scopes to request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub scopes: Vec<String>,
 }
 
@@ -115,18 +121,73 @@ pub struct Tls {
 /// A SCIM 2.0 endpoint: base URL, credentials and TLS.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.url.startsWith('https://') || (has(self.insecure) && self.insecure)",
+    "message": "url must start with https:// (credentials travel only over TLS); plain http:// needs spec.connection.insecure: true, for tests and demos only"
+}, {
+    "rule": "!has(self.auth.oauth2ClientCredentials) || self.auth.oauth2ClientCredentials.tokenURL.startsWith('https://') || (has(self.insecure) && self.insecure)",
+    "message": "auth.oauth2ClientCredentials.tokenURL must start with https:// (the client secret travels there); plain http:// needs spec.connection.insecure: true, for tests and demos only"
+}]))]
 pub struct Connection {
     /// SCIM 2.0 base URL (the one that `/Users` and `/ServiceProviderConfig` are relative to).
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self.startsWith('https://') || self.startsWith('http://')",
-        "message": "url must start with https:// or http://"
-    }]))]
+    /// `https://` unless `insecure` is set; no user info, no fragment.
+    #[schemars(length(max = 2048), extend("x-kubernetes-validations" = url_rules()))]
     pub url: String,
     /// How to authenticate. Credentials are only ever read from Secrets.
     pub auth: Auth,
     /// TLS settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+    /// Allow plain `http://` for `url` and the OAuth2 `tokenURL`: credentials then travel
+    /// unencrypted. For tests and demos only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+/// Admission rules of every URL that credentials are sent to.
+pub fn url_rules() -> serde_json::Value {
+    serde_json::json!([{
+        "rule": "self.startsWith('https://') || self.startsWith('http://')",
+        "message": "must start with https:// or http://"
+    }, {
+        "rule": "!self.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')",
+        "message": "must not carry user info (user:password@host): credentials belong in a Secret"
+    }, {
+        "rule": "!self.contains('#')",
+        "message": "must not have a fragment (#...)"
+    }])
+}
+
+/// Why credentials must not be sent to `url` (or the OAuth2 token URL of `auth`) — the
+/// admission rules again, for objects stored before them: plain http without the
+/// `insecure` opt-in, user info, a fragment. None when they may.
+pub fn url_refusal(url: &str, auth: &Auth, insecure: bool) -> Option<String> {
+    let token_url = auth.oauth2_client_credentials.as_ref().map(|o| {
+        (
+            "auth.oauth2ClientCredentials.tokenURL",
+            o.token_url.as_str(),
+        )
+    });
+    std::iter::once(("url", url))
+        .chain(token_url)
+        .find_map(|(field, u)| {
+            let lower = u.to_ascii_lowercase();
+            let allowed = lower.starts_with("https://") || (insecure && lower.starts_with("http://"));
+            let authority = u.split_once("://").map_or("", |(_, rest)| {
+                rest.split(['/', '?', '#']).next().unwrap_or_default()
+            });
+            if !allowed {
+                Some(format!(
+                    "{field} {u:?} is not https://: credentials travel only over TLS (set insecure: true for tests and demos only)"
+                ))
+            } else if authority.contains('@') {
+                Some(format!("{field} must not carry user info (user:password@host)"))
+            } else if u.contains('#') {
+                Some(format!("{field} {u:?} must not have a fragment"))
+            } else {
+                None
+            }
+        })
 }
 
 /// What a run does when its plan exceeds a limit.
@@ -305,4 +366,46 @@ pub fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars:
         serde_json::json!(["type"]),
     );
     schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oauth(token_url: &str) -> Auth {
+        Auth {
+            oauth2_client_credentials: Some(OAuth2ClientCredentialsAuth {
+                token_url: token_url.into(),
+                secret_ref: SecretRef { name: "s".into() },
+                scopes: vec![],
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn credentials_go_only_over_tls_unless_opted_out() {
+        let none = Auth::default();
+        assert_eq!(url_refusal("https://iam.corp/scim/v2", &none, false), None);
+        let why = url_refusal("http://iam.corp/scim/v2", &none, false).unwrap();
+        assert!(
+            why.contains("not https") && why.contains("insecure"),
+            "{why}"
+        );
+        assert_eq!(url_refusal("http://iam.corp/scim/v2", &none, true), None);
+        assert!(url_refusal("ftp://iam.corp", &none, true).is_some());
+        let token = oauth("http://iam.corp/token");
+        let why = url_refusal("https://iam.corp", &token, false).unwrap();
+        assert!(why.contains("tokenURL"), "{why}");
+        assert_eq!(url_refusal("https://iam.corp", &token, true), None);
+    }
+
+    #[test]
+    fn user_info_and_fragments_are_refused() {
+        let none = Auth::default();
+        let why = url_refusal("https://u:pw@iam.corp/scim", &none, false).unwrap();
+        assert!(why.contains("user info") && !why.contains("pw"), "{why}");
+        assert!(url_refusal("https://iam.corp/scim#x", &none, false).is_some());
+        assert_eq!(url_refusal("https://iam.corp/a@b", &none, false), None);
+    }
 }

@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Auth, Tls, conditions_schema};
+use super::common::{Auth, Tls, conditions_schema, url_rules};
 
 /// An identity domain reached over SCIM 2.0.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -25,18 +25,27 @@ use super::common::{Auth, Tls, conditions_schema};
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.url.startsWith('https://') || (has(self.insecure) && self.insecure)",
+    "message": "url must start with https:// (credentials travel only over TLS); plain http:// needs spec.insecure: true, for tests and demos only"
+}, {
+    "rule": "!has(self.auth.oauth2ClientCredentials) || self.auth.oauth2ClientCredentials.tokenURL.startsWith('https://') || (has(self.insecure) && self.insecure)",
+    "message": "auth.oauth2ClientCredentials.tokenURL must start with https:// (the client secret travels there); plain http:// needs spec.insecure: true, for tests and demos only"
+}]))]
 pub struct IdentityDomainSpec {
-    /// SCIM 2.0 base URL of the identity domain.
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self.startsWith('https://') || self.startsWith('http://')",
-        "message": "url must start with https:// or http://"
-    }]))]
+    /// SCIM 2.0 base URL of the identity domain. `https://` unless `insecure` is set; no
+    /// user info, no fragment.
+    #[schemars(length(max = 2048), extend("x-kubernetes-validations" = url_rules()))]
     pub url: String,
     /// How to authenticate. Credentials are only ever read from Secrets.
     pub auth: Auth,
     /// TLS settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+    /// Allow plain `http://` for `url` and the OAuth2 `tokenURL`: credentials then travel
+    /// unencrypted. For tests and demos only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 }
 
 /// What the identity domain's ServiceProviderConfig advertises.
@@ -73,7 +82,8 @@ pub struct IdentityDomainStatus {
     /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions: `Ready` (reasons Connected, ConnectivityFailed, Unauthorized, SecretNotFound).
+    /// Conditions: `Ready` (reasons Connected, ConnectivityFailed, Unauthorized, SecretNotFound,
+    /// SecretNotAllowed, InsecureURL).
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

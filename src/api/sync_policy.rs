@@ -34,6 +34,7 @@ use super::common::{Limits, conditions_schema};
 pub struct SyncPolicySpec {
     /// Cron expression (five fields, UTC) for scheduled runs. Absent = on demand only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub schedule: Option<String>,
     /// Ordered matching rules: the first rule that finds exactly one user wins.
     #[serde(default = "default_matching")]
@@ -57,6 +58,7 @@ pub struct SyncPolicySpec {
     pub parallelism: i32,
     /// Maximum duration of a run (Go duration, e.g. `90m`, `1h`).
     #[serde(default = "default_timeout")]
+    #[schemars(length(max = 64))]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self.matches('^([0-9]+(ms|s|m|h))+$')",
         "message": "timeout must be a duration such as 30m, 1h or 1h30m"
@@ -139,6 +141,7 @@ pub struct JobSettings {
     pub affinity: Option<Affinity>,
     /// PriorityClass of the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub priority_class_name: Option<String>,
     /// Secrets to pull the Job's image with. Replaces the defaults' list; `[]` clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,10 +231,10 @@ impl JobSettings {
 #[serde(rename_all = "camelCase")]
 pub struct MatchRule {
     /// SCIM attribute path in the app, e.g. `userName` or `emails[primary eq true].value`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 256))]
     pub app_attribute: String,
     /// SCIM attribute path in the identity domain, e.g. `userName` or `emails.value`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 256))]
     pub domain_attribute: String,
     /// Compare values case-sensitively.
     #[serde(default)]

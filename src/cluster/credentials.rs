@@ -6,10 +6,29 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector};
+use kube::api::ObjectMeta;
 use kube::{Api, Client};
 
 use crate::api::{Auth, Tls};
 use crate::scim::Auth as ScimAuth;
+
+/// The label a Secret must carry, with the value `"true"`, to be used as catalogsync
+/// credentials: whoever may edit an IdentityDomain or CatalogApp cannot send an
+/// arbitrary Secret of the namespace to a URL of their choice; the Secret's owner opts in.
+pub const CREDENTIALS_LABEL: &str = "catalogsync.io/credentials";
+
+/// The label selector of the Secrets catalogsync may read (its Secret watches).
+pub fn allowed_selector() -> String {
+    format!("{CREDENTIALS_LABEL}=true")
+}
+
+/// Whether a Secret's owner allowed catalogsync to use it as credentials.
+pub fn allowed(meta: &ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(CREDENTIALS_LABEL))
+        .is_some_and(|v| v == "true")
+}
 
 /// Which SCIM endpoint the credentials are for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +61,10 @@ pub struct Resolved {
 pub enum CredentialsError {
     #[error("Secret {0} not found")]
     SecretNotFound(String),
+    #[error(
+        "Secret {0} is not allowed as catalogsync credentials: add the label {CREDENTIALS_LABEL}: \"true\" (kubectl label secret {0} {CREDENTIALS_LABEL}=true)"
+    )]
+    NotAllowed(String),
     #[error("Secret {secret} has no key {key}")]
     KeyMissing { secret: String, key: String },
     #[error("reading Secret {secret}: {source}")]
@@ -178,6 +201,9 @@ pub async fn from_secrets(
                     source,
                 })?
                 .ok_or_else(|| CredentialsError::SecretNotFound(name.clone()))?;
+            if !allowed(&secret.metadata) {
+                return Err(CredentialsError::NotAllowed(name));
+            }
             cache.insert(name.clone(), secret);
         }
         let secret = &cache[&name];
@@ -195,6 +221,30 @@ pub async fn from_secrets(
         values.insert(suffix, v);
     }
     assemble(auth, values)
+}
+
+/// Checks that each named Secret of `namespace` exists and carries the
+/// [`CREDENTIALS_LABEL`] (metadata only: no value is read).
+pub async fn check_allowed(
+    client: &Client,
+    namespace: &str,
+    names: &[String],
+) -> Result<(), CredentialsError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    for name in names {
+        let meta = api
+            .get_metadata_opt(name)
+            .await
+            .map_err(|source| CredentialsError::Api {
+                secret: name.clone(),
+                source,
+            })?
+            .ok_or_else(|| CredentialsError::SecretNotFound(name.clone()))?;
+        if !allowed(&meta.metadata) {
+            return Err(CredentialsError::NotAllowed(name.clone()));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -238,6 +288,35 @@ mod tests {
         };
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!format!("{:?}", ScimAuth::Bearer("tok-123".into())).contains("tok-123"));
+        let resolved = Resolved {
+            credentials: ScimAuth::OAuth2ClientCredentials {
+                token_url: "https://iam/token".into(),
+                client_id: "cid".into(),
+                client_secret: "cs-456".into(),
+                scopes: vec![],
+            },
+            ca_pem: None,
+        };
+        assert!(!format!("{resolved:?}").contains("cs-456"));
+    }
+
+    #[test]
+    fn only_secrets_labeled_true_are_allowed() {
+        let meta = |labels: &[(&str, &str)]| ObjectMeta {
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        assert!(allowed(&meta(&[(CREDENTIALS_LABEL, "true")])));
+        assert!(!allowed(&meta(&[(CREDENTIALS_LABEL, "false")])));
+        assert!(!allowed(&meta(&[("app", "x")])));
+        assert!(!allowed(&ObjectMeta::default()));
+        let why = CredentialsError::NotAllowed("corp-iam".into()).to_string();
+        assert!(why.contains("corp-iam") && why.contains("catalogsync.io/credentials"));
     }
 
     #[test]

@@ -16,6 +16,10 @@ use crate::scim::{ClientOptions, ErrorKind, RetryPolicy, ScimClient, ScimError, 
 pub const CONNECTIVITY_FAILED: &str = "ConnectivityFailed";
 pub const UNAUTHORIZED: &str = "Unauthorized";
 pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+/// A referenced Secret lacks the label that allows catalogsync to use it.
+pub const SECRET_NOT_ALLOWED: &str = "SecretNotAllowed";
+/// The URL would send credentials in clear text (or carries user info or a fragment).
+pub const INSECURE_URL: &str = "InsecureURL";
 
 /// Why a check failed: a stable reason and the precise cause.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +64,7 @@ fn is_transient(e: &ScimError) -> bool {
 fn credentials_failure(e: CredentialsError) -> Result<Failure, kube::Error> {
     match e {
         CredentialsError::Api { source, .. } => Err(source),
+        e @ CredentialsError::NotAllowed(_) => Ok(Failure::new(SECRET_NOT_ALLOWED, e.to_string())),
         e @ (CredentialsError::SecretNotFound(_) | CredentialsError::KeyMissing { .. }) => {
             Ok(Failure::new(SECRET_NOT_FOUND, e.to_string()))
         }
@@ -83,8 +88,18 @@ pub fn scim_failure(e: &ScimError) -> Failure {
 /// `Ok(Err(_))` is a failure to report; `Err(_)` an API error to retry.
 async fn client_for(
     kube: &Client,
-    Endpoint { ns, url, auth, tls }: Endpoint<'_>,
+    Endpoint {
+        ns,
+        url,
+        auth,
+        tls,
+        insecure,
+    }: Endpoint<'_>,
 ) -> Result<Result<ScimClient, Failure>, kube::Error> {
+    // Checked before any Secret is read: admission does too, but not for objects stored before.
+    if let Some(why) = crate::api::url_refusal(url, auth, insecure) {
+        return Ok(Err(Failure::new(INSECURE_URL, why)));
+    }
     let resolved = match credentials::from_secrets(kube, ns, auth, tls).await {
         Ok(r) => r,
         Err(e) => return credentials_failure(e).map(Err),
@@ -229,6 +244,8 @@ pub struct Endpoint<'a> {
     pub url: &'a str,
     pub auth: &'a Auth,
     pub tls: Option<&'a Tls>,
+    /// Plain http allowed (the object's `insecure` opt-in).
+    pub insecure: bool,
 }
 
 /// How long a failed endpoint check is reused before the endpoint is probed again.
@@ -261,9 +278,15 @@ impl Endpoints {
     }
 
     fn slot(&self, ep: Endpoint) -> Arc<Slot> {
-        let Endpoint { ns, url, auth, tls } = ep;
+        let Endpoint {
+            ns,
+            url,
+            auth,
+            tls,
+            insecure,
+        } = ep;
         let key = format!(
-            "{ns}\n{url}\n{}\n{}",
+            "{ns}\n{url}\n{insecure}\n{}\n{}",
             serde_json::to_string(auth).unwrap_or_default(),
             serde_json::to_string(&tls).unwrap_or_default()
         );
@@ -437,5 +460,8 @@ mod tests {
         })
         .unwrap();
         assert!(f.message.contains("token"));
+        let f = credentials_failure(CredentialsError::NotAllowed("corp-iam".into())).unwrap();
+        assert_eq!(f.reason, SECRET_NOT_ALLOWED);
+        assert!(f.message.contains("corp-iam") && f.message.contains("catalogsync.io/credentials"));
     }
 }

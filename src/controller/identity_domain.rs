@@ -77,6 +77,7 @@ pub async fn reconcile(domain: Arc<IdentityDomain>, ctx: Arc<Context>) -> Result
                         url: &domain.spec.url,
                         auth: &domain.spec.auth,
                         tls: domain.spec.tls.as_ref(),
+                        insecure: domain.spec.insecure,
                     },
                 )
                 .await?;

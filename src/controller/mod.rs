@@ -329,6 +329,12 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: watch::Receiver<bool>)
     );
 }
 
+/// The Secrets the controller watches: only those their owners allowed as credentials
+/// (a label selector). Adding the label arrives as a new Secret, removing it as a deletion.
+fn credential_secrets() -> watcher::Config {
+    watcher::Config::default().labels(&credentials::allowed_selector())
+}
+
 /// IdentityDomain: re-tested when a referenced Secret changes.
 fn domain_controller(
     ctx: &Arc<Context>,
@@ -344,7 +350,7 @@ fn domain_controller(
     domains
         .watches(
             scoped::<Meta<Secret>>(client, ns),
-            watcher::Config::default(),
+            credential_secrets(),
             move |s| {
                 let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
                 c.endpoints.invalidate_secret(&ns, &name);
@@ -391,7 +397,7 @@ fn app_controller(
     })
     .watches(
         scoped::<Meta<Secret>>(client, ns),
-        watch_all.clone(),
+        credential_secrets(),
         move |s| {
             let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
             c.endpoints.invalidate_secret(&ns, &name);

@@ -64,19 +64,26 @@ pub async fn load(
         client,
         namespace,
         Side::Domain,
-        &domain.spec.url,
-        &domain.spec.auth,
-        domain.spec.tls.as_ref(),
+        Target {
+            url: &domain.spec.url,
+            auth: &domain.spec.auth,
+            tls: domain.spec.tls.as_ref(),
+            insecure: domain.spec.insecure,
+        },
         parallelism,
     )
     .await?;
+    let connection = &app.spec.connection;
     let app_client = client_for(
         client,
         namespace,
         Side::App,
-        &app.spec.connection.url,
-        &app.spec.connection.auth,
-        app.spec.connection.tls.as_ref(),
+        Target {
+            url: &connection.url,
+            auth: &connection.auth,
+            tls: connection.tls.as_ref(),
+            insecure: connection.insecure,
+        },
         parallelism,
     )
     .await?;
@@ -174,16 +181,32 @@ async fn policy_of(
     }
 }
 
+/// A SCIM endpoint as an object names it.
+struct Target<'a> {
+    url: &'a str,
+    auth: &'a Auth,
+    tls: Option<&'a Tls>,
+    /// Plain http allowed (the object's `insecure` opt-in).
+    insecure: bool,
+}
+
 /// A SCIM client for one side, with its credentials.
 async fn client_for(
     client: &Client,
     namespace: &str,
     side: Side,
-    url: &str,
-    auth: &Auth,
-    tls: Option<&Tls>,
+    Target {
+        url,
+        auth,
+        tls,
+        insecure,
+    }: Target<'_>,
     parallelism: usize,
 ) -> Result<ScimClient, RunError> {
+    // Admission refuses these; an object stored before the rules still must not pass.
+    if let Some(why) = crate::api::url_refusal(url, auth, insecure) {
+        return Err(RunError::Invalid(format!("{side:?}: {why}")));
+    }
     let resolved = if credentials::env_present(side, auth, tls) {
         credentials::from_env(side, auth, tls)
     } else {

@@ -137,6 +137,13 @@ impl Authenticator {
             .bytes()
             .await
             .map_err(|e| ScimError::Auth(format!("token response from {token_url}: {e}")))?;
+        if status.is_redirection() {
+            return Err(ScimError::Auth(format!(
+                "token endpoint {token_url} answered HTTP {}: {}",
+                status.as_u16(),
+                crate::scim::transport::REDIRECT_REFUSED
+            )));
+        }
         if !status.is_success() {
             // The error body of a token endpoint holds no secret (RFC 6749 §5.2).
             let text = String::from_utf8_lossy(&body);

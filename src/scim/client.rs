@@ -151,6 +151,9 @@ impl ScimClient {
         }
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
+            // A redirect would carry the credentials to wherever the server points: never
+            // followed; the 3xx is reported (see `transport`).
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(opts.timeouts.connect)
             .timeout(opts.timeouts.request)
             .pool_max_idle_per_host(opts.parallelism)

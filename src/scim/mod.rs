@@ -19,6 +19,8 @@ pub mod auth;
 pub mod bulk;
 pub mod client;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod membership;
 pub mod model;
 pub mod paging;

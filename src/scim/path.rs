@@ -75,7 +75,11 @@ impl FromStr for AttrPath {
         }
         // The URN ends at the last ':' before any filter (filter values may hold ':').
         let head_end = s_trim.find('[').unwrap_or(s_trim.len());
-        let (urn, rest) = if s_trim.len() > 4 && s_trim[..4].eq_ignore_ascii_case("urn:") {
+        let (urn, rest) = if s_trim.len() > 4
+            && s_trim
+                .get(..4)
+                .is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
+        {
             let colon = s_trim[..head_end]
                 .rfind(':')
                 .ok_or_else(|| err("URN without attribute"))?;
@@ -436,6 +440,13 @@ mod tests {
                 "employeeNumber": "42", "manager": {"value": "m-1"}
             }
         })
+    }
+
+    #[test]
+    fn a_multibyte_character_near_the_start_is_an_error_not_a_panic() {
+        // Found by the fuzz (`scim::fuzz`): byte 4 fell inside a character.
+        assert!("%𑌋dn&".parse::<AttrPath>().is_err());
+        assert!("ur𑌋n:x".parse::<AttrPath>().is_err());
     }
 
     #[test]

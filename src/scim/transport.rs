@@ -15,6 +15,9 @@ use tokio::time::Instant;
 
 const SCIM_JSON: &str = "application/scim+json";
 
+/// Why a redirect is an error: following it would send the credentials elsewhere.
+pub(crate) const REDIRECT_REFUSED: &str = "the server redirected; redirects are not followed, so that credentials never go to another address: set the URL it redirects to";
+
 /// A successful answer.
 #[derive(Debug, Clone)]
 pub struct RawResponse {
@@ -43,6 +46,16 @@ pub(super) fn error_from(
     status: StatusCode,
     body: &[u8],
 ) -> ScimError {
+    if status.is_redirection() {
+        return ScimError::Status {
+            method: method.to_string(),
+            path: path.to_string(),
+            status: status.as_u16(),
+            kind: ErrorKind::Other,
+            scim_type: None,
+            detail: REDIRECT_REFUSED.into(),
+        };
+    }
     let parsed: Option<ErrorResponse> = serde_json::from_slice(body).ok();
     let detail = parsed
         .as_ref()
@@ -379,6 +392,8 @@ mod tests {
             b"<html>proxy</html>",
         );
         assert!(e.to_string().contains("<html>proxy</html>"));
+        let e = error_from(&Method::GET, "/Users", StatusCode::FOUND, b"");
+        assert!(e.to_string().contains("redirected"), "{e}");
         assert!(retryable_status(StatusCode::TOO_MANY_REQUESTS));
         assert!(!retryable_status(StatusCode::CONFLICT));
     }

@@ -111,6 +111,18 @@ spec:
     )
 }
 
+/// A valid IdentityDomain with `spec` (a YAML flow map's inside).
+fn domain_with(spec: &str) -> String {
+    format!(
+        r#"
+apiVersion: catalogsync.io/v1alpha1
+kind: IdentityDomain
+metadata: {{name: invalid}}
+spec: {{{spec}}}
+"#
+    )
+}
+
 fn policy_with(fields: &str) -> String {
     format!(
         r#"
@@ -149,7 +161,7 @@ async fn invalid_objects_are_rejected_with_helpful_messages() {
         ),
         (
             app_with(bearer, "{enabled: true}").replace("https://scim", "ftp://scim"),
-            "url must start with https:// or http://",
+            "must start with https:// or http://",
         ),
         (
             app_with(bearer, "{enabled: true}").replace(
@@ -186,6 +198,113 @@ async fn invalid_objects_are_rejected_with_helpful_messages() {
             "expected {want:?} in the rejection of\n{yaml}\ngot: {message}"
         );
     }
+}
+
+/// Credentials go only where their owner meant: https (or an explicit `insecure`), no user
+/// info, no fragment, an https token endpoint; bounded strings, no empty names.
+#[tokio::test]
+async fn unsafe_urls_and_oversized_or_empty_strings_are_rejected() {
+    let cp = control_plane().await;
+    let ns = cp.new_namespace("crd-security").await;
+    let bearer = "{bearerToken: {secretRef: {name: s, key: token}}}";
+    let oauth = |token_url: &str| {
+        format!(
+            "{{oauth2ClientCredentials: {{tokenURL: \"{token_url}\", secretRef: {{name: s}}}}}}"
+        )
+    };
+    let long = "x".repeat(2100);
+    let app = |auth: &str| app_with(auth, "{enabled: true}");
+    let cases = [
+        (
+            app(bearer).replace("https://scim", "http://scim"),
+            "url must start with https:// (credentials travel only over TLS); plain http:// needs spec.connection.insecure: true",
+        ),
+        (
+            domain_with(&format!("url: \"http://iam.example.com\", auth: {bearer}")),
+            "plain http:// needs spec.insecure: true",
+        ),
+        (
+            app(&oauth("http://iam.example.com/token")),
+            "tokenURL must start with https://",
+        ),
+        (
+            domain_with(&format!(
+                "url: \"https://iam.example.com\", auth: {}",
+                oauth("http://iam.example.com/token")
+            )),
+            "tokenURL must start with https://",
+        ),
+        (
+            app(bearer).replace("https://scim", "https://admin:pw@scim"),
+            "must not carry user info",
+        ),
+        (
+            app(&oauth("https://u@iam.example.com/token")),
+            "must not carry user info",
+        ),
+        (
+            app(bearer).replace("/v2", "/v2#frag"),
+            "must not have a fragment",
+        ),
+        (app(bearer).replace("/v2", &format!("/{long}")), "Too long"),
+        (
+            app("{bearerToken: {secretRef: {name: s, key: \"\"}}}"),
+            "should be at least 1 chars long",
+        ),
+        (
+            app(&format!(
+                "{{bearerToken: {{secretRef: {{name: {}, key: t}}}}}}",
+                "s".repeat(254)
+            )),
+            "Too long",
+        ),
+        (
+            app_with(bearer, "{enabled: true, grantGroup: \"\"}"),
+            "should be at least 1 chars long",
+        ),
+        (
+            app_with(
+                bearer,
+                &format!(
+                    "{{enabled: true, attributeMappings: [{{domainAttribute: {}, appAttribute: x}}]}}",
+                    "a".repeat(257)
+                ),
+            ),
+            "Too long",
+        ),
+        (
+            policy_with(&format!(
+                "{{matching: [{{appAttribute: {}, domainAttribute: userName}}]}}",
+                "a".repeat(257)
+            )),
+            "Too long",
+        ),
+        (
+            policy_with("{limits: {maxChanges: -1}}"),
+            "should be greater than or equal to 0",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let message = cp.apply_yaml_expect_rejection(&ns, &yaml).await;
+        assert!(
+            message.contains(want),
+            "expected {want:?} in the rejection of\n{yaml}\ngot: {message}"
+        );
+    }
+    // The explicit opt-in admits plain http (tests and demos).
+    let insecure = app(&oauth("http://iam.example.com/token"))
+        .replace("https://scim", "http://scim")
+        .replace("connection: {", "connection: {insecure: true, ");
+    cp.apply_yaml(&ns, &insecure)
+        .await
+        .expect("insecure: true admits http");
+    let domain = domain_with(&format!(
+        "url: \"http://iam.example.com\", insecure: true, auth: {}",
+        oauth("http://iam.example.com/token")
+    ));
+    cp.apply_yaml(&ns, &domain)
+        .await
+        .expect("insecure: true admits http");
 }
 
 #[tokio::test]

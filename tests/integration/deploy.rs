@@ -193,3 +193,99 @@ async fn controller_deployment_runs_two_leader_elected_hardened_replicas() {
         .find(|p| p.name.as_deref() == Some("metrics"));
     assert_eq!(metrics.map(|p| p.port), Some(8080));
 }
+
+/// `deploy/components/namespaced`: the controller's rules as a Role in the watched
+/// namespace, the same rules as the ClusterRole, nothing cluster-wide for it (no
+/// cluster-wide Secret access), `--namespace` on the controller; it applies.
+#[tokio::test]
+async fn the_namespaced_component_confines_the_controller_to_one_namespace() {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+    let cp = control_plane().await;
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = pathdiff(&repo_path("deploy"), dir.path());
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!("resources: [{deploy}]\ncomponents: [{deploy}/components/namespaced]\n"),
+    )
+    .unwrap();
+    let overlay = dir.path().display().to_string();
+    let out = cp.kubectl(["kustomize", &overlay]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects = parse_yaml(&String::from_utf8_lossy(&out.stdout)).expect("rendered YAML");
+    let of = |kind: &str| -> Vec<serde_json::Value> {
+        objects
+            .iter()
+            .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == kind))
+            .map(|o| serde_json::to_value(o).unwrap())
+            .collect()
+    };
+    let named = |o: &serde_json::Value| o["metadata"]["name"] == "catalogsync-controller";
+    assert!(
+        !of("ClusterRole").iter().any(named),
+        "no controller ClusterRole"
+    );
+    assert!(
+        !of("ClusterRoleBinding").iter().any(named),
+        "no ClusterRoleBinding"
+    );
+    let role: Role = serde_json::from_value(of("Role").into_iter().find(named).unwrap()).unwrap();
+    assert_eq!(role.metadata.namespace.as_deref(), Some("catalogsync-apps"));
+    let cluster_role: ClusterRole = rendered(cp, "ClusterRole")
+        .await
+        .into_iter()
+        .find(|r: &ClusterRole| r.metadata.name.as_deref() == Some("catalogsync-controller"))
+        .expect("the cluster-wide install's ClusterRole");
+    assert_eq!(
+        role.rules, cluster_role.rules,
+        "the same rules, in one namespace"
+    );
+    let deployment = of("Deployment").remove(0);
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(
+        args,
+        &serde_json::json!([
+            "controller",
+            "--leader-elect",
+            "--namespace",
+            "catalogsync-apps"
+        ])
+    );
+
+    // It applies (server dry run: the namespaces must exist).
+    ensure_system_namespace(cp).await;
+    cp.apply_yaml(
+        "",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: catalogsync-apps}\n",
+    )
+    .await
+    .expect("the watched namespace");
+    let out = cp
+        .kubectl(["apply", "-k", &overlay, "--dry-run=server"])
+        .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("role.rbac.authorization.k8s.io/catalogsync-controller"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("clusterrole.rbac.authorization.k8s.io/catalogsync-controller"),
+        "{stdout}"
+    );
+}
+
+/// `path` relative to `base` (kustomize wants relative paths to other kustomizations).
+fn pathdiff(path: &std::path::Path, base: &std::path::Path) -> String {
+    let ups = base.components().count().saturating_sub(1);
+    let root = std::path::Path::new("/");
+    let rel = path.strip_prefix(root).unwrap();
+    format!("{}{}", "../".repeat(ups), rel.display())
+}

@@ -88,10 +88,14 @@ impl Product {
     /// servers, as `hack/demo.sh` applies it.
     fn example(&self, file: &str) -> String {
         let text = std::fs::read_to_string(repo_path("examples").join(file)).expect("example");
+        // The local SCIM servers speak plain http: the objects opt in (`insecure`).
         let mut text = text
             .replace(
-                "https://idcs-123.identity.example.com/admin/v1",
-                &self.scim.base_url(DOMAIN_TENANT),
+                "url: https://idcs-123.identity.example.com/admin/v1",
+                &format!(
+                    "url: {}\n  insecure: true",
+                    self.scim.base_url(DOMAIN_TENANT)
+                ),
             )
             .replace(
                 "replace-with-identity-domain-bearer-token",
@@ -102,7 +106,8 @@ impl Product {
             ("jira", "https://jira.example-saas.com/scim/v2"),
         ] {
             if self.tenants.iter().any(|t| t == app) {
-                text = text.replace(url, &self.scim.base_url(app));
+                let local = format!("url: {}\n    insecure: true", self.scim.base_url(app));
+                text = text.replace(&format!("url: {url}"), &local);
             }
             text = text.replace(
                 &format!("replace-with-{app}-scim-bearer-token"),
@@ -284,7 +289,7 @@ async fn e2e_synchronization_is_refused_before_provisioning() {
     // at run time, and a requested run is not started.
     p.apply(&p.example("catalogapp.yaml")).await;
     p.apply(
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: slack-scim}\nstringData: {token: wrong}\n",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: slack-scim, labels: {catalogsync.io/credentials: \"true\"}}\nstringData: {token: wrong}\n",
     )
     .await;
     let a = p

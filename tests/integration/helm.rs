@@ -14,7 +14,12 @@ use std::time::Duration;
 
 use catalogsync::controller::leader::LeaseConfig;
 
-use k8s_openapi::api::{batch::v1::Job, coordination::v1::Lease, core::v1::Secret};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    coordination::v1::Lease,
+    core::v1::Secret,
+    rbac::v1::{Role, RoleBinding},
+};
 use kube::{
     Client,
     api::{Api, DeleteParams, DynamicObject, ListParams, PostParams},
@@ -460,6 +465,33 @@ async fn namespaced_rbac_confines_the_controller_and_jobs_to_the_watched_namespa
             .await,
         "list secrets elsewhere",
     );
+    // A run's own Role and RoleBinding, in the watched namespace only.
+    let role: Role = from_json(
+        json!({"metadata": {"name": "catalogsync-run-r1"}, "rules": [
+        {"apiGroups": ["catalogsync.io"], "resources": ["syncruns/status"], "verbs": ["patch"], "resourceNames": ["r1"]},
+        {"apiGroups": ["catalogsync.io"], "resources": ["catalogapps"], "verbs": ["get"], "resourceNames": ["slack"]}]}),
+    );
+    let binding: RoleBinding = from_json(json!({"metadata": {"name": "catalogsync-run-r1"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "catalogsync-run-r1"},
+        "subjects": [{"kind": "ServiceAccount", "name": "catalogsync-sync-job", "namespace": apps}]}));
+    assert_allowed(
+        Api::<Role>::namespaced(ctl.clone(), &apps)
+            .create(&pp, &role)
+            .await,
+        "create a run's Role",
+    );
+    assert_allowed(
+        Api::<RoleBinding>::namespaced(ctl.clone(), &apps)
+            .create(&pp, &binding)
+            .await,
+        "create a run's RoleBinding",
+    );
+    assert_forbidden(
+        Api::<Role>::namespaced(ctl.clone(), &other)
+            .create(&pp, &role)
+            .await,
+        "create a Role elsewhere",
+    );
     assert_sync_job_reads_only_its_namespace(cp, &apps, &other).await;
     controller_reconciles_with_the_chart_rbac(cp, ctl, &release_ns, &apps).await;
 }
@@ -514,12 +546,13 @@ async fn controller_reconciles_with_the_chart_rbac(
     running.shutdown().await;
 }
 
-/// The chart made the Jobs' account in the watched namespace `apps`: it reads the
-/// catalogsync objects there, never Secrets, nothing in `other`.
+/// The chart made the Jobs' account in the watched namespace `apps`: by itself it reads
+/// nothing (each run's Job gets its own Role), never Secrets, nothing in `other`.
 async fn assert_sync_job_reads_only_its_namespace(cp: &ControlPlane, apps: &str, other: &str) {
     let job_account = cp.sa_client(apps, "catalogsync-sync-job").await;
     let lp = ListParams::default();
-    assert_allowed(
+    // Its access comes per run, from the controller (a Role owned by the run).
+    assert_forbidden(
         catalogsync(&job_account, Some(apps), "CatalogApp", "catalogapps")
             .list(&lp)
             .await,

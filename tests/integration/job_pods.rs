@@ -25,7 +25,7 @@ apiVersion: catalogsync.io/v1alpha1
 kind: IdentityDomain
 metadata: {name: corp}
 spec:
-  url: http://127.0.0.1:9/admin/v1
+  url: https://127.0.0.1:9/admin/v1
   auth: {bearerToken: {secretRef: {name: iam-token, key: token}}}
 ---
 apiVersion: catalogsync.io/v1alpha1
@@ -34,7 +34,7 @@ metadata: {name: slack}
 spec:
   identityDomainRef: {name: corp}
   connection:
-    url: http://127.0.0.1:9/scim/v2
+    url: https://127.0.0.1:9/scim/v2
     auth: {bearerToken: {secretRef: {name: app-token, key: token}}}
   provisioning: {enabled: true}
   synchronization: {enabled: true, policyRef: {name: default}}

@@ -1,12 +1,14 @@
 //! The RBAC of `deploy/`, applied for real and exercised with real requests
 //! through service-account tokens: each account can do its job and no more.
 
+use catalogsync::api::{CatalogApp, SyncRun};
+use catalogsync::controller::sync_run::job::{self, JobConfig};
 use k8s_openapi::api::{
     batch::v1::Job,
     coordination::v1::Lease,
     core::v1::{Namespace, Pod, Secret},
     events::v1::Event,
-    rbac::v1::{ClusterRoleBinding, RoleBinding},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::{
     Client,
@@ -90,12 +92,42 @@ fn sync_job(name: &str) -> Job {
     }))
 }
 
+/// The per-run access the controller creates with a run's Job (its own functions), created
+/// through the controller's own token: Kubernetes lets it grant only what it holds.
+async fn grant_run_access(cp: &ControlPlane, ns: &str, run: &str) {
+    let admin = cp.admin_client();
+    let run: SyncRun = Api::namespaced(admin.clone(), ns).get(run).await.unwrap();
+    let app: CatalogApp = Api::namespaced(admin, ns)
+        .get(&run.spec.app_ref.name)
+        .await
+        .unwrap();
+    let config = JobConfig {
+        image: "catalogsync".into(),
+        service_account: "catalogsync-sync-job".into(),
+        defaults: Default::default(),
+    };
+    let ctl = cp.sa_client(SYSTEM_NS, "catalogsync-controller").await;
+    let pp = PostParams::default();
+    assert_allowed(
+        Api::<Role>::namespaced(ctl.clone(), ns)
+            .create(&pp, &job::access_role(&run, &app, Some("default")))
+            .await,
+        "the controller creates the run's Role",
+    );
+    assert_allowed(
+        Api::<RoleBinding>::namespaced(ctl, ns)
+            .create(&pp, &job::access_binding(&run, &config))
+            .await,
+        "the controller creates the run's RoleBinding",
+    );
+}
+
 #[tokio::test]
-async fn sync_job_account_reads_its_app_and_reports_progress_only() {
+async fn sync_job_account_reads_its_own_objects_and_reports_its_own_run_only() {
     let cp = control_plane().await;
     deploy(cp).await;
     let ns = namespace_with_examples(cp, "rbac-job").await;
-    // What a user does in each app namespace (see deploy/rbac.yaml).
+    // What a user does in each app namespace (see deploy/rbac.yaml): grants nothing now.
     let binding: RoleBinding = from_json(json!({
         "metadata": {"name": "catalogsync-sync-job"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "catalogsync-sync-job"},
@@ -105,39 +137,65 @@ async fn sync_job_account_reads_its_app_and_reports_progress_only() {
         .create(&PostParams::default(), &binding)
         .await
         .expect("bind the sync-job role");
+    // Another app and another run in the same namespace.
+    let jira = std::fs::read_to_string(repo_path("examples/catalogapp-jira.yaml")).unwrap();
+    cp.apply_yaml(&ns, &jira).await.unwrap();
+    let admin_runs = catalogsync(&cp.admin_client(), &ns, "SyncRun", "syncruns");
+    admin_runs
+        .create(&PostParams::default(), &sync_run("other-run"))
+        .await
+        .unwrap();
     let job = cp.sa_client(&ns, "catalogsync-sync-job").await;
-
     let apps = catalogsync(&job, &ns, "CatalogApp", "catalogapps");
     let runs = catalogsync(&job, &ns, "SyncRun", "syncruns");
     let lp = ListParams::default();
+    let status = json!({"status": {"phase": "Running", "progress": {"processed": 42, "total": 100, "percent": 42}}});
+    let pp = PatchParams::default();
 
-    // Allowed: read its app, domain, policy and runs; patch run status.
-    assert_allowed(apps.get("slack").await, "get catalogapp");
+    // Before the controller grants the run's access, the account can do nothing.
+    assert_forbidden(
+        apps.get("slack").await,
+        "get catalogapp without the run's Role",
+    );
+    assert_forbidden(
+        runs.patch_status("slack-plan", &pp, &Patch::Merge(&status))
+            .await,
+        "patch syncruns/status without the run's Role",
+    );
+    grant_run_access(cp, &ns, "slack-plan").await;
+
+    // Allowed: read its run, app, domain and policy; patch its run's status.
+    eventually_allowed(|| apps.get("slack"), "get its catalogapp").await;
+    assert_allowed(runs.get("slack-plan").await, "get its syncrun");
     assert_allowed(
         catalogsync(&job, &ns, "IdentityDomain", "identitydomains")
-            .list(&lp)
+            .get("corp")
             .await,
-        "list identitydomains",
+        "get its identitydomain",
     );
     assert_allowed(
         catalogsync(&job, &ns, "SyncPolicy", "syncpolicies")
             .get("default")
             .await,
-        "get syncpolicy",
+        "get its syncpolicy",
     );
-    let status = json!({"status": {"phase": "Running", "progress": {"processed": 42, "total": 100, "percent": 42}}});
     let patched = assert_allowed(
-        runs.patch_status(
-            "slack-plan",
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        )
-        .await,
-        "patch syncruns/status",
+        runs.patch_status("slack-plan", &pp, &Patch::Merge(&status))
+            .await,
+        "patch its syncruns/status",
     );
     assert_eq!(patched.data["status"]["progress"]["percent"], 42);
 
-    // Forbidden: credentials, Jobs, and any change but run status.
+    // Forbidden: other runs, other apps, listing, credentials, Jobs, any other change.
+    assert_forbidden(
+        runs.patch_status("other-run", &pp, &Patch::Merge(&status))
+            .await,
+        "patch another run's status",
+    );
+    assert_forbidden(runs.get("other-run").await, "get another run");
+    assert_forbidden(runs.list(&lp).await, "list syncruns");
+    assert_forbidden(apps.get("jira").await, "get another catalogapp");
+    assert_forbidden(apps.list(&lp).await, "list catalogapps");
     assert_forbidden(
         Api::<Secret>::namespaced(job.clone(), &ns)
             .get("corp-iam")
@@ -156,8 +214,7 @@ async fn sync_job_account_reads_its_app_and_reports_progress_only() {
     );
     let suspend = json!({"spec": {"suspend": true}});
     assert_forbidden(
-        apps.patch("slack", &PatchParams::default(), &Patch::Merge(&suspend))
-            .await,
+        apps.patch("slack", &pp, &Patch::Merge(&suspend)).await,
         "patch catalogapp spec",
     );
     let mut app = apps.get("slack").await.unwrap();
@@ -168,13 +225,19 @@ async fn sync_job_account_reads_its_app_and_reports_progress_only() {
     );
     let app_status = json!({"status": {"observedGeneration": 1}});
     assert_forbidden(
-        apps.patch_status("slack", &PatchParams::default(), &Patch::Merge(&app_status))
+        apps.patch_status("slack", &pp, &Patch::Merge(&app_status))
             .await,
         "patch catalogapps/status",
     );
-    let run = sync_run("sneaky");
+    let run_spec = json!({"spec": {"mode": "Plan"}});
     assert_forbidden(
-        runs.create(&PostParams::default(), &run).await,
+        runs.patch("slack-plan", &pp, &Patch::Merge(&run_spec))
+            .await,
+        "patch its run's spec",
+    );
+    assert_forbidden(
+        runs.create(&PostParams::default(), &sync_run("sneaky"))
+            .await,
         "create syncrun",
     );
     assert_forbidden(
@@ -182,7 +245,7 @@ async fn sync_job_account_reads_its_app_and_reports_progress_only() {
         "delete syncrun",
     );
 
-    // The binding is per namespace: another namespace's apps stay out of reach.
+    // Another namespace, even with a run of the same name: out of reach.
     let other = namespace_with_examples(cp, "rbac-job-other").await;
     assert_forbidden(
         catalogsync(&job, &other, "CatalogApp", "catalogapps")
@@ -190,6 +253,27 @@ async fn sync_job_account_reads_its_app_and_reports_progress_only() {
             .await,
         "get catalogapp elsewhere",
     );
+    assert_forbidden(
+        catalogsync(&job, &other, "SyncRun", "syncruns")
+            .patch_status("slack-plan", &pp, &Patch::Merge(&status))
+            .await,
+        "patch a run's status elsewhere",
+    );
+}
+
+/// RBAC changes reach the authorizer's cache within moments: retry a call briefly.
+async fn eventually_allowed<T, F, Fut>(call: F, what: &str) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = kube::Result<T>>,
+{
+    for _ in 0..50 {
+        if let Ok(v) = call().await {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_allowed(call().await, what)
 }
 
 #[tokio::test]
@@ -333,5 +417,34 @@ async fn controller_account_runs_syncs_and_cannot_escalate() {
             .create(&pp, &crb)
             .await,
         "create clusterrolebinding",
+    );
+    // It creates runs' Roles, but none granting more than it holds.
+    let greedy: Role = from_json(json!({
+        "metadata": {"name": "catalogsync-run-greedy"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]
+    }));
+    assert_forbidden(
+        Api::<Role>::namespaced(ctl.clone(), &ns)
+            .create(&pp, &greedy)
+            .await,
+        "create a Role granting Secret writes",
+    );
+    let writer: ClusterRole = from_json(json!({
+        "metadata": {"name": "catalogsync-test-secret-writer"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update"]}]
+    }));
+    let _ = Api::<ClusterRole>::all(cp.admin_client())
+        .create(&pp, &writer)
+        .await;
+    let admin_binding: RoleBinding = from_json(json!({
+        "metadata": {"name": "catalogsync-run-writer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "catalogsync-test-secret-writer"},
+        "subjects": [{"kind": "ServiceAccount", "name": "catalogsync-sync-job", "namespace": ns}]
+    }));
+    assert_forbidden(
+        Api::<RoleBinding>::namespaced(ctl.clone(), &ns)
+            .create(&pp, &admin_binding)
+            .await,
+        "bind a ClusterRole granting Secret writes",
     );
 }

@@ -689,3 +689,85 @@ fn client_at(base: &str, token: &str) -> ScimClient {
     )
     .expect("client")
 }
+
+/// A tiny HTTP server: answers every request with `answer` and sends each request's
+/// head (request line and headers) to the returned channel.
+async fn tiny_server(answer: String) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let root = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (tx, answer) = (tx.clone(), answer.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (root, rx)
+}
+
+/// A redirect never carries credentials elsewhere: the client does not follow it (the
+/// SCIM endpoint's nor the token endpoint's) and says the server redirected.
+#[tokio::test]
+async fn redirects_are_refused_and_credentials_stay_home() {
+    let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+    let (elsewhere, mut seen_elsewhere) = tiny_server(ok.into()).await;
+    let redirect = format!(
+        "HTTP/1.1 302 Found\r\nlocation: {elsewhere}/steal\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    let (home, mut seen_home) = tiny_server(redirect.clone()).await;
+
+    let mut opts = ClientOptions::new(
+        format!("{home}/scim/v2"),
+        Auth::Bearer("tok-redirect".into()),
+    );
+    opts.retry.max_attempts = 1;
+    let c = ScimClient::with_options(opts).unwrap();
+    let err = c
+        .send(reqwest::Method::GET, "/Users", &[], None, None)
+        .await
+        .expect_err("a redirect is an error");
+    assert!(err.to_string().contains("redirected"), "{err}");
+    let head = seen_home.recv().await.unwrap();
+    assert!(
+        head.contains("tok-redirect"),
+        "the home server got the token"
+    );
+
+    // The token endpoint redirects: the client secret stays home too.
+    let (token_home, _seen) = tiny_server(redirect).await;
+    let mut opts = ClientOptions::new(
+        format!("{home}/scim/v2"),
+        Auth::OAuth2ClientCredentials {
+            token_url: format!("{token_home}/token"),
+            client_id: "cid".into(),
+            client_secret: "cs-redirect".into(),
+            scopes: vec![],
+        },
+    );
+    opts.retry.max_attempts = 1;
+    let c = ScimClient::with_options(opts).unwrap();
+    let err = c
+        .send(reqwest::Method::GET, "/Users", &[], None, None)
+        .await
+        .expect_err("a redirecting token endpoint is an error");
+    assert!(err.to_string().contains("redirected"), "{err}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        seen_elsewhere.try_recv().is_err(),
+        "nothing reached the redirect target"
+    );
+}

@@ -81,7 +81,7 @@ impl World {
         let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
         for (name, tenant) in [("idp-token", "idp"), ("app-token", "app")] {
             let s: Secret = serde_json::from_value(json!({
-                "metadata": {"name": name},
+                "metadata": {"name": name, "labels": {"catalogsync.io/credentials": "true"}},
                 "stringData": {"token": server.token(tenant)}
             }))
             .unwrap();
@@ -91,7 +91,7 @@ impl World {
             cp,
             &ns,
             json!({"metadata": {"name": "corp"}, "spec": {
-                "url": idp_url,
+                "url": idp_url, "insecure": true,
                 "auth": {"bearerToken": {"secretRef": {"name": "idp-token", "key": "token"}}}
             }}),
         )
@@ -114,7 +114,7 @@ impl World {
             &ns,
             json!({"metadata": {"name": "slack"}, "spec": {
                 "identityDomainRef": {"name": "corp"},
-                "connection": {"url": app_url,
+                "connection": {"url": app_url, "insecure": true,
                     "auth": {"bearerToken": {"secretRef": {"name": "app-token", "key": "token"}}}},
                 "provisioning": {"enabled": true},
                 "synchronization": {"enabled": true, "policyRef": {"name": "default"}}
@@ -829,6 +829,36 @@ async fn runs_as_the_sync_job_identity_with_credentials_from_env() {
     let users = w.seed("idp", &[("alice", "alice@corp.example")]).await;
     w.seed("app", &[("alice", "alice@corp.example")]).await;
     w.new_run("as-job", "Apply").await;
+    // The run's own Role and RoleBinding, as the controller creates them with the Job:
+    // the shared role grants nothing, so the run works with exactly these.
+    let admin = w.cp.admin_client();
+    let run: SyncRun = Api::namespaced(admin.clone(), &w.ns)
+        .get("as-job")
+        .await
+        .unwrap();
+    let app: CatalogApp = Api::namespaced(admin.clone(), &w.ns)
+        .get(&run.spec.app_ref.name)
+        .await
+        .unwrap();
+    let policy = app
+        .spec
+        .synchronization
+        .as_ref()
+        .map(|s| s.policy_ref.name.as_str());
+    let config = catalogsync::controller::sync_run::job::JobConfig {
+        image: "catalogsync".into(),
+        service_account: sa.into(),
+        defaults: Default::default(),
+    };
+    use catalogsync::controller::sync_run::job::{access_binding, access_role};
+    Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(admin.clone(), &w.ns)
+        .create(&PostParams::default(), &access_role(&run, &app, policy))
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(admin, &w.ns)
+        .create(&PostParams::default(), &access_binding(&run, &config))
+        .await
+        .unwrap();
     let status = w
         .command("as-job")
         .env("KUBECONFIG", &path)

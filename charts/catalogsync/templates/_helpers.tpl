@@ -67,16 +67,20 @@ the watched one, or else syncJob.namespaces.
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# Each run's own Role and RoleBinding (its Job's API access, by resource name), created
+# with the Job and owned by the run. Kubernetes lets the controller grant only what it
+# holds itself: no escalate or bind.
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [create]
 {{- end -}}
 
-{{/* The sync Jobs read their app's objects and report progress, nothing else. */}}
+{{/*
+The sync Jobs' shared role grants nothing: each run's Job gets its own Role from the
+controller (read its run, app, domain and policy by name; patch its run's status).
+*/}}
 {{- define "catalogsync.syncJobRules" -}}
-- apiGroups: [catalogsync.io]
-  resources: [catalogapps, identitydomains, syncpolicies, syncruns]
-  verbs: [get, list, watch]
-- apiGroups: [catalogsync.io]
-  resources: [syncruns/status]
-  verbs: [patch]
+[]
 {{- end -}}
 
 {{/*

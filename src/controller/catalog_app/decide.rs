@@ -383,6 +383,8 @@ fn connectivity_events(
             connectivity::CONNECTIVITY_FAILED,
             connectivity::UNAUTHORIZED,
             connectivity::SECRET_NOT_FOUND,
+            connectivity::SECRET_NOT_ALLOWED,
+            connectivity::INSECURE_URL,
         ]
         .contains(&reason)
     };

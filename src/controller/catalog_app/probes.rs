@@ -95,6 +95,7 @@ async fn probe_app_and_groups(
                 url: &connection.url,
                 auth: &connection.auth,
                 tls: connection.tls.as_ref(),
+                insecure: connection.insecure,
             },
         )
         .await?;
@@ -114,6 +115,7 @@ async fn probe_app_and_groups(
                 url: &domain_spec.url,
                 auth: &domain_spec.auth,
                 tls: domain_spec.tls.as_ref(),
+                insecure: domain_spec.insecure,
             },
         )
         .await?

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext, PodSpec,
     PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
@@ -103,6 +104,81 @@ pub fn build(
         }),
         status: None,
     }
+}
+
+/// Name of a run's own Role and RoleBinding (its Job's access to the API).
+pub fn access_name(run: &SyncRun) -> String {
+    format!("catalogsync-run-{}", run.name_any())
+}
+
+/// What a run's Job may do through the API, and nothing more: read its run, patch its
+/// run's status, read its app, domain and policy — each by name. Owned by the run, so
+/// it goes with it; the controller holds every permission it grants (no escalation).
+pub fn access_role(run: &SyncRun, app: &CatalogApp, policy: Option<&str>) -> Role {
+    let rule = |resource: &str, verb: &str, name: &str| PolicyRule {
+        api_groups: Some(vec![crate::api::GROUP.into()]),
+        resources: Some(vec![resource.into()]),
+        verbs: vec![verb.into()],
+        resource_names: Some(vec![name.into()]),
+        ..Default::default()
+    };
+    let run_name = run.name_any();
+    let mut rules = vec![
+        rule("syncruns", "get", &run_name),
+        rule("syncruns/status", "patch", &run_name),
+        rule("catalogapps", "get", &run.spec.app_ref.name),
+        rule("identitydomains", "get", &app.spec.identity_domain_ref.name),
+    ];
+    rules.extend(policy.map(|p| rule("syncpolicies", "get", p)));
+    Role {
+        metadata: access_meta(run),
+        rules: Some(rules),
+    }
+}
+
+/// Binds [`access_role`] to the Jobs' ServiceAccount in the run's namespace.
+pub fn access_binding(run: &SyncRun, config: &JobConfig) -> RoleBinding {
+    RoleBinding {
+        metadata: access_meta(run),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: access_name(run),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: config.service_account.clone(),
+            namespace: run.namespace(),
+            ..Default::default()
+        }]),
+    }
+}
+
+fn access_meta(run: &SyncRun) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(access_name(run)),
+        namespace: run.namespace(),
+        labels: Some(labels(run)),
+        owner_references: run.controller_owner_ref(&()).map(|r| vec![r]),
+        ..Default::default()
+    }
+}
+
+/// The Secrets a Job's containers read through their environment.
+pub fn secret_names(job: &Job) -> Vec<String> {
+    let containers = job
+        .spec
+        .iter()
+        .flat_map(|s| s.template.spec.iter())
+        .flat_map(|p| p.containers.iter());
+    let mut names: Vec<String> = containers
+        .flat_map(|c| c.env.iter().flatten())
+        .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+        .map(|r| r.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The `catalogsync sync` container: both sides' credentials from their Secret
@@ -443,9 +519,55 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
     }
 
     #[test]
+    fn the_job_may_touch_only_its_own_run_app_domain_and_policy() {
+        let (run, app, _, _) = objects();
+        let role = access_role(&run, &app, Some("default"));
+        let rules: Vec<(String, String, String)> = role
+            .rules
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                assert_eq!(r.api_groups.unwrap(), ["catalogsync.io"]);
+                (
+                    r.resources.unwrap().join(","),
+                    r.verbs.join(","),
+                    r.resource_names.unwrap().join(","),
+                )
+            })
+            .collect();
+        let run_name = run.name_any();
+        let want = [
+            ("syncruns", "get", run_name.as_str()),
+            ("syncruns/status", "patch", run_name.as_str()),
+            ("catalogapps", "get", "slack"),
+            (
+                "identitydomains",
+                "get",
+                app.spec.identity_domain_ref.name.as_str(),
+            ),
+            ("syncpolicies", "get", "default"),
+        ]
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()));
+        assert_eq!(rules, want);
+        assert_eq!(
+            role.metadata.owner_references.unwrap()[0].name,
+            run_name,
+            "goes with its run"
+        );
+        let binding = access_binding(&run, &config());
+        assert_eq!(binding.role_ref.name, access_name(&run));
+        let subject = &binding.subjects.unwrap()[0];
+        assert_eq!(subject.name, config().service_account);
+        assert_eq!(subject.namespace, run.namespace());
+        assert!(access_role(&run, &app, None).rules.unwrap().len() == 4);
+    }
+
+    #[test]
     fn credentials_come_from_secret_refs_only() {
         let (run, app, domain, policy) = objects();
         let job = build(&run, &app, &domain, Some(&policy), &config());
+        // What the controller checks for the credentials label before creating the Job.
+        assert_eq!(secret_names(&job), ["corp-ca", "corp-iam", "slack-scim"]);
         let env = job.spec.unwrap().template.spec.unwrap().containers[0]
             .env
             .clone()

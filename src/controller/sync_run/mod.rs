@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -23,7 +24,9 @@ use serde_json::json;
 use super::{Context, Error, ObjectEvent, Result, now_time};
 use crate::api::{CatalogApp, Direction, IdentityDomain, Mode, RunPhase, SyncRun};
 use crate::cluster::conditions::{self, DesiredCondition};
+use crate::cluster::credentials::{self, CredentialsError};
 use crate::cluster::status;
+use crate::controller::connectivity::SECRET_NOT_ALLOWED;
 
 pub use decide::{JobEnd, JobState, Step, blocking_run, decide, job_end};
 
@@ -181,22 +184,43 @@ async fn record_job(runs: &Api<SyncRun>, run: &SyncRun) -> Result<()> {
 /// Creates the run's Job (one created before counts) and records it; or ends
 /// the run when it cannot have one.
 async fn create_job(ctx: &Context, run: &SyncRun, ns: &str) -> Result<()> {
-    let job = match build_job(ctx, run, ns).await? {
-        Ok(job) => job,
+    let Children { job, role, binding } = match build_job(ctx, run, ns).await? {
+        Ok(children) => children,
         Err(end) => return finish(ctx, run, end.phase, end.reason, &end.message, None).await,
     };
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    match jobs.create(&PostParams::default(), &job).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(e.into()),
-    }
+    // The Job's access first, so that its pod starts with it.
+    create_once(&Api::<Role>::namespaced(ctx.client.clone(), ns), &role).await?;
+    create_once(
+        &Api::<RoleBinding>::namespaced(ctx.client.clone(), ns),
+        &binding,
+    )
+    .await?;
+    create_once(&Api::<Job>::namespaced(ctx.client.clone(), ns), &job).await?;
     let name = run.name_any();
     record_job(&Api::namespaced(ctx.client.clone(), ns), run).await?;
     let created = ObjectEvent::normal("JobCreated", format!("created Job {name}"));
     ctx.publish(&run.object_ref(&()), &created).await;
     Ok(())
 }
+/// Creates `object`; one created before counts.
+async fn create_once<K>(api: &Api<K>, object: &K) -> Result<()>
+where
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What the controller creates for a run: its Job and the Job's own API access.
+struct Children {
+    job: Job,
+    role: Role,
+    binding: RoleBinding,
+}
+
 /// The reason a run may not start now (the app switched it off), if any.
 fn switched_off(app: &CatalogApp, direction: Direction) -> Option<&'static str> {
     let provisioning = app.spec.provisioning.as_ref().is_some_and(|p| p.enabled);
@@ -235,7 +259,7 @@ async fn build_job(
     ctx: &Context,
     run: &SyncRun,
     ns: &str,
-) -> Result<std::result::Result<Job, Ending>> {
+) -> Result<std::result::Result<Children, Ending>> {
     let app_name = &run.spec.app_ref.name;
     let Some(app) = Api::<CatalogApp>::namespaced(ctx.client.clone(), ns)
         .get_opt(app_name)
@@ -271,11 +295,19 @@ async fn build_job(
         let msg = format!("SyncPolicy spec.job: {why}");
         return Ok(Err(Ending::failed("InvalidJobSettings", msg)));
     }
-    Ok(Ok(job::build(
-        run,
-        &app,
-        &domain,
-        policy.as_ref(),
-        &ctx.config.job,
-    )))
+    let job = job::build(run, &app, &domain, policy.as_ref(), &ctx.config.job);
+    let children = Children {
+        role: job::access_role(run, &app, policy_name.as_deref()),
+        binding: job::access_binding(run, &ctx.config.job),
+        job,
+    };
+    // The Job would carry these Secrets' values: only those their owners allowed.
+    let secrets = job::secret_names(&children.job);
+    match credentials::check_allowed(&ctx.client, ns, &secrets).await {
+        Ok(()) | Err(CredentialsError::SecretNotFound(_) | CredentialsError::KeyMissing { .. }) => {
+            Ok(Ok(children))
+        }
+        Err(CredentialsError::Api { source, .. }) => Err(source.into()),
+        Err(e) => Ok(Err(Ending::failed(SECRET_NOT_ALLOWED, e.to_string()))),
+    }
 }

@@ -33,6 +33,7 @@ spec:
   identityDomainRef: {{name: corp}}
   connection:
     url: {}
+    insecure: true
     auth: {{bearerToken: {{secretRef: {{name: app-token, key: token}}}}}}
   provisioning: {provisioning}
 "#,

@@ -11,6 +11,7 @@ mod catalog_app;
 mod groups;
 mod identity_domain;
 mod kstatus;
+mod leaks;
 mod process;
 mod sync_policy;
 mod sync_run;
@@ -181,7 +182,7 @@ impl Env {
 
     pub(crate) async fn secret(&self, name: &str, token: &str) {
         self.apply(&format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{token: {token}}}\n"
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, labels: {{catalogsync.io/credentials: \"true\"}}}}\nstringData: {{token: {token}}}\n"
         ))
         .await;
     }
@@ -194,6 +195,7 @@ kind: IdentityDomain
 metadata: {{name: corp}}
 spec:
   url: {url}
+  insecure: true
   auth: {{bearerToken: {{secretRef: {{name: iam-token, key: token}}}}}}
 "#
         ))
@@ -236,6 +238,7 @@ spec:
   identityDomainRef: {{name: corp}}
   connection:
     url: {}
+    insecure: true
     auth: {{bearerToken: {{secretRef: {{name: app-token, key: token}}}}}}
   provisioning: {{enabled: true}}{more_spec}
 "#,

@@ -207,7 +207,7 @@ const CLI_ARGS_ENV: &str = "CATALOGSYNC_TEST_CLI_ARGS";
 /// `catalogsync <args>` as a child process: this test binary re-executed through
 /// /proc/self/exe (which stays this very build even when a checkout sharing
 /// CARGO_TARGET_DIR rebuilds the files), running only [`cli_entry`].
-fn cli_process(args: &[&str]) -> tokio::process::Command {
+pub(super) fn cli_process(args: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("/proc/self/exe");
     cmd.args([
         "--exact",

@@ -10,6 +10,7 @@ use catalogsync::api::{
 use catalogsync::cluster::conditions::find;
 use catalogsync::controller::sync_run::job::{APP_LABEL, JobConfig, RUN_LABEL};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -164,6 +165,28 @@ async fn requested_run_creates_exactly_one_run_and_a_restricted_job() {
     );
     assert_eq!(job.labels().get(RUN_LABEL), Some(&run.name_any()));
     assert!(!job.labels().contains_key("argocd.argoproj.io/instance"));
+    // With it, the Job's own access: a Role and RoleBinding by name, owned by the run.
+    let access = format!("catalogsync-run-{}", run.name_any());
+    let role = env
+        .api::<Role>()
+        .get(&access)
+        .await
+        .expect("the run's Role");
+    assert_eq!(role.owner_references()[0].uid, run.uid().unwrap());
+    let rules = role.rules.unwrap();
+    assert!(
+        rules
+            .iter()
+            .all(|r| r.resource_names.as_ref().is_some_and(|n| n.len() == 1)),
+        "{rules:?}"
+    );
+    let binding = env
+        .api::<RoleBinding>()
+        .get(&access)
+        .await
+        .expect("the run's RoleBinding");
+    assert_eq!(binding.role_ref.name, access);
+    assert_eq!(binding.owner_references()[0].uid, run.uid().unwrap());
     let spec = job.spec.unwrap();
     assert_eq!(spec.backoff_limit, Some(2));
     assert_eq!(
