@@ -70,7 +70,7 @@ pub async fn reconcile(app: Arc<CatalogApp>, ctx: Arc<Context>) -> Result<Action
         .filter(|r| r.spec.app_ref.name == app.name_any())
         .collect();
 
-    let live_jobs = runs::live_jobs(&ctx, &ns, &app.name_any()).await?;
+    let live_jobs = runs::live_jobs(&ctx, &ns, &app.name_any(), &runs).await?;
 
     let plan = decide(&Inputs {
         app: &app,

@@ -261,8 +261,19 @@ where
 }
 
 /// The app's runs (by name) whose Job exists and has not ended (Complete or Failed):
-/// their pod may still run. A Job being deleted in the foreground is still there.
-pub async fn live_jobs(ctx: &Context, ns: &str, app: &str) -> Result<Vec<String>> {
+/// their pod may still run. A Job being deleted in the foreground is still there. Only
+/// a cancelled run's Job matters (see `lanes::holding`): with no run active nor
+/// cancelled, nothing is read.
+pub async fn live_jobs(
+    ctx: &Context,
+    ns: &str,
+    app: &str,
+    runs: &[SyncRun],
+) -> Result<Vec<String>> {
+    let cancelled = |r: &SyncRun| r.annotations().contains_key(CANCEL_ANNOTATION);
+    if !runs.iter().any(|r| is_active(r) || cancelled(r)) {
+        return Ok(Vec::new());
+    }
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let params = ListParams::default().labels(&format!("{APP_LABEL}={app}"));
     let listed = jobs.list(&params).await?.items;
