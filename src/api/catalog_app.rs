@@ -193,7 +193,8 @@ pub struct CatalogAppStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Conditions: Ready, ProvisioningEnabled, SynchronizationEnabled, Synchronizing,
-    /// LimitExceeded, and Stalled while true (an invalid schedule).
+    /// LimitExceeded, Stalled while true (an invalid schedule), and Reconciling while true
+    /// (a new run waits for the run it replaces to stop).
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

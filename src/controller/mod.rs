@@ -372,8 +372,8 @@ fn domain_controller(
         .for_each(|_| async {})
 }
 
-/// CatalogApp: its runs (by spec.appRef, so hand-made runs count too), its
-/// Secrets, its domain and its policy; all but the runs by metadata only (Meta:
+/// CatalogApp: its runs (by spec.appRef, so hand-made runs count too), its runs' Jobs
+/// being deleted, its Secrets, its domain and its policy; all but the runs by metadata only (Meta:
 /// the mappers need no more, and Secret data is never transferred nor kept).
 /// Runs report progress every second or two; a short debounce folds a burst of
 /// them into one reconcile (and one status write). Each reconcile probes SCIM
@@ -421,6 +421,11 @@ fn app_controller(
         },
     )
     .watches(
+        scoped::<Meta<Job>>(client, ns),
+        watch_all.clone().labels(RUN_LABEL),
+        being_deleted_job_app,
+    )
+    .watches(
         scoped::<Meta<SyncPolicy>>(client, ns),
         watch_all,
         move |p| {
@@ -437,6 +442,14 @@ fn app_controller(
         ctx.clone(),
     )
     .for_each(|_| async {})
+}
+
+/// The app of a run's Job that is being deleted (or gone): a run replacing it waits for
+/// that. Other Job changes do not concern the app.
+fn being_deleted_job_app(job: Meta<Job>) -> Option<ObjectRef<CatalogApp>> {
+    job.metadata.deletion_timestamp.as_ref()?;
+    let app = job.labels().get(sync_run::job::APP_LABEL)?;
+    Some(ObjectRef::new(app).within(&job.namespace()?))
 }
 
 /// SyncPolicy: validation only.

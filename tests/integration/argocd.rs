@@ -350,6 +350,19 @@ async fn argocd_health_of_cancelled_failed_and_stalled() {
         .wait_health("syncrun", &first, "Degraded", "cancelled")
         .await;
     w.dump(&obj, "cancelled");
+    // The new run waits for the replaced run's Job, deleted in the foreground, to be gone:
+    // envtest has no garbage collector, so the test drops its finalizer, as the GC would
+    // once the pod is gone.
+    let jobs = w.api::<Job>();
+    eventually(30, "the replaced run's Job being deleted", || async {
+        let job = jobs.get_opt(&first).await.ok()??;
+        job.metadata.deletion_timestamp.map(|_| ())
+    })
+    .await;
+    let unfinalize = json!({"metadata": {"finalizers": null}});
+    jobs.patch(&first, &PatchParams::default(), &Patch::Merge(&unfinalize))
+        .await
+        .expect("drop the finalizer");
 
     let second = w.wait_run_with_job(Some(&first)).await;
     fail_job(&w, &second).await;

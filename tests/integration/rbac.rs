@@ -6,7 +6,7 @@ use catalogsync::controller::sync_run::job::{self, JobConfig};
 use k8s_openapi::api::{
     batch::v1::Job,
     coordination::v1::Lease,
-    core::v1::{Namespace, Pod, Secret},
+    core::v1::{Event as CoreEvent, Namespace, Pod, Secret},
     events::v1::Event,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
@@ -372,6 +372,21 @@ async fn controller_account_runs_syncs_and_cannot_escalate() {
             .await,
         "create event",
     );
+
+    // Why a Job's pod does not start: its pods and the Job's events, listed, never written.
+    let pods = Api::<Pod>::namespaced(ctl.clone(), &ns);
+    assert_allowed(pods.list(&lp).await, "list pods");
+    assert_allowed(
+        Api::<CoreEvent>::namespaced(ctl.clone(), &ns)
+            .list(&lp)
+            .await,
+        "list core events",
+    );
+    assert_forbidden(
+        pods.delete("slack-sync-x", &DeleteParams::default()).await,
+        "delete pod",
+    );
+    assert_forbidden(pods.get("slack-sync-x").await, "get pod (list only)");
 
     // Leader election only in its own namespace.
     let lease: Lease = from_json(

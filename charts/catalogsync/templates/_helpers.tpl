@@ -64,6 +64,10 @@ the watched one, or else syncJob.namespaces.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch]
+# A Job that has not started its pod: its pods and the Job controller's events say why.
+- apiGroups: [""]
+  resources: [pods, events]
+  verbs: [list]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]

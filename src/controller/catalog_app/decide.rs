@@ -16,7 +16,7 @@ use super::{LIMIT_EXCEEDED, PROVISIONING_ENABLED, SYNCHRONIZATION_ENABLED, SYNCH
 use crate::api::{
     ActiveRun, CatalogApp, CatalogAppStatus, Direction, RunPhase, SyncPolicy, SyncRun, Trigger,
 };
-use crate::cluster::conditions::{self, DesiredCondition, READY, STALLED};
+use crate::cluster::conditions::{self, DesiredCondition, READY, RECONCILING, STALLED};
 use crate::controller::connectivity::{self, Failure};
 use crate::controller::{ObjectEvent, to_time};
 
@@ -47,6 +47,8 @@ pub struct Inputs<'a> {
     pub policy: PolicyState<'a>,
     /// Every SyncRun whose `spec.appRef` is this app.
     pub runs: &'a [SyncRun],
+    /// The runs (by name) whose Job exists and has not ended: their pod may still run.
+    pub live_jobs: &'a [String],
 }
 
 impl<'a> Inputs<'a> {
@@ -95,6 +97,11 @@ pub struct Plan {
     pub create: Vec<NewRun>,
     /// Active runs to cancel, with the reason given in their status.
     pub cancel: Vec<(String, String)>,
+    /// Of `cancel`, the runs replaced (Replace): their Job is deleted in the foreground,
+    /// so it is gone only once its pod is, and the new run waits for that.
+    pub replaced: Vec<String>,
+    /// What a wanted run waits for (a replaced run to stop), for `Reconciling`.
+    pub waiting: Option<String>,
     /// Finished runs beyond the history limits.
     pub prune: Vec<String>,
     pub requeue: Duration,
@@ -126,14 +133,7 @@ pub fn decide(inputs: &Inputs) -> Plan {
     let provision = lanes::provision_lane(inputs, &old, &provisioning);
     let active = runs::active(inputs.runs);
     lanes::cancel_switched_off([&import, &provision], &active, &mut plan);
-    let invalid = lanes::plan_runs(
-        inputs,
-        [&import, &provision],
-        &active,
-        &old,
-        &mut status,
-        &mut plan,
-    );
+    let invalid = lanes::plan_runs(inputs, [&import, &provision], &old, &mut status, &mut plan);
 
     let still_active: Vec<&SyncRun> = active
         .iter()
@@ -152,6 +152,10 @@ pub fn decide(inputs: &Inputs) -> Plan {
         match &invalid.any {
             Some(e) => DesiredCondition::truthy(STALLED, "InvalidSchedule", e.clone()),
             None => DesiredCondition::falsy(STALLED, "InvalidSchedule", ""),
+        },
+        match &plan.waiting {
+            Some(w) => DesiredCondition::truthy(RECONCILING, "WaitingForRunToStop", w.clone()),
+            None => DesiredCondition::falsy(RECONCILING, "WaitingForRunToStop", ""),
         },
     ];
     status.conditions = conditions::merge(

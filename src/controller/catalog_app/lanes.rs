@@ -10,13 +10,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::decide::{Inputs, NewRun, Plan, PolicyState};
-use super::runs::{is_cancelled, phase, run_name, short_hash};
+use super::runs::{is_active, is_cancelled, phase, run_name, short_hash};
 use crate::api::{
-    CatalogAppStatus, ConcurrencyPolicy, Direction, REQUESTED_AT_ANNOTATION,
+    CatalogAppStatus, ConcurrencyPolicy, Direction, Mode, REQUESTED_AT_ANNOTATION,
     REQUESTED_DIRECTION_ANNOTATION, RunPhase, SyncRun, Trigger,
 };
 use crate::cluster::conditions::DesiredCondition;
 use crate::controller::schedule::{self, STARTING_DEADLINE};
+use crate::controller::sync_run::CANCEL_ANNOTATION;
 use crate::controller::{ObjectEvent, time_of, to_time};
 
 /// One direction of runs, scheduled the same way for Import and Provision.
@@ -137,7 +138,6 @@ pub struct InvalidSchedules {
 pub fn plan_runs(
     inputs: &Inputs,
     lanes: [&Lane; 2],
-    active: &[&SyncRun],
     old: &CatalogAppStatus,
     status: &mut CatalogAppStatus,
     plan: &mut Plan,
@@ -149,11 +149,6 @@ pub fn plan_runs(
         .as_ref()
         .and_then(time_of)
         .unwrap_or(inputs.now);
-    let concurrency = inputs
-        .found_policy()
-        .map(|p| p.spec.concurrency_policy)
-        .unwrap_or_default();
-    let mut busy = active.iter().any(|r| !is_cancelled(r, plan));
     let step = pending_request(inputs, old).map(|(value, wanted)| {
         let names = RequestNames::of(&app.name_any(), old, &value);
         let provision_run = inputs.runs.iter().find(|r| r.name_any() == names.provision);
@@ -177,33 +172,200 @@ pub fn plan_runs(
             }
         }
         record_next(lane.direction, outcome.next, inputs.now, status, plan);
-        let mut wanted = outcome
-            .due
-            .map(|slot| scheduled_run(lane, slot, &app.name_any(), status));
-        if let Some((value, names, RequestStep::Run { direction, last })) = &step
-            && *direction == lane.direction
-        {
-            let waiting = busy && concurrency == ConcurrencyPolicy::Forbid;
-            match requested_run(lane, value, names, *last, waiting, status, plan) {
-                // The lane waits for its active run, its slot with it.
-                Request::Waits => continue,
-                Request::Run(run) => wanted = Some(run),
-                Request::Handled => {}
+        let request = match &step {
+            Some((value, names, RequestStep::Run { direction, last }))
+                if *direction == lane.direction =>
+            {
+                Some(LaneRequest {
+                    value,
+                    names,
+                    last: *last,
+                })
             }
-        }
-        let Some((name, trigger)) = wanted else {
-            continue;
+            _ => None,
         };
-        if admit(lane, &name, inputs.runs, active, busy, concurrency, plan) {
-            busy = true;
-            plan.create.push(NewRun {
-                name,
-                direction: lane.direction,
-                trigger,
-            });
-        }
+        plan_lane(inputs, lane, outcome.due, request, status, plan);
     }
     invalid
+}
+
+/// An unhandled on-demand request served by one lane.
+struct LaneRequest<'a> {
+    value: &'a str,
+    names: &'a RequestNames,
+    last: bool,
+}
+
+/// One lane's wanted run (its due slot, or the request): started, refused (Forbid), or
+/// waited for while the runs it replaces stop (Replace).
+fn plan_lane(
+    inputs: &Inputs,
+    lane: &Lane,
+    slot: Option<DateTime<Utc>>,
+    request: Option<LaneRequest>,
+    status: &mut CatalogAppStatus,
+    plan: &mut Plan,
+) {
+    let app = inputs.app.name_any();
+    let concurrency = inputs
+        .found_policy()
+        .map(|p| p.spec.concurrency_policy)
+        .unwrap_or_default();
+    let target = match (&request, slot) {
+        (Some(r), _) if lane.runnable.is_ok() => {
+            Some(r.names.of_direction(lane.direction).to_string())
+        }
+        (_, Some(slot)) => Some(slot_run_name(lane, slot, &app)),
+        _ => None,
+    };
+    // A wanted run that exists already (created before a restart) needs no admission.
+    let admission = match target {
+        Some(name) if !inputs.runs.iter().any(|r| r.name_any() == name) => {
+            let holders = holding(inputs.runs, inputs.live_jobs, plan);
+            let admission = admission(lane.direction, &holders, concurrency, plan);
+            if let Some(waiting) = replacing(&admission, &name, plan) {
+                // The slot stays due and the request pending until the old pods are gone.
+                plan.waiting = Some(waiting);
+                plan.requeue = plan.requeue.min(STOP_RECHECK);
+                return;
+            }
+            admission
+        }
+        _ => Admission::Start,
+    };
+    let blocked = matches!(admission, Admission::Blocked(_));
+    let mut wanted = slot.map(|slot| scheduled_run(lane, slot, &app, status));
+    if let Some(r) = request {
+        match requested_run(lane, r.value, r.names, r.last, blocked, status, plan) {
+            // The lane waits for its active run, its slot with it.
+            Request::Waits => return,
+            Request::Run(run) => wanted = Some(run),
+            Request::Handled => {}
+        }
+    }
+    let Some((name, trigger)) = wanted else {
+        return;
+    };
+    if inputs.runs.iter().any(|r| r.name_any() == name) {
+        return;
+    }
+    if let Admission::Blocked(why) = admission {
+        let message = format!("{:?} run {name} skipped: {why}", lane.direction);
+        plan.events.push(ObjectEvent::normal("RunSkipped", message));
+        return;
+    }
+    plan.create.push(NewRun {
+        name,
+        direction: lane.direction,
+        trigger,
+    });
+}
+
+/// How often the app looks again while it waits for a replaced run's pod to stop (the
+/// Job's disappearance triggers a reconcile too).
+const STOP_RECHECK: Duration = Duration::from_secs(5);
+
+/// Under Replace: cancels the runs to stop (their Jobs deleted in the foreground) and
+/// says what the new run waits for; None when the run may start or is refused.
+fn replacing(admission: &Admission, name: &str, plan: &mut Plan) -> Option<String> {
+    let runs = match admission {
+        Admission::Replace(stop) => {
+            for run in stop {
+                let why = format!("cancelled: replaced by run {name}");
+                plan.cancel.push((run.clone(), why));
+                plan.replaced.push(run.clone());
+            }
+            stop
+        }
+        Admission::AwaitStop(stopping) => stopping,
+        Admission::Start | Admission::Blocked(_) => return None,
+    };
+    Some(format!(
+        "waiting for run {} to stop before starting run {name} (concurrencyPolicy Replace)",
+        runs.join(", ")
+    ))
+}
+
+/// Whether a run is being cancelled: by this plan, or before (our mark on it).
+fn is_stopping(run: &SyncRun, plan: &Plan) -> bool {
+    is_cancelled(run, plan) || run.annotations().contains_key(CANCEL_ANNOTATION)
+}
+
+/// The runs a new run of the app must not overlap, the same for Forbid and Replace: the
+/// active ones, and the cancelled ones whose Job has not ended (`live_jobs`: a cancelled
+/// run is marked Cancelled at once, but its pod may still write until it stops). A run
+/// that ended by itself wrote its outcome after its last write: its Job does not count.
+pub fn holding<'r>(runs: &'r [SyncRun], live_jobs: &[String], plan: &Plan) -> Vec<&'r SyncRun> {
+    runs.iter()
+        .filter(|r| {
+            if is_stopping(r, plan) {
+                live_jobs.contains(&r.name_any())
+            } else {
+                is_active(r)
+            }
+        })
+        .collect()
+}
+
+/// Whether a wanted run may start now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Nothing holds the app.
+    Start,
+    /// Another run holds the app and this policy does not stop it: a slot is skipped,
+    /// a request waits. With the reason.
+    Blocked(String),
+    /// Replace: these runs are stopped; the new run starts once their pods are gone.
+    Replace(Vec<String>),
+    /// Replace: the runs stopped for it are still stopping.
+    AwaitStop(Vec<String>),
+}
+
+/// The admission of a run of `direction`, given the runs [`holding`] the app. Replace
+/// stops only active Apply runs of the same direction: a Plan run, or a run of the
+/// other direction (an Import never replaces a Provision run, nor the reverse), is
+/// waited for as under Forbid. A run this plan creates (the other lane's) holds too.
+pub fn admission(
+    direction: Direction,
+    holding: &[&SyncRun],
+    concurrency: ConcurrencyPolicy,
+    plan: &Plan,
+) -> Admission {
+    if let Some(other) = plan.create.first() {
+        return Admission::Blocked(format!("run {} starts now", other.name));
+    }
+    let Some(first) = holding.first() else {
+        return Admission::Start;
+    };
+    let still_active = |r: &SyncRun| format!("run {} is still active", r.name_any());
+    if concurrency == ConcurrencyPolicy::Forbid {
+        return Admission::Blocked(format!(
+            "{} (concurrencyPolicy Forbid)",
+            still_active(first)
+        ));
+    }
+    let (stopping, running): (Vec<&SyncRun>, Vec<&SyncRun>) =
+        holding.iter().partition(|r| is_stopping(r, plan));
+    if let Some(kept) = running
+        .iter()
+        .find(|r| r.spec.direction != direction || r.spec.mode == Mode::Plan)
+    {
+        let what = if kept.spec.mode == Mode::Plan {
+            "a Plan run".to_string()
+        } else {
+            format!("a {:?} run", kept.spec.direction)
+        };
+        return Admission::Blocked(format!(
+            "{} (concurrencyPolicy Replace does not stop {what})",
+            still_active(kept)
+        ));
+    }
+    let names = |runs: &[&SyncRun]| runs.iter().map(|r| r.name_any()).collect::<Vec<_>>();
+    if running.is_empty() {
+        Admission::AwaitStop(names(&stopping))
+    } else {
+        Admission::Replace(names(&running))
+    }
 }
 
 /// Which directions an on-demand request asks for (`requested-direction`).
@@ -261,6 +423,14 @@ impl RequestNames {
         RequestNames {
             provision: run_name(app, &format!("pr{hash}")),
             import: run_name(app, &format!("r{hash}")),
+        }
+    }
+
+    /// The name of the request's run of `direction`.
+    pub fn of_direction(&self, direction: Direction) -> &str {
+        match direction {
+            Direction::Provision => &self.provision,
+            Direction::Import => &self.import,
         }
     }
 }
@@ -395,15 +565,17 @@ fn scheduled_run(
         Direction::Import => status.last_schedule_time = handled,
         Direction::Provision => status.last_provisioning_schedule_time = handled,
     }
+    (slot_run_name(lane, slot, app), Trigger::Schedule)
+}
+
+/// The name of a slot's run.
+fn slot_run_name(lane: &Lane, slot: DateTime<Utc>, app: &str) -> String {
     let token = schedule::slot_token(slot);
-    (
-        run_name(app, &format!("{}{token}", lane.name_prefix)),
-        Trigger::Schedule,
-    )
+    run_name(app, &format!("{}{token}", lane.name_prefix))
 }
 
 enum Request {
-    /// Forbid and a run is active: the request stays pending.
+    /// Another run holds the app: the request stays pending.
     Waits,
     /// The run that serves the request.
     Run((String, Trigger)),
@@ -433,10 +605,7 @@ fn requested_run(
             } else {
                 status.requested_import_after = Some(names.provision.clone());
             }
-            let name = match lane.direction {
-                Direction::Provision => names.provision.clone(),
-                Direction::Import => names.import.clone(),
-            };
+            let name = names.of_direction(lane.direction).to_string();
             // A request wins over a slot due at the same moment: one run serves both.
             Request::Run((name, Trigger::Requested))
         }
@@ -449,47 +618,6 @@ fn requested_run(
                 format!("on-demand run requested but not possible: {message}"),
             ));
             Request::Handled
-        }
-    }
-}
-
-/// Whether a wanted run starts: not if it exists already (e.g. created before
-/// a restart), nor while another is active under Forbid; under Replace the
-/// active runs are cancelled for it.
-fn admit(
-    lane: &Lane,
-    name: &str,
-    runs: &[SyncRun],
-    active: &[&SyncRun],
-    busy: bool,
-    concurrency: ConcurrencyPolicy,
-    plan: &mut Plan,
-) -> bool {
-    if runs.iter().any(|r| r.name_any() == name) {
-        return false;
-    }
-    if !busy {
-        return true;
-    }
-    match concurrency {
-        ConcurrencyPolicy::Forbid => {
-            plan.events.push(ObjectEvent::normal(
-                "RunSkipped",
-                format!(
-                    "{:?} run {name} skipped: a run is still active (concurrencyPolicy Forbid)",
-                    lane.direction
-                ),
-            ));
-            false
-        }
-        ConcurrencyPolicy::Replace => {
-            for run in active {
-                if !is_cancelled(run, plan) {
-                    plan.cancel
-                        .push((run.name_any(), format!("cancelled: replaced by run {name}")));
-                }
-            }
-            true
         }
     }
 }

@@ -70,17 +70,21 @@ pub async fn reconcile(app: Arc<CatalogApp>, ctx: Arc<Context>) -> Result<Action
         .filter(|r| r.spec.app_ref.name == app.name_any())
         .collect();
 
+    let live_jobs = runs::live_jobs(&ctx, &ns, &app.name_any(), &runs).await?;
+
     let plan = decide(&Inputs {
         app: &app,
         now: Utc::now(),
         provisioning: &provisioning,
         policy,
         runs: &runs,
+        live_jobs: &live_jobs,
     });
 
     // Apply: cancel, create, prune.
     for (run, why) in &plan.cancel {
-        runs::cancel(&ctx, &ns, run, why).await?;
+        let replaced = plan.replaced.contains(run);
+        runs::cancel(&ctx, &ns, run, why, replaced).await?;
     }
     runs::create(&runs_api, &app, &plan.create).await?;
     runs::delete(&runs_api, &plan.prune).await?;

@@ -2,8 +2,11 @@
 //! beyond the history limits), their names, the object for a new run, and the
 //! API calls that create, cancel and prune them.
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{
+    Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy,
+};
 use kube::{Resource, ResourceExt};
 
 use super::decide::{NewRun, Plan};
@@ -232,8 +235,19 @@ pub async fn delete<K>(api: &Api<K>, names: &[String]) -> Result<()>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
+    delete_with(api, names, PropagationPolicy::Background).await
+}
+
+async fn delete_with<K>(
+    api: &Api<K>,
+    names: &[String],
+    propagation: PropagationPolicy,
+) -> Result<()>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let params = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
+        propagation_policy: Some(propagation),
         ..Default::default()
     };
     for name in names {
@@ -246,9 +260,41 @@ where
     Ok(())
 }
 
+/// The app's runs (by name) whose Job exists and has not ended (Complete or Failed):
+/// their pod may still run. A Job being deleted in the foreground is still there. Only
+/// a cancelled run's Job matters (see `lanes::holding`): with no run active nor
+/// cancelled, nothing is read.
+pub async fn live_jobs(
+    ctx: &Context,
+    ns: &str,
+    app: &str,
+    runs: &[SyncRun],
+) -> Result<Vec<String>> {
+    let cancelled = |r: &SyncRun| r.annotations().contains_key(CANCEL_ANNOTATION);
+    if !runs.iter().any(|r| is_active(r) || cancelled(r)) {
+        return Ok(Vec::new());
+    }
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let params = ListParams::default().labels(&format!("{APP_LABEL}={app}"));
+    let listed = jobs.list(&params).await?.items;
+    Ok(listed
+        .iter()
+        .filter(|j| sync_run::job_end(j).is_none())
+        .filter_map(sync_run::job::run_of)
+        .collect())
+}
+
 /// Cancels an active run: the controller records Cancelled (the Job may not
-/// get the chance), then deletes the Job so its pod gets SIGTERM.
-pub async fn cancel(ctx: &Context, ns: &str, run: &str, message: &str) -> Result<()> {
+/// get the chance), then deletes the Job so its pod gets SIGTERM. A replaced run's Job
+/// is deleted in the foreground: it stays (with a deletionTimestamp) until its pod is
+/// gone, which the new run waits for.
+pub async fn cancel(
+    ctx: &Context,
+    ns: &str,
+    run: &str,
+    message: &str,
+    replaced: bool,
+) -> Result<()> {
     let runs: Api<SyncRun> = Api::namespaced(ctx.client.clone(), ns);
     let Some(current) = runs.get_opt(run).await? else {
         return Ok(());
@@ -276,11 +322,17 @@ pub async fn cancel(ctx: &Context, ns: &str, run: &str, message: &str) -> Result
         recorded.as_deref(),
     )
     .await?;
-    // The Job is named like the run, even if its name was never recorded.
-    // Background: the Job goes now, its pod is stopped (SIGTERM) by the garbage collector.
+    // The Job is named like the run, even if its name was never recorded. Background:
+    // the Job goes now, its pod is stopped (SIGTERM) by the garbage collector; nothing of
+    // its lane starts before the lane is turned on again.
     let job_name = recorded.unwrap_or_else(|| run.to_string());
-    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(ctx.client.clone(), ns);
-    delete(&jobs, &[job_name]).await
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let propagation = if replaced {
+        PropagationPolicy::Foreground
+    } else {
+        PropagationPolicy::Background
+    };
+    delete_with(&jobs, &[job_name], propagation).await
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@ use super::runs::{CREATED_BY_CONTROLLER, CREATED_BY_LABEL};
 use super::texts::{limit_text, progress_text};
 use super::*;
 use crate::api::*;
-use crate::cluster::conditions::{self, READY, STALLED, is_true};
+use crate::cluster::conditions::{self, READY, RECONCILING, STALLED, is_true};
 use crate::controller::connectivity::Failure;
+use crate::controller::sync_run::CANCEL_ANNOTATION;
 use crate::controller::sync_run::job::APP_LABEL;
 
 const APP_CREATED: &str = "2026-01-01T00:00:00Z";
@@ -91,6 +92,19 @@ fn decide_at(
     policy: Option<&SyncPolicy>,
     runs: &[SyncRun],
 ) -> Plan {
+    decide_with_jobs(app, now, provisioning, policy, runs, &[])
+}
+
+/// `decide_at`, with the runs whose Job has not ended yet.
+fn decide_with_jobs(
+    app: &CatalogApp,
+    now: &str,
+    provisioning: &ProvisioningState,
+    policy: Option<&SyncPolicy>,
+    runs: &[SyncRun],
+    live_jobs: &[&str],
+) -> Plan {
+    let live_jobs: Vec<String> = live_jobs.iter().map(|j| j.to_string()).collect();
     decide(&Inputs {
         app,
         now: t(now),
@@ -100,6 +114,7 @@ fn decide_at(
             None => PolicyState::NotFound("default"),
         },
         runs,
+        live_jobs: &live_jobs,
     })
 }
 
@@ -570,8 +585,22 @@ fn forbid_skips_a_slot_and_defers_a_request_while_a_run_is_active() {
     assert_eq!(cond(&p, SYNCHRONIZING).status, "True");
 }
 
+/// The run as the controller leaves it once it cancelled it: Cancelled, with our mark.
+fn cancelled(mut r: SyncRun, why: &str) -> SyncRun {
+    r.annotations_mut()
+        .insert(CANCEL_ANNOTATION.into(), why.into());
+    r.status = Some(SyncRunStatus {
+        phase: Some(RunPhase::Cancelled),
+        completion_time: Some(Time("2026-01-01T10:00:31Z".parse().unwrap())),
+        ..Default::default()
+    });
+    r
+}
+
+/// Replace stops the active run (its Job deleted in the foreground) and starts the new
+/// one only once that Job is gone; meanwhile the app is Reconciling and the slot stays due.
 #[test]
-fn replace_cancels_the_active_run() {
+fn replace_waits_for_the_replaced_run_to_stop() {
     let a = app(true, json!({}));
     let pol = policy(json!({"schedule": "0 * * * *", "concurrencyPolicy": "Replace"}));
     let active = run(
@@ -580,11 +609,192 @@ fn replace_cancels_the_active_run() {
         Some(RunPhase::Running),
         "2026-01-01T09:00:00Z",
     );
-    let p = decide_at(&a, "2026-01-01T10:00:30Z", &ready(), Some(&pol), &[active]);
+    let now = "2026-01-01T10:00:30Z";
+    let p = decide_with_jobs(
+        &a,
+        now,
+        &ready(),
+        Some(&pol),
+        std::slice::from_ref(&active),
+        &["slack-old"],
+    );
     assert_eq!(p.cancel.len(), 1);
     assert_eq!(p.cancel[0].0, "slack-old");
-    assert!(p.cancel[0].1.contains("replaced"));
-    assert_eq!(p.create.len(), 1);
+    assert!(
+        p.cancel[0].1.contains("replaced by run slack-"),
+        "{:?}",
+        p.cancel
+    );
+    assert_eq!(p.replaced, ["slack-old"], "its Job goes in the foreground");
+    assert!(p.create.is_empty(), "not before the old pod is gone");
+    let reconciling = cond(&p, RECONCILING);
+    assert_eq!(
+        (reconciling.status.as_str(), reconciling.reason.as_str()),
+        ("True", "WaitingForRunToStop")
+    );
+    assert!(
+        reconciling
+            .message
+            .contains("waiting for run slack-old to stop"),
+        "{}",
+        reconciling.message
+    );
+    assert_eq!(p.status.last_schedule_time, None, "the slot stays due");
+    assert!(p.requeue <= Duration::from_secs(5));
+
+    // Cancelled, but its Job is still there (foreground deletion): still waiting, nothing
+    // cancelled twice.
+    let a2 = with_status(a.clone(), &p);
+    let stopping = cancelled(active, "cancelled: replaced by run x");
+    let later = "2026-01-01T10:00:40Z";
+    let p2 = decide_with_jobs(
+        &a2,
+        later,
+        &ready(),
+        Some(&pol),
+        std::slice::from_ref(&stopping),
+        &["slack-old"],
+    );
+    assert!(p2.create.is_empty() && p2.cancel.is_empty());
+    assert!(cond(&p2, RECONCILING).message.contains("slack-old"));
+
+    // The Job is gone: the slot's run starts, Reconciling goes.
+    let p3 = decide_with_jobs(&a2, later, &ready(), Some(&pol), &[stopping], &[]);
+    assert_eq!(p3.create.len(), 1);
+    assert_eq!(p3.create[0].trigger, Trigger::Schedule);
+    assert!(p3.status.last_schedule_time.is_some());
+    assert!(conditions::find(&p3.status.conditions, RECONCILING).is_none());
+}
+
+/// Replace never stops a Plan run nor a run of the other direction: the request waits
+/// and a slot is skipped, as under Forbid.
+#[test]
+fn replace_does_not_stop_a_plan_run_nor_the_other_direction() {
+    let request = json!({"metadata": {"annotations": {
+        REQUESTED_AT_ANNOTATION: "now", REQUESTED_DIRECTION_ANNOTATION: "Import"}}});
+    let a = app(true, request);
+    let pol = policy(json!({"concurrencyPolicy": "Replace"}));
+    let mut plan_run = run(
+        "slack-plan",
+        Direction::Import,
+        Some(RunPhase::Running),
+        "2026-01-01T09:00:00Z",
+    );
+    plan_run.spec.mode = Mode::Plan;
+    let provision = run(
+        "slack-prov",
+        Direction::Provision,
+        Some(RunPhase::Running),
+        "2026-01-01T09:00:00Z",
+    );
+    for holder in [plan_run, provision] {
+        let name = holder.name_any();
+        let p = decide_with_jobs(
+            &a,
+            "2026-01-01T10:00:30Z",
+            &ready(),
+            Some(&pol),
+            &[holder],
+            &[name.as_str()],
+        );
+        assert!(p.cancel.is_empty(), "{name}: {:?}", p.cancel);
+        assert!(p.create.is_empty(), "{name}");
+        assert_eq!(p.status.last_handled_requested_at, None, "{name}: waits");
+    }
+
+    // A slot due meanwhile is skipped, saying why.
+    let a = app(true, json!({}));
+    let pol = policy(json!({"schedule": "0 * * * *", "concurrencyPolicy": "Replace"}));
+    let provision = run(
+        "slack-prov",
+        Direction::Provision,
+        Some(RunPhase::Running),
+        "2026-01-01T09:00:00Z",
+    );
+    let p = decide_at(
+        &a,
+        "2026-01-01T10:00:30Z",
+        &ready(),
+        Some(&pol),
+        &[provision],
+    );
+    assert!(p.cancel.is_empty() && p.create.is_empty());
+    let skipped = p.events.iter().find(|e| e.reason == "RunSkipped").unwrap();
+    assert!(
+        skipped.note.contains("does not stop a Provision run"),
+        "{}",
+        skipped.note
+    );
+}
+
+/// Forbid and Replace count the same runs: the active ones and the cancelled ones whose
+/// Job has not ended; a run that ended by itself holds nothing.
+#[test]
+fn forbid_and_replace_count_the_same_runs() {
+    let active = run(
+        "slack-a",
+        Direction::Import,
+        Some(RunPhase::Running),
+        "2026-01-01T09:00:00Z",
+    );
+    let stopping = cancelled(
+        run("slack-s", Direction::Import, None, "2026-01-01T09:00:00Z"),
+        "cancelled: the app was suspended",
+    );
+    let stopped = cancelled(
+        run("slack-t", Direction::Import, None, "2026-01-01T09:00:00Z"),
+        "cancelled",
+    );
+    let ended = run(
+        "slack-e",
+        Direction::Import,
+        Some(RunPhase::Succeeded),
+        "2026-01-01T09:00:00Z",
+    );
+    let runs = [active, stopping, stopped, ended];
+    let live = ["slack-s".to_string(), "slack-e".to_string()];
+    let names: Vec<String> = lanes::holding(&runs, &live, &Plan::default())
+        .iter()
+        .map(|r| r.name_any())
+        .collect();
+    assert_eq!(names, ["slack-a", "slack-s"]);
+
+    // The same runs make Forbid refuse and Replace stop or wait.
+    let a = app(true, json!({}));
+    for (concurrency, runs) in [
+        ("Forbid", &runs[..1]),
+        ("Forbid", &runs[1..2]),
+        ("Replace", &runs[1..2]),
+    ] {
+        let pol = policy(json!({"schedule": "0 * * * *", "concurrencyPolicy": concurrency}));
+        let p = decide_with_jobs(
+            &a,
+            "2026-01-01T10:00:30Z",
+            &ready(),
+            Some(&pol),
+            runs,
+            &["slack-s"],
+        );
+        assert!(
+            p.create.is_empty(),
+            "{concurrency} {:?}",
+            runs[0].name_any()
+        );
+    }
+    let pol = policy(json!({"schedule": "0 * * * *"}));
+    let p = decide_with_jobs(
+        &a,
+        "2026-01-01T10:00:30Z",
+        &ready(),
+        Some(&pol),
+        &runs[2..],
+        &["slack-e"],
+    );
+    assert_eq!(
+        p.create.len(),
+        1,
+        "a stopped run and an ended one hold nothing"
+    );
 }
 
 #[test]

@@ -5,18 +5,23 @@
 //! - `decide`: pure — the Job's state, which applying run goes first, and the
 //!   [`Step`] for a run;
 //! - `job`: the Job builder, pure;
+//! - `start`: pure — whether a Job that has not started its pod ever will (its pods'
+//!   image and container errors, its `FailedCreate` events);
 //! - here: `reconcile` (observe → decide → apply) and the status writes the
 //!   controller owns (`finish`, the Job's name).
 
 mod decide;
 pub mod job;
+pub mod start;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -55,7 +60,8 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
     let name = run.name_any();
 
     // Observe: the Job, a fresh run where it may have reported, the run to wait for.
-    let job = JobState::of(jobs.get_opt(&name).await?.as_ref(), &run);
+    let found = jobs.get_opt(&name).await?;
+    let job = JobState::of(found.as_ref(), &run);
     let run = if job.calls_for_fresh_run(&run) {
         runs.get(&name).await?
     } else {
@@ -68,7 +74,11 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
     };
 
     match decide(&run, &job, waits_for.as_deref()) {
-        Step::Wait => {}
+        Step::Wait => {
+            if let Some(found) = found.as_ref().filter(|_| awaits_pod(&run, &job)) {
+                return watch_start(&ctx, &run, found, &ns).await;
+            }
+        }
         Step::Queue { message } => {
             if let Some(message) = message {
                 let pending = json!({
@@ -80,14 +90,72 @@ pub async fn reconcile(run: Arc<SyncRun>, ctx: Arc<Context>) -> Result<Action> {
             }
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
-        Step::CreateJob => create_job(&ctx, &run, &ns).await?,
-        Step::RecordJob => record_job(&runs, &run).await?,
+        // Looked at again once the Job is old enough for its pod to have started.
+        Step::CreateJob => {
+            create_job(&ctx, &run, &ns).await?;
+            return Ok(Action::requeue(start::START_GRACE));
+        }
+        Step::RecordJob => {
+            record_job(&runs, &run).await?;
+            return Ok(Action::requeue(start::START_GRACE));
+        }
         Step::Finish {
             phase,
             reason,
             message,
             job_name,
         } => finish(&ctx, &run, phase, &reason, &message, job_name.as_deref()).await?,
+    }
+    Ok(Action::await_change())
+}
+
+/// Whether the run waits for its Job's pod: the Job is ours, active and recorded, and the
+/// engine has not written Running yet.
+fn awaits_pod(run: &SyncRun, job: &JobState) -> bool {
+    let status = run.status.as_ref();
+    *job == JobState::Active
+        && status.is_some_and(|s| s.job_name.is_some())
+        && status
+            .and_then(|s| s.phase)
+            .is_none_or(|p| p == RunPhase::Pending)
+}
+
+/// A Job that has not started its pod after [`start::START_GRACE`]: its pods and events
+/// tell whether it ever will. If not, the run ends Failed with the cause and the Job goes
+/// (the pod would only retry); else the Job is looked at again soon.
+async fn watch_start(ctx: &Context, run: &SyncRun, job: &Job, ns: &str) -> Result<Action> {
+    let created = job.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    if let start::StartCheck::After(wait) = start::start_check(created, Timestamp::now()) {
+        return Ok(Action::requeue(wait));
+    }
+    let uid = job.metadata.uid.clone().unwrap_or_default();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("{}={uid}", start::CONTROLLER_UID_LABEL)))
+        .await?
+        .items;
+    let events = Api::<CoreEvent>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().fields(&format!("involvedObject.uid={uid}")))
+        .await?
+        .items;
+    let Some(failure) = start::start_failure(job, &pods, &events) else {
+        return Ok(Action::requeue(start::START_RECHECK));
+    };
+    let name = run.name_any();
+    let phase = RunPhase::Failed;
+    finish(
+        ctx,
+        run,
+        phase,
+        failure.reason,
+        &failure.message,
+        Some(&name),
+    )
+    .await?;
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    match jobs.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
     }
     Ok(Action::await_change())
 }

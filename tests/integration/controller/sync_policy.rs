@@ -1,9 +1,13 @@
 //! SyncPolicy: a missing or invalid policy, and what its settings do to runs (history
 //! limits, change limits, `concurrencyPolicy: Replace`).
 
-use catalogsync::api::{RunPhase, SyncPolicy, SyncRun};
+use std::time::Duration;
+
+use catalogsync::api::{Direction, RunPhase, SyncPolicy, SyncRun};
 use catalogsync::cluster::conditions::find;
+use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use super::{Env, app_cond, app_message, eventually, phase, requested_echo, tf};
@@ -133,8 +137,12 @@ async fn a_run_stopped_on_a_limit_sets_limit_exceeded_with_planned_and_allowed()
     .await;
 }
 
+/// Replace stops the active run by deleting its Job in the foreground, and creates the
+/// new run only once that Job is gone. envtest has no garbage collector: the Job keeps
+/// its `foregroundDeletion` finalizer until the test removes it, as the GC would once
+/// the pod is gone.
 #[tokio::test]
-async fn replace_cancels_the_active_run_for_a_new_one() {
+async fn replace_waits_for_the_old_job_to_be_gone() {
     let (env, _ctl) = Env::with_controller("ctl-replace").await;
     env.policy("concurrencyPolicy: Replace").await;
     env.app(true).await;
@@ -144,11 +152,18 @@ async fn replace_cancels_the_active_run_for_a_new_one() {
     env.job_writes(&first.name_any(), json!({"phase": "Running"}))
         .await;
     env.request_run("second").await;
-    let replaced = eventually(30, "first run Cancelled", || async {
-        let r = env.api::<SyncRun>().get(&first.name_any()).await.ok()?;
-        (phase(&r) == Some(RunPhase::Cancelled)).then_some(r)
+
+    let jobs = env.api::<Job>();
+    let job = eventually(30, "old Job deleted in the foreground", || async {
+        let j = jobs.get_opt(&first.name_any()).await.ok()??;
+        j.metadata.deletion_timestamp.as_ref()?;
+        j.finalizers()
+            .contains(&"foregroundDeletion".to_string())
+            .then_some(j)
     })
     .await;
+    let replaced = env.api::<SyncRun>().get(&first.name_any()).await.unwrap();
+    assert_eq!(phase(&replaced), Some(RunPhase::Cancelled));
     assert!(
         replaced
             .status
@@ -158,14 +173,112 @@ async fn replace_cancels_the_active_run_for_a_new_one() {
             .contains("replaced")
     );
     let a = env
-        .wait_app("second run active", |a| {
-            a.status
-                .as_ref()
-                .and_then(|s| s.active_run.as_ref())
-                .map(|r| &r.name)
-                .is_some_and(|n| *n != first.name_any())
+        .wait_app("Reconciling: waiting for the old run", |a| {
+            app_cond(a, "Reconciling") == tf("True", "WaitingForRunToStop")
         })
         .await;
-    assert_eq!(requested_echo(&a), Some("second"));
-    assert_eq!(env.runs().await.len(), 2);
+    let waiting = app_message(&a, "Reconciling");
+    assert!(waiting.contains(&first.name_any()), "{waiting}");
+    // The old pod may still write: no new run meanwhile.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        env.runs().await.len(),
+        1,
+        "no new run while the old Job is there"
+    );
+    assert_eq!(requested_echo(&env.get_app().await), Some("first"));
+
+    // The pod is gone: the garbage collector drops the finalizer, the Job goes.
+    let gone_at = jiff::Timestamp::now();
+    let unfinalize = json!({"metadata": {"finalizers": null}});
+    jobs.patch(
+        &job.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&unfinalize),
+    )
+    .await
+    .unwrap();
+    let second = eventually(30, "the new run", || async {
+        env.runs()
+            .await
+            .into_iter()
+            .find(|r| r.name_any() != first.name_any())
+    })
+    .await;
+    assert!(jobs.get_opt(&first.name_any()).await.unwrap().is_none());
+    let created = second.metadata.creation_timestamp.unwrap().0;
+    // creationTimestamp has whole seconds.
+    assert!(
+        created.as_second() >= gone_at.as_second(),
+        "the new run ({created}) is created after the old Job is gone ({gone_at})"
+    );
+    let a = env
+        .wait_app("second handled", |a| requested_echo(a) == Some("second"))
+        .await;
+    assert!(app_cond(&a, "Reconciling").is_none());
+}
+
+/// Replace never cancels a Plan run nor a run of the other direction: the request waits
+/// for it, as under Forbid.
+#[tokio::test]
+async fn replace_spares_a_plan_run_and_the_other_direction() {
+    let (env, _ctl) = Env::with_controller("ctl-replace-spare").await;
+    env.policy("concurrencyPolicy: Replace").await;
+    env.app(true).await;
+    env.wait_ready().await;
+
+    // A Provision run is active; an Import request waits for it.
+    env.request("provision", Some("Provision")).await;
+    let provision = env.first_run_with_job(30).await;
+    env.job_writes(&provision.name_any(), json!({"phase": "Running"}))
+        .await;
+    env.request("import", Some("Import")).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let p = env
+        .api::<SyncRun>()
+        .get(&provision.name_any())
+        .await
+        .unwrap();
+    assert_eq!(phase(&p), Some(RunPhase::Running), "not replaced");
+    let job = env.api::<Job>().get(&provision.name_any()).await.unwrap();
+    assert!(job.metadata.deletion_timestamp.is_none());
+    assert_eq!(env.runs().await.len(), 1);
+    env.job_writes(&provision.name_any(), json!({"phase": "Succeeded"}))
+        .await;
+    env.wait_app("import handled", |a| requested_echo(a) == Some("import"))
+        .await;
+    let import = eventually(30, "the Import run", || async {
+        env.runs()
+            .await
+            .into_iter()
+            .find(|r| r.spec.direction == Direction::Import)
+    })
+    .await;
+    env.job_writes(&import.name_any(), json!({"phase": "Succeeded"}))
+        .await;
+
+    // A Plan run (made by hand) is active; a request waits for it too.
+    env.apply(&format!(
+        "apiVersion: catalogsync.io/v1alpha1\nkind: SyncRun\nmetadata: {{name: plan, namespace: {}}}\n\
+         spec: {{appRef: {{name: slack}}, direction: Import, mode: Plan, trigger: Manual}}\n",
+        env.ns
+    ))
+    .await;
+    eventually(30, "the Plan run's Job", || async {
+        env.api::<Job>().get_opt("plan").await.ok()?.map(|_| ())
+    })
+    .await;
+    env.job_writes("plan", json!({"phase": "Running"})).await;
+    env.request("again", Some("Import")).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let plan = env.api::<SyncRun>().get("plan").await.unwrap();
+    assert_eq!(
+        phase(&plan),
+        Some(RunPhase::Running),
+        "a Plan run is not replaced"
+    );
+    assert_eq!(requested_echo(&env.get_app().await), Some("import"));
+    env.job_writes("plan", json!({"phase": "Succeeded"})).await;
+    env.wait_app("again handled", |a| requested_echo(a) == Some("again"))
+        .await;
 }

@@ -10,9 +10,10 @@ use catalogsync::api::{
 use catalogsync::cluster::conditions::find;
 use catalogsync::controller::sync_run::job::{APP_LABEL, JobConfig, RUN_LABEL};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::{Env, JOB_IMAGE, RunningController, app_cond, eventually, phase, requested_echo, tf};
@@ -359,6 +360,129 @@ async fn scheduled_run_then_disabling_cancels_it_and_enabling_resumes() {
         (env.runs().await.len() >= 2).then_some(())
     })
     .await;
+}
+
+/// A requested run whose Job exists (envtest runs no Job controller and no kubelet: no
+/// pod, no event appear by themselves).
+async fn run_with_its_job(env: &Env) -> (SyncRun, Job) {
+    env.policy("").await;
+    env.app(true).await;
+    env.wait_ready().await;
+    env.request_run("x").await;
+    let run = env.first_run_with_job(30).await;
+    let job = env.api::<Job>().get(&run.name_any()).await.unwrap();
+    (run, job)
+}
+
+/// Waits (up to a minute after the Job was created) for the run to end Failed with `reason`.
+async fn fails_within_a_minute(env: &Env, run: &SyncRun, job: &Job, reason: &str) -> String {
+    let failed = eventually(70, "run Failed", || async {
+        let r = env.api::<SyncRun>().get(&run.name_any()).await.ok()?;
+        (phase(&r) == Some(RunPhase::Failed)).then_some(r)
+    })
+    .await;
+    let status = failed.status.unwrap();
+    let failed_condition = find(&status.conditions, "Failed").unwrap();
+    assert_eq!(failed_condition.reason, reason);
+    let created = job.metadata.creation_timestamp.as_ref().unwrap().0;
+    let ended = status.completion_time.unwrap().0;
+    let took = ended.duration_since(created).as_secs();
+    assert!(
+        (30..=60).contains(&took),
+        "ended {took} s after the Job was created"
+    );
+    // The Job goes: its pod would only retry.
+    eventually(30, "Job deleted", || async {
+        let j = env.api::<Job>().get_opt(&run.name_any()).await.unwrap();
+        j.is_none().then_some(())
+    })
+    .await;
+    status.message.unwrap()
+}
+
+#[tokio::test]
+async fn a_job_that_cannot_create_its_pod_fails_its_run_within_a_minute() {
+    let (env, _ctl) = Env::with_controller("ctl-podcreate").await;
+    let (run, job) = run_with_its_job(&env).await;
+    // What the Job controller writes when the ServiceAccount is missing.
+    let cause = format!(
+        "Error creating: pods \"{}-\" is forbidden: error looking up service account \
+         {}/catalogsync-sync-job: serviceaccount \"catalogsync-sync-job\" not found",
+        job.name_any(),
+        env.ns
+    );
+    let now = jiff::Timestamp::now().to_string();
+    let event: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": format!("{}.failedcreate", job.name_any())},
+        "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "namespace": env.ns,
+                           "name": job.name_any(), "uid": job.uid()},
+        "reason": "FailedCreate", "message": cause, "type": "Warning",
+        "source": {"component": "job-controller"},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 3
+    }))
+    .unwrap();
+    env.api::<CoreEvent>()
+        .create(&PostParams::default(), &event)
+        .await
+        .expect("event");
+    let message = fails_within_a_minute(&env, &run, &job, "PodCreateFailed").await;
+    assert!(
+        message.contains("serviceaccount \"catalogsync-sync-job\" not found"),
+        "{message}"
+    );
+    env.wait_app("lastRun Failed", |a| {
+        last_run_phase(a) == Some(RunPhase::Failed)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pod_that_cannot_pull_its_image_fails_its_run_within_a_minute() {
+    let (env, _ctl) = Env::with_controller("ctl-imagepull").await;
+    let (run, job) = run_with_its_job(&env).await;
+    // The Job's pod, as the Job controller makes it, then as the kubelet reports it.
+    let template = job.spec.clone().unwrap().template;
+    let mut labels = template
+        .metadata
+        .clone()
+        .unwrap_or_default()
+        .labels
+        .unwrap_or_default();
+    labels.insert(
+        "batch.kubernetes.io/controller-uid".into(),
+        job.uid().unwrap(),
+    );
+    labels.insert("batch.kubernetes.io/job-name".into(), job.name_any());
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-abcde", job.name_any())),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        spec: template.spec,
+        ..Default::default()
+    };
+    let pods = env.api::<Pod>();
+    let pod = pods
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("pod");
+    let container = pod.spec.as_ref().unwrap().containers[0].name.clone();
+    let back_off = "Back-off pulling image \"registry.example/catalogsync:gone\"";
+    pods.patch_status(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"status": {"phase": "Pending", "containerStatuses": [{
+            "name": container, "image": "registry.example/catalogsync:gone", "imageID": "",
+            "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": back_off}}}]}}),
+        ),
+    )
+    .await
+    .expect("pod status");
+    let message = fails_within_a_minute(&env, &run, &job, "ImagePullFailed").await;
+    assert!(message.contains(back_off), "{message}");
 }
 
 #[tokio::test]
