@@ -6,7 +6,6 @@ use crate::scim::error::{ErrorKind, Result, ScimError};
 use crate::scim::model::{GROUPS, PATCH_OP_SCHEMA, PatchOp, PatchOpKind, PatchOperation};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use std::collections::HashSet;
 
 /// How [`ScimClient::remove_members`] removes members.
@@ -286,6 +285,7 @@ impl ScimClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     #[test]
     fn membership_body_is_the_patchop() {
