@@ -32,8 +32,10 @@ crds:
 	cargo run --locked -q --features dev -- crds > deploy/crds.yaml
 	cargo run --locked -q --features dev -- api-docs > docs/api.md
 
-## bench: the sync engine benchmark (release build, 1,000/10,000/100,000 accounts per side,
-## about 35 minutes on 2 cores plus the build); figures and how to read them in docs/benchmarks.md.
+## bench: the sync engine benchmark (release build, 1,000/10,000/100,000 accounts per side, five
+## shapes: 35 minutes for first/changed/steady on a quiet 2-core machine, the deleted shape's
+## 1,000 confirmations at 100,000 accounts an estimated hour more: see --deletions); figures
+## and how to read them in docs/benchmarks.md.
 ## BENCH_ARGS passes options, e.g. BENCH_ARGS="--sizes 10000 --shapes steady --runs 5".
 bench:
 	@hack/scim/setup.sh >/dev/null

@@ -65,6 +65,11 @@ struct Args {
     /// Runs per (size, shape) from 100,000 accounts on (each takes minutes).
     #[arg(long, default_value_t = 1)]
     large_runs: usize,
+    /// Records without an account in the `deleted` shape (default: 1% of the accounts).
+    /// Each costs the server one filter query that walks every app account (seconds at
+    /// 100,000 accounts), so a large size may ask for fewer.
+    #[arg(long)]
+    deletions: Option<usize>,
     /// SyncPolicy parallelism.
     #[arg(long, default_value_t = 8)]
     parallelism: u32,
@@ -222,6 +227,10 @@ async fn run(mut args: Args) -> Result<()> {
             args.runs
         };
         let world = World::new(cp, n, args.parallelism, command.clone(), dir.clone()).await?;
+        let world = World {
+            deletions: args.deletions.unwrap_or(one_percent(n)),
+            ..world
+        };
         for &shape in &args.shapes {
             let m = world.measure(shape, runs.max(1)).await?;
             eprintln!("{}", row(&m));
@@ -272,6 +281,8 @@ struct World {
     http: reqwest::Client,
     accounts: usize,
     parallelism: usize,
+    /// How many records the `deleted` shape leaves without an account.
+    deletions: usize,
     domain_ids: Vec<String>,
     /// The app's grant and record groups: (name, ownership mark).
     groups: [(String, String); 2],
@@ -376,6 +387,7 @@ impl World {
             http: reqwest::Client::new(),
             accounts: n,
             parallelism: parallelism.max(1) as usize,
+            deletions: one_percent(n),
             domain_ids,
             groups: [
                 (app.grant_group_name(), app.group_mark(GroupRole::Grant)),
@@ -462,8 +474,12 @@ impl World {
         };
         match shape {
             Shape::Deleted => {
-                let ids = self.server.seed_users("idp", "gone", extra).await;
-                ensure!(ids.len() == extra, "seeded {} gone users", ids.len());
+                let ids = self.server.seed_users("idp", "gone", self.deletions).await;
+                ensure!(
+                    ids.len() == self.deletions,
+                    "seeded {} gone users",
+                    ids.len()
+                );
                 setup.gone = numbered(ids);
             }
             Shape::Create => {
