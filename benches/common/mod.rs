@@ -20,7 +20,10 @@ pub async fn token_secrets(
         create::<k8s_openapi::api::core::v1::Secret>(
             client,
             ns,
-            json!({"metadata": {"name": name}, "stringData": {"token": token(tenant)}}),
+            // Opted in as credentials, as catalogsync requires.
+            json!({"metadata": {"name": name,
+                                "labels": {"catalogsync.io/credentials": "true"}},
+                   "stringData": {"token": token(tenant)}}),
         )
         .await?;
     }
