@@ -27,14 +27,11 @@ use crate::scim::path::quote;
 
 use super::error::RunError;
 use super::extract::Rules;
-use super::import::RECORD_BATCH;
+use super::import::{MEMBERS_PER_CALL, RECORD_BATCH};
 use super::list::{self, Collect, Groups};
 use super::mapping::Mappings;
 use super::pipeline::{Context, PlanReport, Stages};
 use super::writes::{Writes, certainly_not_applied};
-
-/// Membership values per record-group PATCH (see the Import's).
-const MEMBERS_PER_CALL: usize = 10_000;
 
 /// Everything a Provision run needs.
 pub struct ProvisionRun {

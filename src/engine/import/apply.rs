@@ -31,7 +31,7 @@ use super::{ImportRun, Listed};
 /// carries (one operation of 10,000 values), since a PATCH costs the same for 1 or 10,000
 /// members (on a 100,000-member group each PATCH costs seconds), yet bounded so that
 /// progress moves on huge runs.
-const MEMBERS_PER_CALL: usize = 10_000;
+pub(crate) const MEMBERS_PER_CALL: usize = 10_000;
 
 /// Created (or found) users recorded per PATCH while the creates go on.
 pub(crate) const RECORD_BATCH: usize = 50;

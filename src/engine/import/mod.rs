@@ -6,7 +6,7 @@
 
 mod apply;
 
-pub(crate) use apply::RECORD_BATCH;
+pub(crate) use apply::{MEMBERS_PER_CALL, RECORD_BATCH};
 
 use std::collections::HashSet;
 
