@@ -434,8 +434,15 @@ impl Applier<'_> {
             let result = self.run.context.domain.add_members(record_id, &ids).await;
             for p in chunk {
                 self.land(p.lands, result.is_ok());
-                if let Err(e) = &result {
-                    self.writes.record_failed(1, "Record", &p.subject, e);
+                match (&result, p.lands) {
+                    (Ok(_), _) => {}
+                    // The account itself lands in `failed`: one failure, counted once.
+                    (Err(e), Lands::Adopted { .. } | Lands::Found) => {
+                        self.writes.list_failure(1, "Record", &p.subject, e)
+                    }
+                    (Err(e), Lands::Created) => {
+                        self.writes.record_failed(1, "Record", &p.subject, e)
+                    }
                 }
             }
         }

@@ -42,7 +42,8 @@ impl Writes {
         self.list_failure(n, action, subject, e);
     }
 
-    fn list_failure(&self, n: u64, action: &str, subject: &str, e: &dyn std::fmt::Display) {
+    /// Lists a failure that the caller counts itself, and stops after too many.
+    pub fn list_failure(&self, n: u64, action: &str, subject: &str, e: &dyn std::fmt::Display) {
         tracing::warn!(action, subject, error = %e, "change failed");
         self.tracker.fail(action, subject, e.to_string());
         if self.guard.record(n, n) {

@@ -4,8 +4,11 @@
 use crate::scim::client::ScimClient;
 use crate::scim::error::{ErrorKind, Result, ScimError};
 use crate::scim::model::{GROUPS, PATCH_OP_SCHEMA, PatchOp, PatchOpKind, PatchOperation};
+use crate::scim::transport::RawResponse;
+use bytes::Bytes;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 /// How [`ScimClient::remove_members`] removes members.
@@ -66,20 +69,37 @@ fn members_add_body(ids: &[&str], per_op: usize) -> Result<Vec<u8>> {
     serde_json::to_vec(&body).map_err(|e| ScimError::Config(format!("membership PATCH: {e}")))
 }
 
-/// The PatchOp that replaces `members` with `keep` (or removes them all when `keep` is
-/// empty), serialized straight from the ids like [`members_add_body`]: a 100,000-member
-/// group as `Value`s, twice (the list, then the PatchOp), was ~70 MB for a moment.
-fn members_replace_body(keep: &[&str]) -> Result<Vec<u8>> {
+/// The PatchOp that replaces `members` with those of `members` not in `remove` (or
+/// removes them all when none is kept), serialized straight from the borrowed ids into
+/// a buffer of about its final size: at 100,000 members every copy or doubling of the
+/// list costs megabytes of peak memory.
+fn members_replace_body(members: &[Cow<'_, str>], remove: &HashSet<&str>) -> Result<Bytes> {
     #[derive(Serialize)]
     struct Member<'a> {
         value: &'a str,
+    }
+    /// The kept members as a sequence, without collecting them first.
+    struct Kept<'a>(&'a [Cow<'a, str>], &'a HashSet<&'a str>);
+    impl Serialize for Kept<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            s.collect_seq(self.iter().map(|value| Member { value }))
+        }
+    }
+    impl<'a> Kept<'a> {
+        fn iter(&self) -> impl Iterator<Item = &'a str> + use<'a, '_> {
+            let remove = self.1;
+            self.0
+                .iter()
+                .map(|m| m.as_ref())
+                .filter(move |m| !remove.contains(m))
+        }
     }
     #[derive(Serialize)]
     struct Op<'a> {
         op: PatchOpKind,
         path: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
-        value: Option<Vec<Member<'a>>>,
+        value: Option<Kept<'a>>,
     }
     #[derive(Serialize)]
     struct Body<'a> {
@@ -87,7 +107,8 @@ fn members_replace_body(keep: &[&str]) -> Result<Vec<u8>> {
         #[serde(rename = "Operations")]
         operations: [Op<'a>; 1],
     }
-    let op = if keep.is_empty() {
+    let kept = Kept(members, remove);
+    let op = if kept.iter().next().is_none() {
         Op {
             op: PatchOpKind::Remove,
             path: "members",
@@ -97,14 +118,65 @@ fn members_replace_body(keep: &[&str]) -> Result<Vec<u8>> {
         Op {
             op: PatchOpKind::Replace,
             path: "members",
-            value: Some(keep.iter().map(|id| Member { value: id }).collect()),
+            value: Some(kept),
         }
     };
+    // `{"value":"…"},` per member, plus the envelope.
+    let size = 128 + members.iter().map(|m| m.len() + 13).sum::<usize>();
+    let mut buf = Vec::with_capacity(size);
     let body = Body {
         schemas: [PATCH_OP_SCHEMA],
         operations: [op],
     };
-    serde_json::to_vec(&body).map_err(|e| ScimError::Config(format!("membership PATCH: {e}")))
+    serde_json::to_writer(&mut buf, &body)
+        .map_err(|e| ScimError::Config(format!("membership PATCH: {e}")))?;
+    Ok(Bytes::from(buf))
+}
+
+/// A group's members as its answer carries them, borrowed from the answer's bytes:
+/// a 100,000-member group as owned strings or `Value`s is megabytes more for a moment.
+#[derive(Deserialize)]
+struct GroupMembers<'a> {
+    #[serde(default, borrow)]
+    members: Option<Vec<MemberRef<'a>>>,
+    meta: Option<GroupVersion>,
+}
+
+#[derive(Deserialize)]
+struct MemberRef<'a> {
+    // A plain `Cow`, not `Option<Cow>`: serde borrows only the former. A member
+    // without a value reads as "" and is skipped.
+    #[serde(borrow, default)]
+    value: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct GroupVersion {
+    version: Option<String>,
+}
+
+impl<'a> GroupMembers<'a> {
+    fn parse(resp: &'a RawResponse, what: &str) -> Result<Self> {
+        serde_json::from_slice(&resp.body)
+            .map_err(|e| ScimError::Protocol(format!("malformed JSON in {what}: {e}")))
+    }
+
+    /// The member ids, in the answer's order.
+    fn ids(self) -> Vec<Cow<'a, str>> {
+        self.members
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m.value)
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    /// The group's version: the ETag header, else `meta.version`.
+    fn version(&self, resp: &RawResponse) -> Option<String> {
+        resp.etag
+            .clone()
+            .or_else(|| self.meta.as_ref().and_then(|m| m.version.clone()))
+    }
 }
 
 fn unique_ids(ids: &[String]) -> Vec<&str> {
@@ -121,41 +193,24 @@ impl ScimClient {
         &self,
         group_id: &str,
     ) -> Result<Option<(Vec<String>, Option<String>)>> {
+        let Some(resp) = self.group_members_answer(group_id).await? else {
+            return Ok(None);
+        };
+        let group = GroupMembers::parse(&resp, "GET group members")?;
+        let version = group.version(&resp);
+        let ids = group.ids().into_iter().map(Cow::into_owned).collect();
+        Ok(Some((ids, version)))
+    }
+
+    /// The answer to reading a group's members and version, `None` if it does not exist.
+    async fn group_members_answer(&self, group_id: &str) -> Result<Option<RawResponse>> {
         let path = Self::resource_path(GROUPS, group_id);
         let query = vec![("attributes", "members,meta".to_string())];
-        let resp = match self.send(Method::GET, &path, &query, None, None).await {
-            Ok(r) => r,
-            Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        // Typed, not a `Value`: a 100,000-member group as a `Value` is 100,000 maps,
-        // tens of megabytes for a moment, where only the ids are needed.
-        #[derive(Deserialize)]
-        struct Member {
-            value: Option<String>,
+        match self.send(Method::GET, &path, &query, None, None).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(e),
         }
-        #[derive(Deserialize)]
-        struct Meta {
-            version: Option<String>,
-        }
-        #[derive(Deserialize)]
-        struct GroupMembers {
-            #[serde(default)]
-            members: Option<Vec<Member>>,
-            meta: Option<Meta>,
-        }
-        let group: GroupMembers = resp.json(&format!("GET {path}"))?;
-        let members = group
-            .members
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|m| m.value)
-            .collect();
-        let version = resp
-            .etag
-            .clone()
-            .or_else(|| group.meta.and_then(|m| m.version));
-        Ok(Some((members, version)))
     }
 
     /// Adds members to a group: many values per operation, many operations
@@ -169,7 +224,7 @@ impl ScimClient {
         let path = Self::resource_path(GROUPS, group_id);
         let mut requests = 0;
         for chunk in ids.chunks(per_request) {
-            let body = members_add_body(chunk, per_op)?;
+            let body = Bytes::from(members_add_body(chunk, per_op)?);
             // The answer (204, or the whole group on some servers) is not needed.
             self.send_bytes(Method::PATCH, &path, &[], Some(body), None)
                 .await?;
@@ -234,7 +289,7 @@ impl ScimClient {
         let remove: HashSet<&str> = ids.iter().copied().collect();
         let mut requests = 0;
         for round in 1..=MAX_CONFLICTS {
-            let Some((members, version)) = self.group_members(group_id).await? else {
+            let Some(resp) = self.group_members_answer(group_id).await? else {
                 return Err(ScimError::Status {
                     method: "GET".into(),
                     path: Self::resource_path(GROUPS, group_id),
@@ -244,20 +299,19 @@ impl ScimClient {
                     detail: "group not found".into(),
                 });
             };
-            let Some(version) = version else {
+            let group = GroupMembers::parse(&resp, "GET group members")?;
+            let Some(version) = group.version(&resp) else {
                 // No version to guard the replace with: fall back to filters.
                 return self.remove_members_by_filter(group_id, ids).await;
             };
-            let keep: Vec<&str> = members
-                .iter()
-                .map(String::as_str)
-                .filter(|m| !remove.contains(m))
-                .collect();
-            if keep.len() == members.len() {
+            let members = group.ids();
+            if !members.iter().any(|m| remove.contains(m.as_ref())) {
                 return Ok(requests);
             }
-            let body = members_replace_body(&keep)?;
-            drop(keep);
+            let body = members_replace_body(&members, &remove)?;
+            // Only the body goes on: the read answer and its ids are freed before sending.
+            drop(members);
+            drop(resp);
             requests += 1;
             // The answer (204, or the whole group on some servers) is not needed.
             let path = Self::resource_path(GROUPS, group_id);
@@ -304,17 +358,38 @@ mod tests {
 
     #[test]
     fn replace_body_is_the_patchop() {
+        let members: Vec<Cow<str>> = ["a", "b", "c"].map(Cow::Borrowed).to_vec();
         let body: Value =
-            serde_json::from_slice(&members_replace_body(&["a", "b"]).unwrap()).unwrap();
+            serde_json::from_slice(&members_replace_body(&members, &HashSet::from(["b"])).unwrap())
+                .unwrap();
         let expected = serde_json::to_value(PatchOp::new(vec![PatchOp::replace(
             "members",
-            json!([{"value": "a"}, {"value": "b"}]),
+            json!([{"value": "a"}, {"value": "c"}]),
         )]))
         .unwrap();
         assert_eq!(body, expected);
-        let body: Value = serde_json::from_slice(&members_replace_body(&[]).unwrap()).unwrap();
+        let all = HashSet::from(["a", "b", "c"]);
+        let body: Value =
+            serde_json::from_slice(&members_replace_body(&members, &all).unwrap()).unwrap();
         let expected =
             serde_json::to_value(PatchOp::new(vec![PatchOp::remove("members")])).unwrap();
         assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn members_are_read_in_place_and_escaped_ones_owned() {
+        let resp = RawResponse {
+            status: 200,
+            etag: None,
+            body: Bytes::from_static(
+                br#"{"members":[{"value":"a"},{"value":"b\"q"},{"display":"x"}],"meta":{"version":"W/\"3\""}}"#,
+            ),
+        };
+        let group = GroupMembers::parse(&resp, "test").unwrap();
+        assert_eq!(group.version(&resp).as_deref(), Some("W/\"3\""));
+        let ids = group.ids();
+        assert!(matches!(ids[0], Cow::Borrowed("a")));
+        assert_eq!(ids[1], "b\"q");
+        assert_eq!(ids.len(), 2);
     }
 }

@@ -5,6 +5,7 @@ use crate::scim::client::ScimClient;
 use crate::scim::error::{ErrorKind, Result, ScimError};
 use crate::scim::model::ErrorResponse;
 use crate::scim::retry::parse_retry_after;
+use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode, header};
 use serde::Deserialize;
@@ -23,7 +24,7 @@ pub(crate) const REDIRECT_REFUSED: &str = "the server redirected; redirects are 
 pub struct RawResponse {
     pub status: u16,
     pub etag: Option<String>,
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 impl RawResponse {
@@ -37,7 +38,7 @@ impl RawResponse {
 struct Answer {
     status: StatusCode,
     headers: HeaderMap,
-    body: Vec<u8>,
+    body: Bytes,
 }
 
 pub(super) fn error_from(
@@ -123,7 +124,7 @@ impl ScimClient {
         if_match: Option<&str>,
     ) -> Result<RawResponse> {
         let payload = body
-            .map(serde_json::to_vec)
+            .map(|b| serde_json::to_vec(b).map(Bytes::from))
             .transpose()
             .map_err(|e| ScimError::Config(format!("request body of {method} {path}: {e}")))?;
         self.send_bytes(method, path, query, payload, if_match)
@@ -136,7 +137,7 @@ impl ScimClient {
         method: Method,
         path: &str,
         query: &[(&str, String)],
-        payload: Option<Vec<u8>>,
+        payload: Option<Bytes>,
         if_match: Option<&str>,
     ) -> Result<RawResponse> {
         let url = format!("{}{}", self.inner.base, path);
@@ -148,7 +149,7 @@ impl ScimClient {
             attempt += 1;
             self.wait_for_pause().await;
             let request = self
-                .build_request(&method, &url, query, payload.as_deref(), if_match)
+                .build_request(&method, &url, query, payload.clone(), if_match)
                 .await?;
             let started = Instant::now();
             let exchanged = tokio::select! {
@@ -253,7 +254,8 @@ impl ScimClient {
         method: &Method,
         url: &str,
         query: &[(&str, String)],
-        payload: Option<&[u8]>,
+        // `Bytes`: every attempt shares one copy of a body that may be megabytes.
+        payload: Option<Bytes>,
         if_match: Option<&str>,
     ) -> Result<RequestBuilder> {
         let mut rb = self
@@ -265,7 +267,7 @@ impl ScimClient {
             rb = rb.query(query);
         }
         if let Some(p) = payload {
-            rb = rb.header(header::CONTENT_TYPE, SCIM_JSON).body(p.to_vec());
+            rb = rb.header(header::CONTENT_TYPE, SCIM_JSON).body(p);
         }
         if let Some(etag) = if_match {
             rb = rb.header(header::IF_MATCH, etag);
@@ -281,7 +283,7 @@ impl ScimClient {
         let resp = request.send().await?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await?.to_vec();
+        let body = resp.bytes().await?;
         Ok(Answer {
             status,
             headers,
