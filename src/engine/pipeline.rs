@@ -83,7 +83,7 @@ pub(crate) trait Stages {
 
     /// Makes the plan's writes, each create and delete within `allowed`, recording each
     /// outcome in `writes`.
-    async fn apply(&self, planned: &Self::Planned, allowed: &Allowances, writes: &Writes);
+    async fn apply(&self, planned: Self::Planned, allowed: &Allowances, writes: &Writes);
 }
 
 /// Runs one direction and returns what the outcome decision needs. The tracker's counts
@@ -136,7 +136,7 @@ pub(crate) async fn run(direction: &impl Stages) -> Result<Observed, RunError> {
         context.stop.clone(),
         context.max_failure_percent,
     );
-    direction.apply(&planned, &allowed, &writes).await;
+    direction.apply(planned, &allowed, &writes).await;
     observed.limit_reached = allowed.limit_reached();
     observed.stopped = context.stop.reason();
     Ok(observed)

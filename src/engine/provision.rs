@@ -148,7 +148,7 @@ impl Stages for ProvisionRun {
         );
     }
 
-    async fn apply(&self, p: &Planned, allowed: &Allowances, writes: &Writes) {
+    async fn apply(&self, p: Planned, allowed: &Allowances, writes: &Writes) {
         let applier = Applier {
             run: self,
             listed: &p.listed,

@@ -25,6 +25,7 @@ use crate::scim::ScimError;
 use crate::scim::model::{PatchOp, USERS};
 use crate::scim::path::quote;
 
+use super::removals::PendingRemoval;
 use super::{ImportRun, Listed};
 
 /// Membership values per group PATCH call of the engine: what one `add_members` request
@@ -43,15 +44,6 @@ struct PendingRecord {
     subject: String,
     grant: bool,
     lands: Option<Bucket>,
-}
-
-/// A user whose grant (if any) and record are removed after the parallel stage.
-struct PendingRemoval {
-    user_id: String,
-    subject: String,
-    granted: bool,
-    /// The user-level write (deactivate/delete) already happened and was counted.
-    counted: bool,
 }
 
 pub(super) struct Applier<'a> {
@@ -131,10 +123,15 @@ impl<'a> Applier<'a> {
             })
             .await;
 
-        // 3. The groups' updates for what the parallel stage created or deleted. These
-        // complete writes already made, so they run even when the run is stopping.
+        // 3. The groups' updates for what the parallel stage created. These complete
+        // writes already made, so they run even when the run is stopping. The removals
+        // follow once the listing is freed ([`Removals`]).
         self.flush_records().await;
-        self.flush_removals().await;
+    }
+
+    /// The removals left after [`Self::apply`]: they need nothing of the listing.
+    pub(super) fn into_removals(self) -> Vec<PendingRemoval> {
+        self.pending_removals.into_inner().expect("removals lock")
     }
 
     /// Grants (where needed) and records one chunk of exact matches.
@@ -346,89 +343,6 @@ impl<'a> Applier<'a> {
                     }
                 }
             }
-        }
-    }
-
-    /// A removal whose outcome is unknown (its answer lost, retries spent): the record group
-    /// is read back and what is gone counts as deleted, the rest as failed.
-    async fn settle_removals(&self, chunk: &[PendingRemoval], e: &ScimError) {
-        let uncounted: Vec<&PendingRemoval> = chunk.iter().filter(|p| !p.counted).collect();
-        let members = self
-            .context
-            .domain
-            .group_members(&self.groups.record_id)
-            .await
-            .ok()
-            .flatten();
-        let Some((members, _)) = members else {
-            // Unknown still: counted as failed, the allowance kept.
-            let n = uncounted.len() as u64;
-            return self
-                .writes
-                .record_failed(n, "RemoveRecord", &chunk[0].subject, e);
-        };
-        let members: std::collections::HashSet<String> = members.into_iter().collect();
-        let (kept, gone): (Vec<&PendingRemoval>, Vec<&PendingRemoval>) = uncounted
-            .into_iter()
-            .partition(|p| members.contains(&p.user_id));
-        self.context
-            .tracker
-            .update(|s| s.counts.deleted += gone.len() as i64);
-        self.writes.succeeded(gone.len() as u64);
-        if let Some(first) = kept.first() {
-            self.writes
-                .record_failed(kept.len() as u64, "RemoveRecord", &first.subject, e);
-        }
-    }
-
-    /// Removes the grants (first) and records of the users whose account is gone.
-    async fn flush_removals(&self) {
-        let mut pending =
-            std::mem::take(&mut *self.pending_removals.lock().expect("removals lock"));
-        if self.writes.stopping() {
-            // Group-only removals not yet sent are writes not yet issued: give them back.
-            let before = pending.len();
-            pending.retain(|p| p.counted);
-            let dropped = (before - pending.len()) as u64;
-            self.allowed.release(Kind::Delete, dropped);
-            self.context.tracker.advance(dropped);
-        }
-        for chunk in pending.chunks(MEMBERS_PER_CALL) {
-            let grants: Vec<String> = chunk
-                .iter()
-                .filter(|p| p.granted)
-                .map(|p| p.user_id.clone())
-                .collect();
-            let records: Vec<String> = chunk.iter().map(|p| p.user_id.clone()).collect();
-            let domain = &self.context.domain;
-            let result = match domain.remove_members(&self.groups.grant_id, &grants).await {
-                Ok(_) => domain
-                    .remove_members(&self.groups.record_id, &records)
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            };
-            let uncounted = chunk.iter().filter(|p| !p.counted).count() as u64;
-            match result {
-                Ok(()) => {
-                    self.context
-                        .tracker
-                        .update(|s| s.counts.deleted += uncounted as i64);
-                    self.writes.succeeded(uncounted);
-                }
-                Err(e) if uncounted > 0 => {
-                    if writes::certainly_not_applied(&e) {
-                        self.allowed.release(Kind::Delete, uncounted);
-                        self.writes
-                            .record_failed(uncounted, "RemoveRecord", &chunk[0].subject, &e);
-                    } else {
-                        self.settle_removals(chunk, &e).await;
-                    }
-                }
-                // The users were deactivated/deleted; a stale record is retried next run.
-                Err(e) => tracing::warn!(error = %e, "removing records of deleted users failed"),
-            }
-            self.context.tracker.advance(uncounted);
         }
     }
 }

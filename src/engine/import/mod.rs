@@ -5,6 +5,7 @@
 //! writes are in [`apply`].
 
 mod apply;
+mod removals;
 
 pub(crate) use apply::{MEMBERS_PER_CALL, RECORD_BATCH};
 
@@ -137,10 +138,22 @@ impl Stages for ImportRun {
         );
     }
 
-    async fn apply(&self, p: &Planned, allowed: &Allowances, writes: &Writes) {
-        apply::Applier::new(self, &p.listed, allowed, writes)
-            .apply(&p.plan)
-            .await;
+    async fn apply(&self, p: Planned, allowed: &Allowances, writes: &Writes) {
+        let Planned { listed, plan } = p;
+        let applier = apply::Applier::new(self, &listed, allowed, writes);
+        applier.apply(&plan).await;
+        let removals = removals::Removals {
+            context: &self.context,
+            grant_id: listed.groups.grant_id.clone(),
+            record_id: listed.groups.record_id.clone(),
+            allowed,
+            writes,
+            pending: applier.into_removals(),
+        };
+        // The listing and plan are tens of megabytes at 100,000 accounts; the removals
+        // read and rewrite whole groups: not both at once.
+        drop((plan, listed));
+        removals.flush().await;
     }
 }
 
