@@ -57,6 +57,9 @@ pub struct ClientOptions {
     pub member_operations_per_request: usize,
     /// Page size to use instead of the advertised maximum (capped by it).
     pub page_size: Option<u64>,
+    /// Send `count` with list requests. Off for a server that fails on it (a catalog
+    /// entry's `sendCount: false`): its pages are then whatever size it serves.
+    pub send_count: bool,
 }
 
 impl ClientOptions {
@@ -74,6 +77,7 @@ impl ClientOptions {
             member_values_per_operation: 10_000,
             member_operations_per_request: 1,
             page_size: None,
+            send_count: true,
         }
     }
 }

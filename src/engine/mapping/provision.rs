@@ -9,6 +9,7 @@ use crate::api::Direction;
 use crate::engine::plan::provision::{ProvisionAccount, ProvisionUser};
 use crate::scim::AttrPath;
 use crate::scim::model::{PatchOp, PatchOperation, USER_SCHEMA};
+use crate::scim::schema;
 
 /// The provisioning mappings of a catalog entry (GenericSCIM's for an unknown entry).
 pub fn default_mappings(catalog_item: &str) -> Vec<AttributeMapping> {
@@ -28,6 +29,7 @@ pub struct Mappings {
 
 impl Mappings {
     pub fn parse(mappings: &[AttributeMapping]) -> Result<Self, String> {
+        super::check(mappings, "provisioning attribute mappings")?;
         let mut m = Mappings {
             raw: mappings.to_vec(),
             domain: Vec::new(),
@@ -116,8 +118,9 @@ impl Mappings {
         for &i in mappings {
             let path = &self.app[i];
             let value = u.values[i].first().cloned().unwrap_or_default();
-            if path.filter.is_some() {
-                // Replace the whole multi-valued attribute: the filtered element is rebuilt.
+            if path.filter.is_some() || schema::is_multi_valued(path) {
+                // Replace the whole multi-valued attribute: the element is rebuilt (a PATCH
+                // path such as `emails.value` would touch every element, RFC 7644 §3.5.2.3).
                 let mut doc = Map::new();
                 super::set(&mut doc, &self.raw[i].app_attribute, json!(value));
                 if let Some((key, v)) = doc.into_iter().next() {

@@ -152,7 +152,7 @@ pub fn provision(inputs: &ProvisionInputs<'_>) -> ProvisionPlan {
     {
         plan.add_user(inputs, u, state);
     }
-    plan.counts.pending_provisioning += inputs.members.unlisted_grants as i64;
+    plan.counts.unresolved_members = inputs.members.unlisted_grants as i64;
     plan
 }
 
@@ -690,6 +690,20 @@ mod tests {
 
     /// The plan's changes name SCIM ids and values, never listing positions: the same
     /// servers listed in another order give the same digest; one changed value another.
+    #[test]
+    fn members_that_are_no_listed_user_are_counted_unresolved() {
+        // Canaille puts the userName in members[].value: no listed user has that id.
+        let grants = ["alice", "bob", "u-carol"];
+        let p = plan_of(&users(), &grants, &[], &[], &ALL, false);
+        assert_eq!(p.creates.len(), 1, "carol only");
+        assert_eq!(p.counts.unresolved_members, 2);
+        assert_eq!(
+            p.counts.pending_provisioning, 1,
+            "carol only: {:?}",
+            p.counts
+        );
+    }
+
     #[test]
     fn changes_are_ids_and_values_and_their_digest_ignores_listing_order() {
         let mut users = vec![
