@@ -118,6 +118,7 @@ impl Stages for ProvisionRun {
             classification: &classification,
             operations: &self.operations,
             synchronization: self.synchronization,
+            external_id_writable: self.mappings.external_id_writable,
         });
         drop(index);
         Ok(Some(Planned { listed, plan }))

@@ -60,6 +60,9 @@ pub struct ClientOptions {
     /// Send `count` with list requests. Off for a server that fails on it (a catalog
     /// entry's `sendCount: false`): its pages are then whatever size it serves.
     pub send_count: bool,
+    /// Filter on our side even if the server advertises filtering (a catalog entry's
+    /// `avoid: [Filter]`).
+    pub avoid_filter: bool,
 }
 
 impl ClientOptions {
@@ -78,6 +81,7 @@ impl ClientOptions {
             member_operations_per_request: 1,
             page_size: None,
             send_count: true,
+            avoid_filter: false,
         }
     }
 }
@@ -208,6 +212,11 @@ impl ScimClient {
 
     pub fn base_url(&self) -> &str {
         &self.inner.base
+    }
+
+    /// Whether list requests carry `count` ([`ClientOptions::send_count`]).
+    pub fn sends_count(&self) -> bool {
+        self.inner.opts.send_count
     }
 
     /// HTTP requests sent so far (each retry counts), token requests excluded.

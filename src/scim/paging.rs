@@ -248,7 +248,7 @@ impl ScimClient {
             .map(parse_resource_filter)
             .transpose()
             .map_err(ScimError::Path)?;
-        let server_filters = spc.filter.supported;
+        let server_filters = spc.filter.supported && !self.inner.opts.avoid_filter;
         let mut attributes: Vec<&str> = attributes.to_vec();
         let filter_attrs = local_filter.as_ref().map(ValueFilter::attributes);
         if !attributes.is_empty() {

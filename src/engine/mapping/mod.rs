@@ -11,7 +11,7 @@ use crate::scim::schema;
 
 mod provision;
 
-pub use provision::{Mappings, default_mappings};
+pub use provision::{Mappings, default_import_mappings, default_mappings};
 
 /// Builds a document: for each mapping, `lookup(source path)` gives the value to write at
 /// the target path. Missing or empty values are skipped.
@@ -133,20 +133,7 @@ fn eq_terms(f: &ValueFilter) -> Vec<(String, Value)> {
     }
 }
 
-/// Checks mapping paths against the User schema: each side's path must be possible
-/// ([`schema::check_user_path`]). The message names the mapping.
-pub fn check(mappings: &[AttributeMapping], field: &str) -> Result<(), String> {
-    for (i, m) in mappings.iter().enumerate() {
-        for (side, path) in [
-            ("domainAttribute", &m.domain_attribute),
-            ("appAttribute", &m.app_attribute),
-        ] {
-            schema::check_user_path(path)
-                .map_err(|e| format!("{field}[{i}].{side}: impossible path {e}"))?;
-        }
-    }
-    Ok(())
-}
+pub use crate::cluster::mappings::check;
 
 #[cfg(test)]
 mod tests {

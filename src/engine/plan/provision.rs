@@ -104,6 +104,8 @@ pub struct ProvisionInputs<'a> {
     pub operations: &'a [Operation],
     /// With synchronization on, the app is authoritative for deletions.
     pub synchronization: bool,
+    /// The app stores `externalId`: an adopted account gets the user's id in it.
+    pub external_id_writable: bool,
 }
 
 /// The user's values of `mappings`, one `mapping[i]=value` each, as a change writes them.
@@ -181,7 +183,8 @@ impl ProvisionPlan {
                 let user_doc = &inputs.users[user as usize];
                 let mut update = self.differences(user, user_doc, a, account);
                 update.adopt = true;
-                update.set_external_id = account.external_id.is_none();
+                update.set_external_id =
+                    account.external_id.is_none() && inputs.external_id_writable;
                 self.updates.push(update);
                 self.counts.skipped += 1;
             }
@@ -476,6 +479,7 @@ mod tests {
             classification: &classification,
             operations,
             synchronization,
+            external_id_writable: true,
         })
     }
 
