@@ -1,0 +1,76 @@
+//! Real SCIM peers besides scim2-server, started for the interop tests: scimmy (npm
+//! `scimmy` + `scimmy-routers`, `hack/scimmy/server.js`, modules from
+//! `hack/scimmy/setup.sh`) and Canaille (PyPI `canaille`, `hack/canaille/serve.py` in the
+//! venv `hack/scim/setup.sh hack/canaille/requirements.txt` makes). Both listen on
+//! 127.0.0.1 only, die when dropped and when the test process dies (stdin EOF).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::scim_server::{repo_root, spawn_command_ready, stop};
+
+/// The last stdout line of a setup script (a path).
+fn setup(script: &str, args: &[&str]) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo_root().join(script))
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(out.status.success(), "{script} failed");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8 from a setup script");
+    PathBuf::from(stdout.lines().last().expect("a path line").trim())
+}
+
+/// A running peer, killed on drop.
+pub struct Peer {
+    child: Child,
+    pub port: u16,
+    token: String,
+}
+
+impl Peer {
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/scim/v2", self.port)
+    }
+
+    pub fn token(&self) -> String {
+        self.token.clone()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// scimmy with pages of at most `max_results` (its `filter.maxResults`).
+pub fn scimmy(max_results: u64) -> Peer {
+    static MODULES: OnceLock<PathBuf> = OnceLock::new();
+    let modules = MODULES.get_or_init(|| setup("hack/scimmy/setup.sh", &[]));
+    let token = "token-scimmy".to_string();
+    let mut cmd = Command::new("node");
+    cmd.arg(repo_root().join("hack/scimmy/server.js"))
+        .args(["--max-results", &max_results.to_string()])
+        .env("NODE_PATH", modules)
+        .env("SCIM_TOKEN", &token);
+    let (child, port) = spawn_command_ready(cmd, "scimmy", "SCIMMY_READY", Duration::from_secs(60));
+    Peer { child, port, token }
+}
+
+/// Canaille on an empty database (it takes some seconds to start: install, client, token).
+pub fn canaille() -> Peer {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    let python =
+        PYTHON.get_or_init(|| setup("hack/scim/setup.sh", &["hack/canaille/requirements.txt"]));
+    let token = "token-canaille".to_string();
+    let mut cmd = Command::new(python);
+    cmd.arg(repo_root().join("hack/canaille/serve.py"))
+        .env("SCIM_TOKEN", &token);
+    let (child, port) =
+        spawn_command_ready(cmd, "canaille", "CANAILLE_READY", Duration::from_secs(180));
+    Peer { child, port, token }
+}
