@@ -83,6 +83,8 @@ pub struct ScimConventions {
     pub member_reference: MemberReference,
     /// Attributes the app requires on create beyond `userName`.
     pub required_attributes: Vec<RequiredAttribute>,
+    /// Attributes the app takes on create but fails to change: never updated.
+    pub create_only_attributes: Vec<String>,
     /// Where each fact above comes from, by field name.
     pub sources: std::collections::BTreeMap<String, String>,
 }
@@ -96,6 +98,7 @@ impl Default for ScimConventions {
             ownership_attribute: "externalId".into(),
             member_reference: MemberReference::Id,
             required_attributes: Vec::new(),
+            create_only_attributes: Vec::new(),
             sources: Default::default(),
         }
     }
@@ -124,6 +127,10 @@ impl ScimConventions {
             (
                 "requiredAttributes",
                 self.required_attributes != d.required_attributes,
+            ),
+            (
+                "createOnlyAttributes",
+                self.create_only_attributes != d.create_only_attributes,
             ),
         ]
         .into_iter()

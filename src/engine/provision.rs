@@ -119,6 +119,7 @@ impl Stages for ProvisionRun {
             operations: &self.operations,
             synchronization: self.synchronization,
             external_id_writable: self.mappings.external_id_writable,
+            create_only: &self.mappings.create_only,
         });
         drop(index);
         Ok(Some(Planned { listed, plan }))

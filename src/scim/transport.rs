@@ -96,8 +96,12 @@ pub(crate) fn short_text(body: &str) -> String {
             Some(body[start..end].to_string())
         });
         match title.filter(|t| !t.trim().is_empty()) {
-            Some(t) => t,
-            None => strip_tags(body),
+            // A framework's error page is often titled by the app, not by the error.
+            Some(t) => format!(
+                "an HTML page titled {:?}",
+                t.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
+            None => format!("an HTML page: {}", strip_tags(body)),
         }
     } else {
         body.to_string()
@@ -449,7 +453,7 @@ mod tests {
             StatusCode::BAD_GATEWAY,
             b"<html>proxy</html>",
         );
-        assert!(e.to_string().ends_with(": proxy"), "{e}");
+        assert!(e.to_string().ends_with(": an HTML page: proxy"), "{e}");
         // Canaille's 500 page for a `count` parameter: the title, not the page.
         let page = format!(
             "<!doctype html><html><head><title>500 Internal Server Error</title><style>p {{}}</style></head><body><h1>Internal Server Error</h1><p>{}</p></body></html>",
@@ -463,7 +467,7 @@ mod tests {
         );
         assert_eq!(
             e.to_string(),
-            "GET /Users: HTTP 500: 500 Internal Server Error"
+            "GET /Users: HTTP 500: an HTML page titled \"500 Internal Server Error\""
         );
         let e = error_from(
             &Method::GET,
@@ -471,7 +475,10 @@ mod tests {
             StatusCode::BAD_GATEWAY,
             b"<html><body><h1>Bad\n  gateway</h1><script>x()</script></body></html>",
         );
-        assert_eq!(e.to_string(), "GET /Users: HTTP 502: Bad gateway");
+        assert_eq!(
+            e.to_string(),
+            "GET /Users: HTTP 502: an HTML page: Bad gateway"
+        );
         let long = format!(r#"{{"detail": "{}"}}"#, "x".repeat(5000));
         let e = error_from(
             &Method::GET,

@@ -39,6 +39,8 @@ pub struct Mappings {
     pub external_id_writable: bool,
     /// Attributes a new account must have, with where to take them from.
     pub required: Vec<RequiredAttribute>,
+    /// Mappings (indexes) whose app attribute the app cannot change after create.
+    pub create_only: Vec<usize>,
 }
 
 impl Mappings {
@@ -50,6 +52,7 @@ impl Mappings {
             app: Vec::new(),
             external_id_writable: true,
             required: Vec::new(),
+            create_only: Vec::new(),
         };
         for a in mappings {
             m.domain
@@ -70,6 +73,17 @@ impl Mappings {
             }
         }
         self.external_id_writable = c.external_id_writable;
+        self.create_only = self
+            .raw
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| {
+                c.create_only_attributes
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(&m.app_attribute))
+            })
+            .map(|(i, _)| i)
+            .collect();
         self.required = c.required_attributes.clone();
         Ok(self)
     }

@@ -106,6 +106,8 @@ pub struct ProvisionInputs<'a> {
     pub synchronization: bool,
     /// The app stores `externalId`: an adopted account gets the user's id in it.
     pub external_id_writable: bool,
+    /// Mappings (indexes) the app takes on create but cannot change: never updated.
+    pub create_only: &'a [usize],
 }
 
 /// The user's values of `mappings`, one `mapping[i]=value` each, as a change writes them.
@@ -181,7 +183,7 @@ impl ProvisionPlan {
             AccountState::Unclaimed { .. } => c.ignored += 1,
             AccountState::Granted { user } => {
                 let user_doc = &inputs.users[user as usize];
-                let mut update = self.differences(user, user_doc, a, account);
+                let mut update = self.differences(inputs, user, user_doc, a, account);
                 update.adopt = true;
                 update.set_external_id =
                     account.external_id.is_none() && inputs.external_id_writable;
@@ -202,7 +204,7 @@ impl ProvisionPlan {
                 }
                 // Deactivating is never part of an Update.
                 c.not_allowed += i64::from(deactivate);
-                let update = self.differences(user, user_doc, a, account);
+                let update = self.differences(inputs, user, user_doc, a, account);
                 if !update.writes_account() {
                     self.counts.already_linked += 1;
                 } else if allowed(Operation::Update) {
@@ -265,12 +267,14 @@ impl ProvisionPlan {
     /// What differs between user `m` and its account `a` (not yet whether it is adopted).
     fn differences(
         &self,
+        inputs: &ProvisionInputs<'_>,
         m: u32,
         user: &ProvisionUser,
         a: u32,
         account: &ProvisionAccount,
     ) -> Update {
         let mappings: Vec<usize> = (0..user.values.len())
+            .filter(|i| !inputs.create_only.contains(i))
             .filter(|&i| {
                 !same_values(
                     &user.values[i],
@@ -445,6 +449,24 @@ mod tests {
         operations: &[Operation],
         synchronization: bool,
     ) -> ProvisionPlan {
+        plan_with(
+            users,
+            (grants, records),
+            accounts,
+            operations,
+            synchronization,
+            &[],
+        )
+    }
+
+    fn plan_with(
+        users: &[ProvisionUser],
+        (grants, records): (&[&str], &[&str]),
+        accounts: &[ProvisionAccount],
+        operations: &[Operation],
+        synchronization: bool,
+        create_only: &[usize],
+    ) -> ProvisionPlan {
         let domain: Vec<DomainUser> = users
             .iter()
             .map(|u| DomainUser {
@@ -480,6 +502,7 @@ mod tests {
             operations,
             synchronization,
             external_id_writable: true,
+            create_only,
         })
     }
 
@@ -706,6 +729,16 @@ mod tests {
             "carol only: {:?}",
             p.counts
         );
+    }
+
+    #[test]
+    fn create_only_attributes_are_never_updated() {
+        // bob's e-mail differs; with that mapping create-only (Canaille's userName) his
+        // account is left as it is, and so is the count.
+        let p = plan_with(&users(), (&GRANTS, &RECORDS), &accounts(), &ALL, true, &[1]);
+        assert!(p.updates.iter().all(|u| u.user != 1), "{:?}", p.updates);
+        let q = fixture(&ALL, true);
+        assert!(q.updates.iter().any(|u| u.user == 1 && u.mappings == [1]));
     }
 
     #[test]
