@@ -178,7 +178,8 @@ pub(super) fn group_failure(e: &GroupError) -> Failure {
         ),
         GroupError::NotOwned { .. }
         | GroupError::OwnedByOther { .. }
-        | GroupError::Ambiguous { .. } => Failure::new(GROUP_NOT_OWNED, e.to_string()),
+        | GroupError::Ambiguous { .. }
+        | GroupError::MarkDropped { .. } => Failure::new(GROUP_NOT_OWNED, e.to_string()),
         // `ensure` creates a missing group; should it say so anyway, it is the domain's.
         GroupError::Missing { .. } => Failure::new(IDENTITY_DOMAIN_NOT_READY, e.to_string()),
     }
