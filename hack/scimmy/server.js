@@ -3,7 +3,10 @@
 // scenarios against as scim2-server. Loopback only; bearer token from SCIM_TOKEN; prints
 // `SCIMMY_READY port=<n>` once listening; exits when its stdin closes (the test died).
 //
-//   SCIM_TOKEN=secret node server.js [--port N] [--max-results N] [--no-bulk]
+//   SCIM_TOKEN=secret node server.js [--port N] [--max-results N] [--no-bulk] [--ignore-filters]
+//
+// --ignore-filters advertises filtering but answers every filtered query with everything,
+// as some servers do: what the client's check of a filtered answer is tested against.
 "use strict";
 
 const crypto = require("node:crypto");
@@ -19,6 +22,7 @@ const opt = (name, dflt) => {
 const port = Number(opt("--port", "0"));
 const maxResults = Number(opt("--max-results", "50"));
 const bulk = !args.includes("--no-bulk");
+const ignoreFilters = args.includes("--ignore-filters");
 const token = process.env.SCIM_TOKEN;
 if (!token) {
     console.error("SCIM_TOKEN is required");
@@ -51,7 +55,7 @@ function declare(type, Resource) {
                 return found;
             }
             const all = [...store.values()];
-            return resource.filter ? resource.filter.match(all) : all;
+            return resource.filter && !ignoreFilters ? resource.filter.match(all) : all;
         })
         .ingress((resource, data) => {
             const doc = JSON.parse(JSON.stringify(data));

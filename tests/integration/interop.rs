@@ -290,3 +290,46 @@ async fn unresolved_members_are_warned_about() {
     );
     assert_eq!(condition(&s, "Ready").reason, "SucceededWithWarnings");
 }
+
+/// A server that advertises filtering and ignores filters answers every lookup with every
+/// account: the client checks the answer against the filter, so a recorded account deleted
+/// in the app is still seen gone, and a lookup finds only what matches.
+#[tokio::test]
+async fn a_filtered_answer_is_checked_not_trusted() {
+    let peer = peers::scimmy_with(SCIMMY_PAGE, &["--ignore-filters"]);
+    let ends = Ends {
+        app: Some(ends_of(&peer)),
+        ..Default::default()
+    };
+    let w = World::with_ends("interop-ignored-filters", policy(), None, Via::Direct, ends).await;
+    let users = w
+        .seed(
+            "idp",
+            &[("alice", "alice@corp.example"), ("bob", "bob@corp.example")],
+        )
+        .await;
+    let ids = create_all(
+        &w.app,
+        vec![
+            account("alice", "alice@corp.example"),
+            account("bob", "bob@corp.example"),
+        ],
+    )
+    .await;
+    let (found, stats) = w
+        .app
+        .list("Users", &["id"], Some(r#"userName eq "bob""#))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["id"], ids["bob"]);
+    assert_eq!(stats.unmatched, 1);
+
+    let (code, s) = w.run("import", "Apply").await;
+    assert_eq!(counts(code, &s, "import").linked, 2);
+    assert!(w.app.delete("Users", &ids["alice"], None).await.unwrap());
+    let (code, s) = w.run("deleted", "Apply").await;
+    let c = counts(code, &s, "deleted");
+    assert_eq!((c.deleted, c.already_linked), (1, 1), "{c:?}");
+    assert!(!w.records().await.contains(&users[0]));
+}

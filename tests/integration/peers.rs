@@ -49,12 +49,18 @@ impl Drop for Peer {
 
 /// scimmy with pages of at most `max_results` (its `filter.maxResults`).
 pub fn scimmy(max_results: u64) -> Peer {
+    scimmy_with(max_results, &[])
+}
+
+/// scimmy with more flags of `hack/scimmy/server.js` (`--ignore-filters`).
+pub fn scimmy_with(max_results: u64, flags: &[&str]) -> Peer {
     static MODULES: OnceLock<PathBuf> = OnceLock::new();
     let modules = MODULES.get_or_init(|| setup("hack/scimmy/setup.sh", &[]));
     let token = "token-scimmy".to_string();
     let mut cmd = Command::new("node");
     cmd.arg(repo_root().join("hack/scimmy/server.js"))
         .args(["--max-results", &max_results.to_string()])
+        .args(flags)
         .env("NODE_PATH", modules)
         .env("SCIM_TOKEN", &token);
     let (child, port) = spawn_command_ready(cmd, "scimmy", "SCIMMY_READY", Duration::from_secs(60));
