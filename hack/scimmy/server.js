@@ -90,8 +90,10 @@ declare("Users", SCIMMY.Resources.User);
 declare("Groups", SCIMMY.Resources.Group);
 
 const app = express();
+// Requests by method and endpoint, e.g. "POST Bulk".
 app.use((req, _res, next) => {
-    requests[req.method] = (requests[req.method] ?? 0) + 1;
+    const key = `${req.method} ${req.path.split("/")[3] ?? ""}`;
+    requests[key] = (requests[key] ?? 0) + 1;
     next();
 });
 app.use(
@@ -104,7 +106,7 @@ app.use(
         },
     }),
 );
-// Test helpers beside the SCIM API: request counts by method.
+// Test helpers beside the SCIM API: request counts.
 app.get("/_admin/stats", (req, res) => {
     if (req.header("Authorization") !== `Bearer ${token}`) return res.status(401).end();
     res.json({requests, users: stores.Users.size, groups: stores.Groups.size});

@@ -225,6 +225,7 @@ async fn client_for(
     opts.parallelism = parallelism;
     opts.send_count = conventions.send_count;
     opts.avoid_filter = conventions.avoid.contains(&catalog::Feature::Filter);
+    opts.avoid_bulk = conventions.avoid.contains(&catalog::Feature::Bulk);
     ScimClient::with_options(opts).map_err(|e| RunError::Invalid(format!("{side:?} client: {e}")))
 }
 

@@ -63,6 +63,8 @@ pub struct ClientOptions {
     /// Filter on our side even if the server advertises filtering (a catalog entry's
     /// `avoid: [Filter]`).
     pub avoid_filter: bool,
+    /// Never send Bulk requests (a catalog entry's `avoid: [Bulk]`).
+    pub avoid_bulk: bool,
 }
 
 impl ClientOptions {
@@ -82,6 +84,7 @@ impl ClientOptions {
             page_size: None,
             send_count: true,
             avoid_filter: false,
+            avoid_bulk: false,
         }
     }
 }
@@ -241,6 +244,11 @@ impl ScimClient {
             })
             .await
             .cloned()
+    }
+
+    /// Whether creates go in Bulk requests: advertised, and not avoided.
+    pub async fn uses_bulk(&self) -> Result<bool> {
+        Ok(!self.inner.opts.avoid_bulk && self.service_provider_config().await?.bulk.supported)
     }
 
     pub async fn capabilities(&self) -> Result<Capabilities> {

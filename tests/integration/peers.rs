@@ -39,6 +39,20 @@ impl Peer {
     pub fn token(&self) -> String {
         self.token.clone()
     }
+
+    /// scimmy's requests so far by method and endpoint: `{"POST Bulk": 1, …}`.
+    pub async fn requests(&self) -> serde_json::Value {
+        let stats: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/_admin/stats", self.port))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("scimmy stats")
+            .json()
+            .await
+            .expect("scimmy stats JSON");
+        stats["requests"].clone()
+    }
 }
 
 impl Drop for Peer {
