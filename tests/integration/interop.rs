@@ -378,3 +378,36 @@ async fn time_creates(c: &ScimClient, n: usize) -> std::time::Duration {
     assert!(created.iter().all(Result::is_ok));
     t.elapsed()
 }
+
+/// `spec.synchronization.attributeMappings` replaces the catalog entry's import mappings:
+/// what a CreateUser copies from the account into the new user.
+#[tokio::test]
+async fn import_mappings_are_configurable() {
+    let w = World::new("interop-import-mappings", policy(), None, Via::Direct).await;
+    w.patch_app(json!({"synchronization": {"attributeMappings": [
+        {"appAttribute": "userName", "domainAttribute": "userName"},
+        {"appAttribute": "displayName", "domainAttribute": "nickName"},
+        {"appAttribute": "emails.value", "domainAttribute": "emails[type eq \"work\"].value"}
+    ]}}))
+    .await;
+    create_all(
+        &w.app,
+        vec![account("newcomer", "newcomer@elsewhere.example")],
+    )
+    .await;
+    let (code, s) = w.run("import", "Apply").await;
+    assert_eq!(counts(code, &s, "import").created, 1);
+    let (users, _) = w
+        .idp
+        .list("Users", &[], Some(r#"userName eq "newcomer""#))
+        .await
+        .unwrap();
+    let u = &users[0];
+    assert_eq!(u["nickName"], "newcomer", "{u}");
+    assert_eq!(u.get("displayName"), None, "{u}");
+    assert_eq!(
+        u["emails"],
+        json!([{"type": "work", "value": "newcomer@elsewhere.example"}]),
+        "{u}"
+    );
+}
