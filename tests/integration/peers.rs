@@ -84,8 +84,13 @@ pub fn scimmy_with(max_results: u64, flags: &[&str]) -> Peer {
 /// Canaille on an empty database (it takes some seconds to start: install, client, token).
 pub fn canaille() -> Peer {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    let python =
-        PYTHON.get_or_init(|| setup("hack/scim/setup.sh", &["hack/canaille/requirements.txt"]));
+    let python = PYTHON.get_or_init(|| {
+        let requirements = repo_root().join("hack/canaille/requirements.txt");
+        setup(
+            "hack/scim/setup.sh",
+            &[requirements.to_str().expect("a UTF-8 path")],
+        )
+    });
     let token = "token-canaille".to_string();
     let mut cmd = Command::new(python);
     cmd.arg(repo_root().join("hack/canaille/serve.py"))
