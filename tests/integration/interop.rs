@@ -241,10 +241,11 @@ async fn canaille_as_app() {
 }
 
 /// Canaille as the identity domain: it keeps no `externalId` on a group, so the app's groups
-/// cannot carry catalogsync's ownership mark and are never taken for the app's; members
-/// come back as userNames, which no listed user's id is: counted, and warned about.
+/// cannot carry catalogsync's ownership mark: catalogsync refuses the group it created and
+/// says why. (Its members would come back as userNames, which no listed user's id is: what
+/// `unresolved_members_are_warned_about` covers.)
 #[tokio::test]
-async fn canaille_as_identity_domain_is_refused_and_its_members_unresolved() {
+async fn canaille_as_identity_domain_is_refused() {
     let peer = peers::canaille();
     let domain = client_as(&peer.base_url(), &peer.token(), "Canaille");
     let app: CatalogApp = serde_json::from_value(json!({
