@@ -377,3 +377,36 @@ fn ownership_provable(
         c.ownership_attribute, c.ownership_attribute
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MatchRule;
+
+    fn rules(app: &[&str]) -> Rules {
+        let r: Vec<MatchRule> = app
+            .iter()
+            .map(|a| MatchRule {
+                app_attribute: a.to_string(),
+                domain_attribute: "userName".into(),
+                case_sensitive: false,
+            })
+            .collect();
+        Rules::parse(&r).unwrap()
+    }
+
+    #[test]
+    fn without_a_writable_external_id_the_rules_must_use_the_ownership_attribute() {
+        let canaille = &catalog::get("Canaille").unwrap().scim;
+        assert!(
+            ownership_provable(&rules(&["userName", "emails.value"]), canaille, "Canaille").is_ok()
+        );
+        let e = ownership_provable(&rules(&["emails.value"]), canaille, "Canaille").unwrap_err();
+        assert!(
+            e.to_string().contains("must include appAttribute userName"),
+            "{e}"
+        );
+        let generic = &catalog::ScimConventions::default();
+        assert!(ownership_provable(&rules(&["emails.value"]), generic, "GenericSCIM").is_ok());
+    }
+}
