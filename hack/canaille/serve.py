@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +35,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--exit-on-stdin-eof", action="store_true")
     args = parser.parse_args()
+    # A SIGTERM unwinds through `finally`, which stops the server and removes the directory.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     token = os.environ.get("SCIM_TOKEN")
     if not token:
         print("SCIM_TOKEN is required", file=sys.stderr)
@@ -77,9 +80,11 @@ def main() -> int:
             "--client", client["id"], "--scope", "openid", "--issue-date", now,
             "--lifetime", str(30 * 24 * 3600), "--type", "access_token",
         )
+        # Its own process group: hypercorn's worker processes outlive `canaille run` when
+        # only it is stopped, so the whole group is (see `stop`).
         server = subprocess.Popen(
             [cli, "run"], env=env, cwd=workdir, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, **quiet,
+            stdout=subprocess.DEVNULL, start_new_session=True, **quiet,
         )
         deadline = time.monotonic() + READY_TIMEOUT
         url = f"http://127.0.0.1:{port}/scim/v2/ServiceProviderConfig"
@@ -113,13 +118,26 @@ def main() -> int:
             server.wait()
         return 0
     finally:
-        if server is not None and server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        if server is not None:
+            stop(server)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def stop(server: subprocess.Popen) -> None:
+    """Stops `canaille run` and every process of its group (the workers ignore SIGTERM)."""
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(wait)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 if __name__ == "__main__":

@@ -56,7 +56,17 @@ impl Peer {
 }
 
 impl Drop for Peer {
+    /// Closing stdin lets the peer stop what it started (Canaille's server processes) and
+    /// clean up; killed only if it has not exited in time.
     fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         stop(&mut self.child);
     }
 }
