@@ -7,10 +7,12 @@ SHELL := /bin/bash
 .PHONY: setup test demo crds lint bench bench-smoke bench-controller faults
 
 ## setup: build/cache the Go-built tools (kube-apiserver + etcd, helm, promtool, the kstatus helper),
-## create the SCIM venv, build the binary. The tests find the tools in the cache.
+## create the SCIM venvs and the scimmy modules (interop peers), build the binary. The tests find the tools in the cache.
 setup:
 	@KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" && echo "control plane: $$KUBEBUILDER_ASSETS"
 	@hack/scim/setup.sh >/dev/null && echo "SCIM servers: ready"
+	@hack/scim/setup.sh hack/canaille/requirements.txt >/dev/null && echo "Canaille (interop peer): ready"
+	@hack/scimmy/setup.sh >/dev/null && echo "scimmy (interop peer): ready"
 	@hack/helm.sh >/dev/null && echo "helm: ready"
 	@hack/kstatus.sh >/dev/null && echo "kstatus helper: ready"
 	@PROMTOOL="$$(hack/promtool.sh)" && echo "promtool: $$PROMTOOL"

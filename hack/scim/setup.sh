@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Create (idempotently) the virtualenv serving the test SCIM server, and print
 # its python as the last stdout line. Re-runs are a stamp comparison, so fast.
+# An argument names another requirements file (hack/canaille/requirements.txt): its own venv.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 # Shared by every clone on this machine, so a fresh clone reuses what an earlier one built.
 cache="${CATALOGSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catalogsync}"
-req="$here/requirements.txt"
+req="$(realpath "${1:-$here/requirements.txt}")"
 want="$(sha256sum "$req" | cut -d' ' -f1)"
 # One venv per set of requirements: a checkout with other requirements never rebuilds a
 # venv that another checkout's tests are using.

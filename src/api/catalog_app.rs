@@ -79,7 +79,8 @@ pub enum Operation {
     Delete,
 }
 
-/// One attribute mapping from the identity domain user to the app account.
+/// One attribute mapping between an identity domain user and an app account: from the user
+/// to the account for provisioning, from the account to a new user for synchronization.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttributeMapping {
@@ -142,6 +143,11 @@ pub struct Synchronization {
     pub enabled: bool,
     /// The SyncPolicy (same namespace) that says how and when to synchronize.
     pub policy_ref: LocalRef,
+    /// App account → identity-domain user mappings a `CreateUser` applies (the policy's
+    /// `onNoMatch`), replacing the catalog entry's import mappings. `appAttribute` is read
+    /// from the account, `domainAttribute` written into the new user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attribute_mappings: Vec<AttributeMapping>,
 }
 
 /// A run in progress.

@@ -313,6 +313,12 @@ pub struct Counts {
     /// a drifted account with Update not selected.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub not_allowed: i64,
+    /// Grant-group members that are no listed user: a member referenced by something else
+    /// than its id (some servers put the userName in `members[].value`), a nested group, or
+    /// a user deleted or missed by the listing. Nothing is done for them, and the run says
+    /// so in a warning: they never make a run look clean.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unresolved_members: i64,
 }
 
 impl Counts {

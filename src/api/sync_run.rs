@@ -210,9 +210,10 @@ pub struct SyncRunStatus {
     /// The first failed items, with their reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<RunItem>,
-    /// Conditions: Complete, Failed, LimitExceeded, Cancelled, and kstatus's Ready (True once
-    /// Succeeded), Reconciling (True while Pending or Running) and Stalled (True once
-    /// Failed, LimitExceeded or Cancelled), always present.
+    /// Conditions: Complete, Failed, LimitExceeded, Cancelled, Warning (True when the run
+    /// found something it could not act on, e.g. unresolved grant-group members), and
+    /// kstatus's Ready (True once Succeeded), Reconciling (True while Pending or Running) and
+    /// Stalled (True once Failed, LimitExceeded or Cancelled), always present.
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -37,6 +37,14 @@ pub enum GroupError {
         found: String,
         mark: String,
     },
+    #[error(
+        "the identity domain did not keep the ownership mark (externalId {mark:?}) of the {role} group {name:?} it created: catalogsync cannot prove the group is the app's, so it never acts on it"
+    )]
+    MarkDropped {
+        role: &'static str,
+        name: String,
+        mark: String,
+    },
     #[error("{0}")]
     Scim(#[from] ScimError),
 }
@@ -147,8 +155,18 @@ async fn create(
         "schemas": [GROUP_SCHEMA],
         "displayName": name,
         "externalId": mark,
+        // Some servers (Canaille) require the attribute; an empty list is RFC-valid.
+        "members": [],
     });
     match domain.create(GROUPS, &body).await {
+        // A server that drops the mark makes a group no later run could tell from anyone's.
+        Ok(g) if g.get("externalId").and_then(Value::as_str) != Some(mark.as_str()) => {
+            Err(GroupError::MarkDropped {
+                role: role.as_str(),
+                name,
+                mark,
+            })
+        }
         Ok(g) => resource_id(&g)
             .map(str::to_string)
             .ok_or_else(|| ScimError::Protocol("created group has no id".into()).into()),

@@ -7,9 +7,11 @@
 //!   authentication;
 //! - [`exit_code`]: the Job ↔ controller contract of the engine's exit codes.
 //! - [`groups`]: the app's grant and record groups and the ownership rule for them.
+//! - [`mappings`]: attribute mappings checked against the User schema.
 
 pub mod conditions;
 pub mod credentials;
 pub mod exit_code;
 pub mod groups;
+pub mod mappings;
 pub mod status;

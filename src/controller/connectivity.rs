@@ -94,6 +94,7 @@ async fn client_for(
         auth,
         tls,
         insecure,
+        send_count,
     }: Endpoint<'_>,
 ) -> Result<Result<ScimClient, Failure>, kube::Error> {
     // Checked before any Secret is read: admission does too, but not for objects stored before.
@@ -106,6 +107,7 @@ async fn client_for(
     };
     let mut opts = ClientOptions::new(url, resolved.credentials);
     opts.ca_pem = resolved.ca_pem.map(String::into_bytes);
+    opts.send_count = send_count;
     // A check answers quickly or reports why; the Job does the patient work.
     opts.timeouts = Timeouts {
         connect: Duration::from_secs(5),
@@ -129,14 +131,12 @@ async fn client_for(
 /// credentials.
 pub async fn probe(client: &ScimClient) -> Result<Capabilities, Failure> {
     let caps = client.capabilities().await.map_err(|e| scim_failure(&e))?;
+    let mut query = vec![("attributes", "id".to_string())];
+    if client.sends_count() {
+        query.push(("count", "1".to_string()));
+    }
     client
-        .send(
-            reqwest::Method::GET,
-            "/Users",
-            &[("count", "1".to_string()), ("attributes", "id".to_string())],
-            None,
-            None,
-        )
+        .send(reqwest::Method::GET, "/Users", &query, None, None)
         .await
         .map_err(|e| scim_failure(&e))?;
     Ok(Capabilities {
@@ -246,6 +246,8 @@ pub struct Endpoint<'a> {
     pub tls: Option<&'a Tls>,
     /// Plain http allowed (the object's `insecure` opt-in).
     pub insecure: bool,
+    /// List requests carry `count` (false for an app whose catalog entry says so).
+    pub send_count: bool,
 }
 
 /// How long a failed endpoint check is reused before the endpoint is probed again.
@@ -284,9 +286,10 @@ impl Endpoints {
             auth,
             tls,
             insecure,
+            send_count,
         } = ep;
         let key = format!(
-            "{ns}\n{url}\n{insecure}\n{}\n{}",
+            "{ns}\n{url}\n{insecure}\n{send_count}\n{}\n{}",
             serde_json::to_string(auth).unwrap_or_default(),
             serde_json::to_string(&tls).unwrap_or_default()
         );

@@ -78,6 +78,7 @@ pub async fn reconcile(domain: Arc<IdentityDomain>, ctx: Arc<Context>) -> Result
                         auth: &domain.spec.auth,
                         tls: domain.spec.tls.as_ref(),
                         insecure: domain.spec.insecure,
+                        send_count: true,
                     },
                 )
                 .await?;

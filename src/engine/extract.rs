@@ -56,6 +56,7 @@ impl Rules {
 
     /// The mappings a CreateUser applies (the catalog entry's import mappings).
     pub fn with_import_mappings(mut self, import: Vec<AttributeMapping>) -> Result<Self, String> {
+        docs::check(&import, "import attribute mappings")?;
         self.import_app = import
             .iter()
             .map(|m| m.app_attribute.parse().map_err(|e| format!("{e}")))

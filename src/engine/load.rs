@@ -69,6 +69,7 @@ pub async fn load(
             auth: &domain.spec.auth,
             tls: domain.spec.tls.as_ref(),
             insecure: domain.spec.insecure,
+            conventions: &Default::default(),
         },
         parallelism,
     )
@@ -83,6 +84,9 @@ pub async fn load(
             auth: &connection.auth,
             tls: connection.tls.as_ref(),
             insecure: connection.insecure,
+            conventions: &catalog::get(&app.spec.catalog_item)
+                .map(|e| e.scim.clone())
+                .unwrap_or_default(),
         },
         parallelism,
     )
@@ -188,6 +192,8 @@ struct Target<'a> {
     tls: Option<&'a Tls>,
     /// Plain http allowed (the object's `insecure` opt-in).
     insecure: bool,
+    /// The server's conventions (the app's catalog entry; the RFC's for the domain).
+    conventions: &'a catalog::ScimConventions,
 }
 
 /// A SCIM client for one side, with its credentials.
@@ -200,6 +206,7 @@ async fn client_for(
         auth,
         tls,
         insecure,
+        conventions,
     }: Target<'_>,
     parallelism: usize,
 ) -> Result<ScimClient, RunError> {
@@ -216,6 +223,9 @@ async fn client_for(
     let mut opts = ClientOptions::new(url, resolved.credentials);
     opts.ca_pem = resolved.ca_pem.map(String::into_bytes);
     opts.parallelism = parallelism;
+    opts.send_count = conventions.send_count;
+    opts.avoid_filter = conventions.avoid.contains(&catalog::Feature::Filter);
+    opts.avoid_bulk = conventions.avoid.contains(&catalog::Feature::Bulk);
     ScimClient::with_options(opts).map_err(|e| RunError::Invalid(format!("{side:?} client: {e}")))
 }
 
@@ -264,10 +274,15 @@ impl Loaded {
             .expect("load requires a policy for Import");
         let mut rules = Rules::parse(&p.matching).map_err(RunError::Invalid)?;
         if p.on_no_match == OnNoMatch::CreateUser {
-            let import = catalog::get(&self.app.spec.catalog_item)
-                .or_else(|| catalog::get("GenericSCIM"))
-                .map(|e| e.import_mappings.clone())
-                .unwrap_or_default();
+            let configured = self
+                .app
+                .spec
+                .synchronization
+                .as_ref()
+                .map(|s| s.attribute_mappings.clone())
+                .filter(|m| !m.is_empty());
+            let import = configured
+                .unwrap_or_else(|| mapping::default_import_mappings(&self.app.spec.catalog_item));
             rules = rules
                 .with_import_mappings(import)
                 .map_err(RunError::Invalid)?;
@@ -302,8 +317,11 @@ impl Loaded {
         } else {
             provisioning.attribute_mappings.clone()
         };
-        let mappings = Mappings::parse(&mappings).map_err(RunError::Invalid)?;
         let entry = catalog::get(&self.app.spec.catalog_item);
+        let conventions = entry.map(|e| e.scim.clone()).unwrap_or_default();
+        let mappings = Mappings::parse(&mappings)
+            .and_then(|m| m.with_conventions(&conventions))
+            .map_err(RunError::Invalid)?;
         // Only what both the app (its catalog entry) and the user allow.
         let operations: Vec<_> = provisioning
             .operations
@@ -320,6 +338,7 @@ impl Loaded {
             .map(|p| p.matching.clone())
             .unwrap_or_else(default_matching);
         let rules = Rules::parse(&matching).map_err(RunError::Invalid)?;
+        ownership_provable(&rules, &conventions, &self.app.spec.catalog_item)?;
         let synchronization = self
             .app
             .spec
@@ -334,5 +353,60 @@ impl Loaded {
             synchronization,
             context: self.context(provisioning.limits.clone(), run, tracker, stop),
         })
+    }
+}
+
+/// When the app cannot store `externalId`, an account is known to be the user's only by
+/// the catalog entry's ownership attribute: the matching rules must use it.
+fn ownership_provable(
+    rules: &Rules,
+    c: &catalog::ScimConventions,
+    catalog_item: &str,
+) -> Result<(), RunError> {
+    if c.external_id_writable
+        || rules
+            .app
+            .iter()
+            .any(|p| p.to_string().eq_ignore_ascii_case(&c.ownership_attribute))
+    {
+        return Ok(());
+    }
+    Err(RunError::Invalid(format!(
+        "{catalog_item} cannot store externalId, so an account is the user's by its {} only: \
+         the SyncPolicy's matching rules must include appAttribute {}",
+        c.ownership_attribute, c.ownership_attribute
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MatchRule;
+
+    fn rules(app: &[&str]) -> Rules {
+        let r: Vec<MatchRule> = app
+            .iter()
+            .map(|a| MatchRule {
+                app_attribute: a.to_string(),
+                domain_attribute: "userName".into(),
+                case_sensitive: false,
+            })
+            .collect();
+        Rules::parse(&r).unwrap()
+    }
+
+    #[test]
+    fn without_a_writable_external_id_the_rules_must_use_the_ownership_attribute() {
+        let canaille = &catalog::get("Canaille").unwrap().scim;
+        assert!(
+            ownership_provable(&rules(&["userName", "emails.value"]), canaille, "Canaille").is_ok()
+        );
+        let e = ownership_provable(&rules(&["emails.value"]), canaille, "Canaille").unwrap_err();
+        assert!(
+            e.to_string().contains("must include appAttribute userName"),
+            "{e}"
+        );
+        let generic = &catalog::ScimConventions::default();
+        assert!(ownership_provable(&rules(&["emails.value"]), generic, "GenericSCIM").is_ok());
     }
 }

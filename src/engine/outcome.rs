@@ -12,6 +12,9 @@ use super::stop::StopReason;
 pub const COMPLETE: &str = "Complete";
 pub const FAILED: &str = "Failed";
 pub const LIMIT_EXCEEDED: &str = "LimitExceeded";
+/// True while the run found something it could not act on and that a clean run has not:
+/// grant-group members that are no listed user.
+pub const WARNING: &str = "Warning";
 
 /// What the apply observed, besides the counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -119,6 +122,7 @@ fn summary(c: &Counts) -> String {
         (c.skipped, "skipped"),
         (c.pending_provisioning, "pending provisioning"),
         (c.not_allowed, "not allowed by the operations"),
+        (c.unresolved_members, "unresolved grant-group members"),
     ];
     for (n, what) in extra.into_iter().filter(|(n, _)| *n > 0) {
         s += &format!(", {n} {what}");
@@ -180,11 +184,34 @@ pub fn decide(mode: Mode, counts: &Counts, o: &Observed) -> Outcome {
             _ => (RunPhase::Succeeded, "Succeeded", summary(counts)),
         },
     };
+    let warning = warning(counts);
+    let (reason, message) = match (&warning, phase) {
+        (Some(w), RunPhase::Succeeded) if reason == "Succeeded" => {
+            ("SucceededWithWarnings", format!("{message}; warning: {w}"))
+        }
+        _ => (reason, message),
+    };
+    let mut conditions = conditions_for(phase, reason, &message, limit_msg.as_deref());
+    conditions.push(match warning {
+        Some(w) => DesiredCondition::truthy(WARNING, "UnresolvedMembers", w),
+        None => DesiredCondition::falsy(WARNING, "NoWarnings", "every member was accounted for"),
+    });
     Outcome {
         phase,
-        conditions: conditions_for(phase, reason, &message, limit_msg.as_deref()),
+        conditions,
         message,
     }
+}
+
+/// What a run must not look clean with.
+fn warning(c: &Counts) -> Option<String> {
+    (c.unresolved_members > 0).then(|| {
+        format!(
+            "{} grant-group members are no listed user (referenced by something else than \
+             their id, a nested group, or a deleted user): nothing was done for them",
+            c.unresolved_members
+        )
+    })
 }
 
 #[cfg(test)]
@@ -262,6 +289,43 @@ mod tests {
         let o = decide(Mode::Apply, &Counts::default(), &ob);
         assert_eq!(o.phase, RunPhase::Failed);
         assert!(o.message.starts_with("timed out after 1h"));
+    }
+
+    #[test]
+    fn unresolved_members_never_look_clean() {
+        let counts = Counts {
+            unresolved_members: 12,
+            ..Default::default()
+        };
+        let o = decide(Mode::Apply, &counts, &observed(Some(LimitCheck::Within)));
+        assert_eq!(o.phase, RunPhase::Succeeded);
+        assert!(
+            o.message.contains("12 unresolved grant-group members"),
+            "{}",
+            o.message
+        );
+        assert!(
+            o.message.contains("warning: 12 grant-group members"),
+            "{}",
+            o.message
+        );
+        let w = o.conditions.iter().find(|c| c.type_ == WARNING).unwrap();
+        assert!(w.status);
+        assert_eq!(w.reason, "UnresolvedMembers");
+        let ready = o.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(ready.reason, "SucceededWithWarnings");
+        let clean = decide(
+            Mode::Apply,
+            &Counts::default(),
+            &observed(Some(LimitCheck::Within)),
+        );
+        let w = clean
+            .conditions
+            .iter()
+            .find(|c| c.type_ == WARNING)
+            .unwrap();
+        assert!(!w.status);
+        assert!(!clean.message.contains("warning"));
     }
 
     #[test]

@@ -33,6 +33,10 @@ use super::mapping::Mappings;
 use super::pipeline::{Context, PlanReport, Stages};
 use super::writes::{Writes, certainly_not_applied};
 
+/// Creates per Bulk request: small enough that a stopping run's last requests end well
+/// inside the halt deadline, large enough to save most round trips.
+const BULK_CREATES: usize = 50;
+
 /// Everything a Provision run needs.
 pub struct ProvisionRun {
     pub context: Context,
@@ -118,6 +122,8 @@ impl Stages for ProvisionRun {
             classification: &classification,
             operations: &self.operations,
             synchronization: self.synchronization,
+            external_id_writable: self.mappings.external_id_writable,
+            create_only: &self.mappings.create_only,
         });
         drop(index);
         Ok(Some(Planned { listed, plan }))
@@ -199,6 +205,8 @@ struct Applier<'a> {
 
 enum Work<'p> {
     Create(&'p Create),
+    /// Creates sent in Bulk requests.
+    Creates(&'p [Create]),
     Update(&'p provision_plan::Update),
     Deactivate(&'p Removal),
     Delete(&'p Removal),
@@ -206,10 +214,20 @@ enum Work<'p> {
 
 impl Applier<'_> {
     async fn apply(&self, plan: &ProvisionPlan) {
-        let work = plan
-            .creates
-            .iter()
-            .map(Work::Create)
+        // Bulk where the app advertises it (and its catalog entry does not avoid it): 50
+        // creates a request instead of one, which rate-limited apps count; 300 creates take
+        // 25% less time on scim2-server, the same on scimmy (docs/interop.md).
+        let bulk =
+            plan.creates.len() > 1 && self.run.context.app.uses_bulk().await.unwrap_or(false);
+        let (single, batched): (&[Create], &[Create]) = if bulk {
+            (&[], &plan.creates)
+        } else {
+            (&plan.creates, &[])
+        };
+        let work = batched
+            .chunks(BULK_CREATES)
+            .map(Work::Creates)
+            .chain(single.iter().map(Work::Create))
             .chain(plan.updates.iter().map(Work::Update))
             .chain(plan.deactivations.iter().map(Work::Deactivate))
             .chain(plan.deletions.iter().map(Work::Delete));
@@ -220,6 +238,7 @@ impl Applier<'_> {
                 }
                 match work {
                     Work::Create(c) => self.create(c).await,
+                    Work::Creates(cs) => self.create_batch(cs).await,
                     Work::Update(u) => self.update(u).await,
                     Work::Deactivate(r) => self.remove(r, self.run.deactivate_deletes).await,
                     Work::Delete(r) => self.remove(r, true).await,
@@ -258,13 +277,58 @@ impl Applier<'_> {
         if !self.allowed.try_reserve(Kind::Create, 1) {
             return;
         }
+        let body = self.run.mappings.new_account(self.user(c.user));
+        let result = self.run.context.app.create(USERS, &body).await.map(drop);
+        self.settle_create(c, &body, result).await;
+    }
+
+    /// Creates in Bulk requests: each create within its allowance, as one by one; each
+    /// outcome settled as a single create's. A whole request that failed may have been
+    /// applied in part: its creates are looked up, as a create whose answer was lost.
+    async fn create_batch(&self, cs: &[Create]) {
+        let mut sent = Vec::with_capacity(cs.len());
+        for c in cs {
+            if self.writes.stopping() || !self.allowed.try_reserve(Kind::Create, 1) {
+                break;
+            }
+            sent.push((c, self.run.mappings.new_account(self.user(c.user))));
+        }
+        if sent.is_empty() {
+            return;
+        }
+        let bodies = sent.iter().map(|(_, b)| b.clone()).collect();
+        match self.run.context.app.create_many(USERS, bodies).await {
+            Ok(results) => {
+                for ((c, body), r) in sent.iter().zip(results) {
+                    self.settle_create(c, body, r.map(drop)).await;
+                }
+            }
+            Err(e) => {
+                let lost = ScimError::Protocol(format!("a Bulk request failed: {e}"));
+                let whole = certainly_not_applied(&e);
+                for (c, body) in &sent {
+                    if whole {
+                        self.allowed.release(Kind::Create, 1);
+                        let user = &self.user(c.user).user_name;
+                        self.writes.record_failed(1, "CreateAccount", user, &e);
+                        self.writes.tracker.advance(1);
+                    } else {
+                        self.create_conflict(c, body, &lost).await;
+                        self.writes.tracker.advance(1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One create's outcome.
+    async fn settle_create(&self, c: &Create, body: &Value, result: Result<(), ScimError>) {
         let user = self.user(c.user);
-        let body = self.run.mappings.new_account(user);
-        match self.run.context.app.create(USERS, &body).await {
-            Ok(_) => self.created(c, user),
+        match result {
+            Ok(()) => self.created(c, user),
             // Taken, or sent with its answer lost: what is there decides.
             Err(e) if e.is_uniqueness() || e.is_outcome_unknown() => {
-                self.create_conflict(c, &body, e).await
+                self.create_conflict(c, body, &e).await
             }
             Err(e) => {
                 if certainly_not_applied(&e) {
@@ -290,7 +354,7 @@ impl Applier<'_> {
     /// A 409 (an account with this userName exists) or a create whose answer was lost:
     /// looked up, not guessed. Ours (externalId = the user) means our create happened. Anyone else's is adopted only if the rules give
     /// it to this user; otherwise it is disputed and left alone.
-    async fn create_conflict(&self, c: &Create, body: &Value, e: ScimError) {
+    async fn create_conflict(&self, c: &Create, body: &Value, e: &ScimError) {
         let user = self.user(c.user);
         let name = body["userName"].as_str().unwrap_or_default();
         let filter = format!("userName eq {}", quote(name));
@@ -308,7 +372,7 @@ impl Applier<'_> {
                 // Cannot tell whether our create happened: the allowance stays taken.
                 return self
                     .writes
-                    .record_failed(1, "CreateAccount", &user.user_name, &e);
+                    .record_failed(1, "CreateAccount", &user.user_name, e);
             }
         };
         let ours = |a: &AppAccount| a.external_id.as_deref() == Some(user.id.as_str());

@@ -88,7 +88,7 @@ impl ScimClient {
         resource_type: &str,
         resources: Vec<Value>,
     ) -> Result<Vec<Result<String>>> {
-        if !self.service_provider_config().await?.bulk.supported {
+        if !self.uses_bulk().await? {
             let results = stream::iter(resources.into_iter().map(|r| {
                 let c = self.clone();
                 let rt = resource_type.to_string();

@@ -57,6 +57,14 @@ pub struct ClientOptions {
     pub member_operations_per_request: usize,
     /// Page size to use instead of the advertised maximum (capped by it).
     pub page_size: Option<u64>,
+    /// Send `count` with list requests. Off for a server that fails on it (a catalog
+    /// entry's `sendCount: false`): its pages are then whatever size it serves.
+    pub send_count: bool,
+    /// Filter on our side even if the server advertises filtering (a catalog entry's
+    /// `avoid: [Filter]`).
+    pub avoid_filter: bool,
+    /// Never send Bulk requests (a catalog entry's `avoid: [Bulk]`).
+    pub avoid_bulk: bool,
 }
 
 impl ClientOptions {
@@ -74,6 +82,9 @@ impl ClientOptions {
             member_values_per_operation: 10_000,
             member_operations_per_request: 1,
             page_size: None,
+            send_count: true,
+            avoid_filter: false,
+            avoid_bulk: false,
         }
     }
 }
@@ -206,6 +217,11 @@ impl ScimClient {
         &self.inner.base
     }
 
+    /// Whether list requests carry `count` ([`ClientOptions::send_count`]).
+    pub fn sends_count(&self) -> bool {
+        self.inner.opts.send_count
+    }
+
     /// HTTP requests sent so far (each retry counts), token requests excluded.
     pub fn requests(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
@@ -228,6 +244,11 @@ impl ScimClient {
             })
             .await
             .cloned()
+    }
+
+    /// Whether creates go in Bulk requests: advertised, and not avoided.
+    pub async fn uses_bulk(&self) -> Result<bool> {
+        Ok(!self.inner.opts.avoid_bulk && self.service_provider_config().await?.bulk.supported)
     }
 
     pub async fn capabilities(&self) -> Result<Capabilities> {

@@ -12,6 +12,7 @@
 //! - `error`: the error type.
 //! - `model`: the wire types.
 //! - `path`: attribute paths, parsed, and values extracted for matching.
+//! - `schema`: the core and enterprise User attributes: multi-valued or not, sub-attributes.
 //!
 //! Nothing here imports the rest of the crate.
 
@@ -26,6 +27,7 @@ pub mod model;
 pub mod paging;
 pub mod path;
 pub mod retry;
+pub mod schema;
 pub mod transport;
 
 pub use auth::Auth;

@@ -5,6 +5,7 @@
 use crate::scim::client::ScimClient;
 use crate::scim::error::{Result, ScimError};
 use crate::scim::model::{ListResponse, resource_id};
+use crate::scim::path::{ValueFilter, parse_resource_filter};
 use futures::{Stream, TryStreamExt, stream};
 use reqwest::Method;
 use serde_json::Value;
@@ -27,6 +28,9 @@ pub struct ListStats {
     pub consistent: bool,
     /// The last totalResults the server reported.
     pub total_results: Option<u64>,
+    /// Resources a filtered answer held that do not match the filter: dropped, never
+    /// trusted (some servers ignore filters and answer with everything).
+    pub unmatched: u64,
 }
 
 /// Index pagination is re-run while totalResults moves, at most this many passes.
@@ -37,8 +41,14 @@ pub struct Pager {
     client: ScimClient,
     endpoint: String,
     attributes: Option<String>,
+    /// The filter sent to the server: `None` when it cannot filter (its
+    /// ServiceProviderConfig says `filter.supported: false`) and `local_filter` does it.
     filter: Option<String>,
-    page_size: u64,
+    /// The filter, evaluated on every listed resource: the whole filtering when the server
+    /// cannot filter, a check of its answer when it can.
+    local_filter: Option<ValueFilter>,
+    /// `None`: no `count` parameter (a server that fails on it); pages are what it sends.
+    page_size: Option<u64>,
     cursor_mode: bool,
     cursor: Option<String>,
     start_index: u64,
@@ -57,7 +67,8 @@ impl Pager {
         &self.stats
     }
 
-    pub fn page_size(&self) -> u64 {
+    /// The `count` asked for, if any.
+    pub fn page_size(&self) -> Option<u64> {
         self.page_size
     }
 
@@ -81,7 +92,10 @@ impl Pager {
     }
 
     fn query(&self) -> Vec<(&'static str, String)> {
-        let mut q = vec![("count", self.page_size.to_string())];
+        let mut q = Vec::new();
+        if let Some(n) = self.page_size {
+            q.push(("count", n.to_string()));
+        }
         if let Some(a) = &self.attributes {
             q.push(("attributes", a.clone()));
         }
@@ -96,11 +110,12 @@ impl Pager {
         let resp = self.client.send(Method::GET, &path, &q, None, None).await?;
         self.stats.pages += 1;
         let list: ListResponse = resp.json(&format!("ListResponse of GET {path}"))?;
-        if list.resources.len() as u64 > self.page_size {
+        if let Some(count) = self.page_size
+            && list.resources.len() as u64 > count
+        {
             return Err(ScimError::Protocol(format!(
-                "GET {path}: {} resources in a page of count={}",
+                "GET {path}: {} resources in a page of count={count}",
                 list.resources.len(),
-                self.page_size
             )));
         }
         if let Some(total) = list.total_results {
@@ -117,10 +132,16 @@ impl Pager {
             })?;
             let key = (u128::from(self.seen_keys.0.hash_one(id)) << 64)
                 | u128::from(self.seen_keys.1.hash_one(id));
-            if self.seen.insert(key) {
+            if !self.seen.insert(key) {
+                self.stats.duplicates += 1;
+            } else if self
+                .local_filter
+                .as_ref()
+                .is_none_or(|f| f.matches_resource(&r))
+            {
                 out.push(r);
             } else {
-                self.stats.duplicates += 1;
+                self.stats.unmatched += 1;
             }
         }
         self.stats.resources += out.len() as u64;
@@ -218,19 +239,40 @@ impl ScimClient {
     ) -> Result<Pager> {
         let spc = self.service_provider_config().await?;
         let max = spc.max_page_size();
-        let page_size = self.inner.opts.page_size.map_or(max, |p| p.clamp(1, max));
+        let page_size = self
+            .inner
+            .opts
+            .send_count
+            .then(|| self.inner.opts.page_size.map_or(max, |p| p.clamp(1, max)));
+        let local_filter = filter
+            .map(parse_resource_filter)
+            .transpose()
+            .map_err(ScimError::Path)?;
+        let server_filters = spc.filter.supported && !self.inner.opts.avoid_filter;
+        let mut attributes: Vec<&str> = attributes.to_vec();
+        let filter_attrs = local_filter.as_ref().map(ValueFilter::attributes);
+        if !attributes.is_empty() {
+            // The check needs the attributes the filter reads.
+            attributes.extend(filter_attrs.iter().flatten().map(String::as_str));
+        }
+        let attributes = &attributes[..];
         let attributes = if attributes.is_empty() {
             None
         } else {
             let mut attrs: Vec<&str> = vec!["id"];
-            attrs.extend(attributes.iter().filter(|a| **a != "id"));
+            for a in attributes {
+                if !attrs.contains(a) {
+                    attrs.push(a);
+                }
+            }
             Some(attrs.join(","))
         };
         Ok(Pager {
             client: self.clone(),
             endpoint: resource_type.trim_matches('/').to_string(),
             attributes,
-            filter: filter.map(str::to_string),
+            filter: filter.filter(|_| server_filters).map(str::to_string),
+            local_filter,
             page_size,
             cursor_mode: spc.supports_cursor(),
             cursor: None,
@@ -259,6 +301,14 @@ impl ScimClient {
         let mut pager = self.pager(resource_type, attributes, filter).await?;
         while let Some(page) = pager.next_page().await? {
             on_page(page)?;
+        }
+        if pager.stats.unmatched > 0 && pager.filter.is_some() {
+            tracing::warn!(
+                base = %self.inner.base,
+                filter = ?filter,
+                unmatched = pager.stats.unmatched,
+                "the server's filtered answer held resources that do not match: dropped"
+            );
         }
         Ok(pager.stats.clone())
     }

@@ -182,9 +182,26 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
 }
 
 fn parse_filter(s: &str) -> Result<ValueFilter, String> {
+    parse_filter_with(s, is_name)
+}
+
+/// A whole-resource filter (RFC 7644 §3.4.2.2) of comparisons joined by `and` / `or`, whose
+/// attributes are paths (`emails.value`, `urn:…:User:employeeNumber`): what the client
+/// evaluates itself when a server cannot filter, and checks a server's filtered answer with.
+pub fn parse_resource_filter(s: &str) -> Result<ValueFilter, PathError> {
+    parse_filter_with(s, |a| {
+        a.parse::<AttrPath>().is_ok_and(|p| p.filter.is_none())
+    })
+    .map_err(|reason| PathError {
+        path: s.to_string(),
+        reason,
+    })
+}
+
+fn parse_filter_with(s: &str, attr_ok: fn(&str) -> bool) -> Result<ValueFilter, String> {
     let tokens = tokenize(s)?;
     let mut pos = 0;
-    let f = parse_or(&tokens, &mut pos)?;
+    let f = parse_or(&tokens, &mut pos, attr_ok)?;
     if pos != tokens.len() {
         return Err(format!("unexpected token {:?} in filter", tokens[pos]));
     }
@@ -195,29 +212,41 @@ fn is_kw(t: Option<&Token>, kw: &str) -> bool {
     matches!(t, Some(Token::Word(w)) if w.eq_ignore_ascii_case(kw))
 }
 
-fn parse_or(t: &[Token], pos: &mut usize) -> Result<ValueFilter, String> {
-    let mut left = parse_and(t, pos)?;
+fn parse_or(
+    t: &[Token],
+    pos: &mut usize,
+    attr_ok: fn(&str) -> bool,
+) -> Result<ValueFilter, String> {
+    let mut left = parse_and(t, pos, attr_ok)?;
     while is_kw(t.get(*pos), "or") {
         *pos += 1;
-        let right = parse_and(t, pos)?;
+        let right = parse_and(t, pos, attr_ok)?;
         left = ValueFilter::Or(Box::new(left), Box::new(right));
     }
     Ok(left)
 }
 
-fn parse_and(t: &[Token], pos: &mut usize) -> Result<ValueFilter, String> {
-    let mut left = parse_cmp(t, pos)?;
+fn parse_and(
+    t: &[Token],
+    pos: &mut usize,
+    attr_ok: fn(&str) -> bool,
+) -> Result<ValueFilter, String> {
+    let mut left = parse_cmp(t, pos, attr_ok)?;
     while is_kw(t.get(*pos), "and") {
         *pos += 1;
-        let right = parse_cmp(t, pos)?;
+        let right = parse_cmp(t, pos, attr_ok)?;
         left = ValueFilter::And(Box::new(left), Box::new(right));
     }
     Ok(left)
 }
 
-fn parse_cmp(t: &[Token], pos: &mut usize) -> Result<ValueFilter, String> {
+fn parse_cmp(
+    t: &[Token],
+    pos: &mut usize,
+    attr_ok: fn(&str) -> bool,
+) -> Result<ValueFilter, String> {
     let attr = match t.get(*pos) {
-        Some(Token::Word(w)) if is_name(w) => w.clone(),
+        Some(Token::Word(w)) if attr_ok(w) => w.clone(),
         other => return Err(format!("expected attribute name, found {other:?}")),
     };
     *pos += 1;
@@ -280,6 +309,84 @@ impl ValueFilter {
             }
         }
     }
+}
+
+impl ValueFilter {
+    /// Evaluates a filter from [`parse_resource_filter`] on a whole resource: a comparison
+    /// holds when any value at its path does (multi-valued attributes), strings compared
+    /// case-insensitively — the lenient reading, so a check never drops a resource the
+    /// server rightly returned.
+    pub fn matches_resource(&self, resource: &Value) -> bool {
+        match self {
+            ValueFilter::And(a, b) => a.matches_resource(resource) && b.matches_resource(resource),
+            ValueFilter::Or(a, b) => a.matches_resource(resource) || b.matches_resource(resource),
+            ValueFilter::Present(attr) => present_at(attr, resource),
+            ValueFilter::Compare { attr, op, value } => {
+                let values = values_at(attr, resource);
+                if values.is_empty() {
+                    return compare(&Value::Null, *op, value);
+                }
+                values.iter().any(|v| {
+                    // `values` renders booleans and numbers as text: back to their type.
+                    let actual = match value {
+                        Literal::Bool(_) => v.parse::<bool>().map_or(Value::Null, Value::Bool),
+                        Literal::Num(_) => v
+                            .parse::<f64>()
+                            .ok()
+                            .and_then(serde_json::Number::from_f64)
+                            .map_or(Value::Null, Value::Number),
+                        _ => Value::String(v.clone()),
+                    };
+                    compare(&actual, *op, value)
+                })
+            }
+        }
+    }
+
+    /// The attribute paths the filter reads, to request them with `attributes=`.
+    pub fn attributes(&self) -> Vec<String> {
+        match self {
+            ValueFilter::And(a, b) | ValueFilter::Or(a, b) => {
+                let mut v = a.attributes();
+                v.extend(b.attributes());
+                v.dedup();
+                v
+            }
+            ValueFilter::Present(attr) | ValueFilter::Compare { attr, .. } => vec![attr.clone()],
+        }
+    }
+}
+
+/// `attr pr`: a value that is not null, nor empty (a complex attribute counts as a value).
+fn present_at(attr: &str, resource: &Value) -> bool {
+    let Ok(p) = attr.parse::<AttrPath>() else {
+        return false;
+    };
+    if p.values(resource).iter().any(|v| !v.is_empty()) {
+        return true;
+    }
+    let root = match &p.urn {
+        Some(urn) => get_ci(resource, urn),
+        None => Some(resource),
+    };
+    let v = root.and_then(|r| get_ci(r, &p.attr));
+    let v = match (&p.sub_attr, v) {
+        (Some(sub), Some(Value::Object(_))) => v.and_then(|o| get_ci(o, sub)),
+        (Some(_), _) => None,
+        (None, v) => v,
+    };
+    match v {
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+        Some(Value::Null) | None => false,
+        Some(_) => true,
+    }
+}
+
+fn values_at(attr: &str, resource: &Value) -> Vec<String> {
+    attr.parse::<AttrPath>()
+        .map(|p| p.values(resource))
+        .unwrap_or_default()
 }
 
 fn compare(actual: &Value, op: CompareOp, lit: &Literal) -> bool {
@@ -558,4 +665,49 @@ mod tests {
         assert_eq!(p("name.givenName").request_attribute(), "name.givenName");
         assert_eq!(quote("a\"b"), "\"a\\\"b\"");
     }
+}
+
+#[cfg(test)]
+mod resource_filter_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn resource_filters_are_evaluated_on_our_side() {
+        let r = json!({"id": "1", "userName": "Alice", "active": true, "externalId": "u-1",
+            "emails": [{"value": "a@x", "primary": true}, {"value": "alias@x"}],
+            ENTERPRISE: {"employeeNumber": "42"}});
+        let yes = [
+            r#"userName eq "alice""#,
+            r#"externalId eq "zzz" or emails.value eq "ALIAS@x""#,
+            r#"userName eq "alice" and active eq true"#,
+            "emails pr",
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq "42""#,
+        ];
+        for f in yes {
+            assert!(
+                parse_resource_filter(f).unwrap().matches_resource(&r),
+                "{f}"
+            );
+        }
+        let no = [
+            r#"userName eq "bob""#,
+            r#"externalId eq "u-2" or emails.value eq "b@x""#,
+            r#"userName eq "alice" and active eq false"#,
+            "nickName pr",
+            r#"displayName eq "Alice""#,
+        ];
+        for f in no {
+            assert!(
+                !parse_resource_filter(f).unwrap().matches_resource(&r),
+                "{f}"
+            );
+        }
+        assert!(parse_resource_filter("userName eq").is_err());
+        assert!(parse_resource_filter(r#"emails[type eq "work"].value eq "a""#).is_err());
+        let f = parse_resource_filter(r#"externalId eq "1" or emails.value eq "a""#).unwrap();
+        assert_eq!(f.attributes(), ["externalId", "emails.value"]);
+    }
+
+    const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 }

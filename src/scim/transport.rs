@@ -60,14 +60,14 @@ pub(super) fn error_from(
     let parsed: Option<ErrorResponse> = serde_json::from_slice(body).ok();
     let detail = parsed
         .as_ref()
-        .and_then(|e| e.detail.clone())
+        .and_then(|e| e.detail.as_deref())
+        .map(short_text)
         .unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(body);
-            let text = text.trim();
+            let text = short_text(&String::from_utf8_lossy(body));
             if text.is_empty() {
                 status.canonical_reason().unwrap_or("").to_string()
             } else {
-                text.chars().take(300).collect()
+                text
             }
         });
     ScimError::Status {
@@ -78,6 +78,68 @@ pub(super) fn error_from(
         scim_type: parsed.and_then(|e| e.scim_type),
         detail,
     }
+}
+
+/// Longest error detail kept in a message: a run's message is one line in `kubectl get`.
+const MAX_DETAIL_CHARS: usize = 200;
+
+/// An error body reduced to a short line: an HTML page (a framework's 500 page, a proxy's
+/// error page) to its title, or else its text without tags; whitespace collapsed; cut at
+/// [`MAX_DETAIL_CHARS`].
+pub(crate) fn short_text(body: &str) -> String {
+    let lower = body.to_ascii_lowercase();
+    let looks_html = lower.trim_start().starts_with('<')
+        && (lower.contains("<html") || lower.contains("<!doctype") || lower.contains("<body"));
+    let text = if looks_html {
+        let title = lower.find("<title>").and_then(|start| {
+            let start = start + "<title>".len();
+            let end = start + lower[start..].find("</title>")?;
+            Some(body[start..end].to_string())
+        });
+        match title.filter(|t| !t.trim().is_empty()) {
+            // A framework's error page is often titled by the app, not by the error.
+            Some(t) => format!(
+                "an HTML page titled {:?}",
+                t.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
+            None => format!("an HTML page: {}", strip_tags(body)),
+        }
+    } else {
+        body.to_string()
+    };
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.chars().count() > MAX_DETAIL_CHARS {
+        let cut: String = text.chars().take(MAX_DETAIL_CHARS).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+/// The text of an HTML page, its tags, scripts and styles left out.
+fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len().min(4096));
+    let mut rest = html;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        out.push(' ');
+        let tail = &rest[open..];
+        let lower = tail.get(..7).unwrap_or(tail).to_ascii_lowercase();
+        // A script or style body is no message.
+        let skip_to = if lower.starts_with("<script") {
+            "</script>"
+        } else if lower.starts_with("<style") {
+            "</style>"
+        } else {
+            ">"
+        };
+        match tail.to_ascii_lowercase().find(skip_to) {
+            Some(end) => rest = &tail[end + skip_to.len()..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Whether a status is worth another try: throttling and transient server trouble.
@@ -393,7 +455,41 @@ mod tests {
             StatusCode::BAD_GATEWAY,
             b"<html>proxy</html>",
         );
-        assert!(e.to_string().contains("<html>proxy</html>"));
+        assert!(e.to_string().ends_with(": an HTML page: proxy"), "{e}");
+        // Canaille's 500 page for a `count` parameter: the title, not the page.
+        let page = format!(
+            "<!doctype html><html><head><title>500 Internal Server Error</title><style>p {{}}</style></head><body><h1>Internal Server Error</h1><p>{}</p></body></html>",
+            "The server encountered an internal error. ".repeat(50)
+        );
+        let e = error_from(
+            &Method::GET,
+            "/Users",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            page.as_bytes(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "GET /Users: HTTP 500: an HTML page titled \"500 Internal Server Error\""
+        );
+        let e = error_from(
+            &Method::GET,
+            "/Users",
+            StatusCode::BAD_GATEWAY,
+            b"<html><body><h1>Bad\n  gateway</h1><script>x()</script></body></html>",
+        );
+        assert_eq!(
+            e.to_string(),
+            "GET /Users: HTTP 502: an HTML page: Bad gateway"
+        );
+        let long = format!(r#"{{"detail": "{}"}}"#, "x".repeat(5000));
+        let e = error_from(
+            &Method::GET,
+            "/Users",
+            StatusCode::BAD_REQUEST,
+            long.as_bytes(),
+        );
+        assert!(e.to_string().len() < 300, "{e}");
+        assert!(e.to_string().ends_with("x…"), "{e}");
         let e = error_from(&Method::GET, "/Users", StatusCode::FOUND, b"");
         assert!(e.to_string().contains("redirected"), "{e}");
         assert!(retryable_status(StatusCode::TOO_MANY_REQUESTS));

@@ -59,7 +59,7 @@ async fn lists_2500_users_by_index_and_by_cursor_asking_only_needed_attributes()
         );
         let pager = c.pager(USERS, &["userName"], None).await.unwrap();
         assert_eq!(pager.uses_cursor(), tenant == "cur");
-        assert_eq!(pager.page_size(), 1000);
+        assert_eq!(pager.page_size(), Some(1000));
     }
 
     // The stream form yields the same resources; a filter narrows the listing.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn repo_root() -> &'static Path {
+pub(crate) fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -44,14 +44,26 @@ fn spawn_ready(
 ) -> (Child, u16) {
     let mut cmd = Command::new(python());
     cmd.arg(repo_root().join("hack/scim").join(script))
-        .args(args)
-        .arg("--exit-on-stdin-eof")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
+    spawn_command_ready(cmd, script, prefix, READY_TIMEOUT)
+}
+
+/// Spawns a server (told to exit when its stdin closes) and waits for its
+/// `<PREFIX> port=<n>` line.
+pub(crate) fn spawn_command_ready(
+    mut cmd: Command,
+    what: &str,
+    prefix: &str,
+    timeout: Duration,
+) -> (Child, u16) {
+    cmd.arg("--exit-on-stdin-eof")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let script = what;
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {script}: {e}"));
@@ -69,7 +81,7 @@ fn spawn_ready(
             }
         }
     });
-    match rx.recv_timeout(READY_TIMEOUT) {
+    match rx.recv_timeout(timeout) {
         Ok(Some(port)) => (child, port),
         other => {
             let _ = child.kill();
@@ -79,7 +91,7 @@ fn spawn_ready(
     }
 }
 
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }

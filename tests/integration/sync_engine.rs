@@ -41,14 +41,26 @@ pub(crate) enum Via {
 }
 
 fn client(url: &str, token: &str) -> ScimClient {
-    ScimClient::new(
-        url,
-        scim::Auth::Bearer(token.into()),
-        None,
-        scim::Timeouts::default(),
-        8,
-    )
-    .expect("test SCIM client")
+    client_as(url, token, "GenericSCIM")
+}
+
+/// A test-side client that follows a catalog entry's conventions, as the engine's does.
+pub(crate) fn client_as(url: &str, token: &str, catalog_item: &str) -> ScimClient {
+    let mut opts = scim::ClientOptions::new(url, scim::Auth::Bearer(token.into()));
+    opts.parallelism = 8;
+    if let Some(e) = catalogsync::api::catalog::get(catalog_item) {
+        opts.send_count = e.scim.send_count;
+    }
+    ScimClient::with_options(opts).expect("test SCIM client")
+}
+
+/// Other SCIM servers than the world's scim2-server tenants (`interop`): each a base URL
+/// and a bearer token, and the app's catalog entry.
+#[derive(Default)]
+pub(crate) struct Ends {
+    pub(crate) domain: Option<(String, String)>,
+    pub(crate) app: Option<(String, String)>,
+    pub(crate) catalog_item: Option<&'static str>,
 }
 
 impl World {
@@ -57,6 +69,17 @@ impl World {
         policy: Value,
         max_results: Option<u64>,
         via: Via,
+    ) -> World {
+        Self::with_ends(prefix, policy, max_results, via, Ends::default()).await
+    }
+
+    /// A world whose identity domain or app (or both) is another server.
+    pub(crate) async fn with_ends(
+        prefix: &str,
+        policy: Value,
+        max_results: Option<u64>,
+        via: Via,
+        ends: Ends,
     ) -> World {
         let cp = control_plane().await;
         let ns = cp.new_namespace(prefix).await;
@@ -77,12 +100,17 @@ impl World {
                 (Some(p), i, server.base_url("app"))
             }
         };
+        let (idp_url, idp_token) = ends
+            .domain
+            .clone()
+            .unwrap_or((idp_url, server.token("idp")));
+        let (app_url, app_token) = ends.app.clone().unwrap_or((app_url, server.token("app")));
         let admin = cp.admin_client();
         let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-        for (name, tenant) in [("idp-token", "idp"), ("app-token", "app")] {
+        for (name, token) in [("idp-token", &idp_token), ("app-token", &app_token)] {
             let s: Secret = serde_json::from_value(json!({
                 "metadata": {"name": name, "labels": {"catalogsync.io/credentials": "true"}},
-                "stringData": {"token": server.token(tenant)}
+                "stringData": {"token": token}
             }))
             .unwrap();
             secrets.create(&PostParams::default(), &s).await.unwrap();
@@ -114,6 +142,7 @@ impl World {
             &ns,
             json!({"metadata": {"name": "slack"}, "spec": {
                 "identityDomainRef": {"name": "corp"},
+                "catalogItem": ends.catalog_item.unwrap_or("GenericSCIM"),
                 "connection": {"url": app_url, "insecure": true,
                     "auth": {"bearerToken": {"secretRef": {"name": "app-token", "key": "token"}}}},
                 "provisioning": {"enabled": true},
@@ -123,8 +152,14 @@ impl World {
         .await;
         let group_name = app.grant_group_name();
         assert_eq!(group_name, format!("catalogsync-{ns}-slack"));
-        let idp = client(&server.base_url("idp"), &server.token("idp"));
-        let appc = client(&server.base_url("app"), &server.token("app"));
+        let idp = match &ends.domain {
+            Some((url, token)) => client(url, token),
+            None => client(&server.base_url("idp"), &server.token("idp")),
+        };
+        let appc = match &ends.app {
+            Some((url, token)) => client_as(url, token, ends.catalog_item.unwrap_or("GenericSCIM")),
+            None => client(&server.base_url("app"), &server.token("app")),
+        };
         // The controller creates both groups; here the test does, as the controller would.
         let group_id = groups::ensure(&idp, &app, GroupRole::Grant, None)
             .await

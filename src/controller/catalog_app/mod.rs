@@ -43,6 +43,8 @@ pub const IDENTITY_DOMAIN_NOT_READY: &str = "IdentityDomainNotReady";
 /// A group named as the app's grant or record group is not the app's: no ownership mark
 /// (and `adoptExistingGroups` is off), another app's mark, or several of that name.
 pub const GROUP_NOT_OWNED: &str = "GroupNotOwned";
+/// An attribute mapping names a path the User schema does not have.
+pub const INVALID_MAPPING: &str = "InvalidMapping";
 
 pub async fn reconcile(app: Arc<CatalogApp>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("CatalogApp");

@@ -7,7 +7,9 @@ use kube::ResourceExt;
 use kube::api::Api;
 
 use super::decide::ProvisioningState;
-use super::{GROUP_NOT_OWNED, IDENTITY_DOMAIN_NOT_FOUND, IDENTITY_DOMAIN_NOT_READY};
+use super::{
+    GROUP_NOT_OWNED, IDENTITY_DOMAIN_NOT_FOUND, IDENTITY_DOMAIN_NOT_READY, INVALID_MAPPING,
+};
 use crate::api::{CatalogApp, GroupRole, IdentityDomain};
 use crate::cluster::conditions::{self, READY};
 use crate::cluster::groups::{self, GroupError};
@@ -23,6 +25,13 @@ pub(super) async fn check_provisioning(
 ) -> Result<(ProvisioningState, bool)> {
     if !app.spec.provisioning.as_ref().is_some_and(|p| p.enabled) {
         return Ok((ProvisioningState::Disabled, false));
+    }
+    // Before any request: a run with an impossible mapping would only fail.
+    if let Err(why) = crate::cluster::mappings::check_app(app) {
+        return Ok((
+            ProvisioningState::Failed(Failure::new(INVALID_MAPPING, why)),
+            false,
+        ));
     }
     let domain_name = &app.spec.identity_domain_ref.name;
     let domains: Api<IdentityDomain> = Api::namespaced(ctx.client.clone(), ns);
@@ -96,6 +105,8 @@ async fn probe_app_and_groups(
                 auth: &connection.auth,
                 tls: connection.tls.as_ref(),
                 insecure: connection.insecure,
+                send_count: crate::api::catalog::get(&app.spec.catalog_item)
+                    .is_none_or(|e| e.scim.send_count),
             },
         )
         .await?;
@@ -116,6 +127,7 @@ async fn probe_app_and_groups(
                 auth: &domain_spec.auth,
                 tls: domain_spec.tls.as_ref(),
                 insecure: domain_spec.insecure,
+                send_count: true,
             },
         )
         .await?
@@ -166,7 +178,8 @@ pub(super) fn group_failure(e: &GroupError) -> Failure {
         ),
         GroupError::NotOwned { .. }
         | GroupError::OwnedByOther { .. }
-        | GroupError::Ambiguous { .. } => Failure::new(GROUP_NOT_OWNED, e.to_string()),
+        | GroupError::Ambiguous { .. }
+        | GroupError::MarkDropped { .. } => Failure::new(GROUP_NOT_OWNED, e.to_string()),
         // `ensure` creates a missing group; should it say so anyway, it is the domain's.
         GroupError::Missing { .. } => Failure::new(IDENTITY_DOMAIN_NOT_READY, e.to_string()),
     }

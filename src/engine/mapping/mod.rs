@@ -5,10 +5,13 @@
 use serde_json::{Map, Value};
 
 use crate::api::{AttributeMapping, Direction};
+use crate::scim::model::USER_SCHEMA;
+use crate::scim::path::{AttrPath, CompareOp, Literal, ValueFilter};
+use crate::scim::schema;
 
 mod provision;
 
-pub use provision::{Mappings, default_mappings};
+pub use provision::{Mappings, default_import_mappings, default_mappings};
 
 /// Builds a document: for each mapping, `lookup(source path)` gives the value to write at
 /// the target path. Missing or empty values are skipped.
@@ -41,52 +44,96 @@ pub fn targets(mappings: &[AttributeMapping], direction: Direction) -> Vec<&str>
         .collect()
 }
 
-/// Writes `value` at `path` into `doc`.
+/// Writes `value` at `path` into `doc`, as the schema shapes it: a multi-valued attribute is
+/// an array (RFC 7643 §2.4) whatever the path says — `emails.value` writes
+/// `"emails": [{"value": …}]`, `emails[type eq "work"].value` the element whose `type` is
+/// `work` — and an extension attribute goes under its schema's URN. Paths are checked at
+/// admission; one that does not parse writes nothing.
 pub fn set(doc: &mut Map<String, Value>, path: &str, value: Value) {
-    if let Some((attr, rest)) = path.split_once('[') {
-        // attr[key eq literal].sub
-        let Some((filter, sub)) = rest.split_once(']') else {
-            return;
-        };
-        let sub = sub.trim_start_matches('.');
-        let mut parts = filter.split_whitespace();
-        let (Some(key), Some(_op), Some(lit)) = (parts.next(), parts.next(), parts.next()) else {
-            return;
-        };
-        let lit: Value = serde_json::from_str(lit)
-            .unwrap_or_else(|_| Value::String(lit.trim_matches('"').into()));
-        let list = doc
-            .entry(attr.to_string())
-            .or_insert_with(|| Value::Array(Vec::new()));
-        let Value::Array(items) = list else { return };
-        let pos = items.iter().position(|i| i.get(key) == Some(&lit));
-        let item = match pos {
-            Some(p) => &mut items[p],
+    let Ok(p) = path.parse::<AttrPath>() else {
+        return;
+    };
+    let multi_valued = schema::is_multi_valued(&p) || p.filter.is_some();
+    let target = match &p.urn {
+        Some(urn) if !urn.eq_ignore_ascii_case(USER_SCHEMA) => {
+            match doc
+                .entry(urn.clone())
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                Value::Object(m) => m,
+                _ => return,
+            }
+        }
+        _ => doc,
+    };
+    if !multi_valued {
+        match &p.sub_attr {
+            Some(sub) => {
+                if let Value::Object(m) = target
+                    .entry(p.attr.clone())
+                    .or_insert_with(|| Value::Object(Map::new()))
+                {
+                    m.insert(sub.clone(), value);
+                }
+            }
             None => {
-                let mut m = Map::new();
-                m.insert(key.to_string(), lit);
-                items.push(Value::Object(m));
-                items.last_mut().expect("just pushed")
-            }
-        };
-        if let Value::Object(m) = item {
-            if sub.is_empty() {
-                m.insert("value".into(), value);
-            } else {
-                m.insert(sub.to_string(), value);
+                target.insert(p.attr.clone(), value);
             }
         }
-    } else if let Some((attr, sub)) = path.split_once('.') {
-        let inner = doc
-            .entry(attr.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(m) = inner {
-            set(m, sub, value);
+        return;
+    }
+    let Value::Array(items) = target
+        .entry(p.attr.clone())
+        .or_insert_with(|| Value::Array(Vec::new()))
+    else {
+        return;
+    };
+    // The element the filter selects (its `eq` terms make a new one), else the first.
+    let keys = p.filter.as_ref().map(eq_terms).unwrap_or_default();
+    let pos = items
+        .iter()
+        .position(|i| keys.iter().all(|(k, v)| i.get(k.as_str()) == Some(v)));
+    let item = match pos {
+        Some(p) => &mut items[p],
+        None => {
+            items.push(Value::Object(keys.into_iter().collect()));
+            items.last_mut().expect("just pushed")
         }
-    } else {
-        doc.insert(path.to_string(), value);
+    };
+    if let Value::Object(m) = item {
+        m.insert(p.sub_attr.unwrap_or_else(|| "value".into()), value);
     }
 }
+
+/// The `attr eq literal` terms of a value filter joined by `and`: what a new element of
+/// the filtered attribute carries.
+fn eq_terms(f: &ValueFilter) -> Vec<(String, Value)> {
+    match f {
+        ValueFilter::And(a, b) => {
+            let mut t = eq_terms(a);
+            t.extend(eq_terms(b));
+            t
+        }
+        ValueFilter::Compare {
+            attr,
+            op: CompareOp::Eq,
+            value,
+        } => {
+            let v = match value {
+                Literal::Str(s) => Value::String(s.clone()),
+                Literal::Bool(b) => Value::Bool(*b),
+                Literal::Num(n) => {
+                    serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
+                }
+                Literal::Null => Value::Null,
+            };
+            vec![(attr.clone(), v)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+pub use crate::cluster::mappings::check;
 
 #[cfg(test)]
 mod tests {
@@ -138,6 +185,50 @@ mod tests {
         });
         assert_eq!(doc, json!({"userName": "ada"}));
         assert_eq!(targets(&maps, Direction::Provision), vec!["login"]);
+    }
+
+    #[test]
+    fn multi_valued_attributes_are_always_arrays() {
+        let mut doc = Map::new();
+        set(&mut doc, "emails.value", json!("a@b.c"));
+        set(&mut doc, "emails.type", json!("work"));
+        set(
+            &mut doc,
+            "phoneNumbers[type eq \"work\" and primary eq true].value",
+            json!("1"),
+        );
+        set(&mut doc, "name.formatted", json!("Ada L"));
+        set(
+            &mut doc,
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+            json!("42"),
+        );
+        assert_eq!(
+            Value::Object(doc),
+            json!({
+                "emails": [{"value": "a@b.c", "type": "work"}],
+                "phoneNumbers": [{"type": "work", "primary": true, "value": "1"}],
+                "name": {"formatted": "Ada L"},
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"employeeNumber": "42"}
+            })
+        );
+    }
+
+    #[test]
+    fn impossible_mappings_are_named() {
+        assert!(check(&[m("userName", "emails.value")], "x").is_ok());
+        let e = check(
+            &[m("userName", "userName"), m("name.value", "displayName")],
+            "spec.provisioning.attributeMappings",
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with(
+                "spec.provisioning.attributeMappings[1].domainAttribute: impossible path"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("name has no sub-attribute"), "{e}");
     }
 
     #[test]

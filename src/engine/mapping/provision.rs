@@ -6,9 +6,11 @@ use serde_json::{Map, Value, json};
 
 use crate::api::AttributeMapping;
 use crate::api::Direction;
+use crate::api::catalog::{RequiredAttribute, ScimConventions};
 use crate::engine::plan::provision::{ProvisionAccount, ProvisionUser};
 use crate::scim::AttrPath;
 use crate::scim::model::{PatchOp, PatchOperation, USER_SCHEMA};
+use crate::scim::schema;
 
 /// The provisioning mappings of a catalog entry (GenericSCIM's for an unknown entry).
 pub fn default_mappings(catalog_item: &str) -> Vec<AttributeMapping> {
@@ -18,20 +20,39 @@ pub fn default_mappings(catalog_item: &str) -> Vec<AttributeMapping> {
         .unwrap_or_default()
 }
 
-/// Parsed mappings.
+/// The import mappings (app account → new user) of a catalog entry (GenericSCIM's for an
+/// unknown entry).
+pub fn default_import_mappings(catalog_item: &str) -> Vec<AttributeMapping> {
+    crate::api::catalog::get(catalog_item)
+        .or_else(|| crate::api::catalog::get("GenericSCIM"))
+        .map(|e| e.import_mappings.clone())
+        .unwrap_or_default()
+}
+
+/// Parsed mappings, with what the app's catalog entry says a new account needs.
 #[derive(Clone, Debug)]
 pub struct Mappings {
     pub raw: Vec<AttributeMapping>,
     pub domain: Vec<AttrPath>,
     pub app: Vec<AttrPath>,
+    /// The app stores `externalId`: new accounts carry the user's id in it.
+    pub external_id_writable: bool,
+    /// Attributes a new account must have, with where to take them from.
+    pub required: Vec<RequiredAttribute>,
+    /// Mappings (indexes) whose app attribute the app cannot change after create.
+    pub create_only: Vec<usize>,
 }
 
 impl Mappings {
     pub fn parse(mappings: &[AttributeMapping]) -> Result<Self, String> {
+        super::check(mappings, "provisioning attribute mappings")?;
         let mut m = Mappings {
             raw: mappings.to_vec(),
             domain: Vec::new(),
             app: Vec::new(),
+            external_id_writable: true,
+            required: Vec::new(),
+            create_only: Vec::new(),
         };
         for a in mappings {
             m.domain
@@ -40,6 +61,31 @@ impl Mappings {
                 .push(a.app_attribute.parse().map_err(|e| format!("{e}"))?);
         }
         Ok(m)
+    }
+
+    /// The app's conventions (its catalog entry): whether `externalId` can be written, and
+    /// the attributes required on create.
+    pub fn with_conventions(mut self, c: &ScimConventions) -> Result<Self, String> {
+        for r in &c.required_attributes {
+            for path in std::iter::once(&r.attribute).chain(&r.from) {
+                schema::check_user_path(path)
+                    .map_err(|e| format!("required attribute: impossible path {e}"))?;
+            }
+        }
+        self.external_id_writable = c.external_id_writable;
+        self.create_only = self
+            .raw
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| {
+                c.create_only_attributes
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(&m.app_attribute))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        self.required = c.required_attributes.clone();
+        Ok(self)
     }
 
     pub fn domain_attributes(&self) -> Vec<String> {
@@ -87,10 +133,25 @@ impl Mappings {
             self.first_value(u, src)
         });
         doc["schemas"] = json!([USER_SCHEMA]);
-        doc["externalId"] = json!(u.id);
+        if self.external_id_writable {
+            doc["externalId"] = json!(u.id);
+        }
         doc["active"] = json!(u.active);
         if doc.get("userName").is_none() {
             doc["userName"] = json!(u.user_name);
+        }
+        for r in &self.required {
+            let present = |p: &str| {
+                p.parse::<AttrPath>()
+                    .ok()
+                    .and_then(|p| p.values(&doc).into_iter().find(|v| !v.trim().is_empty()))
+            };
+            if present(&r.attribute).is_none()
+                && let Some(v) = r.from.iter().find_map(|f| present(f))
+                && let Value::Object(m) = &mut doc
+            {
+                super::set(m, &r.attribute, json!(v));
+            }
         }
         doc
     }
@@ -116,8 +177,9 @@ impl Mappings {
         for &i in mappings {
             let path = &self.app[i];
             let value = u.values[i].first().cloned().unwrap_or_default();
-            if path.filter.is_some() {
-                // Replace the whole multi-valued attribute: the filtered element is rebuilt.
+            if path.filter.is_some() || schema::is_multi_valued(path) {
+                // Replace the whole multi-valued attribute: the element is rebuilt (a PATCH
+                // path such as `emails.value` would touch every element, RFC 7644 §3.5.2.3).
                 let mut doc = Map::new();
                 super::set(&mut doc, &self.raw[i].app_attribute, json!(value));
                 if let Some((key, v)) = doc.into_iter().next() {
@@ -177,6 +239,29 @@ mod tests {
             "displayName": "Alice S", "name": doc["name"], "emails": doc["emails"]}))
             .unwrap();
         assert_eq!(acct.values, u.values);
+    }
+
+    #[test]
+    fn a_new_account_follows_the_apps_conventions() {
+        let entry = crate::api::catalog::get("Canaille").unwrap();
+        let m = Mappings::parse(&entry.provisioning_mappings)
+            .unwrap()
+            .with_conventions(&entry.scim)
+            .unwrap();
+        let u = m
+            .user(
+                &json!({"id": "u1", "userName": "alice", "displayName": "Alice S",
+                "emails": [{"value": "a@x", "primary": true, "type": "work"}]}),
+            )
+            .unwrap();
+        let doc = m.new_account(&u);
+        assert_eq!(doc.get("externalId"), None, "read-only in Canaille");
+        assert_eq!(doc["emails"], json!([{"value": "a@x"}]), "value only");
+        assert_eq!(
+            doc["name"],
+            json!({"formatted": "Alice S", "familyName": "alice"}),
+            "required, from displayName and userName"
+        );
     }
 
     #[test]

@@ -100,7 +100,8 @@ pub fn import(
             }),
         }
     }
-    plan.counts.pending_provisioning = (plan.pending.len() + members.unlisted_grants) as i64;
+    plan.counts.pending_provisioning = plan.pending.len() as i64;
+    plan.counts.unresolved_members = members.unlisted_grants as i64;
     plan.deletions.extend(
         members
             .unlisted_records

@@ -104,6 +104,10 @@ pub struct ProvisionInputs<'a> {
     pub operations: &'a [Operation],
     /// With synchronization on, the app is authoritative for deletions.
     pub synchronization: bool,
+    /// The app stores `externalId`: an adopted account gets the user's id in it.
+    pub external_id_writable: bool,
+    /// Mappings (indexes) the app takes on create but cannot change: never updated.
+    pub create_only: &'a [usize],
 }
 
 /// The user's values of `mappings`, one `mapping[i]=value` each, as a change writes them.
@@ -152,7 +156,7 @@ pub fn provision(inputs: &ProvisionInputs<'_>) -> ProvisionPlan {
     {
         plan.add_user(inputs, u, state);
     }
-    plan.counts.pending_provisioning += inputs.members.unlisted_grants as i64;
+    plan.counts.unresolved_members = inputs.members.unlisted_grants as i64;
     plan
 }
 
@@ -179,9 +183,10 @@ impl ProvisionPlan {
             AccountState::Unclaimed { .. } => c.ignored += 1,
             AccountState::Granted { user } => {
                 let user_doc = &inputs.users[user as usize];
-                let mut update = self.differences(user, user_doc, a, account);
+                let mut update = self.differences(inputs, user, user_doc, a, account);
                 update.adopt = true;
-                update.set_external_id = account.external_id.is_none();
+                update.set_external_id =
+                    account.external_id.is_none() && inputs.external_id_writable;
                 self.updates.push(update);
                 self.counts.skipped += 1;
             }
@@ -199,7 +204,7 @@ impl ProvisionPlan {
                 }
                 // Deactivating is never part of an Update.
                 c.not_allowed += i64::from(deactivate);
-                let update = self.differences(user, user_doc, a, account);
+                let update = self.differences(inputs, user, user_doc, a, account);
                 if !update.writes_account() {
                     self.counts.already_linked += 1;
                 } else if allowed(Operation::Update) {
@@ -262,12 +267,14 @@ impl ProvisionPlan {
     /// What differs between user `m` and its account `a` (not yet whether it is adopted).
     fn differences(
         &self,
+        inputs: &ProvisionInputs<'_>,
         m: u32,
         user: &ProvisionUser,
         a: u32,
         account: &ProvisionAccount,
     ) -> Update {
         let mappings: Vec<usize> = (0..user.values.len())
+            .filter(|i| !inputs.create_only.contains(i))
             .filter(|&i| {
                 !same_values(
                     &user.values[i],
@@ -442,6 +449,24 @@ mod tests {
         operations: &[Operation],
         synchronization: bool,
     ) -> ProvisionPlan {
+        plan_with(
+            users,
+            (grants, records),
+            accounts,
+            operations,
+            synchronization,
+            &[],
+        )
+    }
+
+    fn plan_with(
+        users: &[ProvisionUser],
+        (grants, records): (&[&str], &[&str]),
+        accounts: &[ProvisionAccount],
+        operations: &[Operation],
+        synchronization: bool,
+        create_only: &[usize],
+    ) -> ProvisionPlan {
         let domain: Vec<DomainUser> = users
             .iter()
             .map(|u| DomainUser {
@@ -476,6 +501,8 @@ mod tests {
             classification: &classification,
             operations,
             synchronization,
+            external_id_writable: true,
+            create_only,
         })
     }
 
@@ -690,6 +717,30 @@ mod tests {
 
     /// The plan's changes name SCIM ids and values, never listing positions: the same
     /// servers listed in another order give the same digest; one changed value another.
+    #[test]
+    fn members_that_are_no_listed_user_are_counted_unresolved() {
+        // Canaille puts the userName in members[].value: no listed user has that id.
+        let grants = ["alice", "bob", "u-carol"];
+        let p = plan_of(&users(), &grants, &[], &[], &ALL, false);
+        assert_eq!(p.creates.len(), 1, "carol only");
+        assert_eq!(p.counts.unresolved_members, 2);
+        assert_eq!(
+            p.counts.pending_provisioning, 1,
+            "carol only: {:?}",
+            p.counts
+        );
+    }
+
+    #[test]
+    fn create_only_attributes_are_never_updated() {
+        // bob's e-mail differs; with that mapping create-only (Canaille's userName) his
+        // account is left as it is, and so is the count.
+        let p = plan_with(&users(), (&GRANTS, &RECORDS), &accounts(), &ALL, true, &[1]);
+        assert!(p.updates.iter().all(|u| u.user != 1), "{:?}", p.updates);
+        let q = fixture(&ALL, true);
+        assert!(q.updates.iter().any(|u| u.user == 1 && u.mappings == [1]));
+    }
+
     #[test]
     fn changes_are_ids_and_values_and_their_digest_ignores_listing_order() {
         let mut users = vec![

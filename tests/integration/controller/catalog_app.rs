@@ -87,6 +87,34 @@ async fn provisioning_creates_the_grant_group_and_kubectl_wait_ready_works() {
         group["displayName"],
         format!("catalogsync-{}-slack", env.ns)
     );
+
+    // An impossible mapping path: refused before any request, the field and why named.
+    let patch = |mappings| {
+        kube::api::Patch::Merge(json!({"spec": {"provisioning": {"attributeMappings": mappings}}}))
+    };
+    let apps = env.api::<CatalogApp>();
+    let pp = kube::api::PatchParams::default();
+    let bad = json!([{"domainAttribute": "userName", "appAttribute": "userName"},
+                     {"domainAttribute": "displayName", "appAttribute": "name.value"}]);
+    apps.patch("slack", &pp, &patch(bad)).await.unwrap();
+    let a = env
+        .wait_app("ProvisioningEnabled False InvalidMapping", |a| {
+            app_cond(a, "ProvisioningEnabled") == tf("False", "InvalidMapping")
+        })
+        .await;
+    assert_eq!(
+        app_message(&a, "ProvisioningEnabled"),
+        "spec.provisioning.attributeMappings[1].appAttribute: impossible path \"name.value\": \
+         name has no sub-attribute \"value\" (its sub-attributes: formatted, familyName, \
+         givenName, middleName, honorificPrefix, honorificSuffix)"
+    );
+    let good = json!([{"domainAttribute": "emails[primary eq true].value", "appAttribute": "emails.value"},
+                      {"domainAttribute": "userName", "appAttribute": "userName"}]);
+    apps.patch("slack", &pp, &patch(good)).await.unwrap();
+    env.wait_app("ProvisioningEnabled True again", |a| {
+        app_cond(a, "ProvisioningEnabled") == tf("True", "Enabled")
+    })
+    .await;
 }
 
 #[tokio::test]
