@@ -175,9 +175,9 @@ fn env_number(name: &str, default: u64) -> u64 {
 /// What the campaign counts: scenarios by process fault, faults injected by kind,
 /// violations.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     process: std::collections::BTreeMap<&'static str, u64>,
-    injected: std::collections::BTreeMap<String, u64>,
+    pub(crate) injected: std::collections::BTreeMap<String, u64>,
     phases: std::collections::BTreeMap<String, u64>,
     failed: Vec<String>,
 }
@@ -207,7 +207,7 @@ impl Tally {
 
 /// One scenario, drawn from the seed and its number.
 #[derive(Debug, Clone)]
-struct Scenario {
+pub(crate) struct Scenario {
     /// granted + recorded with an account; recorded with the account gone (granted or not);
     /// granted only (pending); recorded only with an account (revoked); not yet linked
     /// users with an account; accounts of no user.
@@ -225,21 +225,21 @@ struct Scenario {
     max_changes: Option<u64>,
     up_to_limit: bool,
     parallelism: u64,
-    rate_lost: f64,
+    pub(crate) rate_lost: f64,
     rate_429: f64,
     rate_5xx: f64,
-    process: Process,
+    pub(crate) process: Process,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Process {
+pub(crate) enum Process {
     None,
     Sigterm,
     KillAndRetry,
 }
 
 impl Scenario {
-    fn draw(seed: u64, i: u64) -> Self {
+    pub(crate) fn draw(seed: u64, i: u64) -> Self {
         use rand::{Rng, SeedableRng};
         let mut r = rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(i));
         let limit = |r: &mut rand::rngs::StdRng, max: u64| {
@@ -298,7 +298,7 @@ impl Scenario {
     }
 }
 
-mod campaign {
+pub(crate) mod campaign {
     use super::*;
     use catalogsync::api::SyncRunStatus;
 
@@ -318,9 +318,18 @@ mod campaign {
             .collect()
     }
 
-    /// Runs one scenario; returns the invariants it broke.
+    /// Runs one scenario in a world of its own; returns the invariants it broke.
     pub(super) async fn run(s: &Scenario, tally: &mut Tally) -> Vec<String> {
-        let w = World::new("campaign", s.policy(), None, Via::Proxy).await;
+        run_in(&world(s).await, s, tally).await
+    }
+
+    /// A fresh world for `s`: its policy, both servers behind the fault proxy.
+    pub(crate) async fn world(s: &Scenario) -> World {
+        World::new("campaign", s.policy(), None, Via::Proxy).await
+    }
+
+    /// Runs one scenario in `w` (fresh, from [`world`]); returns the invariants it broke.
+    pub(crate) async fn run_in(w: &World, s: &Scenario, tally: &mut Tally) -> Vec<String> {
         let person =
             |kind: &str, i: usize| (format!("{kind}{i}"), format!("{kind}{i}@corp.example"));
         let group = |kind: &str, n: usize| (0..n).map(|i| person(kind, i)).collect::<Vec<_>>();
@@ -360,7 +369,7 @@ mod campaign {
             .collect();
         let account_ids: HashSet<String> = w.seed("app", &refs).await.into_iter().collect();
         let candidates: Vec<String> = [gone_granted.clone(), gone_revoked.clone()].concat();
-        let users_before = users(&w).await;
+        let users_before = users(w).await;
         let records_before = w.records().await;
 
         w.proxy()
@@ -369,7 +378,7 @@ mod campaign {
                          "retryAfter": "0"}),
             )
             .await;
-        let status = execute(&w, s.process).await;
+        let status = execute(w, s.process).await;
         *tally
             .process
             .entry(match s.process {
@@ -389,7 +398,7 @@ mod campaign {
         w.proxy().plan(json!({})).await;
 
         let mut v = Vec::new();
-        let after = users(&w).await;
+        let after = users(w).await;
         let records = w.records().await;
         let grants = w.members().await;
         // Creates: users carrying an app account's id, new since the start.
