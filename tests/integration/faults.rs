@@ -139,9 +139,9 @@ async fn a_killed_attempt_is_never_applied_twice() {
 /// servers behind the fault proxy. Each scenario draws a state of grants, records and
 /// accounts, a policy with limits, the proxy's faults (answers lost after the write was
 /// applied, 429s, 5xx) and a process fault (none, SIGTERM, or SIGKILL mid-apply followed by
-/// the Job's retry), runs an Import, and checks the invariants against the servers' own
-/// state; then a clean rerun must record every user created. CI runs 30 scenarios;
-/// `make faults` runs 300 and prints the table of docs/reliability.md.
+/// the Job's retry), runs an Import or a Provision, and checks the invariants against the
+/// servers' own state; then a clean rerun must record every user or account created. CI
+/// runs 30 scenarios; `make faults` runs 300 and prints the table of docs/reliability.md.
 /// `CATALOGSYNC_FAULT_SCENARIOS` and `CATALOGSYNC_FAULT_SEED` choose the campaign.
 #[tokio::test]
 async fn fault_campaign() {

@@ -197,16 +197,17 @@ async fn demo_story(decoy: &str) -> Haystack {
     }
 }
 
-/// The first scenarios of the campaign (seed 1) that lose answers, one per process fault,
-/// each in a world of its own with its engine's output kept.
+/// The first scenarios of the campaign (seed 1) that lose answers, one per process fault
+/// and direction, each in a world of its own with its engine's output kept.
 async fn fault_scenarios(log_dir: &std::path::Path) -> Haystack {
     let mut picked: Vec<Scenario> = Vec::new();
     for i in 0.. {
         let s = Scenario::draw(1, i);
-        if s.rate_lost > 0.0 && !picked.iter().any(|p| p.process == s.process) {
+        let kind = |p: &Scenario| (p.process, p.direction);
+        if s.rate_lost > 0.0 && !picked.iter().any(|p| kind(p) == kind(&s)) {
             picked.push(s);
         }
-        if picked.len() == 3 {
+        if picked.len() == 6 {
             break;
         }
     }
@@ -220,13 +221,14 @@ async fn fault_scenarios(log_dir: &std::path::Path) -> Haystack {
         assert!(violations.is_empty(), "{s:?}: {violations:?}");
         let engine = std::fs::read_to_string(&log).unwrap();
         assert!(engine.contains("run finished") || s.process == Process::KillAndRetry);
+        let scenario = format!("{:?} {:?}", s.direction, s.process);
         hay.places
-            .push((format!("engine logs of {:?}", s.process), engine));
+            .push((format!("engine logs of {scenario}"), engine));
         hay.places
             .extend(events_and_objects(&w.cp.admin_client(), &w.ns).await);
         for t in ["idp", "app"] {
             hay.credentials
-                .push((format!("{t} token of {:?}", s.process), w.server.token(t)));
+                .push((format!("{t} token of {scenario}"), w.server.token(t)));
         }
     }
     let lost =
