@@ -135,6 +135,8 @@ pub struct Children {
     runner: Child,
     /// The controller's metrics address, `http://127.0.0.1:PORT`.
     pub metrics: String,
+    /// Stopped and reaped: their pids may belong to others now.
+    stopped: bool,
 }
 
 /// What the controller and the job runner serve, and how much they log.
@@ -188,12 +190,16 @@ pub async fn start_processes(
         controller,
         runner,
         metrics,
+        stopped: false,
     })
 }
 
 impl Children {
-    /// Stops both (SIGTERM, then SIGKILL after 5 s), the job runner first.
+    /// Stops both (SIGTERM, then SIGKILL after 5 s), the job runner first; once.
     pub fn stop(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
         control_plane::stop_child(&self.runner);
         control_plane::stop_child(&self.controller);
     }
