@@ -31,7 +31,7 @@ use super::import::{MEMBERS_PER_CALL, RECORD_BATCH};
 use super::list::{self, Collect, Groups};
 use super::mapping::Mappings;
 use super::pipeline::{Context, PlanReport, Stages};
-use super::writes::{Writes, certainly_not_applied};
+use super::writes::{Writes, certainly_not_applied, removal_happened};
 
 /// Everything a Provision run needs.
 pub struct ProvisionRun {
@@ -397,6 +397,15 @@ impl Applier<'_> {
             let op = PatchOp::new(vec![PatchOp::replace("active", json!(false))]);
             let r = app.patch(USERS, &account.id, &op, None).await.map(|_| ());
             ("DeactivateAccount", r)
+        };
+        let result = match result {
+            Err(e)
+                if !certainly_not_applied(&e)
+                    && removal_happened(app, USERS, &account.id, !delete).await =>
+            {
+                Ok(())
+            }
+            r => r,
         };
         match result {
             Ok(()) => {

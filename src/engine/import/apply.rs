@@ -305,6 +305,21 @@ impl<'a> Applier<'a> {
         // A user already gone (also: our earlier attempt's answer was lost) needs only its
         // record removed; the record counts.
         let result = result.or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) });
+        let result = match result {
+            Err(e)
+                if !writes::certainly_not_applied(&e)
+                    && writes::removal_happened(
+                        &self.context.domain,
+                        USERS,
+                        &d.user_id,
+                        on == OnAccountDeleted::DeactivateUser,
+                    )
+                    .await =>
+            {
+                Ok(())
+            }
+            r => r,
+        };
         match result {
             Ok(()) => {
                 self.context.tracker.update(|s| s.counts.deleted += 1);
