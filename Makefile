@@ -63,7 +63,7 @@ lint:
 	cargo clippy --locked --all-targets --features dev -- -D warnings
 	cargo clippy --locked -- -D warnings
 
-## faults: the long fault campaign (300 seeded scenarios, about 20 minutes; CI runs 30 in
+## faults: the long fault campaign (300 seeded scenarios, Import and Provision, about 25 minutes; CI runs 30 in
 ## `make test`): prints the table of docs/reliability.md. FAULT_SEED picks another campaign.
 FAULT_SCENARIOS ?= 300
 FAULT_SEED ?= 1

@@ -424,25 +424,41 @@ static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 pub fn terminate_children() {
     let pids = std::mem::take(&mut *CHILDREN.lock().unwrap_or_else(|e| e.into_inner()));
     for pid in pids.into_iter().rev() {
-        let pid = pid as libc::pid_t;
-        // SAFETY: plain syscalls on our own child's pid, which stays reserved
-        // until we reap it.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let mut status = 0;
-                let r = libc::waitpid(pid, &mut status, libc::WNOHANG);
-                if r != 0 {
-                    break; // reaped, or not our child any more
-                }
-                if Instant::now() > deadline {
-                    libc::kill(pid, libc::SIGKILL);
-                    libc::waitpid(pid, &mut status, 0);
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        terminate(pid);
+    }
+}
+
+/// Stops one child of [`spawn_child`] as [`terminate_children`] would, and forgets it (its
+/// pid may be reused once reaped).
+pub fn stop_child(child: &Child) {
+    let pid = child.id();
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|p| *p != pid);
+    terminate(pid);
+}
+
+/// SIGTERM, then SIGKILL after 5 s; reaps the child.
+fn terminate(pid: u32) {
+    let pid = pid as libc::pid_t;
+    // SAFETY: plain syscalls on our own child's pid, which stays reserved
+    // until we reap it.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut status = 0;
+            let r = libc::waitpid(pid, &mut status, libc::WNOHANG);
+            if r != 0 {
+                break; // reaped, or not our child any more
             }
+            if Instant::now() > deadline {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

@@ -67,7 +67,8 @@ pub async fn run(cfg: UpConfig, mut shutdown: tokio::sync::watch::Receiver<bool>
         let (root, tenants) = start_seeded_scim(&cfg, &dir, start).await?;
         step(start, "starting the controller and the dev job runner");
         let kubeconfig = cp.kubeconfig_path().to_path_buf();
-        let mut children = start_processes(&cfg, &dir, &kubeconfig).await?;
+        let mut children =
+            start_processes(&cfg.binary, &dir, &kubeconfig, &Scope::default()).await?;
         write_env(&dir, &kubeconfig, &children.metrics, &root, &tenants)?;
         step(
             start,
@@ -129,40 +130,59 @@ async fn start_seeded_scim(
 }
 
 /// The controller and the dev job runner, as children of this process.
-struct Children {
+pub struct Children {
     controller: Child,
     runner: Child,
     /// The controller's metrics address, `http://127.0.0.1:PORT`.
-    metrics: String,
+    pub metrics: String,
+    /// Stopped and reaped: their pids may belong to others now.
+    stopped: bool,
 }
 
-/// Starts the controller and the dev job runner and waits until the controller is ready.
-async fn start_processes(cfg: &UpConfig, dir: &Path, kubeconfig: &Path) -> Result<Children> {
+/// What the controller and the job runner serve, and how much they log.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// Only this namespace (`dev up`: every namespace).
+    pub namespace: Option<String>,
+    /// Their `RUST_LOG` (default: inherited).
+    pub log: Option<String>,
+}
+
+/// Starts the controller and the dev job runner (`binary` is both, and the Jobs' image)
+/// with their logs in `dir` (`controller.log`, `job-runner.log`: the Jobs' output goes
+/// there too) and waits until the controller is ready. The tests start the demo's
+/// processes through this too.
+pub async fn start_processes(
+    binary: &Path,
+    dir: &Path,
+    kubeconfig: &Path,
+    scope: &Scope,
+) -> Result<Children> {
     let [metrics_port] = control_plane::free_ports()?;
-    let env = [("KUBECONFIG", kubeconfig)];
-    let mut controller = spawn_child(
-        "controller",
-        &cfg.binary,
-        &[
-            "controller".into(),
-            format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-            "--job-image=catalogsync:dev".into(),
-            "--recheck-seconds=60".into(),
-        ],
-        &env,
-        dir,
-    )?;
-    let runner = spawn_child(
-        "job-runner",
-        &cfg.binary,
-        &[
-            "dev-job-runner".into(),
-            format!("--binary={}", cfg.binary.display()),
-            format!("--kubeconfig={}", kubeconfig.display()),
-        ],
-        &env,
-        dir,
-    )?;
+    let mut env = vec![("KUBECONFIG", kubeconfig)];
+    if let Some(level) = &scope.log {
+        env.push(("RUST_LOG", Path::new(level)));
+    }
+    let only = |args: &mut Vec<String>| {
+        if let Some(ns) = &scope.namespace {
+            args.push(format!("--namespace={ns}"));
+        }
+    };
+    let mut args = vec![
+        "controller".into(),
+        format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+        "--job-image=catalogsync:dev".into(),
+        "--recheck-seconds=60".into(),
+    ];
+    only(&mut args);
+    let mut controller = spawn_child("controller", binary, &args, &env, dir)?;
+    let mut args = vec![
+        "dev-job-runner".into(),
+        format!("--binary={}", binary.display()),
+        format!("--kubeconfig={}", kubeconfig.display()),
+    ];
+    only(&mut args);
+    let runner = spawn_child("job-runner", binary, &args, &env, dir)?;
     let metrics = format!("http://127.0.0.1:{metrics_port}");
     let log = dir.join("controller.log");
     wait_ready(&format!("{metrics}/readyz"), &mut controller, &log).await?;
@@ -170,10 +190,20 @@ async fn start_processes(cfg: &UpConfig, dir: &Path, kubeconfig: &Path) -> Resul
         controller,
         runner,
         metrics,
+        stopped: false,
     })
 }
 
 impl Children {
+    /// Stops both (SIGTERM, then SIGKILL after 5 s), the job runner first; once.
+    pub fn stop(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
+        control_plane::stop_child(&self.runner);
+        control_plane::stop_child(&self.controller);
+    }
+
     /// Runs until asked to stop, or until a process we depend on dies.
     async fn watch(
         &mut self,

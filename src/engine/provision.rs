@@ -31,7 +31,7 @@ use super::import::{MEMBERS_PER_CALL, RECORD_BATCH};
 use super::list::{self, Collect, Groups};
 use super::mapping::Mappings;
 use super::pipeline::{Context, PlanReport, Stages};
-use super::writes::{Writes, certainly_not_applied};
+use super::writes::{Writes, certainly_not_applied, removal_happened};
 
 /// Creates per Bulk request: small enough that a stopping run's last requests end well
 /// inside the halt deadline, large enough to save most round trips.
@@ -186,7 +186,7 @@ struct PendingRecord {
 enum Lands {
     /// A listed account adopted: `linked` (and `updated` if it was written).
     Adopted { updated: bool },
-    /// An account this run created for a user pending provisioning.
+    /// An account this run created for a user pending provisioning (counted when created).
     Created,
     /// An account the listing missed, found by a create's 409 and the rules.
     Found,
@@ -341,12 +341,15 @@ impl Applier<'_> {
         self.writes.tracker.advance(1);
     }
 
-    /// An account exists for `c`'s user now: record it (a recreated one already is).
+    /// An account exists for `c`'s user now: counted at once (a killed pod's last report
+    /// misses only its last moments), then recorded (a recreated one already is).
     fn created(&self, c: &Create, user: &ProvisionUser) {
         self.writes.succeeded(1);
-        if c.recorded {
-            self.writes.tracker.update(|s| s.counts.created += 1);
-        } else {
+        self.writes.tracker.update(|s| {
+            s.counts.created += 1;
+            s.counts.pending_provisioning -= i64::from(!c.recorded);
+        });
+        if !c.recorded {
             self.push_record(user, Lands::Created);
         }
     }
@@ -459,6 +462,15 @@ impl Applier<'_> {
             let r = app.patch(USERS, &account.id, &op, None).await.map(|_| ());
             ("DeactivateAccount", r)
         };
+        let result = match result {
+            Err(e)
+                if !certainly_not_applied(&e)
+                    && removal_happened(app, USERS, &account.id, !delete).await =>
+            {
+                Ok(())
+            }
+            r => r,
+        };
         match result {
             Ok(()) => {
                 self.writes.tracker.update(|s| s.counts.deleted += 1);
@@ -523,10 +535,8 @@ impl Applier<'_> {
             }
             // Not recorded: the next run adopts it again.
             Lands::Adopted { .. } => self.writes.tracker.settle(1, Bucket::Failed),
-            Lands::Created => self.writes.tracker.update(|s| {
-                s.counts.created += 1;
-                s.counts.pending_provisioning -= 1;
-            }),
+            // Counted when created; a failed record is a failure of its own.
+            Lands::Created => {}
             Lands::Found => self.writes.tracker.update(|s| {
                 s.counts.app_accounts += 1;
                 s.counts.pending_provisioning -= 1;

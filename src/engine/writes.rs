@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::scim::ScimError;
+use crate::scim::{ScimClient, ScimError};
 
 use super::progress::{Bucket, Tracker};
 use super::stop::{Stop, StopReason};
@@ -60,6 +60,23 @@ impl Writes {
     /// `n` changes succeeded (the caller counts them).
     pub fn succeeded(&self, n: u64) {
         self.guard.record(n, 0);
+    }
+}
+
+/// Whether a deactivation or deletion whose outcome is unknown (its answer lost, its retries
+/// spent, or cut short by a stop) happened after all: the object is read back, not guessed.
+/// True when it is gone, or (`deactivation`) inactive; false when it is not, or when it
+/// cannot be read either.
+pub async fn removal_happened(
+    client: &ScimClient,
+    resource: &str,
+    id: &str,
+    deactivation: bool,
+) -> bool {
+    match client.get(resource, id, &["active"]).await {
+        Ok(None) => true,
+        Ok(Some(v)) => deactivation && v.get("active") == Some(&serde_json::Value::Bool(false)),
+        Err(_) => false,
     }
 }
 

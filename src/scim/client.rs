@@ -108,8 +108,9 @@ pub(super) struct Inner {
     spc: OnceCell<ServiceProviderConfig>,
     /// Set by a 429: every request of this client waits until then.
     pub(super) pause_until: std::sync::Mutex<Option<Instant>>,
-    /// When the client was halted ([`ScimClient::halt`]): no retries since, and every
-    /// request ends within [`HALT_DEADLINE`] of it (or of its own start).
+    /// When the client was halted ([`ScimClient::halt`]): no retries since (but a read's
+    /// within [`HALT_DEADLINE`] of it), and every request ends within [`HALT_DEADLINE`] of
+    /// it (or of its own start).
     pub(super) halted: tokio::sync::watch::Sender<Option<Instant>>,
 }
 
@@ -198,7 +199,8 @@ impl ScimClient {
         })
     }
 
-    /// Stops retrying, and bounds every request from now on (in flight or new) to
+    /// Stops retrying (reads still retry within [`HALT_DEADLINE`]: they settle writes whose
+    /// answer was lost), and bounds every request from now on (in flight or new) to
     /// [`HALT_DEADLINE`]: what a run that is stopping needs of its clients.
     pub fn halt(&self) {
         self.inner.halted.send_if_modified(|h| {

@@ -3,6 +3,23 @@
 
 use crate::scim::path::PathError;
 
+/// A transport error with its causes: reqwest's own message ("error sending request for
+/// url ...") hides why (an untrusted certificate, a refused connection), which an operator
+/// reading a condition needs.
+fn with_causes(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let m = c.to_string();
+        if !text.contains(&m) {
+            text.push_str(": ");
+            text.push_str(&m);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Coarse classes of HTTP failures, so callers can branch without matching codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -50,7 +67,7 @@ pub enum ScimError {
         detail: String,
     },
     /// The request could not be sent or its answer not read.
-    #[error("{method} {path}: {source}")]
+    #[error("{method} {path}: {}", with_causes(source))]
     Transport {
         method: String,
         path: String,

@@ -238,7 +238,7 @@ impl ScimClient {
                         return Err(unknown_outcome(&method, path, err));
                     }
                     maybe_applied |= ambiguous;
-                    if attempt >= self.inner.opts.retry.max_attempts || self.is_halted() {
+                    if attempt >= self.inner.opts.retry.max_attempts || !self.may_retry(&method) {
                         return Err(ScimError::RetriesExhausted {
                             attempts: attempt,
                             last: Box::new(err),
@@ -288,7 +288,7 @@ impl ScimClient {
                 Err(e) => return Err(e),
             };
             maybe_applied |= ambiguous;
-            if self.is_halted() {
+            if !self.may_retry(&method) {
                 // Stopping: no retries. The failure stands, as after the last attempt.
                 return Err(ScimError::RetriesExhausted {
                     attempts: attempt,
@@ -296,6 +296,16 @@ impl ScimClient {
                 });
             }
             self.backoff(attempt, retry_after).await;
+        }
+    }
+
+    /// Whether a failed attempt may be retried: always before a halt; after it only a read
+    /// (it changes nothing, and it settles a write whose answer was lost) within
+    /// `HALT_DEADLINE` of the halt, so that its last attempt still ends within twice that.
+    fn may_retry(&self, method: &Method) -> bool {
+        match *self.inner.halted.borrow() {
+            None => true,
+            Some(at) => *method == Method::GET && at.elapsed() < crate::scim::client::HALT_DEADLINE,
         }
     }
 
@@ -403,6 +413,14 @@ impl ScimClient {
         let delay = match retry_after {
             Some(ra) => ra,
             None => self.inner.opts.retry.backoff(attempt, &mut rand::rng()),
+        };
+        // A halted client's read waits no longer than its halt window.
+        let delay = match *self.inner.halted.borrow() {
+            Some(at) => {
+                let end = at + crate::scim::client::HALT_DEADLINE;
+                delay.min(end.saturating_duration_since(Instant::now()))
+            }
+            None => delay,
         };
         tracing::debug!(base = %self.inner.base, attempt, ?delay, "retrying SCIM request");
         tokio::time::sleep(delay).await;

@@ -22,26 +22,132 @@ use crate::harness::{ControlPlane, control_plane, repo_path};
 use crate::scim_server::{ScimServer, TenantSpec};
 
 /// The product running in one namespace, as `make demo` runs it.
-struct Product {
-    cp: &'static ControlPlane,
-    ns: String,
+pub(crate) struct Product {
+    pub(crate) cp: &'static ControlPlane,
+    pub(crate) ns: String,
     client: Client,
     scim: ScimServer,
     tenants: Vec<String>,
-    _controller: RunningController,
-    runner_stop: watch::Sender<bool>,
+    running: Running,
+}
+
+/// Where the controller and the job runner run.
+enum Running {
+    /// In this process (one task each).
+    InProcess {
+        _controller: RunningController,
+        runner_stop: watch::Sender<bool>,
+    },
+    /// As `catalogsync dev up` starts them: processes, their logs (and the Jobs') in `dir`.
+    Processes {
+        children: up::Children,
+        dir: tempfile::TempDir,
+    },
 }
 
 impl Drop for Product {
     fn drop(&mut self) {
-        let _ = self.runner_stop.send(true);
+        match &mut self.running {
+            Running::InProcess { runner_stop, .. } => {
+                let _ = runner_stop.send(true);
+            }
+            Running::Processes { children, .. } => children.stop(),
+        }
     }
 }
 
 impl Product {
     /// SCIM tenants for the domain and `apps` (demo tokens), the scenario seeded,
-    /// the controller and the job runner started.
+    /// the controller and the job runner started in this process.
     async fn start(prefix: &str, scenario: &Scenario, apps: &[&str]) -> Product {
+        let (cp, ns, scim, tenants) = Self::servers(prefix, scenario, apps).await;
+        let client = cp.admin_client();
+        let controller =
+            RunningController::start(client.clone(), &ns, Duration::from_secs(300), None);
+        let (runner_stop, rx) = watch::channel(false);
+        tokio::spawn(catalogsync::dev::runner::run(
+            client.clone(),
+            catalogsync::dev::runner::RunnerConfig {
+                binary: crate::sync_engine::binary().to_path_buf(),
+                kubeconfig: Some(cp.kubeconfig_path().to_path_buf()),
+                namespace: Some(ns.clone()),
+                grace: Duration::from_secs(5),
+            },
+            rx,
+        ));
+        let running = Running::InProcess {
+            _controller: controller,
+            runner_stop,
+        };
+        Product {
+            cp,
+            ns,
+            client,
+            scim,
+            tenants,
+            running,
+        }
+    }
+
+    /// The same with the controller and the job runner as processes, started by
+    /// `dev up`'s code, logging at `log` level.
+    pub(crate) async fn start_as_processes(
+        prefix: &str,
+        scenario: &Scenario,
+        apps: &[&str],
+        log: &str,
+    ) -> Product {
+        let (cp, ns, scim, tenants) = Self::servers(prefix, scenario, apps).await;
+        let dir = tempfile::tempdir().unwrap();
+        let scope = up::Scope {
+            namespace: Some(ns.clone()),
+            log: Some(log.into()),
+        };
+        let binary = crate::sync_engine::binary();
+        let children = up::start_processes(binary, dir.path(), cp.kubeconfig_path(), &scope)
+            .await
+            .expect("the controller and the job runner started");
+        Product {
+            cp,
+            ns,
+            client: cp.admin_client(),
+            scim,
+            tenants,
+            running: Running::Processes { children, dir },
+        }
+    }
+
+    /// The controller's (or the job runner's, with the Jobs') log so far, of a product
+    /// started as processes.
+    pub(crate) fn log(&self, process: &str) -> String {
+        let Running::Processes { dir, .. } = &self.running else {
+            panic!("only processes have logs");
+        };
+        std::fs::read_to_string(dir.path().join(format!("{process}.log"))).unwrap_or_default()
+    }
+
+    /// The controller's metrics, of a product started as processes.
+    pub(crate) async fn metrics(&self) -> String {
+        let Running::Processes { children, .. } = &self.running else {
+            panic!("only processes serve metrics");
+        };
+        let url = format!("{}/metrics", children.metrics);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    }
+
+    /// Stops the controller and the job runner (their logs are whole then).
+    pub(crate) fn stop(&mut self) {
+        if let Running::Processes { children, .. } = &mut self.running {
+            children.stop();
+        }
+    }
+
+    /// The namespace and the SCIM tenants (demo tokens) with the scenario seeded.
+    async fn servers(
+        prefix: &str,
+        scenario: &Scenario,
+        apps: &[&str],
+    ) -> (&'static ControlPlane, String, ScimServer, Vec<String>) {
         let cp = control_plane().await;
         let ns = cp.new_namespace(prefix).await;
         let tenants: Vec<String> = std::iter::once(DOMAIN_TENANT)
@@ -59,29 +165,7 @@ impl Product {
             .await
             .unwrap();
         up::seed(&scim.root(), &ns, scenario).await.expect("seed");
-        let client = cp.admin_client();
-        let controller =
-            RunningController::start(client.clone(), &ns, Duration::from_secs(300), None);
-        let (runner_stop, rx) = watch::channel(false);
-        tokio::spawn(catalogsync::dev::runner::run(
-            client.clone(),
-            catalogsync::dev::runner::RunnerConfig {
-                binary: crate::sync_engine::binary().to_path_buf(),
-                kubeconfig: Some(cp.kubeconfig_path().to_path_buf()),
-                namespace: Some(ns.clone()),
-                grace: Duration::from_secs(5),
-            },
-            rx,
-        ));
-        Product {
-            cp,
-            ns,
-            client,
-            scim,
-            tenants,
-            _controller: controller,
-            runner_stop,
-        }
+        (cp, ns, scim, tenants)
     }
 
     /// An `examples/` manifest with the URLs and tokens of this product's SCIM
@@ -117,7 +201,7 @@ impl Product {
         text
     }
 
-    async fn apply(&self, yaml: &str) {
+    pub(crate) async fn apply(&self, yaml: &str) {
         self.cp
             .apply_yaml(&self.ns, yaml)
             .await
@@ -149,7 +233,7 @@ impl Product {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    async fn wait_app(
+    pub(crate) async fn wait_app(
         &self,
         app: &str,
         secs: u64,
@@ -187,6 +271,47 @@ impl Product {
             )
             .await
             .expect("annotate");
+    }
+
+    /// `hack/demo.sh`'s story (its steps 4 to 8): every manifest of `examples/` applied,
+    /// both apps Ready, a synchronization of both requested (Provision, then Import);
+    /// returns slack and jira once their runs ended, as the demo expects them: slack
+    /// Succeeded, jira LimitExceeded.
+    pub(crate) async fn demo_story(&self) -> [CatalogApp; 2] {
+        let mut files: Vec<String> = std::fs::read_dir(repo_path("examples"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|f| f.ends_with(".yaml"))
+            .collect();
+        files.sort();
+        for f in &files {
+            self.apply(&self.example(f)).await;
+        }
+        let apps = ["slack", "jira"];
+        for app in apps {
+            self.wait_ready(app).await;
+        }
+        for app in apps {
+            self.apps()
+                .patch(
+                    app,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {
+                        "catalogsync.io/requested-at": "demo"}}})),
+                )
+                .await
+                .expect("annotate");
+        }
+        let slack = self.outcome("slack", "demo").await;
+        let jira = self.outcome("jira", "demo").await;
+        for (a, phase) in [
+            (&slack, RunPhase::Succeeded),
+            (&jira, RunPhase::LimitExceeded),
+        ] {
+            let run = last_run(a);
+            assert_eq!(run.phase, Some(phase), "{:?}", run.message);
+        }
+        [slack, jira]
     }
 
     /// Waits until the run requested with `token` has ended; returns the app then.

@@ -692,7 +692,9 @@ fn client_at(base: &str, token: &str) -> ScimClient {
 
 /// A tiny HTTP server: answers every request with `answer` and sends each request's
 /// head (request line and headers) to the returned channel.
-async fn tiny_server(answer: String) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+pub(crate) async fn tiny_server(
+    answer: String,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let root = format!("http://{}", listener.local_addr().unwrap());

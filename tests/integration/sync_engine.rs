@@ -30,6 +30,8 @@ pub(crate) struct World {
     pub(crate) record_id: String,
     group_name: String,
     _proxy: Option<FaultProxy>,
+    /// Where the engine's output goes, at debug level (else nowhere).
+    engine_log: Option<std::path::PathBuf>,
 }
 
 /// Where the operator's objects point: straight at the server, or through a fault proxy.
@@ -83,10 +85,12 @@ impl World {
     ) -> World {
         let cp = control_plane().await;
         let ns = cp.new_namespace(prefix).await;
-        let server = ScimServer::start_with(
-            vec![TenantSpec::new("idp"), TenantSpec::new("app")],
-            max_results,
-        );
+        // Tokens no code path would make up: a leak scan finds them wherever they leak.
+        let tenant = |name: &str| TenantSpec {
+            token: format!("token-{name}-{:016x}", rand::random::<u64>()),
+            ..TenantSpec::new(name)
+        };
+        let server = ScimServer::start_with(vec![tenant("idp"), tenant("app")], max_results);
         let (proxy, idp_url, app_url) = match via {
             Via::Direct => (None, server.base_url("idp"), server.base_url("app")),
             Via::Proxy => {
@@ -177,7 +181,13 @@ impl World {
             group_id,
             group_name,
             _proxy: proxy,
+            engine_log: None,
         }
+    }
+
+    /// Appends the output of every engine run from now on to `file`, at debug level.
+    pub(crate) fn keep_engine_logs(&mut self, file: &std::path::Path) {
+        self.engine_log = Some(file.to_path_buf());
     }
 
     pub(crate) fn proxy(&self) -> &FaultProxy {
@@ -273,6 +283,16 @@ impl World {
         })
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+        if let Some(path) = &self.engine_log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("the engine log");
+            cmd.env("RUST_LOG", "debug")
+                .stdout(file.try_clone().unwrap())
+                .stderr(file);
+        }
         cmd
     }
 

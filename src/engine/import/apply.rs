@@ -37,13 +37,11 @@ pub(crate) const MEMBERS_PER_CALL: usize = 10_000;
 /// Created (or found) users recorded per PATCH while the creates go on.
 pub(crate) const RECORD_BATCH: usize = 50;
 
-/// A user to grant and record after the parallel stage, and where its account lands
-/// (`None`: the account already landed; only the record is left).
+/// A user to grant and record after the parallel stage; its account already landed.
 struct PendingRecord {
     user_id: String,
     subject: String,
     grant: bool,
-    lands: Option<Bucket>,
 }
 
 pub(super) struct Applier<'a> {
@@ -174,7 +172,7 @@ impl<'a> Applier<'a> {
             .await
         {
             Ok(v) => match v.get("id").and_then(Value::as_str) {
-                Some(id) => self.push_record(id.to_string(), subject, true, Some(Bucket::Created)),
+                Some(id) => self.push_record(id.to_string(), subject, true, Bucket::Created),
                 None => {
                     self.writes
                         .failed(1, "CreateUser", &subject, &"the created user has no id")
@@ -216,7 +214,7 @@ impl<'a> Applier<'a> {
             .find(|u| u.get("externalId").and_then(Value::as_str) == Some(account.id()))
             .and_then(|u| u.get("id").and_then(Value::as_str))
         {
-            return self.push_record(ours.to_string(), subject, true, Some(Bucket::Created));
+            return self.push_record(ours.to_string(), subject, true, Bucket::Created);
         }
         // Not ours: no create happened.
         self.allowed.release(Kind::Create, 1);
@@ -239,10 +237,14 @@ impl<'a> Applier<'a> {
             // Revoked: never re-granted.
             return self.writes.settled(1, Bucket::Revoked);
         }
-        self.push_record(id, subject, !granted, Some(Bucket::Linked));
+        self.push_record(id, subject, !granted, Bucket::Linked);
     }
 
-    fn push_record(&self, user_id: String, subject: String, grant: bool, lands: Option<Bucket>) {
+    /// The account lands now, where the write put it, whatever becomes of its record: the
+    /// counts follow the servers as soon as the write is known (a killed pod's last report
+    /// misses only its last moments), and a failed record is a failure of its own.
+    fn push_record(&self, user_id: String, subject: String, grant: bool, lands: Bucket) {
+        self.context.tracker.settle(1, lands);
         self.pending_records
             .lock()
             .expect("records lock")
@@ -250,7 +252,6 @@ impl<'a> Applier<'a> {
                 user_id,
                 subject,
                 grant,
-                lands,
             });
     }
 
@@ -301,6 +302,21 @@ impl<'a> Applier<'a> {
         // A user already gone (also: our earlier attempt's answer was lost) needs only its
         // record removed; the record counts.
         let result = result.or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) });
+        let result = match result {
+            Err(e)
+                if !writes::certainly_not_applied(&e)
+                    && writes::removal_happened(
+                        &self.context.domain,
+                        USERS,
+                        &d.user_id,
+                        on == OnAccountDeleted::DeactivateUser,
+                    )
+                    .await =>
+            {
+                Ok(())
+            }
+            r => r,
+        };
         match result {
             Ok(()) => {
                 self.context.tracker.update(|s| s.counts.deleted += 1);
@@ -330,17 +346,11 @@ impl<'a> Applier<'a> {
             let records: Vec<String> = chunk.iter().map(|p| p.user_id.clone()).collect();
             let result = self.grant_and_record(&grants, &records).await;
             for p in chunk {
-                match (&result, p.lands) {
-                    (Ok(()), Some(b)) => self.writes.settled(1, b),
-                    (Ok(()), None) => {}
-                    // The user exists (created or found) but is not recorded: the
-                    // account lands where the write put it, the record is the failure.
-                    (Err(e), lands) => {
-                        if let Some(b) = lands {
-                            self.context.tracker.settle(1, b);
-                        }
-                        self.writes.record_failed(1, "Record", &p.subject, e);
-                    }
+                match &result {
+                    Ok(()) => self.writes.succeeded(1),
+                    // The user exists (created or found) but is not recorded: the record
+                    // is the failure.
+                    Err(e) => self.writes.record_failed(1, "Record", &p.subject, e),
                 }
             }
         }

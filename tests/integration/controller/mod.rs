@@ -15,6 +15,7 @@ mod leaks;
 mod process;
 mod sync_policy;
 mod sync_run;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
