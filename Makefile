@@ -4,19 +4,23 @@
 
 SHELL := /bin/bash
 
-.PHONY: setup test demo crds lint bench bench-smoke bench-controller faults
+.PHONY: setup test demo demo-node crds lint bench bench-smoke bench-controller faults
 
-## setup: build/cache the Go-built tools (kube-apiserver + etcd, helm, promtool, the kstatus helper),
-## create the SCIM venv, build the binary. The tests find the tools in the cache.
+## setup: build/cache the Go-built tools (kube-apiserver + etcd, the node's kubelet, kube-proxy,
+## controller-manager and scheduler, helm, promtool, the kstatus helper), the release image
+## archive for the node, create the SCIM venv, build the binary. The tests find the tools in the cache.
 setup:
 	@KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" && echo "control plane: $$KUBEBUILDER_ASSETS"
+	@NODE="$$(hack/node/build.sh)" && echo "node components: $$NODE"
+	@IMAGES="$$(hack/image.sh --archive target/image/images.tar)" && echo "node images: $$IMAGES"
 	@hack/scim/setup.sh >/dev/null && echo "SCIM servers: ready"
 	@hack/helm.sh >/dev/null && echo "helm: ready"
 	@hack/kstatus.sh >/dev/null && echo "kstatus helper: ready"
 	@PROMTOOL="$$(hack/promtool.sh)" && echo "promtool: $$PROMTOOL"
 	cargo build --locked --features dev
 
-## test: unit tests and integration tests on a real control plane and real SCIM servers
+## test: unit tests and integration tests on a real control plane, a real one-node cluster
+## (hack/node.sh; needs root) and real SCIM servers
 test: setup
 	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo test --locked --all-targets --features dev
 
@@ -24,6 +28,12 @@ test: setup
 ## does its own set-up with progress lines. `make demo DEMO_ARGS=--keep` keeps it running.
 demo:
 	hack/demo.sh $(DEMO_ARGS)
+
+## demo-node: the same story on a real one-node cluster (hack/node.sh; needs root): deploy/
+## installed as shipped with the locally built image, each run a Job pod. Torn down at the end
+## unless DEMO_ARGS=--keep (then `hack/node.sh down` removes it).
+demo-node:
+	hack/demo.sh --node $(DEMO_ARGS)
 
 ## crds: regenerate crds/, the chart's crds/ and deploy/crds.yaml from the Rust types
 crds:
