@@ -22,7 +22,8 @@ setup:
 ## test: unit tests and integration tests on a real control plane, a real one-node cluster
 ## (hack/node.sh; needs root) and real SCIM servers
 test: setup
-	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo test --locked --all-targets --features dev
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" CATALOGSYNC_NODE_IMAGES="$(CURDIR)/target/image/images.tar" \
+		cargo test --locked --all-targets --features dev
 
 ## demo: the whole product on this machine (control plane, SCIM servers, controller, job runner);
 ## does its own set-up with progress lines. `make demo DEMO_ARGS=--keep` keeps it running.

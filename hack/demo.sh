@@ -131,7 +131,7 @@ if $node; then
 	progress "building the release image (static binary, FROM scratch; first run 3-5 min)" "$demo/image.log" \
 		hack/image.sh --archive target/image/images.tar
 	node_up=true
-	progress "bringing the node up" "$demo/node.log" hack/node.sh up
+	progress "bringing the node up" "$demo/node.log" env CATALOGSYNC_NODE_IMAGES="$repo/target/image/images.tar" hack/node.sh up
 	node_kubeconfig="$(tail -n 1 "$demo/node.log")"
 	grep -E '^node: ' "$demo/node.log" | sed 's/^/   /'
 	mkdir -p "$demo/install"

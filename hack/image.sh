@@ -23,6 +23,14 @@ pause_image="${CATALOGSYNC_PAUSE_IMAGE:-catalogsync.local/pause:1}"
 log() { printf 'image: %s\n' "$*" >&2; }
 
 triple=x86_64-unknown-linux-gnu
+# Run from `cargo test` (the node tests), the environment carries the test crate's
+# CARGO_PKG_* and friends; ring's build script reruns when they change, and everything
+# above ring would be rebuilt each time the caller changes.
+for v in $(compgen -e); do
+	case "$v" in
+	CARGO_PKG_* | CARGO_MANIFEST_* | CARGO_BIN_* | CARGO_CRATE_* | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | OUT_DIR) unset "$v" ;;
+	esac
+done
 log "building the static release binary (target/$triple/release/catalogsync)"
 # --target keeps these RUSTFLAGS away from the host build of target/release.
 (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" \

@@ -8,7 +8,8 @@
 #   hack/node.sh up      # prints the admin kubeconfig's path as the last line on stdout
 #   hack/node.sh down    # stops everything and undoes every change to the machine
 #
-# Needs root (containerd, the kubelet, iptables). One node per machine: its state lives in
+# CATALOGSYNC_NODE_IMAGES names an image archive built before (hack/image.sh --archive);
+# without it `up` builds one. Needs root (containerd, the kubelet, iptables). One node per machine: its state lives in
 # ${CATALOGSYNC_NODE_DIR:-/var/lib/catalogsync-node}; `up` first tears down a node a killed
 # run left behind. See tests/integration/README.md ("The real node").
 #
@@ -221,9 +222,14 @@ up() {
 	local assets components
 	assets="$("$repo/hack/envtest.sh")"
 	components="$("$repo/hack/node/build.sh")"
-	local archive="$repo/target/image/images.tar"
-	CATALOGSYNC_IMAGE="$image" CATALOGSYNC_PAUSE_IMAGE="$pause_image" \
-		"$repo/hack/image.sh" --archive "$archive" >/dev/null
+	# An archive built before (`make setup` writes target/image/images.tar), else built now.
+	local archive="${CATALOGSYNC_NODE_IMAGES:-}"
+	if [[ -z "$archive" ]]; then
+		archive="$repo/target/image/images.tar"
+		CATALOGSYNC_IMAGE="$image" CATALOGSYNC_PAUSE_IMAGE="$pause_image" \
+			"$repo/hack/image.sh" --archive "$archive" >/dev/null
+	fi
+	[[ -f "$archive" ]] || die "no image archive at $archive"
 	down_quietly
 	local t0=$SECONDS
 	mkdir -p "$dir/logs" "$dir/pids" "$dir/etcd"
