@@ -312,11 +312,13 @@ remove_pods() {
 	local deadline=$((SECONDS + 60))
 	while ((SECONDS < deadline)); do
 		local left
-		left="$(ctr --address "$dir/containerd/containerd.sock" -n k8s.io containers ls -q 2>/dev/null | wc -l || true)"
+		# Running tasks: the pause tasks go once the kubelet stopped each sandbox (CNI DEL);
+		# stopped containers stay listed until the kubelet's garbage collection.
+		left="$(ctr --address "$dir/containerd/containerd.sock" -n k8s.io tasks ls -q 2>/dev/null | wc -l || true)"
 		((left == 0)) && return 0
 		sleep 0.5
 	done
-	log "containers still present after 60s; removing them by force"
+	log "tasks still running after 60s; removing them by force"
 }
 
 # Chains the kubelet, kube-proxy and the CNI plugins add, in every table.

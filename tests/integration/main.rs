@@ -17,6 +17,7 @@ mod harness;
 mod helm;
 mod job_pods;
 mod monitoring;
+mod node;
 mod plan_approval;
 mod provisioning;
 mod rbac;
