@@ -351,15 +351,18 @@ async fn node_deploy_as_shipped_runs_the_demo_in_real_pods() {
         Some(IMAGE),
         "the Job's image follows the controller's"
     );
-    let pods = run_pods(&p, &slack_run).await;
-    assert!(
-        pods.iter().any(|pod| phase(pod) == Some("Succeeded")
-            && pod.spec.as_ref().unwrap().node_name.as_deref() == Some("catalogsync-node")),
-        "a Succeeded pod on the node: {:?}",
+    // The engine writes the outcome before its process exits: the pod follows.
+    eventually(30, "the slack run's pod Succeeded on the node", || async {
+        let pods = run_pods(&p, &slack_run).await;
         pods.iter()
-            .map(|p| (p.name_any(), phase(p).map(str::to_string)))
-            .collect::<Vec<_>>()
-    );
+            .any(|pod| {
+                phase(pod) == Some("Succeeded")
+                    && pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                        == Some("catalogsync-node")
+            })
+            .then_some(())
+    })
+    .await;
     // The controller made the Jobs' ServiceAccount here; the Job could not start without.
     let sa = Api::<ServiceAccount>::namespaced(client.clone(), &p.ns)
         .get("catalogsync-sync-job")
