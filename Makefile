@@ -31,8 +31,8 @@ demo:
 	hack/demo.sh $(DEMO_ARGS)
 
 ## demo-node: the same story on a real one-node cluster (hack/node.sh; needs root): deploy/
-## installed as shipped with the locally built image, each run a Job pod. Torn down at the end
-## unless DEMO_ARGS=--keep (then `hack/node.sh down` removes it).
+## installed as shipped with the locally built image, each run a Job pod. The node is torn down
+## at the end (with DEMO_ARGS=--keep, at Ctrl-C).
 demo-node:
 	hack/demo.sh --node $(DEMO_ARGS)
 

@@ -18,10 +18,11 @@ set -euo pipefail
 usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 keep=false
 node=false
+make_target=demo
 for arg in "$@"; do
 	case "$arg" in
 	--keep) keep=true ;;
-	--node) node=true ;;
+	--node) node=true make_target=demo-node ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "unknown argument: $arg" >&2; usage >&2; exit 2 ;;
 	esac
@@ -246,7 +247,7 @@ kubectl get catalogsync | sed 's/^/   /'
 if $keep; then
 	heading "Explore further (in another terminal; Ctrl-C here stops everything)"
 else
-	heading "Explore further (run make demo DEMO_ARGS=--keep to keep it running, then in another terminal)"
+	heading "Explore further (run make $make_target DEMO_ARGS=--keep to keep it running, then in another terminal)"
 fi
 cat <<EOF
    export KUBECONFIG=$KUBECONFIG
@@ -275,5 +276,5 @@ if $keep; then
 	wait "$devup" || true
 else
 	say ""
-	say "done in $(elapsed $((SECONDS - started))); to keep it running: make demo DEMO_ARGS=--keep"
+	say "done in $(elapsed $((SECONDS - started))); to keep it running: make $make_target DEMO_ARGS=--keep"
 fi
