@@ -12,6 +12,7 @@ SHELL := /bin/bash
 setup:
 	@KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" && echo "control plane: $$KUBEBUILDER_ASSETS"
 	@NODE="$$(hack/node/build.sh)" && echo "node components: $$NODE"
+	@if [ "$$(id -u)" = 0 ]; then hack/node.sh packages && echo "node packages: containerd, runc, CNI plugins, iptables, conntrack"; fi
 	@IMAGES="$$(hack/image.sh --archive target/image/images.tar)" && echo "node images: $$IMAGES"
 	@hack/scim/setup.sh >/dev/null && echo "SCIM servers: ready"
 	@hack/helm.sh >/dev/null && echo "helm: ready"

@@ -7,6 +7,7 @@
 #
 #   hack/node.sh up      # prints the admin kubeconfig's path as the last line on stdout
 #   hack/node.sh down    # stops everything and undoes every change to the machine
+#   hack/node.sh packages  # only installs the Debian packages it needs (make setup)
 #
 # CATALOGSYNC_NODE_IMAGES names an image archive built before (hack/image.sh --archive);
 # without it `up` builds one. Needs root (containerd, the kubelet, iptables). One node per machine: its state lives in
@@ -406,5 +407,6 @@ flock 9
 case "${1:-}" in
 up) up ;;
 down) down ;;
-*) die "usage: hack/node.sh up|down" ;;
+packages) install_packages ;;
+*) die "usage: hack/node.sh up|down|packages" ;;
 esac
