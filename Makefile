@@ -4,12 +4,17 @@
 
 SHELL := /bin/bash
 
-.PHONY: setup test demo crds lint bench bench-smoke bench-controller faults
+.PHONY: setup test demo demo-node crds lint bench bench-smoke bench-controller faults
 
-## setup: build/cache the Go-built tools (kube-apiserver + etcd, helm, promtool, the kstatus helper),
-## create the SCIM venvs and the scimmy modules (interop peers), build the binary. The tests find the tools in the cache.
+## setup: build/cache the Go-built tools (kube-apiserver + etcd, the node's kubelet, kube-proxy,
+## controller-manager and scheduler, helm, promtool, the kstatus helper), the release image
+## archive for the node, create the SCIM venvs and the scimmy modules (interop peers), build
+## the binary. The tests find the tools in the cache.
 setup:
 	@KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" && echo "control plane: $$KUBEBUILDER_ASSETS"
+	@NODE="$$(hack/node/build.sh)" && echo "node components: $$NODE"
+	@if [ "$$(id -u)" = 0 ]; then hack/node.sh packages && echo "node packages: containerd, runc, CNI plugins, iptables, conntrack"; fi
+	@IMAGES="$$(hack/image.sh --archive target/image/images.tar)" && echo "node images: $$IMAGES"
 	@hack/scim/setup.sh >/dev/null && echo "SCIM servers: ready"
 	@hack/scim/setup.sh hack/canaille/requirements.txt >/dev/null && echo "Canaille (interop peer): ready"
 	@hack/scimmy/setup.sh >/dev/null && echo "scimmy (interop peer): ready"
@@ -18,14 +23,22 @@ setup:
 	@PROMTOOL="$$(hack/promtool.sh)" && echo "promtool: $$PROMTOOL"
 	cargo build --locked --features dev
 
-## test: unit tests and integration tests on a real control plane and real SCIM servers
+## test: unit tests and integration tests on a real control plane, a real one-node cluster
+## (hack/node.sh; needs root) and real SCIM servers
 test: setup
-	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo test --locked --all-targets --features dev
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" CATALOGSYNC_NODE_IMAGES="$(CURDIR)/target/image/images.tar" \
+		cargo test --locked --all-targets --features dev
 
 ## demo: the whole product on this machine (control plane, SCIM servers, controller, job runner);
 ## does its own set-up with progress lines. `make demo DEMO_ARGS=--keep` keeps it running.
 demo:
 	hack/demo.sh $(DEMO_ARGS)
+
+## demo-node: the same story on a real one-node cluster (hack/node.sh; needs root): deploy/
+## installed as shipped with the locally built image, each run a Job pod. The node is torn down
+## at the end (with DEMO_ARGS=--keep, at Ctrl-C).
+demo-node:
+	hack/demo.sh --node $(DEMO_ARGS)
 
 ## crds: regenerate crds/, the chart's crds/ and deploy/crds.yaml from the Rust types
 crds:

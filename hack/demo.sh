@@ -9,15 +9,20 @@
 #
 #   hack/demo.sh            # run, show, clean up
 #   hack/demo.sh --keep     # keep everything running until Ctrl-C
+#   hack/demo.sh --node     # the same story on a real one-node cluster (hack/node.sh, root):
+#                           # deploy/ installed as shipped, each run a Job pod
 #
 # Every process it starts is stopped on exit, on error and on Ctrl-C.
 set -euo pipefail
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 keep=false
+node=false
+make_target=demo
 for arg in "$@"; do
 	case "$arg" in
 	--keep) keep=true ;;
+	--node) node=true make_target=demo-node ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "unknown argument: $arg" >&2; usage >&2; exit 2 ;;
 	esac
@@ -38,6 +43,7 @@ elapsed() { local s=$(($1)); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
 
 # --- cleanup: every child of this script, on any exit ------------------------
 pids=()
+node_up=false
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
@@ -50,6 +56,10 @@ cleanup() {
 			wait "$pid" 2>/dev/null || true
 		done
 		say "stopped (logs kept in $demo)"
+	fi
+	if $node_up; then
+		printf '%s== tearing the node down%s\n' "$bold" "$off"
+		hack/node.sh down 2>&1 | sed 's/^/   /'
 	fi
 	exit "$rc"
 }
@@ -116,12 +126,33 @@ cp "$target/debug/catalogsync" "$demo/bin/catalogsync"
 bin="$demo/bin/catalogsync"
 
 # --- 3. dev up -------------------------------------------------------------------
-heading "3. Starting the control plane, SCIM servers, controller and job runner"
-show "catalogsync dev up --state-dir $demo/run"
+if $node; then
+	heading "3. The node: etcd, kube-apiserver, controller-manager, scheduler, containerd, kubelet, kube-proxy"
+	progress "building the node's components (first run only, about 6 min)" "$demo/node-build.log" hack/node/build.sh
+	progress "building the release image (static binary, FROM scratch; first run 3-5 min)" "$demo/image.log" \
+		hack/image.sh --archive target/image/images.tar
+	node_up=true
+	progress "bringing the node up" "$demo/node.log" env CATALOGSYNC_NODE_IMAGES="$repo/target/image/images.tar" hack/node.sh up
+	node_kubeconfig="$(tail -n 1 "$demo/node.log")"
+	grep -E '^node: ' "$demo/node.log" | sed 's/^/   /'
+	mkdir -p "$demo/install"
+	printf 'resources: [%s/deploy]\nimages:\n- name: catalogsync\n  newName: catalogsync.local/catalogsync\n  newTag: test\n' \
+		"$(realpath --relative-to="$demo/install" "$repo")" >"$demo/install/kustomization.yaml"
+	show "kubectl apply -k deploy/ (image catalogsync.local/catalogsync:test, set by kustomize)"
+	command kubectl --kubeconfig "$node_kubeconfig" apply -k "$demo/install" | sed 's/^/   /'
+	command kubectl --kubeconfig "$node_kubeconfig" -n catalogsync-system rollout status \
+		deployment/catalogsync-controller --timeout=180s | sed 's/^/   /'
+	heading "3b. Starting the SCIM servers on the node's bridge address"
+	devup_args=(--node "$node_kubeconfig")
+else
+	heading "3. Starting the control plane, SCIM servers, controller and job runner"
+	devup_args=()
+fi
+show "catalogsync dev up --state-dir $demo/run ${devup_args[*]}"
 # Empty before starting: the redirection below happens in the child, after we read on.
 rm -f "$demo/run/env"
 : >"$demo/dev-up.log"
-"$bin" dev up --state-dir "$demo/run" --repo "$repo" --scim-python "$python" >"$demo/dev-up.log" 2>&1 &
+"$bin" dev up --state-dir "$demo/run" --repo "$repo" --scim-python "$python" ${devup_args[@]+"${devup_args[@]}"} >"$demo/dev-up.log" 2>&1 &
 devup=$!
 pids+=("$devup")
 shown=0
@@ -216,7 +247,7 @@ kubectl get catalogsync | sed 's/^/   /'
 if $keep; then
 	heading "Explore further (in another terminal; Ctrl-C here stops everything)"
 else
-	heading "Explore further (run make demo DEMO_ARGS=--keep to keep it running, then in another terminal)"
+	heading "Explore further (run make $make_target DEMO_ARGS=--keep to keep it running, then in another terminal)"
 fi
 cat <<EOF
    export KUBECONFIG=$KUBECONFIG
@@ -226,14 +257,24 @@ cat <<EOF
    kubectl get syncrun -l catalogsync.io/app=slack -o yaml   # counts, planned, items
    kubectl patch syncpolicy default --type merge -p '{"spec":{"limits":{"maxDeletes":40}}}'
    kubectl annotate catalogapp jira catalogsync.io/requested-at="\$(date +%s)" --overwrite
+EOF
+if $node; then
+	cat <<EOF
+   kubectl -n catalogsync-system get pods        # the controller replicas; runs are Job pods
+   kubectl get pods -l catalogsync.io/app        # the sync pods
+   logs: kubectl -n catalogsync-system logs deploy/catalogsync-controller; $demo/run/scim.log
+EOF
+else
+	cat <<EOF
    curl -s $CATALOGSYNC_METRICS | grep catalogsync_
    logs: $demo/run/controller.log, $demo/run/job-runner.log, $demo/run/scim.log
 EOF
+fi
 
 if $keep; then
 	heading "Running until Ctrl-C ($(elapsed $((SECONDS - started))) so far)"
 	wait "$devup" || true
 else
 	say ""
-	say "done in $(elapsed $((SECONDS - started))); to keep it running: make demo DEMO_ARGS=--keep"
+	say "done in $(elapsed $((SECONDS - started))); to keep it running: make $make_target DEMO_ARGS=--keep"
 fi

@@ -17,6 +17,7 @@ use crate::controller::sync_run::job::JobConfig;
 use crate::controller::{self, Config};
 use crate::{engine, telemetry};
 use clap::{Args, Parser, Subcommand};
+use k8s_openapi::api::core::v1::Pod;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -80,9 +81,12 @@ struct ControllerArgs {
     /// This replica's identity in the Lease (default: the pod name, else host name and pid).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
-    /// Image of the sync Jobs (it must contain the `catalogsync` binary).
-    #[arg(long, env = "CATALOGSYNC_JOB_IMAGE", default_value = concat!("catalogsync:", env!("CARGO_PKG_VERSION")))]
-    job_image: String,
+    /// Image of the sync Jobs (it must contain the `catalogsync` binary). Default: the
+    /// controller's own image, read from its pod (POD_NAME, POD_NAMESPACE), so that an
+    /// install retagged by kustomize or Helm runs its Jobs on the same build; outside a
+    /// pod, `catalogsync:<version>`.
+    #[arg(long, env = "CATALOGSYNC_JOB_IMAGE")]
+    job_image: Option<String>,
     /// ServiceAccount of the sync Jobs' pods.
     #[arg(
         long,
@@ -160,9 +164,14 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         name: args.lease_name.clone(),
         ..LeaseConfig::new(&args.lease_namespace, &identity)
     });
+    let image = match args.job_image {
+        Some(image) => image,
+        None => own_image(&client).await,
+    };
+    tracing::info!(image, "sync Jobs run this image");
     let config = Config {
         job: JobConfig {
-            image: args.job_image,
+            image,
             service_account: args.job_service_account,
             defaults,
         },
@@ -172,6 +181,44 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let result = controller::run(client, metrics, config, lease, shutdown, Some(ready)).await;
     server.abort();
     result
+}
+
+/// The image of the container running this controller, else `catalogsync:<version>`.
+/// Read through `list` with a field selector: the controller may already list pods (to
+/// tell why a Job's pod does not start), so this needs no extra permission.
+async fn own_image(client: &kube::Client) -> String {
+    let fallback = concat!("catalogsync:", env!("CARGO_PKG_VERSION")).to_string();
+    let (Ok(name), Ok(ns)) = (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE")) else {
+        return fallback;
+    };
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), &ns);
+    let params = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
+    match pods.list(&params).await {
+        Ok(list) => list
+            .items
+            .first()
+            .and_then(|pod| container_image(pod, CONTROLLER_CONTAINER))
+            .unwrap_or(fallback),
+        Err(e) => {
+            tracing::warn!(error = %e, pod = %name, "cannot read the controller's own image; set --job-image");
+            fallback
+        }
+    }
+}
+
+/// Name of the controller's container in `deploy/` and the chart.
+const CONTROLLER_CONTAINER: &str = "controller";
+
+/// The image of the container `name` of `pod`, else of its first container (a pod
+/// renamed by hand); sidecars injected later come after it.
+fn container_image(pod: &Pod, name: &str) -> Option<String> {
+    let containers = &pod.spec.as_ref()?.containers;
+    containers
+        .iter()
+        .find(|c| c.name == name)
+        .or_else(|| containers.first())?
+        .image
+        .clone()
 }
 
 fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
@@ -267,6 +314,20 @@ mod tests {
         assert_eq!(settings.env.unwrap()[0].name, "HTTPS_PROXY");
         assert_eq!(defaults_from("").unwrap(), JobSettings::default());
         assert_eq!(job_defaults(None).unwrap(), JobSettings::default());
+    }
+
+    #[test]
+    fn the_jobs_image_is_the_controller_containers() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [
+            {"name": "istio-proxy", "image": "proxy:1"},
+            {"name": "controller", "image": "registry.example/catalogsync:1.2.3"}]}}))
+        .unwrap();
+        assert_eq!(
+            container_image(&pod, CONTROLLER_CONTAINER).as_deref(),
+            Some("registry.example/catalogsync:1.2.3")
+        );
+        // Renamed by hand: the first container.
+        assert_eq!(container_image(&pod, "other").as_deref(), Some("proxy:1"));
     }
 
     #[test]

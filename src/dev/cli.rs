@@ -25,6 +25,10 @@ pub struct UpArgs {
     /// Python of the SCIM servers' virtualenv (default: what hack/scim/setup.sh prints).
     #[arg(long)]
     scim_python: Option<PathBuf>,
+    /// The local node's admin kubeconfig (`hack/node.sh up`, `deploy/` installed there):
+    /// start only the seeded SCIM servers, on the node's bridge address.
+    #[arg(long)]
+    node: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -74,6 +78,7 @@ pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
         repo,
         python,
         binary: std::env::current_exe()?,
+        node: args.node,
     };
     super::up::run(config, crate::cli::shutdown_channel()).await
 }

@@ -30,7 +30,14 @@ pub struct UpConfig {
     pub python: PathBuf,
     /// The `catalogsync` binary run as controller, job runner and sync Jobs.
     pub binary: PathBuf,
+    /// The admin kubeconfig of the local node (`hack/node.sh up`), where `deploy/` runs
+    /// the controller and the Jobs: then only the SCIM servers start, on the node's bridge
+    /// address so that pods reach them.
+    pub node: Option<PathBuf>,
 }
+
+/// The local node's bridge address (`hack/node.sh`).
+pub const NODE_BRIDGE: &str = "10.244.0.1";
 
 /// The SCIM tenants: the identity domain, then the apps.
 pub const DOMAIN_TENANT: &str = "iam";
@@ -53,6 +60,16 @@ pub async fn run(cfg: UpConfig, mut shutdown: tokio::sync::watch::Receiver<bool>
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
     let result = async {
+        if let Some(kubeconfig) = &cfg.node {
+            let (root, tenants) = start_seeded_scim(&cfg, &dir, start, NODE_BRIDGE).await?;
+            write_env(&dir, kubeconfig, None, &root, &tenants)?;
+            step(
+                start,
+                &format!("ready; environment in {}", dir.join("env").display()),
+            );
+            crate::controller::stopped(&mut shutdown).await;
+            return Ok(());
+        }
         step(
             start,
             "starting the local control plane (etcd + kube-apiserver)",
@@ -64,12 +81,12 @@ pub async fn run(cfg: UpConfig, mut shutdown: tokio::sync::watch::Receiver<bool>
             start,
             &format!("control plane ready at {}; CRDs installed", cp.server()),
         );
-        let (root, tenants) = start_seeded_scim(&cfg, &dir, start).await?;
+        let (root, tenants) = start_seeded_scim(&cfg, &dir, start, "127.0.0.1").await?;
         step(start, "starting the controller and the dev job runner");
         let kubeconfig = cp.kubeconfig_path().to_path_buf();
         let mut children =
             start_processes(&cfg.binary, &dir, &kubeconfig, &Scope::default()).await?;
-        write_env(&dir, &kubeconfig, &children.metrics, &root, &tenants)?;
+        write_env(&dir, &kubeconfig, Some(&children.metrics), &root, &tenants)?;
         step(
             start,
             &format!("ready; environment in {}", dir.join("env").display()),
@@ -88,6 +105,7 @@ async fn start_seeded_scim(
     cfg: &UpConfig,
     dir: &Path,
     start: Instant,
+    host: &str,
 ) -> Result<(String, Vec<String>)> {
     let scenario = Scenario::demo();
     let mut tenants = vec![DOMAIN_TENANT.to_string()];
@@ -96,8 +114,8 @@ async fn start_seeded_scim(
         start,
         &format!("starting the SCIM servers: {}", tenants.join(", ")),
     );
-    let port = start_scim(cfg, dir, &tenants).await?;
-    let root = format!("http://127.0.0.1:{port}");
+    let port = start_scim(cfg, dir, &tenants, host).await?;
+    let root = format!("http://{host}:{port}");
     seed(&root, "default", &scenario).await?;
     let apps: Vec<String> = scenario
         .apps
@@ -230,26 +248,28 @@ impl Children {
     }
 }
 
-/// Writes the `env` file: KUBECONFIG, the metrics URL, the state directory and each
-/// tenant's SCIM URL and token, in shell syntax.
+/// Writes the `env` file: KUBECONFIG, the metrics URL (when the controller runs here),
+/// the state directory and each tenant's SCIM URL and token, in shell syntax.
 fn write_env(
     dir: &Path,
     kubeconfig: &Path,
-    metrics: &str,
+    metrics: Option<&str>,
     root: &str,
     tenants: &[String],
 ) -> Result<()> {
     let mut vars = vec![
         ("KUBECONFIG".to_string(), kubeconfig.display().to_string()),
         (
-            "CATALOGSYNC_METRICS".to_string(),
-            format!("{metrics}/metrics"),
-        ),
-        (
             "CATALOGSYNC_STATE_DIR".to_string(),
             dir.display().to_string(),
         ),
     ];
+    if let Some(metrics) = metrics {
+        vars.push((
+            "CATALOGSYNC_METRICS".to_string(),
+            format!("{metrics}/metrics"),
+        ));
+    }
     for t in tenants {
         let key = t.to_uppercase();
         vars.push((format!("{key}_URL"), format!("{root}/{t}/scim/v2")));
@@ -265,8 +285,8 @@ fn write_env(
     Ok(())
 }
 
-/// Starts `serve.py` with one tenant per name and returns its port.
-async fn start_scim(cfg: &UpConfig, dir: &Path, tenants: &[String]) -> Result<u16> {
+/// Starts `serve.py` on `host` with one tenant per name and returns its port.
+async fn start_scim(cfg: &UpConfig, dir: &Path, tenants: &[String], host: &str) -> Result<u16> {
     let auth: serde_json::Map<String, Value> = tenants
         .iter()
         .map(|t| (t.clone(), json!(token(t))))
@@ -277,6 +297,7 @@ async fn start_scim(cfg: &UpConfig, dir: &Path, tenants: &[String]) -> Result<u1
         cfg.repo.join("hack/scim/serve.py").display().to_string(),
         format!("--auth-file={}", auth_file.display()),
         "--port=0".into(),
+        format!("--host={host}"),
     ];
     args.extend(tenants.iter().cloned());
     let mut child: Child = spawn_child("scim", &cfg.python, &args, &[], dir)?;

@@ -209,21 +209,7 @@ impl ControlPlane {
         ns: &str,
         yaml: &str,
     ) -> Result<Vec<DynamicObject>, kube::Error> {
-        let client = self.admin_client();
-        let mut applied = Vec::new();
-        for obj in parse_yaml(yaml).expect("parsable YAML") {
-            let types = obj.types.clone().expect("apiVersion and kind");
-            let gvk = GroupVersionKind::try_from(&types).expect("valid apiVersion");
-            let (resource, caps) = discovery::pinned_kind(&client, &gvk).await?;
-            let api: Api<DynamicObject> = match caps.scope {
-                Scope::Namespaced => Api::namespaced_with(client.clone(), ns, &resource),
-                Scope::Cluster => Api::all_with(client.clone(), &resource),
-            };
-            let name = obj.metadata.name.clone().expect("metadata.name");
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            applied.push(api.patch(&name, &params, &Patch::Apply(&obj)).await?);
-        }
-        Ok(applied)
+        apply_yaml_with(&self.admin_client(), ns, yaml).await
     }
 
     /// Applies `yaml` expecting the apiserver to reject it (schema or CEL
@@ -241,6 +227,29 @@ impl ControlPlane {
             Err(e) => panic!("expected a validation rejection, got: {e}"),
         }
     }
+}
+
+/// Server-side applies every document of a (multi-document) YAML stream through
+/// `client`; namespaced objects go to `ns`. Stops at the first rejection.
+pub async fn apply_yaml_with(
+    client: &Client,
+    ns: &str,
+    yaml: &str,
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    let mut applied = Vec::new();
+    for obj in parse_yaml(yaml).expect("parsable YAML") {
+        let types = obj.types.clone().expect("apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(&types).expect("valid apiVersion");
+        let (resource, caps) = discovery::pinned_kind(client, &gvk).await?;
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(client.clone(), ns, &resource),
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        let name = obj.metadata.name.clone().expect("metadata.name");
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        applied.push(api.patch(&name, &params, &Patch::Apply(&obj)).await?);
+    }
+    Ok(applied)
 }
 
 /// Creates a namespaced object of kind `K` from JSON (apiVersion and kind added).

@@ -18,6 +18,7 @@ mod helm;
 mod interop;
 mod job_pods;
 mod monitoring;
+mod node;
 mod peers;
 mod plan_approval;
 mod provisioning;

@@ -153,6 +153,8 @@ impl TenantSpec {
 /// A running `serve.py`, killed on drop.
 pub struct ScimServer {
     child: Child,
+    /// The address it listens on (127.0.0.1 unless started with `start_on`).
+    pub host: String,
     pub port: u16,
     tenants: BTreeMap<String, TenantSpec>,
     http: reqwest::Client,
@@ -165,6 +167,11 @@ impl ScimServer {
     }
 
     pub fn start_with(tenants: Vec<TenantSpec>, max_results: Option<u64>) -> Self {
+        Self::start_on("127.0.0.1", tenants, max_results)
+    }
+
+    /// Listening on `host` (e.g. the local node's bridge address, which pods reach).
+    pub fn start_on(host: &str, tenants: Vec<TenantSpec>, max_results: Option<u64>) -> Self {
         let mut auth = serde_json::Map::new();
         let mut args = Vec::new();
         for t in &tenants {
@@ -190,20 +197,22 @@ impl ScimServer {
         if let Some(m) = max_results {
             args.extend(["--max-results".to_string(), m.to_string()]);
         }
+        args.extend(["--host".to_string(), host.to_string()]);
         // Credentials go through the environment, never the command line (ps shows it).
         let env = [("SCIM_AUTH", Value::Object(auth).to_string())];
         let (child, port) = spawn_ready("serve.py", &args, &env, "SCIM_READY");
         ScimServer {
             child,
+            host: host.to_string(),
             port,
             tenants: tenants.into_iter().map(|t| (t.name.clone(), t)).collect(),
             http: reqwest::Client::new(),
         }
     }
 
-    /// `http://127.0.0.1:<port>`, the server root (what a proxy forwards to).
+    /// `http://<host>:<port>`, the server root (what a proxy forwards to).
     pub fn root(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// The SCIM base URL of a tenant.

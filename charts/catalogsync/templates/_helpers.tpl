@@ -77,6 +77,11 @@ the watched one, or else syncJob.namespaces.
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [create]
+# The sync Jobs' ServiceAccount, created with the first Job of a namespace (it holds
+# no permission; each run's Role grants its Job's access).
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [create]
 {{- end -}}
 
 {{/*

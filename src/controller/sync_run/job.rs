@@ -10,7 +10,8 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccount, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -27,7 +28,7 @@ pub const APP_LABEL: &str = "catalogsync.io/app";
 pub const RUN_LABEL: &str = "catalogsync.io/run";
 /// Name of the Job's only container.
 pub const CONTAINER: &str = "sync";
-/// The non-root user of the distroless image.
+/// The non-root user of the image (see the Dockerfile).
 pub const RUN_AS_USER: i64 = 65532;
 
 /// Attempts after the first failed pod; exit codes that retrying cannot fix fail at once.
@@ -151,6 +152,25 @@ pub fn access_binding(run: &SyncRun, config: &JobConfig) -> RoleBinding {
             namespace: run.namespace(),
             ..Default::default()
         }]),
+    }
+}
+
+/// The Jobs' ServiceAccount in the run's namespace, created with the first Job there:
+/// without it the Job cannot create its pod. It holds no permission of its own (each
+/// run's Role grants its Job's access), and it is never owned by a run or an app, so
+/// that removing one never takes the identity from another app's running Job.
+pub fn service_account(run: &SyncRun, config: &JobConfig) -> ServiceAccount {
+    ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(config.service_account.clone()),
+            namespace: run.namespace(),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".into(),
+                "catalogsync".into(),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
     }
 }
 
@@ -560,6 +580,11 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
         assert_eq!(subject.name, config().service_account);
         assert_eq!(subject.namespace, run.namespace());
         assert!(access_role(&run, &app, None).rules.unwrap().len() == 4);
+        // The account the binding names exists where the Job runs, owned by no run.
+        let sa = service_account(&run, &config());
+        assert_eq!(sa.metadata.name.as_deref(), Some(subject.name.as_str()));
+        assert_eq!(sa.metadata.namespace, run.namespace());
+        assert!(sa.metadata.owner_references.is_none());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -252,11 +252,21 @@ async fn record_job(runs: &Api<SyncRun>, run: &SyncRun) -> Result<()> {
 /// Creates the run's Job (one created before counts) and records it; or ends
 /// the run when it cannot have one.
 async fn create_job(ctx: &Context, run: &SyncRun, ns: &str) -> Result<()> {
-    let Children { job, role, binding } = match build_job(ctx, run, ns).await? {
+    let Children {
+        job,
+        service_account,
+        role,
+        binding,
+    } = match build_job(ctx, run, ns).await? {
         Ok(children) => children,
         Err(end) => return finish(ctx, run, end.phase, end.reason, &end.message, None).await,
     };
-    // The Job's access first, so that its pod starts with it.
+    // The Job's identity and access first, so that its pod starts with them.
+    create_once(
+        &Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns),
+        &service_account,
+    )
+    .await?;
     create_once(&Api::<Role>::namespaced(ctx.client.clone(), ns), &role).await?;
     create_once(
         &Api::<RoleBinding>::namespaced(ctx.client.clone(), ns),
@@ -282,9 +292,11 @@ where
     }
 }
 
-/// What the controller creates for a run: its Job and the Job's own API access.
+/// What the controller creates for a run: its Job, the Jobs' ServiceAccount of the
+/// namespace (once) and the Job's own API access.
 struct Children {
     job: Job,
+    service_account: ServiceAccount,
     role: Role,
     binding: RoleBinding,
 }
@@ -365,6 +377,7 @@ async fn build_job(
     }
     let job = job::build(run, &app, &domain, policy.as_ref(), &ctx.config.job);
     let children = Children {
+        service_account: job::service_account(run, &ctx.config.job),
         role: job::access_role(run, &app, policy_name.as_deref()),
         binding: job::access_binding(run, &ctx.config.job),
         job,

@@ -148,7 +148,7 @@ async fn demo_story(decoy: &str) -> Haystack {
     .await;
     p.apply("apiVersion: catalogsync.io/v1alpha1\nkind: SyncRun\nmetadata: {name: wrong-token}\nspec: {appRef: {name: slack}, direction: Provision, mode: Apply}\n")
         .await;
-    let runs: Api<SyncRun> = Api::namespaced(p.cp.admin_client(), &p.ns);
+    let runs: Api<SyncRun> = Api::namespaced(p.client.clone(), &p.ns);
     let phase = eventually(120, "the wrong-token run ended", || async {
         let phase = runs.get("wrong-token").await.ok()?.status?.phase?;
         phase.is_finished().then_some(phase)
@@ -171,7 +171,7 @@ async fn demo_story(decoy: &str) -> Haystack {
         ("engine logs".to_string(), p.log("job-runner")),
         ("metrics".to_string(), metrics),
     ];
-    places.extend(events_and_objects(&p.cp.admin_client(), &p.ns).await);
+    places.extend(events_and_objects(&p.client.clone(), &p.ns).await);
     // The haystacks are real: they hold the story (so a miss is not an empty scan).
     let text = |place: &str| &places.iter().find(|(p, _)| p.starts_with(place)).unwrap().1;
     assert!(
