@@ -665,9 +665,12 @@ async fn hand_made_runs_wait_for_each_other() {
         has_job("manual-b").await.then_some(())
     })
     .await;
-    let b = env.api::<SyncRun>().get("manual-b").await.unwrap();
-    let st = b.status.unwrap();
-    assert_eq!(st.job_name.as_deref(), Some("manual-b"));
+    // The run's status names its Job in the write that follows the Job's creation.
+    let st = eventually(10, "manual-b's status names its Job", || async {
+        let st = env.api::<SyncRun>().get("manual-b").await.ok()?.status?;
+        (st.job_name.as_deref() == Some("manual-b")).then_some(st)
+    })
+    .await;
     assert!(
         st.message.is_none(),
         "the waiting note is gone: {:?}",
