@@ -20,7 +20,9 @@ if [[ "${1:-}" == "--archive" ]]; then
 fi
 image="${CATALOGSYNC_IMAGE:-catalogsync.local/catalogsync:test}"
 pause_image="${CATALOGSYNC_PAUSE_IMAGE:-catalogsync.local/pause:1}"
-log() { printf 'image: %s\n' "$*" >&2; }
+tool=image
+# shellcheck source=lib/gobuild.sh
+source "$repo/hack/lib/gobuild.sh" # log, and the cache every built tool shares
 
 triple=x86_64-unknown-linux-gnu
 # Run from `cargo test` (the node tests), the environment carries the test crate's
@@ -33,7 +35,7 @@ for v in $(compgen -e); do
 done
 # Its own build directory, cached beside the Go-built tools: a fresh clone (CI) then
 # recompiles only catalogsync, not the ~300 dependencies in the static release profile.
-build_dir="${CATALOGSYNC_IMAGE_TARGET:-${CATALOGSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catalogsync}/image-target}"
+build_dir="${CATALOGSYNC_IMAGE_TARGET:-$cache_root/image-target}"
 log "building the static release binary (in $build_dir)"
 # --target keeps these RUSTFLAGS away from the host build of target/release.
 (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$build_dir" \
