@@ -151,6 +151,24 @@ pub struct RunItem {
     pub reason: Option<String>,
 }
 
+/// A write the run's pod was about to make, or made without counting it yet: the run's
+/// write-ahead journal. A pod writes an entry before the write starts and removes it in the
+/// same status write that counts the write, so after a kill a retried pod looks each entry
+/// up on the servers and counts what happened (exact counts across attempts).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InFlightWrite {
+    /// CreateUser (by the account's id), DeactivateUser, DeleteUser, RemoveRecord (by the
+    /// user's id), CreateAccount, RecreateAccount (by the user's id), DeactivateAccount,
+    /// DeleteAccount (by the account's id).
+    pub action: String,
+    /// The id the action is looked up by.
+    pub id: String,
+    /// A new account's userName: how a create is looked up in the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+}
+
 /// The limits a run was held to.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -210,6 +228,10 @@ pub struct SyncRunStatus {
     /// The first failed items, with their reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<RunItem>,
+    /// Writes started and not yet counted (the write-ahead journal, see [`InFlightWrite`]);
+    /// empty once the run ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_flight: Vec<InFlightWrite>,
     /// Conditions: Complete, Failed, LimitExceeded, Cancelled, Warning (True when the run
     /// found something it could not act on, e.g. unresolved grant-group members), and
     /// kstatus's Ready (True once Succeeded), Reconciling (True while Pending or Running) and

@@ -35,7 +35,7 @@ pub enum RunError {
     /// A previous attempt of this run (a pod the Job retried) reached the apply stage:
     /// applying again would use the limits twice.
     #[error(
-        "the previous attempt was interrupted while applying (its pod ended); this attempt applied nothing, so no limit is used twice. The counts are the previous attempt's last report; the next run continues from what the servers hold"
+        "the previous attempt was interrupted while applying (its pod ended); this attempt applied nothing, so no limit is used twice. The counts are the previous attempt's, with the writes it had in flight looked up on the servers (any still unknown are listed in status.inFlight); the next run continues from what the servers hold"
     )]
     Interrupted,
     /// The app's grant or record group is missing, ambiguous or not the app's.

@@ -15,6 +15,7 @@ use crate::scim::{ClientOptions, ScimClient};
 use super::error::RunError;
 use super::extract::Rules;
 use super::import::ImportRun;
+use super::journal::Lookups;
 use super::mapping::{self, Mappings};
 use super::pipeline::Context;
 use super::plan::ImportPolicy;
@@ -230,6 +231,15 @@ async fn client_for(
 }
 
 impl Loaded {
+    /// What settling an interrupted attempt's journal reads.
+    pub fn lookups(&self) -> Lookups<'_> {
+        Lookups {
+            domain: &self.domain_client,
+            app: &self.app_client,
+            catalog_app: &self.app,
+        }
+    }
+
     /// The shared part of a run, held to `limits` (shown in the status from the start).
     fn context(
         self,

@@ -17,6 +17,8 @@
 //! - [`limits`]: the plan's check against `maxCreates`/`maxDeletes`, and the allowances
 //!   the apply writes within.
 //! - [`writes`]: the outcome of each write and the failure threshold.
+//! - [`journal`]: the write-ahead journal of creates and deletes in the run's status, and
+//!   how a retried pod settles what a killed one left in flight.
 //! - [`progress`]: the run's state and the reporter writing it to the status.
 //! - [`outcome`]: the final phase, message, conditions and exit code.
 //! - [`error`]: [`RunError`], why a run could not start or broke, with its reason.
@@ -27,6 +29,7 @@ pub mod confirm;
 pub mod error;
 pub mod extract;
 pub mod import;
+pub mod journal;
 pub mod limits;
 pub mod list;
 pub mod load;

@@ -157,6 +157,14 @@ pub fn decide(mode: Mode, counts: &Counts, o: &Observed) -> Outcome {
                 summary(counts)
             ),
         ),
+        (_, Some(StopReason::Unrecorded)) => (
+            RunPhase::Failed,
+            "Unrecorded",
+            format!(
+                "stopped: the next writes could not be recorded in the run's status (the Kubernetes API did not answer), so none was made; {}",
+                summary(counts)
+            ),
+        ),
         (Mode::Plan, None) => (
             RunPhase::Succeeded,
             "Planned",

@@ -137,6 +137,9 @@ pub(crate) async fn run(direction: &impl Stages) -> Result<Observed, RunError> {
         context.max_failure_percent,
     );
     direction.apply(planned, &allowed, &writes).await;
+    // Nothing is in flight any more: what the journal still holds never started, or
+    // failed and was counted as failed.
+    super::journal::close(&context.tracker);
     observed.limit_reached = allowed.limit_reached();
     observed.stopped = context.stop.reason();
     Ok(observed)

@@ -1,6 +1,7 @@
 //! Run progress: the state workers update in memory, and the reporter task that writes it
 //! to the SyncRun's status every ~1.5 s (never per account), under the Job's field manager.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{
-    AppliedLimits, Counts, PlannedCounts, Progress, RunItem, RunPhase, Stage, SyncRun,
+    AppliedLimits, Counts, InFlightWrite, PlannedCounts, Progress, RunItem, RunPhase, Stage,
+    SyncRun,
 };
 use crate::cluster::conditions::{self, DesiredCondition};
 use crate::cluster::status;
@@ -36,6 +38,8 @@ pub struct RunState {
     pub limits: Option<AppliedLimits>,
     pub plan_items: Vec<RunItem>,
     pub failures: Vec<RunItem>,
+    /// The write-ahead journal: writes started and not yet counted, by action and id.
+    pub in_flight: BTreeMap<(String, String), InFlightWrite>,
     pub conditions: Vec<DesiredCondition>,
     pub message: Option<String>,
 }
@@ -63,6 +67,10 @@ impl RunState {
         put("limits", json!(self.limits));
         put("planItems", json!(self.plan_items));
         put("failures", json!(self.failures));
+        put(
+            "inFlight",
+            json!(self.in_flight.values().collect::<Vec<_>>()),
+        );
         put("message", json!(self.message));
         // Explicit: the kstatus conditions are shared with the controller (see
         // `run_conditions`), and the run's own are always True or False anyway.
@@ -91,6 +99,26 @@ impl RunState {
             c.extend(conditions::run_conditions(phase, &reason, message));
         }
         c
+    }
+
+    /// Moves `n` accounts from `skipped` to `to`.
+    pub fn settle(&mut self, n: u64, to: Bucket) {
+        let c = &mut self.counts;
+        c.skipped -= n as i64;
+        *match to {
+            Bucket::AlreadyLinked => &mut c.already_linked,
+            Bucket::Linked => &mut c.linked,
+            Bucket::Created => &mut c.created,
+            Bucket::Revoked => &mut c.revoked,
+            Bucket::Disputed => &mut c.disputed,
+            Bucket::Failed => &mut c.failed,
+        } += n as i64;
+    }
+
+    /// Takes a journal entry off the record: call it in the same update that counts what
+    /// the write did, so that no status shows a write both counted and in flight.
+    pub fn retire(&mut self, action: &str, id: &str) {
+        self.in_flight.remove(&(action.to_string(), id.to_string()));
     }
 
     /// A one-line description of the current activity.
@@ -127,15 +155,19 @@ pub enum Bucket {
 }
 
 /// The shared, lock-protected run state. Workers hold the lock for a few instructions.
+/// Status writes take turns (`writing`): a later write always carries a later state, so the
+/// journal on record never goes back.
 #[derive(Clone, Default)]
 pub struct Tracker {
     inner: Arc<Mutex<RunState>>,
+    writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Tracker {
     pub fn new(state: RunState) -> Self {
         Tracker {
             inner: Arc::new(Mutex::new(state)),
+            writing: Arc::default(),
         }
     }
 
@@ -173,17 +205,15 @@ impl Tracker {
     /// Moves `n` accounts whose planned write was made (or failed) from `skipped` to
     /// where they landed.
     pub fn settle(&self, n: u64, to: Bucket) {
+        self.update(|s| s.settle(n, to));
+    }
+
+    /// Settles one account whose journaled write (`action` on `id`) was made, and takes
+    /// the write off the journal in the same update.
+    pub fn settle_journaled(&self, to: Bucket, action: &str, id: &str) {
         self.update(|s| {
-            let c = &mut s.counts;
-            c.skipped -= n as i64;
-            *match to {
-                Bucket::AlreadyLinked => &mut c.already_linked,
-                Bucket::Linked => &mut c.linked,
-                Bucket::Created => &mut c.created,
-                Bucket::Revoked => &mut c.revoked,
-                Bucket::Disputed => &mut c.disputed,
-                Bucket::Failed => &mut c.failed,
-            } += n as i64;
+            s.settle(1, to);
+            s.retire(action, id);
         });
     }
 
@@ -209,6 +239,7 @@ pub async fn write(
     previous: &[Condition],
     generation: Option<i64>,
 ) -> kube::Result<()> {
+    let _turn = tracker.writing.lock().await;
     let mut snap = tracker.snapshot();
     if snap.message.is_none() || snap.phase == Some(RunPhase::Running) {
         snap.message = Some(snap.activity()).filter(|m| !m.is_empty());

@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::api::{Counts, Operation, PlannedCounts, Stage};
+use crate::api::{Counts, InFlightWrite, Operation, PlannedCounts, Stage};
 use crate::engine::limits::{Allowances, Kind, LimitCheck};
 use crate::engine::matching::{self, Index, Situation};
 use crate::engine::plan::provision::{
@@ -28,10 +28,29 @@ use crate::scim::path::quote;
 use super::error::RunError;
 use super::extract::Rules;
 use super::import::{MEMBERS_PER_CALL, RECORD_BATCH};
+use super::journal;
 use super::list::{self, Collect, Groups};
 use super::mapping::Mappings;
 use super::pipeline::{Context, PlanReport, Stages};
 use super::writes::{Writes, certainly_not_applied, removal_happened};
+
+/// The journal's action of a create: a recorded user's account is recreated.
+fn create_action(c: &Create) -> &'static str {
+    if c.recorded {
+        "RecreateAccount"
+    } else {
+        "CreateAccount"
+    }
+}
+
+/// The journal's (and the failures') action of a removal.
+fn removal_action(delete: bool) -> &'static str {
+    if delete {
+        "DeleteAccount"
+    } else {
+        "DeactivateAccount"
+    }
+}
 
 /// Creates per Bulk request: small enough that a stopping run's last requests end well
 /// inside the halt deadline, large enough to save most round trips.
@@ -231,7 +250,16 @@ impl Applier<'_> {
             .chain(plan.updates.iter().map(Work::Update))
             .chain(plan.deactivations.iter().map(Work::Deactivate))
             .chain(plan.deletions.iter().map(Work::Delete));
-        futures::stream::iter(work)
+        // On record before they start (the journal): a retried pod settles what a killed
+        // one had in flight.
+        let entries = |w: &Work| match w {
+            Work::Create(c) => vec![self.entry(c)],
+            Work::Creates(cs) => cs.iter().map(|c| self.entry(c)).collect(),
+            Work::Update(_) => Vec::new(),
+            Work::Deactivate(r) => vec![self.removal_entry(r, self.run.deactivate_deletes)],
+            Work::Delete(r) => vec![self.removal_entry(r, true)],
+        };
+        journal::ahead(&self.run.context, work, &entries)
             .for_each_concurrent(self.run.context.parallelism.max(1), |work| async move {
                 if self.writes.stopping() {
                     return;
@@ -260,6 +288,18 @@ impl Applier<'_> {
 
     fn account(&self, a: u32) -> &ProvisionAccount {
         &self.listed.account_values[a as usize]
+    }
+
+    /// A create's journal entry: looked up by the new account's userName.
+    fn entry(&self, c: &Create) -> InFlightWrite {
+        let body = self.run.mappings.new_account(self.user(c.user));
+        let name = body["userName"].as_str();
+        journal::entry(create_action(c), &self.user(c.user).id, name)
+    }
+
+    /// A deactivation's or deletion's journal entry, by the account's id.
+    fn removal_entry(&self, r: &Removal, delete: bool) -> InFlightWrite {
+        journal::entry(removal_action(delete), &self.account(r.account).id, None)
     }
 
     fn push_record(&self, user: &ProvisionUser, lands: Lands) {
@@ -348,6 +388,7 @@ impl Applier<'_> {
         self.writes.tracker.update(|s| {
             s.counts.created += 1;
             s.counts.pending_provisioning -= i64::from(!c.recorded);
+            s.retire(create_action(c), &user.id);
         });
         if !c.recorded {
             self.push_record(user, Lands::Created);
@@ -452,15 +493,14 @@ impl Applier<'_> {
         }
         let account = self.account(r.account);
         let app = &self.run.context.app;
-        let (action, result) = if delete {
+        let action = removal_action(delete);
+        let result = if delete {
             let r = app.delete(USERS, &account.id, None).await.map(|_| ());
             // Gone already (an earlier answer lost): what we wanted.
-            let r = r.or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) });
-            ("DeleteAccount", r)
+            r.or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
         } else {
             let op = PatchOp::new(vec![PatchOp::replace("active", json!(false))]);
-            let r = app.patch(USERS, &account.id, &op, None).await.map(|_| ());
-            ("DeactivateAccount", r)
+            app.patch(USERS, &account.id, &op, None).await.map(|_| ())
         };
         let result = match result {
             Err(e)
@@ -473,7 +513,10 @@ impl Applier<'_> {
         };
         match result {
             Ok(()) => {
-                self.writes.tracker.update(|s| s.counts.deleted += 1);
+                self.writes.tracker.update(|s| {
+                    s.counts.deleted += 1;
+                    s.retire(action, &account.id);
+                });
                 let lands = if r.revoked {
                     Bucket::Revoked
                 } else {

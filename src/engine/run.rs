@@ -12,6 +12,7 @@ use tracing::Instrument;
 use crate::api::{Direction, RunPhase, Stage, SyncRun, SyncRunStatus};
 
 use super::error::RunError;
+use super::journal;
 use super::load;
 use super::outcome::{self, Observed, Outcome};
 use super::pipeline;
@@ -51,6 +52,11 @@ pub async fn execute(client: Client, namespace: &str, name: &str, stop: Stop) ->
             s.plan_digest = previous.plan_digest.clone();
             s.plan_items = previous.plan_items.clone();
             s.failures = previous.failures.clone();
+            s.in_flight = previous
+                .in_flight
+                .iter()
+                .map(|e| ((e.action.clone(), e.id.clone()), e.clone()))
+                .collect();
         });
     }
     let span = tracing::info_span!("sync", run = %format!("{namespace}/{name}"), app = %run.spec.app_ref.name, direction = ?run.spec.direction, mode = ?run.spec.mode);
@@ -141,6 +147,12 @@ async fn load_and_run(
     stop: &Stop,
 ) -> Result<Observed, RunError> {
     if interrupted(&run.status.clone().unwrap_or_default()) {
+        // Not applied again (one run, one budget); what the killed attempt had in flight
+        // is looked up and counted. If the servers cannot be reached, it stays in flight.
+        match load::load(client, namespace, run, stop).await {
+            Ok(loaded) => journal::settle(&loaded.lookups(), tracker).await,
+            Err(e) => tracing::warn!(error = %e, "cannot settle the interrupted attempt's writes"),
+        }
         return Err(RunError::Interrupted);
     }
     let loaded = load::load(client, namespace, run, stop).await?;

@@ -15,6 +15,9 @@ pub enum StopReason {
     Timeout,
     /// Failed changes exceeded `maxFailurePercent`.
     TooManyFailures,
+    /// The journal of the next writes could not be written to the run's status: a write
+    /// not on record could not be settled after a kill, so none starts.
+    Unrecorded,
 }
 
 /// A cloneable stop flag; the first reason wins.

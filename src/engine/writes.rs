@@ -73,10 +73,24 @@ pub async fn removal_happened(
     id: &str,
     deactivation: bool,
 ) -> bool {
+    removal_outcome(client, resource, id, deactivation)
+        .await
+        .unwrap_or(false)
+}
+
+/// As [`removal_happened`], `None` when the object cannot be read.
+pub async fn removal_outcome(
+    client: &ScimClient,
+    resource: &str,
+    id: &str,
+    deactivation: bool,
+) -> Option<bool> {
     match client.get(resource, id, &["active"]).await {
-        Ok(None) => true,
-        Ok(Some(v)) => deactivation && v.get("active") == Some(&serde_json::Value::Bool(false)),
-        Err(_) => false,
+        Ok(None) => Some(true),
+        Ok(Some(v)) => {
+            Some(deactivation && v.get("active") == Some(&serde_json::Value::Bool(false)))
+        }
+        Err(_) => None,
     }
 }
 

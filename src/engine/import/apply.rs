@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::api::OnAccountDeleted;
 use crate::engine::extract::{self, Rules};
+use crate::engine::journal;
 use crate::engine::limits::{Allowances, Kind};
 use crate::engine::list::Groups;
 use crate::engine::matching::{self, Index, Situation};
@@ -36,6 +37,16 @@ pub(crate) const MEMBERS_PER_CALL: usize = 10_000;
 
 /// Created (or found) users recorded per PATCH while the creates go on.
 pub(crate) const RECORD_BATCH: usize = 50;
+
+/// The journal's action of an Import's create.
+const CREATE: &str = "CreateUser";
+
+/// The journal's action of a deletion's write to the user, if it makes one (a revoked
+/// user's record, and `RemoveRecord`, only change the groups: journaled with the removals).
+fn user_write(d: &Deletion, on: OnAccountDeleted) -> Option<&'static str> {
+    (d.granted && on != OnAccountDeleted::RemoveRecord)
+        .then(|| crate::engine::plan::deletion_action(on))
+}
 
 /// A user to grant and record after the parallel stage; its account already landed.
 struct PendingRecord {
@@ -107,7 +118,16 @@ impl<'a> Applier<'a> {
             .iter()
             .map(|&a| Work::Create(a))
             .chain(plan.deletions.iter().map(Work::Delete));
-        futures::stream::iter(work)
+        // On record before they start (the journal): a retried pod settles what a killed
+        // one had in flight.
+        let entries = |w: &Work| match w {
+            Work::Create(a) => vec![journal::entry(CREATE, self.accounts.get(*a).id(), None)],
+            Work::Delete(d) => user_write(d, plan.on_deleted)
+                .map(|action| journal::entry(action, &d.user_id, None))
+                .into_iter()
+                .collect(),
+        };
+        journal::ahead(self.context, work, &entries)
             .for_each_concurrent(self.context.parallelism.max(1), |work| async move {
                 match work {
                     Work::Create(a) => self.create(a).await,
@@ -172,7 +192,9 @@ impl<'a> Applier<'a> {
             .await
         {
             Ok(v) => match v.get("id").and_then(Value::as_str) {
-                Some(id) => self.push_record(id.to_string(), subject, true, Bucket::Created),
+                Some(id) => {
+                    self.push_record(account.id(), id.to_string(), subject, true, Bucket::Created)
+                }
                 None => {
                     self.writes
                         .failed(1, "CreateUser", &subject, &"the created user has no id")
@@ -214,7 +236,8 @@ impl<'a> Applier<'a> {
             .find(|u| u.get("externalId").and_then(Value::as_str) == Some(account.id()))
             .and_then(|u| u.get("id").and_then(Value::as_str))
         {
-            return self.push_record(ours.to_string(), subject, true, Bucket::Created);
+            let ours = ours.to_string();
+            return self.push_record(account.id(), ours, subject, true, Bucket::Created);
         }
         // Not ours: no create happened.
         self.allowed.release(Kind::Create, 1);
@@ -237,14 +260,23 @@ impl<'a> Applier<'a> {
             // Revoked: never re-granted.
             return self.writes.settled(1, Bucket::Revoked);
         }
-        self.push_record(id, subject, !granted, Bucket::Linked);
+        self.push_record(account.id(), id, subject, !granted, Bucket::Linked);
     }
 
     /// The account lands now, where the write put it, whatever becomes of its record: the
-    /// counts follow the servers as soon as the write is known (a killed pod's last report
-    /// misses only its last moments), and a failed record is a failure of its own.
-    fn push_record(&self, user_id: String, subject: String, grant: bool, lands: Bucket) {
-        self.context.tracker.settle(1, lands);
+    /// counts follow the servers as soon as the write is known, its create leaves the
+    /// journal with them, and a failed record is a failure of its own.
+    fn push_record(
+        &self,
+        account: &str,
+        user_id: String,
+        subject: String,
+        grant: bool,
+        lands: Bucket,
+    ) {
+        self.context
+            .tracker
+            .settle_journaled(lands, CREATE, account);
         self.pending_records
             .lock()
             .expect("records lock")
@@ -319,7 +351,11 @@ impl<'a> Applier<'a> {
         };
         match result {
             Ok(()) => {
-                self.context.tracker.update(|s| s.counts.deleted += 1);
+                let action = crate::engine::plan::deletion_action(on);
+                self.context.tracker.update(|s| {
+                    s.counts.deleted += 1;
+                    s.retire(action, &d.user_id);
+                });
                 self.writes.succeeded(1);
                 self.push_removal(d, subject, true);
             }

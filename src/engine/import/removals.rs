@@ -8,7 +8,11 @@ use crate::engine::pipeline::Context;
 use crate::engine::writes::{self, Writes};
 use crate::scim::ScimError;
 
-use super::MEMBERS_PER_CALL;
+use crate::engine::journal;
+
+/// Removals per PATCH: each uncounted one is journaled first, and a status carries at
+/// most this many entries of them (about 70 bytes each).
+const REMOVALS_PER_CALL: usize = 1_000;
 
 /// A user whose grant (if any) and record are removed after the parallel stage.
 pub(super) struct PendingRemoval {
@@ -29,7 +33,21 @@ pub(super) struct Removals<'a> {
     pub(super) pending: Vec<PendingRemoval>,
 }
 
+/// The journal's (and the failures') action of a removal that is only a record's.
+const ACTION: &str = "RemoveRecord";
+
 impl Removals<'_> {
+    /// Counts removed records as deleted, each leaving the journal in the same update.
+    fn count(&self, removed: &[&PendingRemoval]) {
+        self.context.tracker.update(|s| {
+            s.counts.deleted += removed.len() as i64;
+            for p in removed {
+                s.retire(ACTION, &p.user_id);
+            }
+        });
+        self.writes.succeeded(removed.len() as u64);
+    }
+
     /// A removal whose outcome is unknown (its answer lost, retries spent): the record group
     /// is read back and what is gone counts as deleted, the rest as failed.
     async fn settle_removals(&self, chunk: &[PendingRemoval], e: &ScimError) {
@@ -44,21 +62,16 @@ impl Removals<'_> {
         let Some((members, _)) = members else {
             // Unknown still: counted as failed, the allowance kept.
             let n = uncounted.len() as u64;
-            return self
-                .writes
-                .record_failed(n, "RemoveRecord", &chunk[0].subject, e);
+            return self.writes.record_failed(n, ACTION, &chunk[0].subject, e);
         };
         let members: std::collections::HashSet<String> = members.into_iter().collect();
         let (kept, gone): (Vec<&PendingRemoval>, Vec<&PendingRemoval>) = uncounted
             .into_iter()
             .partition(|p| members.contains(&p.user_id));
-        self.context
-            .tracker
-            .update(|s| s.counts.deleted += gone.len() as i64);
-        self.writes.succeeded(gone.len() as u64);
+        self.count(&gone);
         if let Some(first) = kept.first() {
             self.writes
-                .record_failed(kept.len() as u64, "RemoveRecord", &first.subject, e);
+                .record_failed(kept.len() as u64, ACTION, &first.subject, e);
         }
     }
 
@@ -73,7 +86,14 @@ impl Removals<'_> {
             self.allowed.release(Kind::Delete, dropped);
             self.context.tracker.advance(dropped);
         }
-        for chunk in pending.chunks(MEMBERS_PER_CALL) {
+        for chunk in pending.chunks(REMOVALS_PER_CALL) {
+            let entries = chunk
+                .iter()
+                .filter(|p| !p.counted)
+                .map(|p| journal::entry(ACTION, &p.user_id, None));
+            if !journal::enter(self.context, entries).await {
+                break;
+            }
             let grants: Vec<String> = chunk
                 .iter()
                 .filter(|p| p.granted)
@@ -91,16 +111,15 @@ impl Removals<'_> {
             let uncounted = chunk.iter().filter(|p| !p.counted).count() as u64;
             match result {
                 Ok(()) => {
-                    self.context
-                        .tracker
-                        .update(|s| s.counts.deleted += uncounted as i64);
-                    self.writes.succeeded(uncounted);
+                    let uncounted: Vec<&PendingRemoval> =
+                        chunk.iter().filter(|p| !p.counted).collect();
+                    self.count(&uncounted);
                 }
                 Err(e) if uncounted > 0 => {
                     if writes::certainly_not_applied(&e) {
                         self.allowed.release(Kind::Delete, uncounted);
                         self.writes
-                            .record_failed(uncounted, "RemoveRecord", &chunk[0].subject, &e);
+                            .record_failed(uncounted, ACTION, &chunk[0].subject, &e);
                     } else {
                         self.settle_removals(chunk, &e).await;
                     }
