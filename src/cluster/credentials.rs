@@ -193,17 +193,7 @@ pub async fn from_secrets(
     let mut values = BTreeMap::new();
     for (suffix, name, key) in wanted(auth, tls) {
         if !cache.contains_key(&name) {
-            let secret = api
-                .get_opt(&name)
-                .await
-                .map_err(|source| CredentialsError::Api {
-                    secret: name.clone(),
-                    source,
-                })?
-                .ok_or_else(|| CredentialsError::SecretNotFound(name.clone()))?;
-            if !allowed(&secret.metadata) {
-                return Err(CredentialsError::NotAllowed(name));
-            }
+            let secret = usable(&name, api.get_opt(&name).await, |s| &s.metadata)?;
             cache.insert(name.clone(), secret);
         }
         let secret = &cache[&name];
@@ -232,19 +222,27 @@ pub async fn check_allowed(
 ) -> Result<(), CredentialsError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     for name in names {
-        let meta = api
-            .get_metadata_opt(name)
-            .await
-            .map_err(|source| CredentialsError::Api {
-                secret: name.clone(),
-                source,
-            })?
-            .ok_or_else(|| CredentialsError::SecretNotFound(name.clone()))?;
-        if !allowed(&meta.metadata) {
-            return Err(CredentialsError::NotAllowed(name.clone()));
-        }
+        usable(name, api.get_metadata_opt(name).await, |m| &m.metadata)?;
     }
     Ok(())
+}
+
+/// The Secret `name` as read: it must exist and allow catalogsync to use it.
+fn usable<T>(
+    name: &str,
+    read: kube::Result<Option<T>>,
+    metadata: impl Fn(&T) -> &ObjectMeta,
+) -> Result<T, CredentialsError> {
+    let secret = read
+        .map_err(|source| CredentialsError::Api {
+            secret: name.to_string(),
+            source,
+        })?
+        .ok_or_else(|| CredentialsError::SecretNotFound(name.to_string()))?;
+    if !allowed(metadata(&secret)) {
+        return Err(CredentialsError::NotAllowed(name.to_string()));
+    }
+    Ok(secret)
 }
 
 #[cfg(test)]
