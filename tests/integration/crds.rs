@@ -458,7 +458,14 @@ async fn impossible_mapping_paths_are_refused_at_admission() {
         .await
         .expect("an update to possible paths is admitted");
 
-    // The bound that keeps the rules' cost within the API server's budget.
+    // The bound that keeps the rules' cost within the API server's budget: the most
+    // expensive object admitted (every path as long as allowed, under an extension URN:
+    // all three patterns run), one mapping more refused.
+    let long = format!("urn:example:User:{}", "a".repeat(256 - 17));
+    let most = vec![(long.as_str(), long.as_str()); 64];
+    cp.apply_yaml(&ns, &app_mapping("most", &most, &most))
+        .await
+        .expect("64 mappings of the longest paths are admitted");
     let many = vec![ok; 65];
     let message = cp
         .apply_yaml_expect_rejection(&ns, &app_mapping("many", &many, &[]))
