@@ -2,7 +2,11 @@
 //! the RE2 syntax of CEL's `matches()` (which the `regex` crate reads the same way), and a
 //! hint per attribute saying how it is written. Both are generated from the schema tables,
 //! so that the API server's admission rules (the CRD) refuse exactly what the controller
-//! and the engine refuse.
+//! and the engine refuse. Two differences stay, both outside ASCII: `(?i)` folds Unicode
+//! case (`ſ` for `s`, the Kelvin sign for `k`) where the parser folds ASCII only, so such a
+//! path passes admission and the controller refuses it; and the patterns know only ASCII
+//! whitespace (RE2's `\s`), so admission refuses a path padded with a no-break space that
+//! the parser would trim.
 
 use super::{Attribute, CORE_USER, ENTERPRISE_USER};
 use crate::scim::model::{ENTERPRISE_USER_SCHEMA, USER_SCHEMA};
@@ -288,6 +292,14 @@ mod tests {
         fn the_patterns_agree_with_check_user_path(path in paths()) {
             prop_assert_eq!(admits(&path), check_user_path(&path).is_ok(), "{:?}", path);
         }
+    }
+
+    #[test]
+    fn the_differences_are_outside_ascii() {
+        let folded = "u\u{17f}erName";
+        assert!(admits(folded) && check_user_path(folded).is_err());
+        let padded = "userName\u{a0}";
+        assert!(!admits(padded) && check_user_path(padded).is_ok());
     }
 
     #[test]
