@@ -6,7 +6,7 @@ use std::path::Path;
 /// Each layer and the modules it may name besides itself.
 const RULES: &[(&str, &[&str])] = &[
     ("scim", &[]),
-    ("api", &[]),
+    ("api", &["scim"]),
     ("telemetry", &[]),
     ("cluster", &["api", "scim"]),
     ("engine", &["api", "cluster", "scim", "telemetry"]),

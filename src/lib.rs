@@ -23,7 +23,7 @@
 //! | module | what | may import |
 //! |---|---|---|
 //! | [`scim`] | SCIM 2.0 client: transport, paging, membership batching, Bulk, auth, retry, errors, model, paths | nothing of ours |
-//! | [`api`] | the CRD types, the built-in catalog, durations, CRD and API-reference generation | — |
+//! | [`api`] | the CRD types, the built-in catalog, durations, CRD and API-reference generation | `scim` (the User schema its admission rule on paths comes from) |
 //! | [`cluster`] | what the controller and the Job share: the status writer, kstatus conditions, credentials, the exit-code contract | `api`, `scim` |
 //! | [`engine`] | `catalogsync sync`: load, list → plan → check limits → apply, records, matching, mappings, progress, outcome | `api`, `cluster`, `scim` |
 //! | [`controller`] | `catalogsync controller`: runtime and watches, one module per kind, the Job builder, schedules, leader election, metrics and HTTP | `api`, `cluster`, `scim` |

@@ -84,11 +84,19 @@ pub enum Operation {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttributeMapping {
-    /// SCIM attribute path of the user in the identity domain, e.g. `name.givenName`.
-    #[schemars(length(min = 1, max = 256))]
+    /// SCIM attribute path of the user in the identity domain, e.g. `name.givenName`:
+    /// a path of the core or enterprise User schema, or under another extension's URN.
+    #[schemars(
+        length(min = 1, max = 256),
+        extend("x-kubernetes-validations" = super::attribute_path::rules())
+    )]
     pub domain_attribute: String,
-    /// SCIM attribute path of the account in the app, e.g. `name.givenName`.
-    #[schemars(length(min = 1, max = 256))]
+    /// SCIM attribute path of the account in the app, e.g. `name.givenName`: a path of the
+    /// core or enterprise User schema, or under another extension's URN.
+    #[schemars(
+        length(min = 1, max = 256),
+        extend("x-kubernetes-validations" = super::attribute_path::rules())
+    )]
     pub app_attribute: String,
 }
 
@@ -125,8 +133,10 @@ pub struct Provisioning {
     /// Maximum creates and deletes per provisioning run. Absent = unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
-    /// Attribute mappings replacing the catalog entry's defaults.
+    /// Attribute mappings replacing the catalog entry's defaults (at most 64: the bound
+    /// lets the API server afford checking each path at admission).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub attribute_mappings: Vec<AttributeMapping>,
 }
 
@@ -145,8 +155,9 @@ pub struct Synchronization {
     pub policy_ref: LocalRef,
     /// App account → identity-domain user mappings a `CreateUser` applies (the policy's
     /// `onNoMatch`), replacing the catalog entry's import mappings. `appAttribute` is read
-    /// from the account, `domainAttribute` written into the new user.
+    /// from the account, `domainAttribute` written into the new user. At most 64.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub attribute_mappings: Vec<AttributeMapping>,
 }
 

@@ -1,6 +1,7 @@
 //! Checking a CatalogApp's attribute mappings against the User schema: what the controller
-//! reports at admission (`ProvisioningEnabled` False, reason `InvalidMapping`) and the
-//! engine refuses to run with.
+//! reports (`ProvisioningEnabled` False, reason `InvalidMapping`) and the engine refuses to
+//! run with. The API server refuses the same paths at admission (`api::attribute_path`);
+//! this stays for objects stored before that rule.
 
 use crate::api::{AttributeMapping, CatalogApp};
 use crate::scim::schema;

@@ -7,6 +7,9 @@
 use crate::scim::model::{ENTERPRISE_USER_SCHEMA, USER_SCHEMA};
 use crate::scim::path::AttrPath;
 
+mod patterns;
+pub use patterns::{PathPatterns, attribute_hints, path_patterns};
+
 /// One attribute of a schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attribute {
@@ -185,45 +188,85 @@ pub fn check_user_path(path: &str) -> Result<AttrPath, String> {
 mod tests {
     use super::*;
 
+    /// Paths `check_user_path` accepts (the admission patterns are run on them too).
+    pub(super) const POSSIBLE: &[&str] = &[
+        "userName",
+        " userName ",
+        "emails.value",
+        "emails[primary eq true].value",
+        "emails[type eq \"work\"]",
+        "emails[type eq \"work\"].value",
+        "emails[type eq \"a]b\" and primary eq true].value",
+        "emails[type eq\"work\"or value pr].display",
+        "phoneNumbers[primary eq false or value sw \"+33\"].value",
+        "addresses[type EQ \"home\"].postalCode",
+        "x509Certificates.value",
+        "groups.$ref",
+        "name.formatted",
+        "NAME.GIVENNAME",
+        "meta.lastModified",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
+        "URN:IETF:PARAMS:SCIM:SCHEMAS:EXTENSION:ENTERPRISE:2.0:USER:department",
+        "urn:ietf:params:scim:schemas:core:2.0:User:userName",
+        "urn:ietf:params:scim:schemas:core:2.0:User:emails[value co \"a:b\"].value",
+        "urn:example:params:scim:schemas:extension:acme:2.0:User:badge",
+        "urn:acme:User:badges[level gt 2.5e1].name",
+        "urn:badge",
+    ];
+
+    /// Paths `check_user_path` refuses, with a part of its reason.
+    pub(super) const IMPOSSIBLE: &[(&str, &str)] = &[
+        ("name.value", "name has no sub-attribute \"value\""),
+        ("userName.value", "userName is a simple attribute"),
+        ("userName.x", "userName is a simple attribute"),
+        (
+            "emails",
+            "emails is complex; name one of its sub-attributes",
+        ),
+        ("name", "e.g. name.formatted"),
+        ("mail", "has no attribute \"mail\""),
+        (
+            "displayName[primary eq true]",
+            "displayName is single-valued",
+        ),
+        (
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:badge",
+            "enterprise User extension",
+        ),
+        (
+            "urn:ietf:params:scim:schemas:core:2.0:User:mail",
+            "core User schema",
+        ),
+        ("emails[", "unclosed"),
+        ("emails[].value", "expected attribute name"),
+        ("emails[type eq].value", "missing comparison value"),
+        ("emails[type is \"work\"].value", "unknown operator"),
+        ("emails[primary eq TRUE].value", "bad comparison value"),
+        (
+            "emails[primary eq trueand type pr].value",
+            "bad comparison value",
+        ),
+        (
+            "emails[type eq \"work\"].value.x",
+            "expected '.subAttribute'",
+        ),
+        ("name.givenName.x", "expected '.subAttribute'"),
+        ("emails.value[type pr]", "bad attribute name"),
+        ("user name", "bad attribute name"),
+        ("", "empty path"),
+    ];
+
     #[test]
     fn possible_paths_pass() {
-        for p in [
-            "userName",
-            "emails.value",
-            "emails[primary eq true].value",
-            "emails[type eq \"work\"]",
-            "name.formatted",
-            "NAME.GIVENNAME",
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
-            "urn:ietf:params:scim:schemas:core:2.0:User:userName",
-            "urn:example:params:scim:schemas:extension:acme:2.0:User:badge",
-        ] {
+        for p in POSSIBLE {
             assert!(check_user_path(p).is_ok(), "{p}: {:?}", check_user_path(p));
         }
     }
 
     #[test]
     fn impossible_paths_say_why() {
-        for (p, why) in [
-            ("name.value", "name has no sub-attribute \"value\""),
-            ("userName.value", "userName is a simple attribute"),
-            (
-                "emails",
-                "emails is complex; name one of its sub-attributes",
-            ),
-            ("name", "e.g. name.formatted"),
-            ("mail", "has no attribute \"mail\""),
-            (
-                "displayName[primary eq true]",
-                "displayName is single-valued",
-            ),
-            (
-                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:badge",
-                "enterprise User extension",
-            ),
-            ("emails[", "unclosed"),
-        ] {
+        for (p, why) in IMPOSSIBLE {
             let e = check_user_path(p).unwrap_err();
             assert!(e.contains(why), "{p}: {e}");
         }

@@ -307,6 +307,172 @@ async fn unsafe_urls_and_oversized_or_empty_strings_are_rejected() {
         .expect("insecure: true admits http");
 }
 
+/// Mappings as `(domainAttribute, appAttribute)` pairs.
+type Mappings<'a> = &'a [(&'a str, &'a str)];
+
+/// A CatalogApp named `name` (the valid one of `app_with`) whose provisioning and
+/// synchronization map `provisioning` and `synchronization`.
+fn app_mapping(name: &str, provisioning: Mappings, synchronization: Mappings) -> String {
+    let list = |pairs: Mappings| {
+        let items: Vec<String> = pairs
+            .iter()
+            .map(|(d, a)| format!("{{domainAttribute: {d:?}, appAttribute: {a:?}}}"))
+            .collect();
+        format!("[{}]", items.join(", "))
+    };
+    let bearer = "{bearerToken: {secretRef: {name: s, key: token}}}";
+    let app = app_with(
+        bearer,
+        &format!(
+            "{{enabled: true, attributeMappings: {}}}",
+            list(provisioning)
+        ),
+    )
+    .replace("{name: invalid}", &format!("{{name: {name}}}"));
+    format!(
+        "{app}  synchronization: {{enabled: false, policyRef: {{name: default}}, attributeMappings: {}}}\n",
+        list(synchronization)
+    )
+}
+
+/// Every mapping path the User schema allows passes admission: value filters, extension
+/// URNs (the enterprise one checked, others unchecked), the catalog's own mappings.
+fn possible_paths() -> Vec<String> {
+    let mut paths: Vec<String> = [
+        "userName",
+        "NAME.GIVENNAME",
+        "emails[type eq \"work\"].value",
+        "emails[primary eq true].value",
+        "emails[type eq \"work\" and primary eq true]",
+        "addresses[type eq \"home\"].postalCode",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
+        "urn:ietf:params:scim:schemas:core:2.0:User:name.familyName",
+        "urn:example:params:scim:schemas:extension:acme:2.0:User:badge",
+    ]
+    .map(String::from)
+    .into();
+    for entry in catalogsync::api::catalog::entries() {
+        for m in entry
+            .provisioning_mappings
+            .iter()
+            .chain(&entry.import_mappings)
+        {
+            paths.extend([m.domain_attribute.clone(), m.app_attribute.clone()]);
+        }
+    }
+    paths
+}
+
+/// An impossible mapping path (issue 16) is refused by the API server, on create and on
+/// update, with the field and what is wrong; the controller's check stays behind it.
+#[tokio::test]
+async fn impossible_mapping_paths_are_refused_at_admission() {
+    let cp = control_plane().await;
+    let ns = cp.new_namespace("crd-mappings").await;
+    let ok = ("userName", "userName");
+    let cases: [(Mappings, Mappings, &str, &str); 8] = [
+        (
+            &[ok, ("displayName", "name.value")],
+            &[],
+            "spec.provisioning.attributeMappings[1].appAttribute",
+            "impossible path \"name.value\": name is complex: name one of its sub-attributes \
+             (formatted, familyName, givenName, middleName, honorificPrefix, honorificSuffix), \
+             e.g. name.formatted",
+        ),
+        (
+            &[("userName.x", "userName")],
+            &[],
+            "spec.provisioning.attributeMappings[0].domainAttribute",
+            "impossible path \"userName.x\": userName is a simple attribute: no sub-attribute",
+        ),
+        (
+            &[ok],
+            &[("emails.value", "emails")],
+            "spec.synchronization.attributeMappings[0].appAttribute",
+            "impossible path \"emails\": emails is multi-valued and complex: name one of its \
+             sub-attributes (value, display, type, primary, $ref), e.g. emails.value",
+        ),
+        (
+            &[ok],
+            &[ok, ("mail", "emails.value")],
+            "spec.synchronization.attributeMappings[1].domainAttribute",
+            "impossible path \"mail\": no attribute mail in the core User schema",
+        ),
+        (
+            &[(
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:badge",
+                "title",
+            )],
+            &[],
+            "spec.provisioning.attributeMappings[0].domainAttribute",
+            "no attribute badge in the core User schema (RFC 7643 section 4.1) or the enterprise",
+        ),
+        (
+            &[("displayName[primary eq true]", "displayName")],
+            &[],
+            "spec.provisioning.attributeMappings[0].domainAttribute",
+            "displayName is a simple attribute: no sub-attribute, no value filter",
+        ),
+        (
+            &[("emails[type eq].value", "emails.value")],
+            &[],
+            "spec.provisioning.attributeMappings[0].domainAttribute",
+            "a value filter is comparisons",
+        ),
+        (
+            &[("urn:acme:User:bad name", "title")],
+            &[],
+            "spec.provisioning.attributeMappings[0].domainAttribute",
+            "an attribute of another extension is written <its schema's URN>:<attribute>",
+        ),
+    ];
+    for (i, (provisioning, synchronization, field, why)) in cases.iter().enumerate() {
+        let yaml = app_mapping(&format!("impossible-{i}"), provisioning, synchronization);
+        let message = cp.apply_yaml_expect_rejection(&ns, &yaml).await;
+        assert!(
+            message.contains(field) && message.contains(why),
+            "expected {field} and {why:?} in the rejection of\n{yaml}\ngot: {message}"
+        );
+    }
+
+    // What is possible is admitted on create, and the same object refused on update.
+    let possible = possible_paths();
+    let pairs: Vec<(&str, &str)> = possible.iter().map(|p| (p.as_str(), p.as_str())).collect();
+    let valid = app_mapping("possible", &pairs, &pairs);
+    cp.apply_yaml(&ns, &valid)
+        .await
+        .unwrap_or_else(|e| panic!("possible paths are admitted: {e}\n{valid}"));
+    let mut broken = pairs.clone();
+    broken[2].1 = "name.value";
+    let message = cp
+        .apply_yaml_expect_rejection(&ns, &app_mapping("possible", &broken, &pairs))
+        .await;
+    assert!(
+        message.contains("spec.provisioning.attributeMappings[2].appAttribute")
+            && message.contains("impossible path \"name.value\""),
+        "{message}"
+    );
+    let renamed = app_mapping("possible", &[("name.formatted", "displayName")], &pairs);
+    cp.apply_yaml(&ns, &renamed)
+        .await
+        .expect("an update to possible paths is admitted");
+
+    // The bound that keeps the rules' cost within the API server's budget: the most
+    // expensive object admitted (every path as long as allowed, under an extension URN:
+    // all three patterns run), one mapping more refused.
+    let long = format!("urn:example:User:{}", "a".repeat(256 - 17));
+    let most = vec![(long.as_str(), long.as_str()); 64];
+    cp.apply_yaml(&ns, &app_mapping("most", &most, &most))
+        .await
+        .expect("64 mappings of the longest paths are admitted");
+    let many = vec![ok; 65];
+    let message = cp
+        .apply_yaml_expect_rejection(&ns, &app_mapping("many", &many, &[]))
+        .await;
+    assert!(message.contains("must have at most 64 items"), "{message}");
+}
+
 #[tokio::test]
 async fn syncrun_spec_is_immutable() {
     let cp = control_plane().await;
