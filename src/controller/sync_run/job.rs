@@ -307,7 +307,8 @@ fn pod(container: Container, config: &JobConfig, settings: JobSettings) -> PodSp
             }),
             ..Default::default()
         }]),
-        // The engine stops cleanly on SIGTERM and writes Cancelled: its SCIM requests end
+        // The engine stops cleanly on SIGTERM and writes Cancelled (the controller cancelled
+        // the run) or Interrupted (a pod deleted or evicted): its SCIM requests end
         // within `HALT_DEADLINE` (8 s) of the signal, the records of writes made and the
         // final status follow well inside this.
         termination_grace_period_seconds: Some(GRACE_PERIOD),
