@@ -56,7 +56,8 @@ enum Command {
         run: String,
     },
     /// Run the controller (reconciles every catalogsync kind, runs SyncRuns as Jobs).
-    Controller(ControllerArgs),
+    // Boxed: the largest variant by far, parsed once.
+    Controller(Box<ControllerArgs>),
     /// DEVELOPMENT TOOLING, not for production: run the catalogsync Jobs of a local
     /// control plane (which has no kubelet) as processes on this machine.
     #[cfg(feature = "dev")]
@@ -99,6 +100,11 @@ struct ControllerArgs {
     /// imagePullSecrets, env); a policy's own settings win field by field.
     #[arg(long, env = "CATALOGSYNC_JOB_DEFAULTS")]
     job_defaults: Option<PathBuf>,
+    /// How long a finished sync Job and its pod (with its logs) stay before Kubernetes
+    /// removes them (the Job's `ttlSecondsAfterFinished`), e.g. `24h`, `90m`, `30s`; the
+    /// SyncRun keeps the outcome.
+    #[arg(long, env = "CATALOGSYNC_JOB_TTL", default_value = "24h", value_parser = job_ttl)]
+    job_ttl: Duration,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "CATALOGSYNC_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -119,6 +125,13 @@ pub(crate) fn shutdown_channel() -> tokio::sync::watch::Receiver<bool> {
         let _ = tx.send(true);
     });
     rx
+}
+
+/// `--job-ttl`: a duration like a policy's `timeout` (`24h`, `1h30m`, `30s`; `0s` removes
+/// a Job as soon as it finishes).
+fn job_ttl(s: &str) -> Result<Duration, String> {
+    crate::api::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is no duration like 24h, 90m or 30s"))
 }
 
 /// The `--job-defaults` file's settings (none without a file); refused like a
@@ -174,6 +187,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             image,
             service_account: args.job_service_account,
             defaults,
+            ttl_after_finished: args.job_ttl,
         },
         recheck: Duration::from_secs(args.recheck_seconds.max(1)),
         namespace: args.namespace,
@@ -184,26 +198,36 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
 }
 
 /// The image of the container running this controller, else `catalogsync:<version>`.
-/// Read through `list` with a field selector: the controller may already list pods (to
-/// tell why a Job's pod does not start), so this needs no extra permission.
 async fn own_image(client: &kube::Client) -> String {
     let fallback = concat!("catalogsync:", env!("CARGO_PKG_VERSION")).to_string();
     let (Ok(name), Ok(ns)) = (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE")) else {
         return fallback;
     };
-    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), &ns);
-    let params = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
-    match pods.list(&params).await {
-        Ok(list) => list
-            .items
-            .first()
-            .and_then(|pod| container_image(pod, CONTROLLER_CONTAINER))
-            .unwrap_or(fallback),
+    match controller_image(client, &ns, &name).await {
+        Ok(image) => image.unwrap_or(fallback),
         Err(e) => {
             tracing::warn!(error = %e, pod = %name, "cannot read the controller's own image; set --job-image");
             fallback
         }
     }
+}
+
+/// The controller's image, from its pod `ns/name`. Read through `list` with a field
+/// selector, the verb the controller holds anyway (to tell why a Job's pod does not
+/// start); the namespaced install grants it in the controller's namespace only. Public
+/// so that the RBAC tests read it with the controller's own ServiceAccount token.
+pub async fn controller_image(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> kube::Result<Option<String>> {
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), ns);
+    let params = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
+    let list = pods.list(&params).await?;
+    Ok(list
+        .items
+        .first()
+        .and_then(|pod| container_image(pod, CONTROLLER_CONTAINER)))
 }
 
 /// Name of the controller's container in `deploy/` and the chart.
@@ -284,7 +308,7 @@ fn run(cli: Cli) -> ExitCode {
                 }
             },
         },
-        Command::Controller(args) => block_on(run_controller(args)),
+        Command::Controller(args) => block_on(run_controller(*args)),
         #[cfg(feature = "dev")]
         Command::DevJobRunner(args) => block_on(crate::dev::cli::run_job_runner(args)),
         #[cfg(feature = "dev")]
@@ -328,6 +352,26 @@ mod tests {
         );
         // Renamed by hand: the first container.
         assert_eq!(container_image(&pod, "other").as_deref(), Some("proxy:1"));
+    }
+
+    #[test]
+    fn job_ttl_defaults_to_a_day_and_takes_durations() {
+        let ttl = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["catalogsync", "controller"], args].concat());
+            match cli.map_err(|e| e.kind())?.command {
+                Command::Controller(c) => Ok(c.job_ttl),
+                _ => unreachable!("the controller command"),
+            }
+        };
+        if std::env::var_os("CATALOGSYNC_JOB_TTL").is_none() {
+            assert_eq!(ttl(&[]), Ok(Duration::from_secs(24 * 3600)));
+        }
+        assert_eq!(ttl(&["--job-ttl", "5s"]), Ok(Duration::from_secs(5)));
+        assert_eq!(ttl(&["--job-ttl", "1h30m"]), Ok(Duration::from_secs(5400)));
+        assert_eq!(
+            ttl(&["--job-ttl", "a day"]),
+            Err(clap::error::ErrorKind::ValueValidation)
+        );
     }
 
     #[test]

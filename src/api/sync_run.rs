@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{Counts, LocalRef, PlannedCounts, Progress, conditions_schema};
 
+/// Set by the controller on a run it cancels (app suspended, direction turned off,
+/// replaced), with the reason: the run's pod, stopped next, then ends `Cancelled`, not
+/// `Interrupted`.
+pub const CANCEL_ANNOTATION: &str = "catalogsync.io/cancelled";
+
 /// One run against one catalog app. Its spec is immutable; its status is written by the
 /// Job that executes it and, for outcomes the Job cannot report, by the controller.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

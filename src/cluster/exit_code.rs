@@ -9,5 +9,6 @@ pub const FAILED: u8 = 1;
 pub const INVALID: u8 = 2;
 /// The run stopped on a limit (`LimitExceeded`).
 pub const LIMIT_EXCEEDED: u8 = 3;
-/// The run was cancelled (SIGTERM) and wrote its final status.
+/// The run was cancelled by the controller (SIGTERM after it marked the run) and wrote its
+/// final status. A SIGTERM without that mark ends the run `Interrupted`, [`INVALID`].
 pub const CANCELLED: u8 = 4;

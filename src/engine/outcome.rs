@@ -6,7 +6,7 @@ use crate::cluster::conditions::{self, DesiredCondition};
 use crate::cluster::exit_code;
 use crate::engine::limits::LimitCheck;
 
-use super::error::RunError;
+use super::error::{CANCELLED, INTERRUPTED, RunError};
 use super::stop::StopReason;
 
 pub const COMPLETE: &str = "Complete";
@@ -49,22 +49,43 @@ impl Observed {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub phase: RunPhase,
+    /// The reason of its conditions.
+    pub reason: String,
     pub message: String,
     pub conditions: Vec<DesiredCondition>,
 }
 
 impl Outcome {
     pub fn exit_code(&self) -> u8 {
+        // Interrupted is final: the Job's podFailurePolicy fails it on INVALID, so no
+        // retried pod applies again.
+        if self.reason == INTERRUPTED {
+            return exit_code::INVALID;
+        }
         exit_code_of(self.phase)
     }
 
     /// A run that could not start or broke: the error's phase and reason, the error as
     /// message.
     pub fn of_error(e: &RunError) -> Self {
-        let (phase, message) = (e.phase(), e.to_string());
+        Self::ended(e.phase(), e.reason(), e.to_string())
+    }
+
+    /// A run the controller cancelled (`why`, e.g. "cancelled: the app is suspended") and
+    /// whose pod then stopped: `Cancelled`, with what it did before.
+    pub fn cancelled(why: &str, counts: &Counts) -> Self {
+        Self::ended(
+            RunPhase::Cancelled,
+            CANCELLED,
+            format!("{why}; {}", summary(counts)),
+        )
+    }
+
+    fn ended(phase: RunPhase, reason: &str, message: String) -> Self {
         Outcome {
             phase,
-            conditions: conditions_for(phase, e.reason(), &message, None),
+            reason: reason.to_string(),
+            conditions: conditions_for(phase, reason, &message, None),
             message,
         }
     }
@@ -138,10 +159,17 @@ pub fn decide(mode: Mode, counts: &Counts, o: &Observed) -> Outcome {
         .and_then(|l| l.message())
         .map(str::to_string);
     let (phase, reason, message) = match (mode, o.stopped) {
+        // Not a cancel (the controller marks those, see `Outcome::cancelled`): a pod deleted
+        // by a person, evicted or drained. What it wrote is counted; it stops for good.
         (_, Some(StopReason::Signal)) => (
-            RunPhase::Cancelled,
-            "Cancelled",
-            format!("cancelled; {}", summary(counts)),
+            RunPhase::Failed,
+            INTERRUPTED,
+            format!(
+                "interrupted: the sync pod was stopped (deleted, evicted or its node drained), \
+                 not cancelled; its in-flight writes finished and are counted, nothing more is \
+                 applied and the Job does not retry it; the next run continues; {}",
+                summary(counts)
+            ),
         ),
         (_, Some(StopReason::Timeout)) => (
             RunPhase::Failed,
@@ -206,6 +234,7 @@ pub fn decide(mode: Mode, counts: &Counts, o: &Observed) -> Outcome {
     });
     Outcome {
         phase,
+        reason: reason.to_string(),
         conditions,
         message,
     }
@@ -285,14 +314,37 @@ mod tests {
     }
 
     #[test]
-    fn signal_cancels_and_timeout_fails() {
+    fn a_signal_interrupts_for_good_and_timeout_fails() {
         let mut ob = observed(None);
         ob.stopped = Some(StopReason::Signal);
-        let o = decide(Mode::Apply, &Counts::default(), &ob);
+        let counts = Counts {
+            linked: 7,
+            ..Default::default()
+        };
+        let o = decide(Mode::Apply, &counts, &ob);
+        // Failed, Interrupted, and an exit code the podFailurePolicy fails the Job on.
         assert_eq!(
-            (o.phase, o.exit_code()),
-            (RunPhase::Cancelled, exit_code::CANCELLED)
+            (o.phase, o.reason.as_str(), o.exit_code()),
+            (RunPhase::Failed, INTERRUPTED, exit_code::INVALID)
         );
+        assert!(o.message.starts_with("interrupted: "), "{}", o.message);
+        assert!(o.message.contains("7 linked"), "{}", o.message);
+        let failed = o.conditions.iter().find(|c| c.type_ == FAILED).unwrap();
+        assert!(failed.status);
+        assert_eq!(failed.reason, INTERRUPTED);
+        // The controller's cancel keeps its own words in front of the counts.
+        let c = Outcome::cancelled("cancelled: the app is suspended", &counts);
+        assert_eq!(
+            (c.phase, c.reason.as_str(), c.exit_code()),
+            (RunPhase::Cancelled, CANCELLED, exit_code::CANCELLED)
+        );
+        assert!(
+            c.message
+                .starts_with("cancelled: the app is suspended; 0 accounts:"),
+            "{}",
+            c.message
+        );
+        assert!(!c.conditions.iter().any(|c| c.type_ == FAILED && c.status));
         ob.stopped = Some(StopReason::Timeout);
         let o = decide(Mode::Apply, &Counts::default(), &ob);
         assert_eq!(o.phase, RunPhase::Failed);

@@ -6,18 +6,18 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tracing::Instrument;
 
-use crate::api::{Direction, RunPhase, Stage, SyncRun, SyncRunStatus};
+use crate::api::{CANCEL_ANNOTATION, Direction, RunPhase, Stage, SyncRun, SyncRunStatus};
 
-use super::error::RunError;
+use super::error::{INTERRUPTED, RunError};
 use super::journal;
 use super::load;
 use super::outcome::{self, Observed, Outcome};
 use super::pipeline;
 use super::progress::{self, RunState, Tracker};
-use super::stop::Stop;
+use super::stop::{Stop, StopReason};
 
 /// Executes the SyncRun `namespace/name` and returns the process exit code.
 pub async fn execute(client: Client, namespace: &str, name: &str, stop: Stop) -> u8 {
@@ -88,11 +88,16 @@ async fn execute_run(
         previous.conditions.clone(),
         generation,
     );
-    let (mut outcome, code) = run_stages(&client, &namespace, &run, &tracker, &stop).await;
+    let (mut outcome, mut code) = run_stages(&client, &namespace, &run, &tracker, &stop).await;
     let _ = stop_reporter.send(true);
     let _ = reporter.await;
-    if outcome.phase == RunPhase::Cancelled {
-        keep_cancel_reason(&runs, name, &mut outcome).await;
+    // Stopped by a signal: the controller's cancel, or an interruption (the default).
+    if stop.reason() == Some(StopReason::Signal)
+        && outcome.reason == INTERRUPTED
+        && let Some(why) = cancelled(&runs, name).await
+    {
+        outcome = Outcome::cancelled(&why, &tracker.snapshot().counts);
+        code = outcome.exit_code();
     }
 
     tracker.update(|s| {
@@ -174,21 +179,31 @@ async fn load_and_run(
     observed
 }
 
-/// A run cancelled by the controller already says why ("cancelled: synchronization was
-/// disabled", in its `Cancelled` condition, which our progress writes do not own); the
-/// final status keeps that reason in front of the counts.
-async fn keep_cancel_reason(runs: &Api<SyncRun>, name: &str, outcome: &mut Outcome) {
-    let Ok(current) = runs.get(name).await else {
-        return;
-    };
-    let conditions = current.status.unwrap_or_default().conditions;
-    if let Some(reason) = crate::cluster::conditions::find(&conditions, "Cancelled")
-        .filter(|c| c.status == "True" && !c.message.is_empty())
-        .map(|c| c.message.clone())
-        && let Some(counts) = outcome.message.strip_prefix("cancelled; ")
-    {
-        outcome.message = format!("{reason}; {counts}");
+/// Why the controller cancelled the run, if it did: it marks the run (annotation) before
+/// deleting its Job, and a run deleted by a person takes its Job with it. Else the pod
+/// was stopped on its own (deleted, evicted, drained): `None`.
+async fn cancelled(runs: &Api<SyncRun>, name: &str) -> Option<String> {
+    match runs.get_opt(name).await {
+        Ok(Some(run)) => cancel_reason(&run),
+        Ok(None) => Some(DELETED.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the run to tell a cancel from an interruption");
+            None
+        }
     }
+}
+
+const DELETED: &str = "cancelled: the SyncRun was deleted";
+
+/// The controller's cancel reason on `run`, or that the run is being deleted.
+fn cancel_reason(run: &SyncRun) -> Option<String> {
+    if let Some(why) = run.annotations().get(CANCEL_ANNOTATION) {
+        return Some(why.clone());
+    }
+    run.metadata
+        .deletion_timestamp
+        .is_some()
+        .then(|| DELETED.to_string())
 }
 
 fn log_finished(outcome: &Outcome, fin: &RunState) {
@@ -209,4 +224,32 @@ fn log_finished(outcome: &Outcome, fin: &RunState) {
         peak_rss_kib = crate::telemetry::peak_rss_kib(),
         "run finished"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(metadata: serde_json::Value) -> SyncRun {
+        serde_json::from_value(serde_json::json!({
+            "metadata": metadata, "spec": {"appRef": {"name": "slack"}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_controllers_mark_or_a_deletion_is_a_cancel() {
+        let marked = run(serde_json::json!({"name": "r", "annotations": {
+            CANCEL_ANNOTATION: "cancelled: synchronization was disabled"}}));
+        assert_eq!(
+            cancel_reason(&marked).as_deref(),
+            Some("cancelled: synchronization was disabled")
+        );
+        let deleting = run(serde_json::json!({"name": "r",
+            "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["foregroundDeletion"]}));
+        assert_eq!(cancel_reason(&deleting).as_deref(), Some(DELETED));
+        // A pod deleted by a person, evicted or drained leaves the run unmarked.
+        let plain = run(serde_json::json!({"name": "r", "annotations": {"team": "a"}}));
+        assert_eq!(cancel_reason(&plain), None);
+    }
 }

@@ -201,21 +201,9 @@ async fn controller_deployment_runs_two_leader_elected_hardened_replicas() {
 async fn the_namespaced_component_confines_the_controller_to_one_namespace() {
     use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
     let cp = control_plane().await;
-    let dir = tempfile::tempdir().unwrap();
-    let deploy = pathdiff(&repo_path("deploy"), dir.path());
-    std::fs::write(
-        dir.path().join("kustomization.yaml"),
-        format!("resources: [{deploy}]\ncomponents: [{deploy}/components/namespaced]\n"),
-    )
-    .unwrap();
+    let (dir, rendered_yaml) = namespaced_install(cp).await;
     let overlay = dir.path().display().to_string();
-    let out = cp.kubectl(["kustomize", &overlay]).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let objects = parse_yaml(&String::from_utf8_lossy(&out.stdout)).expect("rendered YAML");
+    let objects = parse_yaml(&rendered_yaml).expect("rendered YAML");
     let of = |kind: &str| -> Vec<serde_json::Value> {
         objects
             .iter()
@@ -280,6 +268,99 @@ async fn the_namespaced_component_confines_the_controller_to_one_namespace() {
         !stdout.contains("clusterrole.rbac.authorization.k8s.io/catalogsync-controller"),
         "{stdout}"
     );
+}
+
+/// A kustomization of `deploy/` with the namespaced component (in a temp dir, kept while
+/// the guard lives), and its rendering.
+async fn namespaced_install(cp: &ControlPlane) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = pathdiff(&repo_path("deploy"), dir.path());
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!("resources: [{deploy}]\ncomponents: [{deploy}/components/namespaced]\n"),
+    )
+    .unwrap();
+    let out = cp
+        .kubectl(["kustomize", &dir.path().display().to_string()])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The namespaced install's controller reads its own pod's image (the sync Jobs' image)
+/// with its own ServiceAccount token, and no pod elsewhere. Its accounts, Roles and
+/// bindings applied for real into two fresh namespaces standing for catalogsync-system
+/// and catalogsync-apps, so that the ClusterRole other tests install lends it nothing.
+#[tokio::test]
+async fn the_namespaced_controller_reads_its_own_image_and_no_other_pods() {
+    use crate::harness::{assert_allowed, assert_forbidden};
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    let cp = control_plane().await;
+    let system = cp.new_namespace("own-image-system").await;
+    let apps = cp.new_namespace("own-image-apps").await;
+    let (_dir, yaml) = namespaced_install(cp).await;
+    let yaml = yaml
+        .replace("catalogsync-system", &system)
+        .replace("catalogsync-apps", &apps);
+    for o in parse_yaml(&yaml).expect("rendered YAML") {
+        let kind = o.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("");
+        if ["ServiceAccount", "Role", "RoleBinding"].contains(&kind) {
+            let ns = o.metadata.namespace.clone().expect("namespaced");
+            let doc = serde_json::to_string(&o).unwrap();
+            cp.apply_yaml(&ns, &doc).await.expect("apply RBAC");
+        }
+    }
+    let image = "registry.example/catalogsync:9.9.9";
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "catalogsync-controller-5d8f7-x2x9q"},
+        "spec": {"serviceAccountName": "catalogsync-controller",
+                 "automountServiceAccountToken": false,
+                 "containers": [{"name": "controller", "image": image}]}
+    }))
+    .unwrap();
+    let admin_pods: Api<Pod> = Api::namespaced(cp.admin_client(), &system);
+    let pod_name = admin_pods
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("the controller's pod")
+        .metadata
+        .name
+        .unwrap();
+
+    let ctl = cp.sa_client(&system, "catalogsync-controller").await;
+    let read = || catalogsync::cli::controller_image(&ctl, &system, &pod_name);
+    let found = crate::controller::eventually(30, "the controller reads its own image", || async {
+        read().await.ok()
+    })
+    .await;
+    assert_eq!(found.as_deref(), Some(image), "the sync Jobs' image");
+    // Its own namespace only: no pod of any other namespace, no pod writes.
+    assert_forbidden(
+        Api::<Pod>::namespaced(ctl.clone(), "default")
+            .list(&Default::default())
+            .await,
+        "list pods in another namespace",
+    );
+    assert_forbidden(
+        Api::<Pod>::namespaced(ctl.clone(), &system)
+            .delete(&pod_name, &Default::default())
+            .await,
+        "delete its own pod",
+    );
+    // The check can fail: without the component's Role binding it cannot read its pod.
+    Api::<RoleBinding>::namespaced(cp.admin_client(), &system)
+        .delete("catalogsync-controller-own-pod", &Default::default())
+        .await
+        .expect("unbind");
+    crate::controller::eventually(30, "the read refused without the binding", || async {
+        matches!(read().await, Err(kube::Error::Api(s)) if s.code == 403).then_some(())
+    })
+    .await;
+    assert_allowed(admin_pods.get(&pod_name).await, "the pod is still there");
 }
 
 /// `path` relative to `base` (kustomize wants relative paths to other kustomizations).

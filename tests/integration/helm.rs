@@ -196,6 +196,25 @@ fn chart_lints_with_default_and_namespaced_values() {
     }
 }
 
+/// `syncJob.ttl` reaches the controller as `CATALOGSYNC_JOB_TTL` (its `--job-ttl`), a
+/// duration it parses; unset, the controller's default (24 h) holds and nothing is rendered.
+#[test]
+fn sync_job_ttl_reaches_the_controller() {
+    let deployment = |extra: &[&str]| {
+        let rendered = objects(&render(SYSTEM_NS, extra));
+        let key = ("Deployment", SYSTEM_NS, "catalogsync-controller");
+        rendered[&(key.0.into(), key.1.into(), key.2.into())].clone()
+    };
+    let ttl = take_env(
+        &mut deployment(&["--set", "syncJob.ttl=72h"]),
+        "CATALOGSYNC_JOB_TTL",
+    );
+    assert_eq!(ttl.as_deref(), Some("72h"));
+    let parsed = catalogsync::api::parse_duration(&ttl.unwrap());
+    assert_eq!(parsed, Some(std::time::Duration::from_secs(72 * 3600)));
+    assert_eq!(take_env(&mut deployment(&[]), "CATALOGSYNC_JOB_TTL"), None);
+}
+
 #[test]
 fn chart_crds_are_the_crds_of_the_crds_dir() {
     let listing = |dir: &str| -> BTreeMap<String, String> {

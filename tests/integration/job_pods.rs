@@ -86,9 +86,8 @@ fn start_controller(cp: &ControlPlane, ns: &str, defaults: JobSettings) -> watch
     let (stop, rx) = watch::channel(false);
     let config = Config {
         job: JobConfig {
-            image: "registry.example/catalogsync:test".into(),
-            service_account: "catalogsync-sync-job".into(),
             defaults,
+            ..JobConfig::new("registry.example/catalogsync:test", "catalogsync-sync-job")
         },
         recheck: Duration::from_secs(300),
         namespace: Some(ns.into()),

@@ -137,19 +137,58 @@ impl Node {
         let started = Instant::now();
         self.kubectl(&["apply", "-k", &dir.to_string_lossy()])
             .await?;
-        self.kubectl(&[
-            "-n",
-            SYSTEM_NS,
-            "rollout",
-            "status",
-            &format!("deployment/{CONTROLLER}"),
-            "--timeout=120s",
-        ])
-        .await?;
+        self.rolled_out().await?;
         eprintln!(
             "node: deploy/ installed, controller rolled out in {:.1}s",
             started.elapsed().as_secs_f64()
         );
+        Ok(())
+    }
+
+    /// The controller Deployment's rollout, finished.
+    async fn rolled_out(&self) -> anyhow::Result<()> {
+        let deployment = format!("deployment/{CONTROLLER}");
+        let args = [
+            "-n",
+            SYSTEM_NS,
+            "rollout",
+            "status",
+            &deployment,
+            "--timeout=180s",
+        ];
+        self.kubectl(&args).await.map(drop)
+    }
+
+    /// `kubectl set env` on the controller Deployment (`NAME=VALUE`, or `NAME-` to remove
+    /// it), then the rollout, and a leader among the new pods.
+    async fn set_controller_env(&self, change: &str) -> anyhow::Result<()> {
+        let deployment = format!("deployment/{CONTROLLER}");
+        self.kubectl(&["-n", SYSTEM_NS, "set", "env", &deployment, change])
+            .await?;
+        self.rolled_out().await?;
+        let client = self.client().await;
+        let wanted = change.split_once('=');
+        let current = |pod: &Pod| {
+            let env = pod.spec.as_ref().and_then(|s| s.containers[0].env.clone());
+            let value = |name: &str| {
+                env.iter()
+                    .flatten()
+                    .find(|e| e.name == name)
+                    .and_then(|e| e.value.clone())
+            };
+            match wanted {
+                Some((name, v)) => value(name).as_deref() == Some(v),
+                None => value(change.trim_end_matches('-')).is_none(),
+            }
+        };
+        eventually(90, "a leader among the new controller pods", || async {
+            let (pods, holder) = controllers(&client).await;
+            let holder = holder?;
+            pods.iter()
+                .any(|p| p.name_any() == holder && ready(p) && current(p))
+                .then_some(())
+        })
+        .await;
         Ok(())
     }
 }
@@ -507,11 +546,12 @@ async fn node_deleting_the_leader_mid_run_hands_over_without_a_second_run() {
 }
 
 #[tokio::test]
-async fn node_deleting_a_running_sync_pod_ends_the_run_with_a_reason_and_true_counts() {
+async fn node_deleting_a_running_sync_pod_interrupts_the_run_with_true_counts() {
     let node = node().await;
     let _turn = TURN.lock().await;
     let client = node.client().await;
-    let (p, scenario) = long_run_product(&client, "node-podkill", 20_000).await;
+    let (p, _scenario) = long_run_product(&client, "node-podkill", 20_000).await;
+    let records_before = p.members("slack-users-accounts").await;
     p.request("slack", "one").await;
     let running = running_run(&p, "slack").await;
     let pods = eventually(30, "the sync pod running", || async {
@@ -525,15 +565,16 @@ async fn node_deleting_a_running_sync_pod_ends_the_run_with_a_reason_and_true_co
         .iter()
         .find(|pod| phase(pod) == Some("Running"))
         .unwrap();
+    let stage = p.runs().get(&running.name_any()).await.unwrap().status;
+    let stage = stage.and_then(|s| s.stage);
     Api::<Pod>::namespaced(client.clone(), &p.ns)
         .delete(&pod.name_any(), &DeleteParams::default())
         .await
         .expect("delete the sync pod");
 
+    // A person deleting the pod (or a drain) is no cancel: Failed, reason Interrupted.
     let a = p.outcome("slack", "one").await;
     let run = last_run(&a);
-    let phase = run.phase.expect("a phase");
-    assert!(phase.is_finished(), "{phase:?}");
     let full = p.runs().get(&run.name).await.unwrap().status.unwrap();
     let reasons: Vec<&str> = full
         .conditions
@@ -542,26 +583,154 @@ async fn node_deleting_a_running_sync_pod_ends_the_run_with_a_reason_and_true_co
         .map(|c| c.reason.as_str())
         .collect();
     eprintln!(
-        "node: a deleted sync pod: run {phase:?}, reasons {reasons:?}, message {:?}",
-        full.message
+        "node: a sync pod deleted at stage {stage:?}: run {:?}, reasons {reasons:?}, message {:?}",
+        run.phase, full.message
     );
+    assert_eq!(run.phase, Some(RunPhase::Failed), "{:?}", full.message);
+    let failed = full.conditions.iter().find(|c| c.type_ == "Failed");
+    assert_eq!(
+        failed.map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("True", "Interrupted"))
+    );
+    let message = full.message.clone().unwrap_or_default();
+    assert!(message.starts_with("interrupted: "), "{message}");
+    // Its exit code fails the Job through the podFailurePolicy: no retried pod applies.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &p.ns);
+    let why = eventually(60, "the Job Failed by its podFailurePolicy", || async {
+        let job = jobs.get(&run.name).await.ok()?;
+        let conditions = job.status?.conditions?;
+        let failed = conditions
+            .into_iter()
+            .find(|c| c.type_ == "Failed" && c.status == "True")?;
+        Some(failed.reason.unwrap_or_default())
+    })
+    .await;
+    assert_eq!(why, "PodFailurePolicy");
+    let retried: Vec<String> = run_pods(&p, &run.name)
+        .await
+        .iter()
+        .map(ResourceExt::name_any)
+        .filter(|name| *name != pod.name_any())
+        .collect();
+    assert!(retried.is_empty(), "not retried: {retried:?}");
+    // True counts: the in-flight writes finished and were counted, so the record group
+    // changed by exactly the records the run says it added and removed.
     let counts: Counts = full.counts.clone().unwrap_or_default();
-    // True counts: every account linked, by this run or before, is in the record group.
-    let linked = (counts.linked + counts.already_linked) as usize;
-    let recorded = p.members("slack-users-accounts").await;
-    if phase == RunPhase::Succeeded {
-        let slack = scenario.app("slack");
-        assert_eq!(
-            counts.app_accounts as usize,
-            slack.accounts().len() + 20_000
-        );
-        assert_eq!(recorded, linked, "records = linked accounts");
-    } else {
-        assert!(full.message.is_some_and(|m| !m.is_empty()), "a reason");
+    let records = p.members("slack-users-accounts").await as i64;
+    assert_eq!(
+        records,
+        records_before as i64 + counts.linked - counts.deleted,
+        "{counts:?}"
+    );
+    one_run_and_job(&p).await;
+}
+
+/// The deployed controller's `CATALOGSYNC_JOB_TTL`, set for one test and removed (the
+/// default, 24 h) afterwards; also if the test fails, without waiting then.
+struct JobTtl<'a> {
+    node: &'a Node,
+    restored: bool,
+}
+
+impl<'a> JobTtl<'a> {
+    async fn set(node: &'a Node, ttl: &str) -> JobTtl<'a> {
+        node.set_controller_env(&format!("CATALOGSYNC_JOB_TTL={ttl}"))
+            .await
+            .expect("set the Job TTL");
+        JobTtl {
+            node,
+            restored: false,
+        }
+    }
+
+    async fn restore(mut self) {
+        self.restored = true;
+        self.node
+            .set_controller_env("CATALOGSYNC_JOB_TTL-")
+            .await
+            .expect("restore the Job TTL");
+    }
+}
+
+impl Drop for JobTtl<'_> {
+    fn drop(&mut self) {
+        if !self.restored {
+            let _ = std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&self.node.kubeconfig)
+                .args(["-n", SYSTEM_NS, "set", "env"])
+                .arg(format!("deployment/{CONTROLLER}"))
+                .arg("CATALOGSYNC_JOB_TTL-")
+                .status();
+        }
+    }
+}
+
+/// The kube-controller-manager `hack/node.sh` started runs the TTL-after-finished
+/// controller (on by default: `--controllers=*`), as its log says.
+fn ttl_controller_started(node: &Node) -> bool {
+    let log = node
+        .kubeconfig
+        .with_file_name("logs")
+        .join("kube-controller-manager.log");
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    log.lines()
+        .any(|l| l.contains("Started controller") && l.contains("ttl-after-finished"))
+}
+
+#[tokio::test]
+async fn node_a_finished_job_goes_by_its_ttl_and_the_run_keeps_its_outcome() {
+    let node = node().await;
+    let _turn = TURN.lock().await;
+    let client = node.client().await;
+    assert!(
+        ttl_controller_started(node),
+        "kube-controller-manager runs ttl-after-finished"
+    );
+    let ttl = JobTtl::set(node, "3s").await;
+    let mut scenario = Scenario::demo();
+    scenario.apps.retain(|a| a.name == "slack");
+    let p = product(&client, "node-ttl", &scenario, &["slack"]).await;
+    p.request("slack", "ttl").await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &p.ns);
+    let job = eventually(60, "the run's Job", || async {
+        jobs.list(&ListParams::default()).await.ok()?.items.pop()
+    })
+    .await;
+    let seconds = job.spec.and_then(|s| s.ttl_seconds_after_finished);
+    assert_eq!(seconds, Some(3), "the controller's --job-ttl");
+    let run_name = crate::e2e::assert_demo_slack_succeeded(&p, &scenario, "ttl").await;
+    assert_eq!(job.metadata.name.as_ref(), Some(&run_name));
+    let finished = p.runs().get(&run_name).await.unwrap();
+
+    // Kubernetes' TTL-after-finished controller deletes the Job, and its pod with it.
+    let ended = Instant::now();
+    eventually(60, "the Job and its pod removed by the TTL", || async {
+        let job = jobs.get_opt(&run_name).await.ok()?;
+        (job.is_none() && run_pods(&p, &run_name).await.is_empty()).then_some(())
+    })
+    .await;
+    eprintln!(
+        "node: a finished Job (ttlSecondsAfterFinished 3) removed {:.1}s after its run ended",
+        ended.elapsed().as_secs_f64()
+    );
+
+    // The run keeps its outcome: the controller neither recreates the Job nor touches the
+    // run (a few reconciles' worth of time: the Job's deletion triggers one at once).
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
-            recorded >= counts.linked as usize,
-            "{recorded} records, {counts:?}"
+            jobs.get_opt(&run_name).await.unwrap().is_none(),
+            "no Job again"
+        );
+        let now = p.runs().get(&run_name).await.unwrap();
+        assert_eq!(now.status, finished.status, "the run's outcome unchanged");
+        assert_eq!(
+            now.status.as_ref().and_then(|s| s.phase),
+            Some(RunPhase::Succeeded)
         );
     }
-    one_run_and_job(&p).await;
+    let a = p.apps().get("slack").await.unwrap();
+    assert_eq!(last_run(&a).name, run_name, "still the app's last run");
+    ttl.restore().await;
 }

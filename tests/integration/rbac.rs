@@ -101,11 +101,7 @@ async fn grant_run_access(cp: &ControlPlane, ns: &str, run: &str) {
         .get(&run.spec.app_ref.name)
         .await
         .unwrap();
-    let config = JobConfig {
-        image: "catalogsync".into(),
-        service_account: "catalogsync-sync-job".into(),
-        defaults: Default::default(),
-    };
+    let config = JobConfig::new("catalogsync", "catalogsync-sync-job");
     let ctl = cp.sa_client(SYSTEM_NS, "catalogsync-controller").await;
     let pp = PostParams::default();
     assert_allowed(

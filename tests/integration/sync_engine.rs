@@ -652,10 +652,12 @@ async fn abort_and_plan_change_nothing() {
     assert_eq!(condition(&s, "LimitExceeded").status, "True");
 }
 
-/// Progress is written mid-run (not only at the end) and SIGTERM ends the run Cancelled
-/// with counts that match what was really created.
+/// Progress is written mid-run (not only at the end) and a SIGTERM the controller did not
+/// ask for (a pod deleted or evicted) ends the run Failed, `Interrupted`, not retried, with
+/// counts that match what was really created. (A cancel marks the run first and ends it
+/// `Cancelled`: the controller's tests.)
 #[tokio::test]
-async fn progress_is_reported_and_sigterm_cancels_with_exact_counts() {
+async fn progress_is_reported_and_sigterm_interrupts_with_exact_counts() {
     let w = World::new(
         "sync-cancel",
         json!({"onNoMatch": "CreateUser", "parallelism": 2}),
@@ -706,16 +708,25 @@ async fn progress_is_reported_and_sigterm_cancels_with_exact_counts() {
             .starts_with("applying:")
     );
 
-    // SIGTERM: no new writes, in-flight ones finish, final status Cancelled.
+    // SIGTERM: no new writes, in-flight ones finish, final status Failed, Interrupted,
+    // and the exit code the podFailurePolicy fails the Job on.
     let pid = child.id().unwrap() as i32;
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let st = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
         .expect("exits soon after SIGTERM")
         .unwrap();
-    assert_eq!(st.code(), Some(exit_code::CANCELLED as i32));
+    assert_eq!(st.code(), Some(exit_code::INVALID as i32));
     let s = w.status("long").await;
-    assert_eq!(s.phase, Some(RunPhase::Cancelled), "{s:?}");
+    assert_eq!(s.phase, Some(RunPhase::Failed), "{s:?}");
+    assert_eq!(condition(&s, "Failed").reason, "Interrupted");
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("interrupted: "),
+        "{s:?}"
+    );
     let created_in_domain = w.user_names(&w.idp).await.len() as i64;
     let c = s.counts.unwrap();
     assert_eq!(c.created, created_in_domain, "counts are exact");
@@ -900,11 +911,7 @@ async fn runs_as_the_sync_job_identity_with_credentials_from_env() {
         .synchronization
         .as_ref()
         .map(|s| s.policy_ref.name.as_str());
-    let config = catalogsync::controller::sync_run::job::JobConfig {
-        image: "catalogsync".into(),
-        service_account: sa.into(),
-        defaults: Default::default(),
-    };
+    let config = catalogsync::controller::sync_run::job::JobConfig::new("catalogsync", sa);
     use catalogsync::controller::sync_run::job::{access_binding, access_role};
     Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(admin.clone(), &w.ns)
         .create(&PostParams::default(), &access_role(&run, &app, policy))

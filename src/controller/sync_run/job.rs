@@ -33,8 +33,6 @@ pub const RUN_AS_USER: i64 = 65532;
 
 /// Attempts after the first failed pod; exit codes that retrying cannot fix fail at once.
 const BACKOFF_LIMIT: i32 = 2;
-/// Finished Jobs are removed after a day; the SyncRun keeps the outcome.
-const TTL_AFTER_FINISHED: i32 = 24 * 3600;
 /// The pod's termination grace period, seconds.
 const GRACE_PERIOD: i64 = 30;
 /// How far past the policy's timeout the Job's deadline lies: the engine's timer fires
@@ -53,6 +51,24 @@ pub struct JobConfig {
     pub service_account: String,
     /// Pod settings of every Job (`--job-defaults`), under each policy's `spec.job`.
     pub defaults: JobSettings,
+    /// How long a finished Job (and its pod, with its logs) stays before Kubernetes'
+    /// TTL-after-finished controller removes it (`--job-ttl`); the SyncRun keeps the outcome.
+    pub ttl_after_finished: Duration,
+}
+
+/// The default of `--job-ttl`: a day to read a finished run's pod logs.
+pub const DEFAULT_JOB_TTL: Duration = Duration::from_secs(24 * 3600);
+
+impl JobConfig {
+    /// Jobs of `image` under `service_account`, with no pod defaults, kept a day.
+    pub fn new(image: impl Into<String>, service_account: impl Into<String>) -> Self {
+        JobConfig {
+            image: image.into(),
+            service_account: service_account.into(),
+            defaults: JobSettings::default(),
+            ttl_after_finished: DEFAULT_JOB_TTL,
+        }
+    }
 }
 
 /// The labels of a run's Job and Pod. Only ours: user labels (e.g. Argo CD's
@@ -92,7 +108,7 @@ pub fn build(
             // The engine's own timer (from the run's start) ends a run Failed/Timeout; the
             // Job's deadline is the backstop past it and the pod's grace period.
             active_deadline_seconds: Some(timeout.as_secs().max(1) as i64 + DEADLINE_MARGIN),
-            ttl_seconds_after_finished: Some(TTL_AFTER_FINISHED),
+            ttl_seconds_after_finished: Some(ttl_seconds(config.ttl_after_finished)),
             pod_failure_policy: Some(pod_failure_policy()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -105,6 +121,11 @@ pub fn build(
         }),
         status: None,
     }
+}
+
+/// `ttlSecondsAfterFinished` of `ttl`: whole seconds, at most what the field holds.
+fn ttl_seconds(ttl: Duration) -> i32 {
+    i32::try_from(ttl.as_secs()).unwrap_or(i32::MAX)
 }
 
 /// Name of a run's own Role and RoleBinding (its Job's access to the API).
@@ -286,7 +307,8 @@ fn pod(container: Container, config: &JobConfig, settings: JobSettings) -> PodSp
             }),
             ..Default::default()
         }]),
-        // The engine stops cleanly on SIGTERM and writes Cancelled: its SCIM requests end
+        // The engine stops cleanly on SIGTERM and writes Cancelled (the controller cancelled
+        // the run) or Interrupted (a pod deleted or evicted): its SCIM requests end
         // within `HALT_DEADLINE` (8 s) of the signal, the records of writes made and the
         // final status follow well inside this.
         termination_grace_period_seconds: Some(GRACE_PERIOD),
@@ -492,11 +514,7 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
     }
 
     fn config() -> JobConfig {
-        JobConfig {
-            image: "registry.example/catalogsync:1.2.3".into(),
-            service_account: "catalogsync-sync-job".into(),
-            defaults: JobSettings::default(),
-        }
+        JobConfig::new("registry.example/catalogsync:1.2.3", "catalogsync-sync-job")
     }
 
     #[test]
@@ -516,7 +534,7 @@ spec: {appRef: {name: slack}, direction: Import, trigger: Schedule}
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(2));
         assert_eq!(spec.active_deadline_seconds, Some(5400 + 60));
-        assert!(spec.ttl_seconds_after_finished.unwrap() > 0);
+        assert_eq!(spec.ttl_seconds_after_finished, Some(24 * 3600));
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(
@@ -893,6 +911,22 @@ env: [{name: HTTPS_PROXY, value: default}, {name: NO_PROXY, value: .corp}]
         );
         assert_eq!(pod.volumes, plain.volumes);
         assert!(pod.host_network.is_none() && pod.host_pid.is_none());
+    }
+
+    #[test]
+    fn the_finished_job_ttl_is_the_controllers_setting() {
+        let (run, app, domain, policy) = objects();
+        let ttl = |secs: u64| {
+            let config = JobConfig {
+                ttl_after_finished: Duration::from_secs(secs),
+                ..config()
+            };
+            let job = build(&run, &app, &domain, Some(&policy), &config);
+            job.spec.unwrap().ttl_seconds_after_finished
+        };
+        assert_eq!(ttl(5), Some(5));
+        assert_eq!(ttl(0), Some(0), "removed as soon as it finishes");
+        assert_eq!(ttl(u64::MAX), Some(i32::MAX), "clamped, never wrapped");
     }
 
     #[test]

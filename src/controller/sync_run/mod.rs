@@ -35,8 +35,7 @@ use crate::controller::connectivity::SECRET_NOT_ALLOWED;
 
 pub use decide::{JobEnd, JobState, Step, blocking_run, decide, job_end};
 
-/// Set by the controller on a run it cancels, with the reason.
-pub const CANCEL_ANNOTATION: &str = "catalogsync.io/cancelled";
+pub use crate::api::CANCEL_ANNOTATION;
 
 /// True once the run's phase is final.
 pub fn is_finished(run: &SyncRun) -> bool {

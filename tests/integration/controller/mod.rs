@@ -58,11 +58,7 @@ impl RunningController {
     ) -> Self {
         let (stop, rx) = watch::channel(false);
         let config = Config {
-            job: JobConfig {
-                image: JOB_IMAGE.into(),
-                service_account: "catalogsync-sync-job".into(),
-                defaults: Default::default(),
-            },
+            job: JobConfig::new(JOB_IMAGE, "catalogsync-sync-job"),
             recheck,
             namespace: Some(ns.into()),
         };

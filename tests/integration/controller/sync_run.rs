@@ -693,11 +693,7 @@ async fn a_late_pending_never_overwrites_what_the_job_wrote() {
         &env.get_app().await,
         &env.api::<IdentityDomain>().get("corp").await.unwrap(),
         Some(&env.api::<SyncPolicy>().get("default").await.unwrap()),
-        &JobConfig {
-            image: JOB_IMAGE.into(),
-            service_account: "catalogsync-sync-job".into(),
-            defaults: Default::default(),
-        },
+        &JobConfig::new(JOB_IMAGE, "catalogsync-sync-job"),
     );
     env.api::<Job>()
         .create(&PostParams::default(), &job)
