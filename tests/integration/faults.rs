@@ -189,6 +189,8 @@ pub(crate) struct Tally {
     phases: std::collections::BTreeMap<String, u64>,
     /// After a SIGKILL: writes on the servers that the run's counts miss, per killed run.
     kill_lag: Vec<u64>,
+    /// Writes left in `status.inFlight` after a run: their outcome stayed unknown.
+    unknown: u64,
     failed: Vec<String>,
 }
 
@@ -197,11 +199,12 @@ impl Tally {
     fn kill_lag(&self) -> String {
         let lagging = self.kill_lag.iter().filter(|l| **l > 0).count();
         format!(
-            "after SIGKILL + retry: counts equal the servers in {} of {} runs; writes uncounted: {} in all, at most {} in one run",
+            "after SIGKILL + retry: counts equal the servers in {} of {} runs; writes uncounted: {} in all, at most {} in one run\nwrites whose outcome stayed unknown (left in status.inFlight): {}",
             self.kill_lag.len() - lagging,
             self.kill_lag.len(),
             self.kill_lag.iter().sum::<u64>(),
-            self.kill_lag.iter().max().unwrap_or(&0)
+            self.kill_lag.iter().max().unwrap_or(&0),
+            self.unknown
         )
     }
 
@@ -673,6 +676,7 @@ pub(crate) mod campaign {
         let lag = creates.saturating_sub(created) + deletes.saturating_sub(deleted);
         let over = created > creates || deleted > deletes;
         let unknown = status.in_flight.len() as u64;
+        tally.unknown += unknown;
         if s.process == Process::KillAndRetry {
             tally.kill_lag.push(lag);
         }
