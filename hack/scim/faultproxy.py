@@ -131,7 +131,7 @@ class Plan:
                 self.rate_garbled if writes else self.rate_bad_json
             ):
                 fault = "garbled" if writes else "badjson"
-            if fault is not None:
+            if fault is not None and fault != "garbled":  # counted once garbled
                 self.count(str(fault))
             return fault
 
@@ -150,6 +150,7 @@ class Plan:
     def garble(self, data: bytes) -> bytes:
         """An answer cut short: a proper prefix of a JSON object is never valid JSON."""
         with self.lock:
+            self.count("garbled")
             return data[: self.random.randint(0, max(len(data) - 1, 0))] or b'{"id": '
 
     def shift_page(self, method: str, path: str) -> tuple[bool, bool, int]:
