@@ -234,7 +234,8 @@ pub struct SyncRunStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<RunItem>,
     /// Writes started and not yet counted (the write-ahead journal, see [`InFlightWrite`]);
-    /// empty once the run ended.
+    /// once the run ended, only writes whose outcome stayed unknown (answer lost, lookup
+    /// failed): they may have happened and are not in the counts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub in_flight: Vec<InFlightWrite>,
     /// Conditions: Complete, Failed, LimitExceeded, Cancelled, Warning (True when the run

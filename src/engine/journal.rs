@@ -79,10 +79,15 @@ pub async fn enter(context: &Context, entries: impl Iterator<Item = InFlightWrit
     false
 }
 
-/// Empties the journal once no write is in flight: what is left never started, or failed
-/// and was counted as failed.
+/// Closes the journal once no write is in flight: what is left never started, or failed
+/// and was counted as failed; only writes whose outcome stayed unknown stay listed.
 pub fn close(tracker: &Tracker) {
-    tracker.update(|s| s.in_flight.clear());
+    tracker.update(close_state);
+}
+
+fn close_state(s: &mut RunState) {
+    let unknown = std::mem::take(&mut s.unknown);
+    s.in_flight.retain(|k, _| unknown.contains(k));
 }
 
 /// What a retried pod needs to look up its predecessor's writes.
@@ -215,6 +220,22 @@ mod tests {
             (2, 2, 1, 1)
         );
         assert!(s.in_flight.is_empty());
+    }
+
+    #[test]
+    fn closing_keeps_only_the_writes_whose_outcome_is_unknown() {
+        let mut s = RunState::default();
+        for id in ["never-started", "failed", "unknown"] {
+            s.in_flight.insert(
+                ("CreateUser".into(), id.into()),
+                entry("CreateUser", id, None),
+            );
+        }
+        s.keep_unknown("CreateUser", "unknown");
+        close_state(&mut s);
+        let left: Vec<&str> = s.in_flight.values().map(|e| e.id.as_str()).collect();
+        assert_eq!(left, ["unknown"]);
+        assert!(s.unknown.is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Run progress: the state workers update in memory, and the reporter task that writes it
 //! to the SyncRun's status every ~1.5 s (never per account), under the Job's field manager.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +40,9 @@ pub struct RunState {
     pub failures: Vec<RunItem>,
     /// The write-ahead journal: writes started and not yet counted, by action and id.
     pub in_flight: BTreeMap<(String, String), InFlightWrite>,
+    /// Journal entries whose write failed with its outcome unknown: they stay in the
+    /// journal when the apply ends.
+    pub unknown: BTreeSet<(String, String)>,
     pub conditions: Vec<DesiredCondition>,
     pub message: Option<String>,
 }
@@ -119,6 +122,13 @@ impl RunState {
     /// the write did, so that no status shows a write both counted and in flight.
     pub fn retire(&mut self, action: &str, id: &str) {
         self.in_flight.remove(&(action.to_string(), id.to_string()));
+    }
+
+    /// Leaves a journaled write in the journal past the apply: it may have happened (its
+    /// answer was lost or unreadable, and the lookup that would settle it failed), so the
+    /// status lists it in flight rather than guess.
+    pub fn keep_unknown(&mut self, action: &str, id: &str) {
+        self.unknown.insert((action.to_string(), id.to_string()));
     }
 
     /// A one-line description of the current activity.

@@ -32,7 +32,7 @@ use super::journal;
 use super::list::{self, Collect, Groups};
 use super::mapping::Mappings;
 use super::pipeline::{Context, PlanReport, Stages};
-use super::writes::{Writes, certainly_not_applied, removal_happened};
+use super::writes::{Writes, certainly_not_applied, settle_removal};
 
 /// The journal's action of a create: a recorded user's account is recreated.
 fn create_action(c: &Create) -> &'static str {
@@ -371,9 +371,8 @@ impl Applier<'_> {
                 self.create_conflict(c, body, &e).await
             }
             Err(e) => {
-                if certainly_not_applied(&e) {
-                    self.allowed.release(Kind::Create, 1);
-                }
+                self.writes
+                    .unsettled(self.allowed, Kind::Create, &e, create_action(c), &user.id);
                 self.writes
                     .record_failed(1, "CreateAccount", &user.user_name, &e);
             }
@@ -413,7 +412,12 @@ impl Applier<'_> {
         {
             Ok((v, _)) => v,
             Err(_) => {
-                // Cannot tell whether our create happened: the allowance stays taken.
+                // Cannot tell whether our create happened: the allowance stays taken, the
+                // create in the journal.
+                let action = create_action(c);
+                self.writes
+                    .tracker
+                    .update(|s| s.keep_unknown(action, &user.id));
                 return self
                     .writes
                     .record_failed(1, "CreateAccount", &user.user_name, e);
@@ -502,15 +506,7 @@ impl Applier<'_> {
             let op = PatchOp::new(vec![PatchOp::replace("active", json!(false))]);
             app.patch(USERS, &account.id, &op, None).await.map(|_| ())
         };
-        let result = match result {
-            Err(e)
-                if !certainly_not_applied(&e)
-                    && removal_happened(app, USERS, &account.id, !delete).await =>
-            {
-                Ok(())
-            }
-            r => r,
-        };
+        let result = settle_removal(app, USERS, &account.id, !delete, result).await;
         match result {
             Ok(()) => {
                 self.writes.tracker.update(|s| {
@@ -534,11 +530,10 @@ impl Applier<'_> {
                         .push((user.id.clone(), user.user_name.clone()));
                 }
             }
-            Err(e) => {
-                if certainly_not_applied(&e) {
-                    self.allowed.release(Kind::Delete, 1);
-                }
-                self.writes.failed(1, action, &account.user_name, &e);
+            Err(f) => {
+                self.writes
+                    .removal_failed(self.allowed, &f, action, &account.id);
+                self.writes.failed(1, action, &account.user_name, &f.error);
             }
         }
         self.writes.tracker.advance(1);

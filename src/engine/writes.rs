@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::scim::{ScimClient, ScimError};
 
+use super::limits::{Allowances, Kind};
 use super::progress::{Bucket, Tracker};
 use super::stop::{Stop, StopReason};
 
@@ -57,28 +58,75 @@ impl Writes {
         self.guard.record(n, 0);
     }
 
+    /// A journaled write (`action` on `id`) failed: its allowance returns when it certainly
+    /// did not happen; otherwise it stays taken and the write stays in the journal.
+    pub fn unsettled(
+        &self,
+        allowed: &Allowances,
+        kind: Kind,
+        e: &ScimError,
+        action: &str,
+        id: &str,
+    ) {
+        if certainly_not_applied(e) {
+            allowed.release(kind, 1);
+        } else {
+            self.tracker.update(|s| s.keep_unknown(action, id));
+        }
+    }
+
+    /// A removal failed (see [`settle_removal`]): its allowance returns when it certainly
+    /// did not happen, it stays in the journal when its outcome is unknown.
+    pub fn removal_failed(&self, allowed: &Allowances, f: &Failure, action: &str, id: &str) {
+        if f.unknown {
+            self.tracker.update(|s| s.keep_unknown(action, id));
+        } else if certainly_not_applied(&f.error) {
+            allowed.release(Kind::Delete, 1);
+        }
+    }
+
     /// `n` changes succeeded (the caller counts them).
     pub fn succeeded(&self, n: u64) {
         self.guard.record(n, 0);
     }
 }
 
-/// Whether a deactivation or deletion whose outcome is unknown (its answer lost, its retries
-/// spent, or cut short by a stop) happened after all: the object is read back, not guessed.
-/// True when it is gone, or (`deactivation`) inactive; false when it is not, or when it
-/// cannot be read either.
-pub async fn removal_happened(
+/// A failed write: its error, and whether its outcome stays unknown (it may have happened).
+pub struct Failure {
+    pub error: ScimError,
+    pub unknown: bool,
+}
+
+/// Settles a deactivation or deletion of `id`. A failure that may have been applied (its
+/// answer lost or unreadable, its retries spent, or cut short by a stop) is read back, not
+/// guessed: gone, or (`deactivation`) inactive, is success; an object that cannot be read
+/// leaves the outcome unknown.
+pub async fn settle_removal(
     client: &ScimClient,
     resource: &str,
     id: &str,
     deactivation: bool,
-) -> bool {
-    removal_outcome(client, resource, id, deactivation)
-        .await
-        .unwrap_or(false)
+    result: Result<(), ScimError>,
+) -> Result<(), Failure> {
+    let Err(error) = result else {
+        return Ok(());
+    };
+    if certainly_not_applied(&error) {
+        return Err(Failure {
+            error,
+            unknown: false,
+        });
+    }
+    match removal_outcome(client, resource, id, deactivation).await {
+        Some(true) => Ok(()),
+        outcome => Err(Failure {
+            error,
+            unknown: outcome.is_none(),
+        }),
+    }
 }
 
-/// As [`removal_happened`], `None` when the object cannot be read.
+/// Whether a removal happened, as the object reads now; `None` when it cannot be read.
 pub async fn removal_outcome(
     client: &ScimClient,
     resource: &str,

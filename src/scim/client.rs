@@ -304,7 +304,7 @@ impl ScimClient {
         let resp = self
             .send(Method::POST, &path, &[], Some(&body), None)
             .await?;
-        resp.json(&format!("POST {path}"))
+        resp.written(&Method::POST, &path)
     }
 
     /// PUT a whole resource, under `If-Match` when a version is given.
@@ -321,7 +321,7 @@ impl ScimClient {
         let resp = self
             .send(Method::PUT, &path, &[], Some(&body), if_match)
             .await?;
-        resp.json(&format!("PUT {path}"))
+        resp.written(&Method::PUT, &path)
     }
 
     /// PATCH a resource, under `If-Match` when a version is given. Returns the
@@ -342,7 +342,7 @@ impl ScimClient {
         if resp.body.is_empty() {
             return Ok(None);
         }
-        Ok(Some(resp.json(&format!("PATCH {path}"))?))
+        Ok(Some(resp.written(&Method::PATCH, &path)?))
     }
 
     /// DELETE a resource; `Ok(false)` when it was already gone.

@@ -78,8 +78,9 @@ pub enum ScimError {
     /// an earlier one may have been applied: either way the write may have happened.
     #[error("gave up after {attempts} attempts: {last}")]
     RetriesExhausted { attempts: u32, last: Box<ScimError> },
-    /// A create was sent and its answer lost (a timeout, a reset, a gateway error): it may
-    /// have been applied, so it is not sent again; the caller looks the object up.
+    /// A create was sent and its answer lost (a timeout, a reset, a gateway error), or a
+    /// write's success answer cannot be parsed: it may have been (or was) applied, so it is
+    /// not sent again; the caller looks the object up.
     #[error("{method} {path}: the outcome is unknown (the answer was lost): {last}")]
     OutcomeUnknown {
         method: String,
@@ -134,7 +135,7 @@ impl ScimError {
         self.kind() == Some(ErrorKind::Conflict)
     }
 
-    /// True when a create may have been applied although no answer said so.
+    /// True when a write may have been applied although no readable answer said so.
     pub fn is_outcome_unknown(&self) -> bool {
         matches!(self, ScimError::OutcomeUnknown { .. })
     }

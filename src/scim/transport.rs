@@ -32,6 +32,17 @@ impl RawResponse {
         serde_json::from_slice(&self.body)
             .map_err(|e| ScimError::Protocol(format!("malformed JSON in {what}: {e}")))
     }
+
+    /// The answer to a write the server accepted. One that cannot be parsed leaves what was
+    /// stored unknown, as a lost answer does: the caller looks it up instead of guessing.
+    pub(super) fn written<T: for<'de> Deserialize<'de>>(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Result<T> {
+        self.json(&format!("{method} {path}"))
+            .map_err(|e| unknown_outcome(method, path, e))
+    }
 }
 
 /// What came back for one attempt, whatever the status.
@@ -427,7 +438,7 @@ impl ScimClient {
     }
 }
 
-/// A create whose answer was lost.
+/// A write whose answer was lost or cannot be read.
 fn unknown_outcome(method: &Method, path: &str, last: ScimError) -> ScimError {
     ScimError::OutcomeUnknown {
         method: method.to_string(),
@@ -453,6 +464,31 @@ mod tests {
             let status = StatusCode::from_u16(status).unwrap();
             assert_eq!(may_have_applied(Ok(status)), maybe, "{status}");
         }
+    }
+
+    #[test]
+    fn an_unreadable_answer_to_a_write_leaves_its_outcome_unknown() {
+        let answer = RawResponse {
+            status: 201,
+            etag: None,
+            body: Bytes::from_static(br#"{"id": "abc", "userName": "#),
+        };
+        let e = answer
+            .written::<Value>(&Method::POST, "/Users")
+            .unwrap_err();
+        assert!(e.is_outcome_unknown(), "{e}");
+        assert!(e.to_string().contains("malformed JSON"), "{e}");
+        let read = answer.json::<Value>("GET /Users").unwrap_err();
+        assert!(
+            matches!(read, ScimError::Protocol(_)),
+            "a read stays a protocol error"
+        );
+        let whole = RawResponse {
+            body: Bytes::from_static(br#"{"id": "abc"}"#),
+            ..answer
+        };
+        let v: Value = whole.written(&Method::POST, "/Users").unwrap();
+        assert_eq!(v["id"], "abc");
     }
 
     #[test]

@@ -205,9 +205,8 @@ impl<'a> Applier<'a> {
                 self.create_conflict(account, subject, e).await
             }
             Err(e) => {
-                if writes::certainly_not_applied(&e) {
-                    self.allowed.release(Kind::Create, 1);
-                }
+                self.writes
+                    .unsettled(self.allowed, Kind::Create, &e, CREATE, account.id());
                 self.writes.failed(1, "CreateUser", &subject, &e);
             }
         }
@@ -228,8 +227,14 @@ impl<'a> Applier<'a> {
         let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
         let found = match self.context.domain.list(USERS, &attrs, Some(&filter)).await {
             Ok((users, _)) if !users.is_empty() => users,
-            // We cannot tell whether our create happened: keep the allowance.
-            _ => return self.writes.failed(1, "CreateUser", &subject, &e),
+            // We cannot tell whether our create happened: the allowance stays taken, the
+            // create in the journal.
+            _ => {
+                self.context
+                    .tracker
+                    .update(|s| s.keep_unknown(CREATE, account.id()));
+                return self.writes.failed(1, "CreateUser", &subject, &e);
+            }
         };
         if let Some(ours) = found
             .iter()
@@ -334,24 +339,12 @@ impl<'a> Applier<'a> {
         // A user already gone (also: our earlier attempt's answer was lost) needs only its
         // record removed; the record counts.
         let result = result.or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) });
-        let result = match result {
-            Err(e)
-                if !writes::certainly_not_applied(&e)
-                    && writes::removal_happened(
-                        &self.context.domain,
-                        USERS,
-                        &d.user_id,
-                        on == OnAccountDeleted::DeactivateUser,
-                    )
-                    .await =>
-            {
-                Ok(())
-            }
-            r => r,
-        };
+        let deactivation = on == OnAccountDeleted::DeactivateUser;
+        let domain = &self.context.domain;
+        let result = writes::settle_removal(domain, USERS, &d.user_id, deactivation, result).await;
+        let action = crate::engine::plan::deletion_action(on);
         match result {
             Ok(()) => {
-                let action = crate::engine::plan::deletion_action(on);
                 self.context.tracker.update(|s| {
                     s.counts.deleted += 1;
                     s.retire(action, &d.user_id);
@@ -359,12 +352,10 @@ impl<'a> Applier<'a> {
                 self.writes.succeeded(1);
                 self.push_removal(d, subject, true);
             }
-            Err(e) => {
-                if writes::certainly_not_applied(&e) {
-                    self.allowed.release(Kind::Delete, 1);
-                }
-                let action = crate::engine::plan::deletion_action(on);
-                self.writes.record_failed(1, action, &subject, &e);
+            Err(f) => {
+                self.writes
+                    .removal_failed(self.allowed, &f, action, &d.user_id);
+                self.writes.record_failed(1, action, &subject, &f.error);
             }
         }
         self.context.tracker.advance(1);

@@ -60,7 +60,13 @@ impl Removals<'_> {
             .ok()
             .flatten();
         let Some((members, _)) = members else {
-            // Unknown still: counted as failed, the allowance kept.
+            // Unknown still: counted as failed, the allowance kept, the removals in the
+            // journal.
+            self.context.tracker.update(|s| {
+                for p in &uncounted {
+                    s.keep_unknown(ACTION, &p.user_id);
+                }
+            });
             let n = uncounted.len() as u64;
             return self.writes.record_failed(n, ACTION, &chunk[0].subject, e);
         };
