@@ -155,6 +155,11 @@ pub struct Children {
     pub metrics: String,
     /// Stopped and reaped: their pids may belong to others now.
     stopped: bool,
+    /// How they were started: a restart of the controller starts it the same way.
+    binary: PathBuf,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    scope: Scope,
 }
 
 /// What the controller and the job runner serve, and how much they log.
@@ -176,32 +181,17 @@ pub async fn start_processes(
     kubeconfig: &Path,
     scope: &Scope,
 ) -> Result<Children> {
-    let [metrics_port] = control_plane::free_ports()?;
-    let mut env = vec![("KUBECONFIG", kubeconfig)];
-    if let Some(level) = &scope.log {
-        env.push(("RUST_LOG", Path::new(level)));
-    }
-    let only = |args: &mut Vec<String>| {
-        if let Some(ns) = &scope.namespace {
-            args.push(format!("--namespace={ns}"));
-        }
-    };
-    let mut args = vec![
-        "controller".into(),
-        format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-        "--job-image=catalogsync:dev".into(),
-        "--recheck-seconds=60".into(),
-    ];
-    only(&mut args);
-    let mut controller = spawn_child("controller", binary, &args, &env, dir)?;
+    let (mut controller, metrics) = spawn_controller(binary, dir, kubeconfig, scope)?;
+    let env = child_env(kubeconfig, scope);
     let mut args = vec![
         "dev-job-runner".into(),
         format!("--binary={}", binary.display()),
         format!("--kubeconfig={}", kubeconfig.display()),
     ];
-    only(&mut args);
+    if let Some(ns) = &scope.namespace {
+        args.push(format!("--namespace={ns}"));
+    }
     let runner = spawn_child("job-runner", binary, &args, &env, dir)?;
-    let metrics = format!("http://127.0.0.1:{metrics_port}");
     let log = dir.join("controller.log");
     wait_ready(&format!("{metrics}/readyz"), &mut controller, &log).await?;
     Ok(Children {
@@ -209,10 +199,66 @@ pub async fn start_processes(
         runner,
         metrics,
         stopped: false,
+        binary: binary.to_path_buf(),
+        dir: dir.to_path_buf(),
+        kubeconfig: kubeconfig.to_path_buf(),
+        scope: scope.clone(),
     })
 }
 
+/// The children's environment: KUBECONFIG, and `RUST_LOG` when the scope sets it.
+fn child_env<'a>(kubeconfig: &'a Path, scope: &'a Scope) -> Vec<(&'static str, &'a Path)> {
+    let mut env = vec![("KUBECONFIG", kubeconfig)];
+    if let Some(level) = &scope.log {
+        env.push(("RUST_LOG", Path::new(level)));
+    }
+    env
+}
+
+/// Spawns the controller on a free metrics port; returns it and its metrics URL.
+fn spawn_controller(
+    binary: &Path,
+    dir: &Path,
+    kubeconfig: &Path,
+    scope: &Scope,
+) -> Result<(Child, String)> {
+    let [metrics_port] = control_plane::free_ports()?;
+    let env = child_env(kubeconfig, scope);
+    let mut args = vec![
+        "controller".into(),
+        format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+        "--job-image=catalogsync:dev".into(),
+        "--recheck-seconds=60".into(),
+    ];
+    if let Some(ns) = &scope.namespace {
+        args.push(format!("--namespace={ns}"));
+    }
+    let controller = spawn_child("controller", binary, &args, &env, dir)?;
+    Ok((controller, format!("http://127.0.0.1:{metrics_port}")))
+}
+
 impl Children {
+    /// Restarts the controller alone (SIGTERM, then SIGKILL after 5 s; a new process, on a
+    /// new metrics port) and waits until the new one is ready; the job runner and the
+    /// Jobs' processes keep running, as a Deployment's rollout leaves the Jobs' pods.
+    pub async fn restart_controller(&mut self) -> Result<()> {
+        if self.stopped {
+            bail!("the controller and the job runner were stopped");
+        }
+        control_plane::stop_child(&self.controller);
+        let (controller, metrics) =
+            spawn_controller(&self.binary, &self.dir, &self.kubeconfig, &self.scope)?;
+        self.controller = controller;
+        self.metrics = metrics;
+        let log = self.dir.join("controller.log");
+        wait_ready(
+            &format!("{}/readyz", self.metrics),
+            &mut self.controller,
+            &log,
+        )
+        .await
+    }
+
     /// Stops both (SIGTERM, then SIGKILL after 5 s), the job runner first; once.
     pub fn stop(&mut self) {
         if std::mem::replace(&mut self.stopped, true) {

@@ -11,6 +11,7 @@ use kube::Api;
 use serde_json::json;
 
 use crate::sync_engine::{Via, World, condition};
+use catalogsync::dev::up;
 
 /// The `externalId`s of a tenant's users: an Import's creates carry their account's id.
 async fn external_ids(w: &World) -> Vec<String> {
@@ -172,6 +173,46 @@ async fn fault_campaign() {
     );
 }
 
+/// The controller campaign: [`Scenario::draw`]'s state, limits and network faults, each
+/// run a SyncRun the controller gives a Job the job runner runs (a world, a controller and
+/// a job runner per scenario), with a process fault of the controller's: a restart
+/// mid-apply, or a Replace (a second run requested while one applies; or while a Plan
+/// run plans, which Replace must not cancel). The same invariants, with a Replace's two
+/// runs each within its limits and their counts summing to the servers' changes; the new
+/// run created only once the replaced run's Job (and so its pod) is gone. CI runs 8
+/// scenarios; `CATALOGSYNC_FAULT_CONTROLLER_SCENARIOS`, `CATALOGSYNC_FAULT_SEED` and
+/// `CATALOGSYNC_FAULT_FIRST` choose the campaign.
+#[tokio::test]
+async fn fault_campaign_controller() {
+    let scenarios: u64 = env_number("CATALOGSYNC_FAULT_CONTROLLER_SCENARIOS", 8);
+    let seed: u64 = env_number("CATALOGSYNC_FAULT_SEED", 1);
+    let first: u64 = env_number("CATALOGSYNC_FAULT_FIRST", 0);
+    let mut tally = Tally::default();
+    for i in first..scenarios {
+        let s = Scenario::draw_controlled(seed, i);
+        let started = Instant::now();
+        let violations = campaign::run_controlled(&s, &mut tally).await;
+        println!(
+            "controller scenario {i}: {} {:?}, {:.0?}, {} violations",
+            s.process.name(),
+            s.direction,
+            started.elapsed(),
+            violations.len()
+        );
+        if !violations.is_empty() {
+            tally
+                .failed
+                .push(format!("scenario {i} ({s:?}): {violations:?}"));
+        }
+    }
+    println!("{}", tally.table(scenarios - first.min(scenarios), seed));
+    assert!(
+        tally.failed.is_empty(),
+        "invariant violations:\n{}",
+        tally.failed.join("\n")
+    );
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -282,6 +323,32 @@ pub(crate) enum Process {
     None,
     Sigterm,
     KillAndRetry,
+    /// Through the controller and the job runner: the controller restarted mid-apply.
+    ControllerRestart,
+    /// Through the controller and the job runner, `concurrencyPolicy: Replace`: a second
+    /// run requested while the first applies; with `plan`, the first is a Plan run, which
+    /// Replace must not stop.
+    Replace {
+        plan: bool,
+    },
+}
+
+impl Process {
+    /// Whether the run goes through the controller and the job runner.
+    fn controlled(self) -> bool {
+        matches!(self, Process::ControllerRestart | Process::Replace { .. })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Process::None => "none",
+            Process::Sigterm => "SIGTERM",
+            Process::KillAndRetry => "SIGKILL+retry",
+            Process::ControllerRestart => "controller restart",
+            Process::Replace { plan: false } => "Replace",
+            Process::Replace { plan: true } => "Replace of a Plan run",
+        }
+    }
 }
 
 impl Scenario {
@@ -327,8 +394,31 @@ impl Scenario {
         }
     }
 
+    /// A scenario of the controller campaign: [`Scenario::draw`]'s state, limits and
+    /// network faults, with a controller restart or a Replace as its process fault.
+    pub(crate) fn draw_controlled(seed: u64, i: u64) -> Self {
+        use rand::{Rng, SeedableRng};
+        let mut s = Self::draw(seed, i);
+        let mut r = rand::rngs::StdRng::seed_from_u64(
+            seed.wrapping_mul(7_000_003).wrapping_add(i) ^ 0x5eed,
+        );
+        s.process = [
+            Process::ControllerRestart,
+            Process::Replace { plan: false },
+            Process::Replace { plan: false },
+            Process::Replace { plan: true },
+        ][r.random_range(0..4)];
+        s
+    }
+
     fn policy(&self) -> serde_json::Value {
+        let concurrency = if matches!(self.process, Process::Replace { .. }) {
+            "Replace"
+        } else {
+            "Forbid"
+        };
         json!({
+            "concurrencyPolicy": concurrency,
             "onNoMatch": if self.create_users { "CreateUser" } else { "Ignore" },
             "onAccountDeleted": self.on_deleted,
             "parallelism": self.parallelism,
@@ -415,18 +505,56 @@ pub(crate) mod campaign {
 
     /// Runs one scenario in `w` (fresh, from [`world`]); returns the invariants it broke.
     pub(crate) async fn run_in(w: &World, s: &Scenario, tally: &mut Tally) -> Vec<String> {
+        run_with(w, s, tally, None).await
+    }
+
+    /// Runs one scenario of the controller campaign in a world of its own, served by a
+    /// controller and a job runner of its own (only its namespace): every run, the rerun
+    /// too, is a SyncRun the controller gives a Job. Their logs stay in a kept directory
+    /// when an invariant broke.
+    pub(super) async fn run_controlled(s: &Scenario, tally: &mut Tally) -> Vec<String> {
+        let w = world(s).await;
+        let dir = tempfile::tempdir().unwrap();
+        let scope = up::Scope {
+            namespace: Some(w.ns.clone()),
+            log: Some("info".into()),
+        };
+        let binary = crate::sync_engine::binary();
+        let mut children = up::start_processes(binary, dir.path(), w.cp.kubeconfig_path(), &scope)
+            .await
+            .expect("the controller and the job runner started");
+        let mut v = run_with(&w, s, tally, Some(&mut children)).await;
+        children.stop();
+        if !v.is_empty() {
+            v.push(format!("logs in {}", dir.keep().display()));
+        }
+        v
+    }
+
+    /// Runs one scenario in `w`: with `ctl`, through the controller and the job runner.
+    async fn run_with(
+        w: &World,
+        s: &Scenario,
+        tally: &mut Tally,
+        ctl: Option<&mut up::Children>,
+    ) -> Vec<String> {
         *tally
             .directions
             .entry(format!("{:?}", s.direction))
             .or_default() += 1;
         match s.direction {
-            Direction::Import => import(w, s, tally).await,
-            Direction::Provision => provision(w, s, tally).await,
+            Direction::Import => import(w, s, tally, ctl).await,
+            Direction::Provision => provision(w, s, tally, ctl).await,
         }
     }
 
     /// Import: users created for accounts, recorded users whose account is gone acted on.
-    async fn import(w: &World, s: &Scenario, tally: &mut Tally) -> Vec<String> {
+    async fn import(
+        w: &World,
+        s: &Scenario,
+        tally: &mut Tally,
+        ctl: Option<&mut up::Children>,
+    ) -> Vec<String> {
         let linked = seed(w, "idp", "linked", s.linked, &[]).await;
         let gone_granted = seed(w, "idp", "gone", s.gone_granted, &[]).await;
         let gone_revoked = seed(w, "idp", "left", s.gone_revoked, &[]).await;
@@ -458,12 +586,13 @@ pub(crate) mod campaign {
         let candidates: Vec<String> = [gone_granted.clone(), gone_revoked.clone()].concat();
         let users_before = users(&w.idp).await;
 
+        let mut v = Vec::new();
         // Shifts delete only accounts of nobody: no user's deletion depends on them.
-        let (status, shifted) = faulty_run(w, s, &unmatched, tally).await;
+        let controlled = ctl.is_some();
+        let (statuses, shifted) = faulty_run(w, s, &unmatched, tally, ctl, &mut v).await;
         // An account a shift added is one more of nobody: a user may be created for it.
         account_ids.extend(shifted.added.iter().cloned());
 
-        let mut v = Vec::new();
         let after = users(&w.idp).await;
         let records = w.records().await;
         let grants = w.members().await;
@@ -495,7 +624,7 @@ pub(crate) mod campaign {
                 v.push(format!("revoked user {u} was granted again"));
             }
         }
-        check_run(&mut v, s, &status, creates, deletes, tally);
+        check_runs(&mut v, s, &statuses, creates, deletes, tally);
 
         // A clean rerun, limits lifted: every created user ends up recorded.
         Api::<catalogsync::api::SyncPolicy>::namespaced(w.cp.admin_client(), &w.ns)
@@ -506,7 +635,7 @@ pub(crate) mod campaign {
             )
             .await
             .unwrap();
-        let (_, rerun) = w.run("rerun", "Apply").await;
+        let rerun = rerun(w, "Import", controlled).await;
         let records = w.records().await;
         let now = users(&w.idp).await;
         for (id, account) in created {
@@ -530,7 +659,12 @@ pub(crate) mod campaign {
 
     /// Provision: accounts created for granted users, accounts of revoked users
     /// deactivated or deleted; linked, adopted and unmatched accounts left standing.
-    async fn provision(w: &World, s: &Scenario, tally: &mut Tally) -> Vec<String> {
+    async fn provision(
+        w: &World,
+        s: &Scenario,
+        tally: &mut Tally,
+        ctl: Option<&mut up::Children>,
+    ) -> Vec<String> {
         let linked = seed(w, "idp", "linked", s.linked, &[]).await;
         let gone = seed(w, "idp", "gone", s.gone_granted, &[]).await;
         let pending = seed(w, "idp", "pending", s.to_create, &[]).await;
@@ -569,11 +703,12 @@ pub(crate) mod campaign {
             .await;
         let before = users(&w.app).await;
 
+        let mut v = Vec::new();
         // Shifts add and delete only accounts of nobody, which the engine leaves alone.
-        let (status, shifted) = faulty_run(w, s, &unmatched, tally).await;
+        let controlled = ctl.is_some();
+        let (statuses, shifted) = faulty_run(w, s, &unmatched, tally, ctl, &mut v).await;
         standing.retain(|a| !shifted.removed.contains(a));
 
-        let mut v = Vec::new();
         let after = users(&w.app).await;
         let new = |id: &&String| !before.contains_key(*id) && !shifted.added.contains(*id);
         let created: Vec<String> = after
@@ -600,12 +735,12 @@ pub(crate) mod campaign {
         if w.members().await != grants_before {
             v.push("the grant group changed (Provision never writes it)".into());
         }
-        check_run(&mut v, s, &status, creates, deletes, tally);
+        check_runs(&mut v, s, &statuses, creates, deletes, tally);
 
         // A clean rerun, limits lifted: every created account recorded, every deleted
         // account's record removed.
         w.set_provisioning(json!({"limits": null})).await;
-        let (_, rerun) = w.provision("rerun", "Apply").await;
+        let rerun = rerun(w, "Provision", controlled).await;
         let records = w.records().await;
         for ext in &created {
             if !records.contains(ext) {
@@ -638,44 +773,62 @@ pub(crate) mod campaign {
         }
     }
 
-    /// The invariants of both directions: the limits held, the run ended in a phase with a
-    /// reason, and its counts are what the servers show (after a SIGKILL too: the lag, which
-    /// only writes left in flight may explain, is tallied).
-    fn check_run(
+    /// The invariants of both directions: the limits held, every run ended in a phase
+    /// with a reason, and their counts are what the servers show (after a SIGKILL too:
+    /// the lag, which only writes left in flight may explain, is tallied). With a Replace
+    /// there are two runs: each run's counts within its limits, the servers' changes at
+    /// most the limits of the runs that wrote, and equal to the sum of their counts.
+    fn check_runs(
         v: &mut Vec<String>,
         s: &Scenario,
-        status: &SyncRunStatus,
+        statuses: &[SyncRunStatus],
         creates: u64,
         deletes: u64,
         tally: &mut Tally,
     ) {
-        let check = |v: &mut Vec<String>, what: &str, n: u64, max: Option<u64>| {
-            if max.is_some_and(|m| n > m) {
-                v.push(format!("{what} {n} > {max:?}"));
+        let check = |v: &mut Vec<String>, what: &str, n: u64, max: Option<u64>, runs: u64| {
+            if max.is_some_and(|m| n > m * runs) {
+                v.push(format!("{what} {n} > {max:?} × {runs} runs"));
             }
         };
-        check(v, "creates", creates, s.max_creates);
-        check(v, "deletes", deletes, s.max_deletes);
-        check(v, "changes", creates + deletes, s.max_changes);
-        let phase_ok = status.phase.is_some_and(|p| p.is_finished())
-            && status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && !c.reason.is_empty());
-        if !phase_ok {
-            v.push(format!(
-                "the run did not end in a phase with a reason: {:?}",
-                status.phase
-            ));
+        let (mut created, mut deleted, mut unknown) = (0, 0, 0);
+        for (i, status) in statuses.iter().enumerate() {
+            let phase_ok = status.phase.is_some_and(|p| p.is_finished())
+                && status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && !c.reason.is_empty());
+            if !phase_ok {
+                v.push(format!(
+                    "run {i} did not end in a phase with a reason: {:?}",
+                    status.phase
+                ));
+            }
+            let c = status.counts.clone().unwrap_or_default();
+            let (c, d) = (c.created.max(0) as u64, c.deleted.max(0) as u64);
+            check(v, &format!("run {i}: counted creates"), c, s.max_creates, 1);
+            check(v, &format!("run {i}: counted deletes"), d, s.max_deletes, 1);
+            check(
+                v,
+                &format!("run {i}: counted changes"),
+                c + d,
+                s.max_changes,
+                1,
+            );
+            created += c;
+            deleted += d;
+            unknown += status.in_flight.len() as u64;
         }
+        // The runs that may have written (a Plan run is not among them).
+        let writers = statuses.len() as u64;
+        check(v, "creates", creates, s.max_creates, writers);
+        check(v, "deletes", deletes, s.max_deletes, writers);
+        check(v, "changes", creates + deletes, s.max_changes, writers);
         // Exact counts: what the servers show, also after a SIGKILL (the retried pod settles
         // the journal). Only writes the status still lists in flight (their outcome
         // unknown: the servers could not be read) may be missing from them.
-        let c = status.counts.clone().unwrap_or_default();
-        let (created, deleted) = (c.created.max(0) as u64, c.deleted.max(0) as u64);
         let lag = creates.saturating_sub(created) + deletes.saturating_sub(deleted);
         let over = created > creates || deleted > deletes;
-        let unknown = status.in_flight.len() as u64;
         tally.unknown += unknown;
         if s.process == Process::KillAndRetry {
             tally.kill_lag.push(lag);
@@ -689,13 +842,16 @@ pub(crate) mod campaign {
 
     /// The scenario's run under its faults (the proxy's plan, with page shifts that may
     /// delete `deletable` accounts, and the process fault); tallies them and returns the
-    /// final status and the shifts' accounts, with the proxy's faults off again.
+    /// final status of every run (two with a Replace) and the shifts' accounts, with the
+    /// proxy's faults off again. Violations of the controller's own rules go to `v`.
     async fn faulty_run(
         w: &World,
         s: &Scenario,
         deletable: &[String],
         tally: &mut Tally,
-    ) -> (SyncRunStatus, Shifted) {
+        ctl: Option<&mut up::Children>,
+        v: &mut Vec<String>,
+    ) -> (Vec<SyncRunStatus>, Shifted) {
         let shift = json!({"rate": if s.shift { 0.5 } else { 0.0 },
                            "users": "/app/scim/v2/Users", "deletable": deletable});
         w.proxy()
@@ -707,23 +863,23 @@ pub(crate) mod campaign {
             )
             .await;
         let direction = format!("{:?}", s.direction);
-        let status = execute(w, &direction, s.process).await;
-        *tally
-            .process
-            .entry(match s.process {
-                Process::None => "none",
-                Process::Sigterm => "SIGTERM",
-                Process::KillAndRetry => "SIGKILL+retry",
-            })
-            .or_default() += 1;
+        let statuses = match ctl {
+            Some(ctl) if s.process.controlled() => {
+                controlled::execute(w, &direction, s.process, ctl, tally, v).await
+            }
+            _ => vec![execute(w, &direction, s.process).await],
+        };
+        *tally.process.entry(s.process.name()).or_default() += 1;
         let stats = w.proxy().stats().await;
         for (k, v) in stats["injected"].as_object().into_iter().flatten() {
             *tally.injected.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
         }
-        *tally
-            .phases
-            .entry(format!("{:?}", status.phase))
-            .or_default() += 1;
+        for status in &statuses {
+            *tally
+                .phases
+                .entry(format!("{:?}", status.phase))
+                .or_default() += 1;
+        }
         w.proxy().plan(json!({})).await;
         let ids = |k: &str| -> HashSet<String> {
             serde_json::from_value(stats["shifted"][k].clone()).unwrap_or_default()
@@ -732,7 +888,39 @@ pub(crate) mod campaign {
             added: ids("added"),
             removed: ids("removed"),
         };
-        (status, shifted)
+        (statuses, shifted)
+    }
+
+    /// A clean Apply run towards `direction`: the engine executed here, or (`controlled`)
+    /// a SyncRun the controller runs; its final status.
+    async fn rerun(w: &World, direction: &str, controlled: bool) -> SyncRunStatus {
+        if !controlled {
+            return match direction {
+                "Import" => w.run("rerun", "Apply").await.1,
+                _ => w.provision("rerun", "Apply").await.1,
+            };
+        }
+        w.new_run_towards("rerun", direction, "Apply").await;
+        controlled::finished(w, "rerun").await
+    }
+
+    /// Waits until the run has started applying (or ended first).
+    async fn until_applying(w: &World, run: &str) {
+        let runs: Api<SyncRun> = Api::namespaced(w.cp.admin_client(), &w.ns);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let st = runs
+                .get_opt(run)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.status)
+                .unwrap_or_default();
+            if st.stage == Some(Stage::Applying) || st.phase.is_some_and(|p| p.is_finished()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Runs the scenario's run with its process fault; returns the final status.
@@ -743,21 +931,8 @@ pub(crate) mod campaign {
             return w.status("faulty").await;
         }
         let mut child = w.command("faulty").spawn().unwrap();
-        let runs: Api<SyncRun> = Api::namespaced(w.cp.admin_client(), &w.ns);
-        let deadline = Instant::now() + Duration::from_secs(60);
         // Strike once the apply started (or the run ended first).
-        while Instant::now() < deadline {
-            let st = runs
-                .get("faulty")
-                .await
-                .ok()
-                .and_then(|r| r.status)
-                .unwrap_or_default();
-            if st.stage == Some(Stage::Applying) || st.phase.is_some_and(|p| p.is_finished()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_applying(w, "faulty").await;
         match process {
             Process::Sigterm => {
                 let pid = child.id().unwrap() as i32;
@@ -772,5 +947,194 @@ pub(crate) mod campaign {
             }
         }
         w.status("faulty").await
+    }
+
+    /// The process faults of the controller campaign: SyncRuns the controller gives Jobs
+    /// the job runner runs.
+    mod controlled {
+        use super::*;
+        use catalogsync::api::{CatalogApp, Mode};
+        use k8s_openapi::api::batch::v1::Job;
+        use kube::ResourceExt;
+        use kube::api::{ListParams, Patch, PatchParams};
+
+        /// How long a run may take through the controller.
+        const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
+        /// Waits for the run's end; its final status.
+        pub(super) async fn finished(w: &World, run: &str) -> SyncRunStatus {
+            let runs: Api<SyncRun> = Api::namespaced(w.cp.admin_client(), &w.ns);
+            let deadline = Instant::now() + RUN_TIMEOUT;
+            loop {
+                let st = runs
+                    .get_opt(run)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.status)
+                    .unwrap_or_default();
+                if st.phase.is_some_and(|p| p.is_finished()) || Instant::now() > deadline {
+                    return st;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+
+        /// Asks the controller for a run towards `direction` (`requested-at: token`).
+        async fn request(w: &World, token: &str, direction: &str) {
+            Api::<CatalogApp>::namespaced(w.cp.admin_client(), &w.ns)
+                .patch(
+                    "slack",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {
+                        "catalogsync.io/requested-at": token,
+                        "catalogsync.io/requested-direction": direction,
+                    }}})),
+                )
+                .await
+                .expect("annotate");
+        }
+
+        /// The namespace's SyncRuns.
+        async fn runs(w: &World) -> Vec<SyncRun> {
+            Api::<SyncRun>::namespaced(w.cp.admin_client(), &w.ns)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+        }
+
+        /// The process fault through the controller; the final statuses of its runs, the
+        /// first first. Breaks of Replace's rules go to `v`.
+        pub(super) async fn execute(
+            w: &World,
+            direction: &str,
+            process: Process,
+            ctl: &mut up::Children,
+            tally: &mut Tally,
+            v: &mut Vec<String>,
+        ) -> Vec<SyncRunStatus> {
+            match process {
+                Process::ControllerRestart => {
+                    w.new_run_towards("faulty", direction, "Apply").await;
+                    until_applying(w, "faulty").await;
+                    ctl.restart_controller()
+                        .await
+                        .expect("the controller restarted");
+                    vec![finished(w, "faulty").await]
+                }
+                Process::Replace { plan } => replace(w, direction, plan, tally, v).await,
+                _ => unreachable!("not a process fault of the controller"),
+            }
+        }
+
+        /// A run, then while it applies (or plans) a second requested under Replace. An
+        /// Apply run of the same direction is cancelled and the new run starts only once
+        /// its Job (deleted in the foreground: after its pod) is gone; a Plan run is not
+        /// cancelled, the new run waits for its end.
+        async fn replace(
+            w: &World,
+            direction: &str,
+            plan: bool,
+            tally: &mut Tally,
+            v: &mut Vec<String>,
+        ) -> Vec<SyncRunStatus> {
+            let first = if plan {
+                w.new_run_towards("first", direction, "Plan").await;
+                "first".to_string()
+            } else {
+                request(w, "first", direction).await;
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    if let Some(r) = runs(w).await.first() {
+                        break r.name_any();
+                    }
+                    assert!(Instant::now() < deadline, "no run for the first request");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            until_applying(w, &first).await;
+            let jobs: Api<Job> = Api::namespaced(w.cp.admin_client(), &w.ns);
+            let old_job = jobs.get_opt(&first).await.unwrap().is_some();
+            request(w, "second", direction).await;
+            let deadline = Instant::now() + RUN_TIMEOUT;
+            let second = loop {
+                // The runs, then the old Job: a new run seen before a read that still finds
+                // the Job started while the old pod could still write.
+                let old = runs(w).await;
+                let job_there = jobs.get_opt(&first).await.unwrap().is_some_and(|j| {
+                    // A Job that ended by itself (its run finished) holds nothing.
+                    j.status
+                        .as_ref()
+                        .is_none_or(|s| s.succeeded.unwrap_or(0) == 0 && s.failed.unwrap_or(0) == 0)
+                        || j.metadata.deletion_timestamp.is_some()
+                });
+                if let Some(r) = old.iter().find(|r| r.name_any() != first) {
+                    let first_run = old.iter().find(|r| r.name_any() == first);
+                    let first_active = first_run
+                        .and_then(|r| r.status.as_ref()?.phase)
+                        .is_none_or(|p| !p.is_finished());
+                    if job_there && first_active {
+                        v.push(format!(
+                            "run {} created while the run {first} it replaces still had its Job",
+                            r.name_any()
+                        ));
+                    } else if job_there {
+                        // Finished but its Job (pod) not yet gone: only a cancelled run's
+                        // pod may still write.
+                        let cancelled = first_run
+                            .and_then(|r| r.status.as_ref()?.phase)
+                            .is_some_and(|p| p == RunPhase::Cancelled);
+                        if cancelled {
+                            v.push(format!(
+                                "run {} created while the cancelled run {first}'s Job was still there",
+                                r.name_any()
+                            ));
+                        }
+                    }
+                    break r.name_any();
+                }
+                assert!(Instant::now() < deadline, "no run for the second request");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let first_status = finished(w, &first).await;
+            let second_status = finished(w, &second).await;
+            let cancelled = first_status.phase == Some(RunPhase::Cancelled);
+            if plan && cancelled {
+                v.push(format!("Replace cancelled the Plan run {first}"));
+            }
+            let first_mode = runs(w)
+                .await
+                .iter()
+                .find(|r| r.name_any() == first)
+                .map(|r| r.spec.mode);
+            if plan && first_mode != Some(Mode::Plan) {
+                v.push(format!("run {first} is no Plan run: {first_mode:?}"));
+            }
+            *tally
+                .process
+                .entry(match (old_job, cancelled) {
+                    (_, true) => "Replace: first run cancelled",
+                    (true, false) => "Replace: first run let end",
+                    (false, false) => "Replace: first run ended before the second request",
+                })
+                .or_default() += 1;
+            if plan {
+                // A Plan run writes nothing and counts what it would do: only its end counts.
+                let ended = first_status.phase.is_some_and(|p| p.is_finished())
+                    && first_status
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && !c.reason.is_empty());
+                if !ended {
+                    v.push(format!(
+                        "the Plan run {first} did not end in a phase with a reason: {:?}",
+                        first_status.phase
+                    ));
+                }
+                return vec![second_status];
+            }
+            vec![first_status, second_status]
+        }
     }
 }
