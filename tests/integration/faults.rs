@@ -408,6 +408,16 @@ impl Scenario {
             Process::Replace { plan: false },
             Process::Replace { plan: true },
         ][r.random_range(0..4)];
+        // Something to apply, and slow enough answers (a share trickles over 0.2–2 s) for
+        // the restart or the second request to land while the first run applies; a run
+        // that aborts at its limits applies nothing, so Replace applies up to the limit.
+        s.rate_slow = s.rate_slow.max(0.4);
+        s.create_users = true;
+        s.unmatched = s.unmatched.max(10);
+        s.to_create = s.to_create.max(10);
+        if s.process == (Process::Replace { plan: false }) {
+            s.up_to_limit = true;
+        }
         s
     }
 
@@ -1018,9 +1028,24 @@ pub(crate) mod campaign {
                 Process::ControllerRestart => {
                     w.new_run_towards("faulty", direction, "Apply").await;
                     until_applying(w, "faulty").await;
+                    let runs: Api<SyncRun> = Api::namespaced(w.cp.admin_client(), &w.ns);
+                    let ended = |r: Option<SyncRun>| {
+                        r.and_then(|r| r.status?.phase)
+                            .is_some_and(|p| p.is_finished())
+                    };
+                    let before = ended(runs.get_opt("faulty").await.unwrap());
                     ctl.restart_controller()
                         .await
                         .expect("the controller restarted");
+                    let after = ended(runs.get_opt("faulty").await.unwrap());
+                    *tally
+                        .process
+                        .entry(match (before, after) {
+                            (false, false) => "restart: run active across it",
+                            (false, true) => "restart: run ended during it",
+                            _ => "restart: run ended before it",
+                        })
+                        .or_default() += 1;
                     vec![finished(w, "faulty").await]
                 }
                 Process::Replace { plan } => replace(w, direction, plan, tally, v).await,
