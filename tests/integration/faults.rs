@@ -417,6 +417,10 @@ impl Scenario {
         s.to_create = s.to_create.max(10);
         if s.process == (Process::Replace { plan: false }) {
             s.up_to_limit = true;
+            // Room for writes both runs: limits of at least 5.
+            for l in [&mut s.max_creates, &mut s.max_changes] {
+                *l = l.map(|m| m.max(5));
+            }
         }
         s
     }
@@ -862,6 +866,11 @@ pub(crate) mod campaign {
         ctl: Option<&mut up::Children>,
         v: &mut Vec<String>,
     ) -> (Vec<SyncRunStatus>, Shifted) {
+        if ctl.is_some() {
+            // The controller checks the app through the proxy too: its faults start once
+            // the app is Ready, as a run's would in a running cluster.
+            controlled::app_ready(w).await;
+        }
         let shift = json!({"rate": if s.shift { 0.5 } else { 0.0 },
                            "users": "/app/scim/v2/Users", "deletable": deletable});
         w.proxy()
@@ -990,6 +999,28 @@ pub(crate) mod campaign {
             }
         }
 
+        /// Waits (up to a minute) until the controller reports the app Ready.
+        pub(super) async fn app_ready(w: &World) {
+            let apps = Api::<CatalogApp>::namespaced(w.cp.admin_client(), &w.ns);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                let ready = apps
+                    .get("slack")
+                    .await
+                    .ok()
+                    .and_then(|a| a.status)
+                    .is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    });
+                if ready {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+
         /// Asks the controller for a run towards `direction` (`requested-at: token`).
         async fn request(w: &World, token: &str, direction: &str) {
             Api::<CatalogApp>::namespaced(w.cp.admin_client(), &w.ns)
@@ -1069,12 +1100,19 @@ pub(crate) mod campaign {
                 "first".to_string()
             } else {
                 request(w, "first", direction).await;
-                let deadline = Instant::now() + Duration::from_secs(60);
+                let deadline = Instant::now() + Duration::from_secs(120);
                 loop {
                     if let Some(r) = runs(w).await.first() {
                         break r.name_any();
                     }
-                    assert!(Instant::now() < deadline, "no run for the first request");
+                    if Instant::now() > deadline {
+                        let app = Api::<CatalogApp>::namespaced(w.cp.admin_client(), &w.ns)
+                            .get("slack")
+                            .await
+                            .unwrap();
+                        v.push(format!("no run for the first request: {:?}", app.status));
+                        return vec![];
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             };
