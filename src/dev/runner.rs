@@ -141,7 +141,11 @@ pub async fn run(
                     })
                 });
                 if job.metadata.deletion_timestamp.is_some() {
-                    stop(&running, &uid);
+                    // A running process is stopped; its task releases the Job once it
+                    // ended. Nothing runs: the Job is released now.
+                    if !stop(&running, &uid) {
+                        tokio::spawn(release_foreground(client.clone(), job));
+                    }
                     continue;
                 }
                 let started = job.status.as_ref().is_some_and(|s| s.start_time.is_some());
@@ -157,16 +161,19 @@ pub async fn run(
                 tokio::spawn(async move {
                     let name =
                         format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any());
-                    if let Err(e) = execute(client, &config, job, rx).await {
+                    if let Err(e) = execute(client.clone(), &config, job.clone(), rx).await {
                         tracing::warn!(job = %name, error = %e, "dev-job-runner: running the Job failed");
                     }
                     running
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .remove(&uid);
+                    release_foreground(client, job).await;
                 });
             }
-            Ok(Event::Delete(job)) => stop(&running, &job.uid().unwrap_or_default()),
+            Ok(Event::Delete(job)) => {
+                stop(&running, &job.uid().unwrap_or_default());
+            }
             Ok(Event::Init | Event::InitDone) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "dev-job-runner: watch error");
@@ -187,13 +194,47 @@ pub async fn run(
     Ok(())
 }
 
-fn stop(running: &Running, uid: &str) {
-    if let Some(tx) = running
+/// Stops the Job's process, if one runs; whether one did.
+fn stop(running: &Running, uid: &str) -> bool {
+    match running
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(uid)
     {
-        let _ = tx.send(());
+        Some(tx) => {
+            let _ = tx.send(());
+            true
+        }
+        None => false,
+    }
+}
+
+/// The garbage collector's part, which a control plane without a controller manager
+/// lacks: a Job deleted in the foreground waits (`foregroundDeletion` finalizer) for its
+/// pod; once its process is gone (it ended, or never ran here), the finalizer is dropped
+/// and the Job goes. A Job not being deleted is left alone.
+async fn release_foreground(client: Client, job: Job) {
+    let api: Api<Job> = Api::namespaced(client, &job.namespace().unwrap_or_default());
+    let Ok(Some(job)) = api.get_opt(&job.name_any()).await else {
+        return;
+    };
+    let gc = "foregroundDeletion";
+    if job.metadata.deletion_timestamp.is_none() || !job.finalizers().iter().any(|f| f == gc) {
+        return;
+    }
+    let kept: Vec<&String> = job.finalizers().iter().filter(|f| *f != gc).collect();
+    // Optimistic: a Job changed meanwhile is released on its next event.
+    let patch = json!({"metadata": {"finalizers": kept,
+                                    "resourceVersion": job.resource_version()}});
+    if let Err(e) = api
+        .patch(
+            &job.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        tracing::warn!(job = %job.name_any(), error = %e, "dev-job-runner: releasing the deleted Job failed");
     }
 }
 
