@@ -156,6 +156,11 @@ pub struct Children {
     /// Stopped and reaped: their pids may belong to others now.
     stopped: bool,
     /// How they were started: a restart of the controller starts it the same way.
+    start: Box<Start>,
+}
+
+/// How the children were started.
+struct Start {
     binary: PathBuf,
     dir: PathBuf,
     kubeconfig: PathBuf,
@@ -199,10 +204,12 @@ pub async fn start_processes(
         runner,
         metrics,
         stopped: false,
-        binary: binary.to_path_buf(),
-        dir: dir.to_path_buf(),
-        kubeconfig: kubeconfig.to_path_buf(),
-        scope: scope.clone(),
+        start: Box::new(Start {
+            binary: binary.to_path_buf(),
+            dir: dir.to_path_buf(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            scope: scope.clone(),
+        }),
     })
 }
 
@@ -246,11 +253,11 @@ impl Children {
             bail!("the controller and the job runner were stopped");
         }
         control_plane::stop_child(&self.controller);
-        let (controller, metrics) =
-            spawn_controller(&self.binary, &self.dir, &self.kubeconfig, &self.scope)?;
+        let s = &self.start;
+        let (controller, metrics) = spawn_controller(&s.binary, &s.dir, &s.kubeconfig, &s.scope)?;
         self.controller = controller;
         self.metrics = metrics;
-        let log = self.dir.join("controller.log");
+        let log = self.start.dir.join("controller.log");
         wait_ready(
             &format!("{}/readyz", self.metrics),
             &mut self.controller,
