@@ -82,6 +82,10 @@ struct Args {
     /// RSS stays the engine's own, which it reports.
     #[arg(long)]
     wrap: Option<String>,
+    /// Skip the lower bound (to profile the engine alone: a 100,000-account lower bound
+    /// takes as long as the engine).
+    #[arg(long)]
+    engine_only: bool,
     /// Also write every measurement as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -229,6 +233,7 @@ async fn run(mut args: Args) -> Result<()> {
         let world = World::new(cp, n, args.parallelism, command.clone(), dir.clone()).await?;
         let world = World {
             deletions: args.deletions.unwrap_or(one_percent(n)),
+            engine_only: args.engine_only,
             ..world
         };
         for &shape in &args.shapes {
@@ -299,6 +304,8 @@ struct World {
     logs: PathBuf,
     /// The engine's command line before `sync --run …`.
     command: Vec<String>,
+    /// No lower bound is taken (`--engine-only`).
+    engine_only: bool,
 }
 
 /// The `attributes=` the engine's pager sends: `id` first, then the rest.
@@ -388,6 +395,7 @@ impl World {
             accounts: n,
             parallelism: parallelism.max(1) as usize,
             deletions: one_percent(n),
+            engine_only: false,
             domain_ids,
             groups: [
                 (app.grant_group_name(), app.group_mark(GroupRole::Grant)),
@@ -424,6 +432,9 @@ impl World {
             let e = self.run_engine(setup).await?;
             engine.push(e);
             self.delete_created_users(setup).await?;
+            if self.engine_only {
+                continue;
+            }
 
             self.set_groups(&members).await?;
             self.stats(true).await?;
@@ -1032,9 +1043,10 @@ impl Expected {
     }
 }
 
+/// The median; NaN for none (no lower bound under `--engine-only`).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn header() -> String {
@@ -1048,7 +1060,10 @@ fn row(m: &Measurement) -> String {
     let lb = median(m.lower_bound.iter().map(|l| l.wall_s).collect());
     let cpu = median(m.engine.iter().map(|e| e.user_s + e.sys_s).collect());
     let rss = m.engine.iter().map(|e| e.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
-    let (e, l) = (&m.engine[0], &m.lower_bound[0]);
+    let e = &m.engine[0];
+    let (l_domain, l_app) = m.lower_bound.first().map_or(("-".into(), "-".into()), |l| {
+        (l.domain.brief(), l.app.brief())
+    });
     format!(
         "| {} | {:?} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.1} | {:.1} | {} / {} | {} / {} | {} |",
         m.accounts,
@@ -1063,9 +1078,9 @@ fn row(m: &Measurement) -> String {
         cpu * 1e6 / m.accounts as f64,
         rss,
         e.domain.brief(),
-        l.domain.brief(),
+        l_domain,
         e.app.brief(),
-        l.app.brief(),
+        l_app,
         m.engine.len(),
     )
 }

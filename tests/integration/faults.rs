@@ -148,29 +148,15 @@ async fn a_killed_attempt_is_never_applied_twice() {
 /// `CATALOGSYNC_FAULT_FIRST` skips the scenarios before it (to replay one).
 #[tokio::test]
 async fn fault_campaign() {
-    let scenarios: u64 = env_number("CATALOGSYNC_FAULT_SCENARIOS", 30);
-    let seed: u64 = env_number("CATALOGSYNC_FAULT_SEED", 1);
-    let first: u64 = env_number("CATALOGSYNC_FAULT_FIRST", 0);
-    let mut tally = Tally::default();
-    for i in first..scenarios {
-        let s = Scenario::draw(seed, i);
-        let violations = campaign::run(&s, &mut tally).await;
-        if !violations.is_empty() {
-            tally
-                .failed
-                .push(format!("scenario {i} ({s:?}): {violations:?}"));
-        }
-    }
-    println!(
-        "{}\n{}",
-        tally.table(scenarios - first.min(scenarios), seed),
-        tally.kill_lag()
-    );
-    assert!(
-        tally.failed.is_empty(),
-        "invariant violations:\n{}",
-        tally.failed.join("\n")
-    );
+    let (tally, seed, ran) = run_campaign(
+        "CATALOGSYNC_FAULT_SCENARIOS",
+        30,
+        Scenario::draw,
+        async |_, s, tally| campaign::run(s, tally).await,
+    )
+    .await;
+    println!("{}\n{}", tally.table(ran, seed), tally.kill_lag());
+    tally.assert_clean();
 }
 
 /// The controller campaign: [`Scenario::draw`]'s state, limits and network faults, each
@@ -184,33 +170,51 @@ async fn fault_campaign() {
 /// `CATALOGSYNC_FAULT_FIRST` choose the campaign.
 #[tokio::test]
 async fn fault_campaign_controller() {
-    let scenarios: u64 = env_number("CATALOGSYNC_FAULT_CONTROLLER_SCENARIOS", 8);
-    let seed: u64 = env_number("CATALOGSYNC_FAULT_SEED", 1);
-    let first: u64 = env_number("CATALOGSYNC_FAULT_FIRST", 0);
+    let (tally, seed, ran) = run_campaign(
+        "CATALOGSYNC_FAULT_CONTROLLER_SCENARIOS",
+        8,
+        Scenario::draw_controlled,
+        async |i, s, tally| {
+            let started = Instant::now();
+            let violations = campaign::run_controlled(s, tally).await;
+            println!(
+                "controller scenario {i}: {} {:?}, {:.0?}, {} violations",
+                s.process.name(),
+                s.direction,
+                started.elapsed(),
+                violations.len()
+            );
+            violations
+        },
+    )
+    .await;
+    println!("{}", tally.table(ran, seed));
+    tally.assert_clean();
+}
+
+/// Runs the scenarios `CATALOGSYNC_FAULT_FIRST..$count_var` (default `default`) of the
+/// campaign of `CATALOGSYNC_FAULT_SEED`, each drawn by `draw` and run by `run` (given its number), and
+/// returns the tally with the seed and the number of scenarios run.
+async fn run_campaign(
+    count_var: &str,
+    default: u64,
+    draw: fn(u64, u64) -> Scenario,
+    run: impl AsyncFn(u64, &Scenario, &mut Tally) -> Vec<String>,
+) -> (Tally, u64, u64) {
+    let scenarios = env_number(count_var, default);
+    let seed = env_number("CATALOGSYNC_FAULT_SEED", 1);
+    let first = env_number("CATALOGSYNC_FAULT_FIRST", 0);
     let mut tally = Tally::default();
     for i in first..scenarios {
-        let s = Scenario::draw_controlled(seed, i);
-        let started = Instant::now();
-        let violations = campaign::run_controlled(&s, &mut tally).await;
-        println!(
-            "controller scenario {i}: {} {:?}, {:.0?}, {} violations",
-            s.process.name(),
-            s.direction,
-            started.elapsed(),
-            violations.len()
-        );
+        let s = draw(seed, i);
+        let violations = run(i, &s, &mut tally).await;
         if !violations.is_empty() {
             tally
                 .failed
                 .push(format!("scenario {i} ({s:?}): {violations:?}"));
         }
     }
-    println!("{}", tally.table(scenarios - first.min(scenarios), seed));
-    assert!(
-        tally.failed.is_empty(),
-        "invariant violations:\n{}",
-        tally.failed.join("\n")
-    );
+    (tally, seed, scenarios - first.min(scenarios))
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -236,6 +240,15 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
+    /// Fails with every violation the campaign found.
+    fn assert_clean(&self) {
+        assert!(
+            self.failed.is_empty(),
+            "invariant violations:\n{}",
+            self.failed.join("\n")
+        );
+    }
+
     /// How far the counts of killed runs lag behind the servers.
     fn kill_lag(&self) -> String {
         let lagging = self.kill_lag.iter().filter(|l| **l > 0).count();
@@ -975,7 +988,7 @@ pub(crate) mod campaign {
         use catalogsync::api::{CatalogApp, Mode};
         use k8s_openapi::api::batch::v1::Job;
         use kube::ResourceExt;
-        use kube::api::{ListParams, Patch, PatchParams};
+        use kube::api::ListParams;
 
         /// How long a run may take through the controller.
         const RUN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -1023,17 +1036,8 @@ pub(crate) mod campaign {
 
         /// Asks the controller for a run towards `direction` (`requested-at: token`).
         async fn request(w: &World, token: &str, direction: &str) {
-            Api::<CatalogApp>::namespaced(w.cp.admin_client(), &w.ns)
-                .patch(
-                    "slack",
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"annotations": {
-                        "catalogsync.io/requested-at": token,
-                        "catalogsync.io/requested-direction": direction,
-                    }}})),
-                )
-                .await
-                .expect("annotate");
+            let apps = Api::<CatalogApp>::namespaced(w.cp.admin_client(), &w.ns);
+            crate::controller::request(&apps, token, Some(direction)).await;
         }
 
         /// The namespace's SyncRuns.

@@ -322,17 +322,7 @@ spec:
 
     /// Sets `requested-at` to `token` and `requested-direction` to `direction` (absent: Both).
     pub(crate) async fn request(&self, token: &str, direction: Option<&str>) {
-        self.api::<CatalogApp>()
-            .patch(
-                "slack",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {
-                    "catalogsync.io/requested-at": token,
-                    "catalogsync.io/requested-direction": direction,
-                }}})),
-            )
-            .await
-            .expect("annotate");
+        request(&self.api::<CatalogApp>(), token, direction).await;
     }
 
     async fn patch_app_spec(&self, spec: serde_json::Value) {
@@ -371,6 +361,21 @@ fn app_cond(a: &CatalogApp, t: &str) -> Option<(String, String)> {
 }
 
 /// The `requested-at` value the controller last handled.
+/// Requests a run of the app `slack` as a person does: `requested-at` set to `token`,
+/// `requested-direction` to `direction` (absent: Both).
+pub(crate) async fn request(apps: &Api<CatalogApp>, token: &str, direction: Option<&str>) {
+    apps.patch(
+        "slack",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {
+            "catalogsync.io/requested-at": token,
+            "catalogsync.io/requested-direction": direction,
+        }}})),
+    )
+    .await
+    .expect("annotate");
+}
+
 pub(crate) fn requested_echo(a: &CatalogApp) -> Option<&str> {
     a.status.as_ref()?.last_handled_requested_at.as_deref()
 }
