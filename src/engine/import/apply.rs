@@ -41,11 +41,10 @@ pub(crate) const RECORD_BATCH: usize = 50;
 /// The journal's action of an Import's create.
 const CREATE: &str = "CreateUser";
 
-/// The journal's action of a deletion's write to the user, if it makes one (a revoked
-/// user's record, and `RemoveRecord`, only change the groups: journaled with the removals).
-fn user_write(d: &Deletion, on: OnAccountDeleted) -> Option<&'static str> {
-    (d.granted && on != OnAccountDeleted::RemoveRecord)
-        .then(|| crate::engine::plan::deletion_action(on))
+/// The journal's action of a deletion's write to the user, if it makes one (`RemoveRecord`
+/// only changes the groups: journaled with the removals).
+fn user_write(on: OnAccountDeleted) -> Option<&'static str> {
+    (on != OnAccountDeleted::RemoveRecord).then(|| crate::engine::plan::deletion_action(on))
 }
 
 /// A user to grant and record after the parallel stage; its account already landed.
@@ -122,7 +121,7 @@ impl<'a> Applier<'a> {
         // one had in flight.
         let entries = |w: &Work| match w {
             Work::Create(a) => vec![journal::entry(CREATE, self.accounts.get(*a).id(), None)],
-            Work::Delete(d) => user_write(d, plan.on_deleted)
+            Work::Delete(d) => user_write(plan.on_deleted_for(d))
                 .map(|action| journal::entry(action, &d.user_id, None))
                 .into_iter()
                 .collect(),
@@ -131,7 +130,7 @@ impl<'a> Applier<'a> {
             .for_each_concurrent(self.context.parallelism.max(1), |work| async move {
                 match work {
                     Work::Create(a) => self.create(a).await,
-                    Work::Delete(d) => self.delete(d, plan.on_deleted).await,
+                    Work::Delete(d) => self.delete(d, plan.on_deleted_for(d)).await,
                 }
                 // Records follow the creates in small batches, not after the whole stage:
                 // a run killed mid-apply leaves few created users unrecorded.
@@ -304,18 +303,14 @@ impl<'a> Applier<'a> {
             });
     }
 
+    /// Deletes (per `on`, the deletion's own policy) one confirmed deletion.
     async fn delete(&self, d: &Deletion, on: OnAccountDeleted) {
         if self.writes.stopping() || !self.allowed.try_reserve(Kind::Delete, 1) {
             return;
         }
         let subject = self.deletion_subject(d);
-        // A revoked user's record, or RemoveRecord: only the groups change, batched after
-        // the parallel stage and counted when the PATCH succeeds.
-        let on = if d.granted {
-            on
-        } else {
-            OnAccountDeleted::RemoveRecord
-        };
+        // RemoveRecord (also a revoked user's): only the groups change, batched after the
+        // parallel stage and counted when the PATCH succeeds.
         let result = match on {
             OnAccountDeleted::RemoveRecord => return self.push_removal(d, subject, false),
             OnAccountDeleted::DeactivateUser => self

@@ -169,10 +169,16 @@ impl ImportPlan {
 
     /// The action of a deletion under this plan's policy.
     pub fn deletion_action(&self, d: &Deletion) -> &'static str {
+        deletion_action(self.on_deleted_for(d))
+    }
+
+    /// What becomes of a deletion's user: the policy's `onAccountDeleted` for a granted
+    /// user; a revoked user's record is only removed.
+    pub fn on_deleted_for(&self, d: &Deletion) -> OnAccountDeleted {
         if d.granted {
-            deletion_action(self.on_deleted)
+            self.on_deleted
         } else {
-            "RemoveRecord"
+            OnAccountDeleted::RemoveRecord
         }
     }
 
