@@ -33,16 +33,23 @@ impl Change {
     }
 }
 
-/// The digest of a plan: SHA-256 over its changes sorted, each one JSON line (JSON quoting
-/// keeps values with commas or newlines unambiguous), as `sha256:` and 64 hex digits. The
-/// same changes in any order give the same digest.
-pub fn digest(changes: &mut [Change]) -> String {
-    changes.sort_unstable();
+/// The digest of a plan, as `sha256:` and 64 hex digits: SHA-256 over the SHA-256 of each
+/// change (its JSON line: JSON quoting keeps values with commas or newlines unambiguous),
+/// those sorted. The same changes in any order give the same digest, and the changes are
+/// never all held at once: at 100,000 links they were 30 MB, their hashes are 3.2 MB.
+pub fn digest(changes: impl Iterator<Item = Change>) -> String {
+    let mut line = Vec::new();
+    let mut hashes: Vec<[u8; 32]> = changes
+        .map(|c| {
+            line.clear();
+            serde_json::to_writer(&mut line, &c).expect("a change serializes");
+            Sha256::digest(&line).into()
+        })
+        .collect();
+    hashes.sort_unstable();
     let mut hasher = Sha256::new();
-    for c in changes.iter() {
-        let line = serde_json::to_vec(c).expect("a change serializes");
-        hasher.update(&line);
-        hasher.update(b"\n");
+    for h in &hashes {
+        hasher.update(h);
     }
     format!("sha256:{:x}", hasher.finalize())
 }
@@ -89,7 +96,7 @@ mod tests {
 
     #[test]
     fn the_same_plan_in_another_order_has_the_same_digest() {
-        let d = digest(&mut changes());
+        let d = digest(changes().into_iter());
         assert!(d.starts_with("sha256:") && d.len() == 7 + 64, "{d}");
         assert!(
             d[7..]
@@ -98,15 +105,15 @@ mod tests {
         );
         let mut reversed = changes();
         reversed.reverse();
-        assert_eq!(digest(&mut reversed), d);
+        assert_eq!(digest(reversed.into_iter()), d);
         let mut rotated = changes();
         rotated.rotate_left(1);
-        assert_eq!(digest(&mut rotated), d);
+        assert_eq!(digest(rotated.into_iter()), d);
     }
 
     #[test]
     fn any_change_to_the_plan_changes_the_digest() {
-        let d = digest(&mut changes());
+        let d = digest(changes().into_iter());
         let variants: [fn(&mut Vec<Change>); 6] = [
             |c| c[0].action = "CreateUser",
             |c| c[1].target = "a-9".into(),
@@ -120,13 +127,13 @@ mod tests {
         for (i, vary) in variants.iter().enumerate() {
             let mut c = changes();
             vary(&mut c);
-            assert_ne!(digest(&mut c), d, "variant {i}");
+            assert_ne!(digest(c.into_iter()), d, "variant {i}");
         }
         // Values are quoted: moving a separator between fields is another plan.
-        let a = digest(&mut [Change::new("Link", "a", vec!["b,c".into()])]);
-        let b = digest(&mut [Change::new("Link", "a,b", vec!["c".into()])]);
+        let a = digest([Change::new("Link", "a", vec!["b,c".into()])].into_iter());
+        let b = digest([Change::new("Link", "a,b", vec!["c".into()])].into_iter());
         assert_ne!(a, b);
-        assert_ne!(digest(&mut []), d);
+        assert_ne!(digest(std::iter::empty()), d);
     }
 
     fn planned(creates: i64, deletes: i64) -> PlannedCounts {

@@ -51,13 +51,11 @@ impl Context {
     }
 }
 
-/// What a plan shows before any write: the status's counts, planned writes and items,
-/// and every change (for the digest, and the log of a Plan run).
+/// What a plan shows before any write: the status's counts, planned writes and items.
 pub struct PlanReport {
     pub counts: Counts,
     pub planned: PlannedCounts,
     pub items: Vec<RunItem>,
-    pub changes: Vec<Change>,
 }
 
 /// The steps of one direction.
@@ -77,6 +75,10 @@ pub(crate) trait Stages {
 
     /// The plan as the status shows it.
     fn report(&self, planned: &Self::Planned) -> PlanReport;
+
+    /// Every write of the plan by SCIM ids and values (for the digest, and the log of a
+    /// Plan run), one at a time: all of them at once are megabytes.
+    fn changes<'a>(&'a self, planned: &'a Self::Planned) -> impl Iterator<Item = Change> + 'a;
 
     /// Logs the computed plan and its limit check.
     fn log_plan(&self, counts: &Counts, planned: &PlannedCounts, check: &LimitCheck);
@@ -102,13 +104,13 @@ pub(crate) async fn run(direction: &impl Stages) -> Result<Observed, RunError> {
     };
 
     // The limits are checked against the whole plan, before any write.
-    let mut report = direction.report(&planned);
-    let digest = approval::digest(&mut report.changes);
-    if context.mode == Mode::Plan {
-        log_changes(&report.changes);
-    }
-    // Kept no longer than needed: 100,000 changes are megabytes.
-    report.changes = Vec::new();
+    let report = direction.report(&planned);
+    let plan_run = context.mode == Mode::Plan;
+    let digest = approval::digest(direction.changes(&planned).inspect(|c| {
+        if plan_run {
+            log_change(c);
+        }
+    }));
     let limits = publish(context, &report, digest)?;
     let check = limits::check(
         report.planned.creates as u64,
@@ -173,15 +175,13 @@ fn publish(
 }
 
 /// A Plan run's whole plan in its Job's log: one JSON line per planned change, in the
-/// digest's order (the status keeps only the first items of each kind).
-fn log_changes(changes: &[Change]) {
-    for c in changes {
-        tracing::info!(
-            target: "catalogsync::plan",
-            action = c.action,
-            id = %c.target,
-            writes = %serde_json::Value::from(c.writes.clone()),
-            "planned change"
-        );
-    }
+/// plan's order (the status keeps only the first items of each kind).
+fn log_change(c: &Change) {
+    tracing::info!(
+        target: "catalogsync::plan",
+        action = c.action,
+        id = %c.target,
+        writes = %serde_json::Value::from(c.writes.clone()),
+        "planned change"
+    );
 }

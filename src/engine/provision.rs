@@ -12,6 +12,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::api::{Counts, InFlightWrite, Operation, PlannedCounts, Stage};
+use crate::engine::approval::Change;
 use crate::engine::limits::{Allowances, Kind, LimitCheck};
 use crate::engine::matching::{self, Index, Situation};
 use crate::engine::plan::provision::{
@@ -154,8 +155,12 @@ impl Stages for ProvisionRun {
             counts: p.plan.counts.clone(),
             planned: p.plan.planned(),
             items: p.plan.items(users, accounts),
-            changes: p.plan.changes(users, accounts),
         }
+    }
+
+    fn changes<'a>(&'a self, p: &'a Planned) -> impl Iterator<Item = Change> + 'a {
+        let (users, accounts) = (&p.listed.user_values, &p.listed.account_values);
+        p.plan.changes(users, accounts)
     }
 
     fn log_plan(&self, counts: &Counts, planned: &PlannedCounts, check: &LimitCheck) {

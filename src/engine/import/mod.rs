@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use crate::api::{Counts, PlannedCounts, Stage};
+use crate::engine::approval::Change;
 use crate::engine::limits::{Allowances, LimitCheck};
 use crate::engine::matching;
 use crate::engine::plan::{self, Deletion, ImportPlan, ImportPolicy};
@@ -118,8 +119,11 @@ impl Stages for ImportRun {
             counts: p.plan.counts.clone(),
             planned: p.plan.planned(),
             items: p.plan.items(&p.listed.accounts, &p.listed.users),
-            changes: p.plan.changes(&p.listed.accounts, &p.listed.users),
         }
+    }
+
+    fn changes<'a>(&'a self, p: &'a Planned) -> impl Iterator<Item = Change> + 'a {
+        p.plan.changes(&p.listed.accounts, &p.listed.users)
     }
 
     fn log_plan(&self, counts: &Counts, planned: &PlannedCounts, check: &LimitCheck) {

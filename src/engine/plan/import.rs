@@ -183,7 +183,11 @@ impl ImportPlan {
     }
 
     /// Every write of the plan by SCIM ids and values, what its digest is computed over.
-    pub fn changes(&self, accounts: &Records, users: &Records) -> Vec<Change> {
+    pub fn changes<'a>(
+        &'a self,
+        accounts: &'a Records,
+        users: &'a Records,
+    ) -> impl Iterator<Item = Change> + 'a {
         let links = self.links.iter().map(|l| {
             let mut writes = vec![format!("record={}", users.get(l.user).id())];
             if l.grant {
@@ -208,7 +212,7 @@ impl ImportPlan {
             .deletions
             .iter()
             .map(|d| Change::new(self.deletion_action(d), d.user_id.as_str(), Vec::new()));
-        links.chain(creates).chain(deletions).collect()
+        links.chain(creates).chain(deletions)
     }
 
     /// The first items of each kind, for `status.planItems`.
@@ -514,7 +518,7 @@ mod tests {
             ..Default::default()
         };
         let (accounts, users, plan) = fixture(policy);
-        let mut changes = plan.changes(&accounts, &users);
+        let mut changes: Vec<Change> = plan.changes(&accounts, &users).collect();
         changes.sort();
         assert_eq!(
             changes,

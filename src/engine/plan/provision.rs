@@ -303,14 +303,18 @@ impl ProvisionPlan {
     }
 
     /// Every write of the plan by SCIM ids and values, what its digest is computed over.
-    pub fn changes(&self, users: &[ProvisionUser], accounts: &[ProvisionAccount]) -> Vec<Change> {
-        let account_id = |a: u32| accounts[a as usize].id.as_str();
+    pub fn changes<'a>(
+        &'a self,
+        users: &'a [ProvisionUser],
+        accounts: &'a [ProvisionAccount],
+    ) -> impl Iterator<Item = Change> + 'a {
+        let account_id = move |a: u32| accounts[a as usize].id.as_str();
         let creates = self.creates.iter().map(|c| {
             let user = &users[c.user as usize];
             let all: Vec<usize> = (0..user.values.len()).collect();
             Change::new("CreateAccount", user.id.as_str(), mapped(user, &all))
         });
-        let updates = self.updates.iter().map(|u| {
+        let updates = self.updates.iter().map(move |u| {
             let user = &users[u.user as usize];
             let mut writes = mapped(user, &u.mappings);
             writes.extend(u.active.map(|a| format!("active={a}")));
@@ -333,7 +337,6 @@ impl ProvisionPlan {
             .chain(updates)
             .chain(self.deactivations.iter().map(remove("DeactivateAccount")))
             .chain(self.deletions.iter().map(remove("DeleteAccount")))
-            .collect()
     }
 
     /// The first items of each kind, for `status.planItems`.
@@ -712,7 +715,7 @@ mod tests {
             &ALL,
             true,
         );
-        crate::engine::approval::digest(&mut p.changes(users, accounts))
+        crate::engine::approval::digest(p.changes(users, accounts))
     }
 
     /// The plan's changes name SCIM ids and values, never listing positions: the same
@@ -761,7 +764,7 @@ mod tests {
             &ALL,
             true,
         );
-        let changes = p.changes(&users, &accounts);
+        let changes: Vec<Change> = p.changes(&users, &accounts).collect();
         assert!(changes.contains(&Change::new(
             "UpdateAccount",
             "a2",
