@@ -36,6 +36,7 @@ pub mod load;
 pub mod mapping;
 pub mod matching;
 pub mod outcome;
+pub mod pacing;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;

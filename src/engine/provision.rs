@@ -28,10 +28,11 @@ use crate::scim::path::quote;
 
 use super::error::RunError;
 use super::extract::Rules;
-use super::import::{MEMBERS_PER_CALL, RECORD_BATCH};
+use super::import::MEMBERS_PER_CALL;
 use super::journal;
 use super::list::{self, Collect, Groups};
 use super::mapping::Mappings;
+use super::pacing::RecordPacer;
 use super::pipeline::{Context, PlanReport, Stages};
 use super::writes::{Writes, certainly_not_applied, settle_removal};
 
@@ -264,6 +265,7 @@ impl Applier<'_> {
             Work::Deactivate(r) => vec![self.removal_entry(r, self.run.deactivate_deletes)],
             Work::Delete(r) => vec![self.removal_entry(r, true)],
         };
+        let pacer = &RecordPacer::new();
         journal::ahead(&self.run.context, work, &entries)
             .for_each_concurrent(self.run.context.parallelism.max(1), |work| async move {
                 if self.writes.stopping() {
@@ -276,9 +278,11 @@ impl Applier<'_> {
                     Work::Deactivate(r) => self.remove(r, self.run.deactivate_deletes).await,
                     Work::Delete(r) => self.remove(r, true).await,
                 }
-                // Records follow the writes in small batches (see the Import's).
-                if self.records.lock().expect("records lock").len() >= RECORD_BATCH {
+                // Records follow the writes in paced batches (see the Import's).
+                if pacer.due(self.records.lock().expect("records lock").len()) {
+                    let started = std::time::Instant::now();
                     self.flush_records().await;
+                    pacer.spent(started.elapsed());
                 }
             })
             .await;

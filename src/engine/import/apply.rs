@@ -17,6 +17,7 @@ use crate::engine::journal;
 use crate::engine::limits::{Allowances, Kind};
 use crate::engine::list::Groups;
 use crate::engine::matching::{self, Index, Situation};
+use crate::engine::pacing::RecordPacer;
 use crate::engine::pipeline::Context;
 use crate::engine::plan::{Deletion, ImportPlan, Link};
 use crate::engine::progress::Bucket;
@@ -34,9 +35,6 @@ use super::{ImportRun, Listed};
 /// members (on a 100,000-member group each PATCH costs seconds), yet bounded so that
 /// progress moves on huge runs.
 pub(crate) const MEMBERS_PER_CALL: usize = 10_000;
-
-/// Created (or found) users recorded per PATCH while the creates go on.
-pub(crate) const RECORD_BATCH: usize = 50;
 
 /// The journal's action of an Import's create.
 const CREATE: &str = "CreateUser";
@@ -63,6 +61,7 @@ pub(super) struct Applier<'a> {
     allowed: &'a Allowances,
     writes: &'a Writes,
     pending_records: Mutex<Vec<PendingRecord>>,
+    pacer: RecordPacer,
     pending_removals: Mutex<Vec<PendingRemoval>>,
 }
 
@@ -82,6 +81,7 @@ impl<'a> Applier<'a> {
             allowed,
             writes,
             pending_records: Mutex::new(Vec::new()),
+            pacer: RecordPacer::new(),
             pending_removals: Mutex::new(Vec::new()),
         }
     }
@@ -132,10 +132,15 @@ impl<'a> Applier<'a> {
                     Work::Create(a) => self.create(a).await,
                     Work::Delete(d) => self.delete(d, plan.on_deleted_for(d)).await,
                 }
-                // Records follow the creates in small batches, not after the whole stage:
+                // Records follow the creates in paced batches, not after the whole stage:
                 // a run killed mid-apply leaves few created users unrecorded.
-                if self.pending_records.lock().expect("records lock").len() >= RECORD_BATCH {
+                if self
+                    .pacer
+                    .due(self.pending_records.lock().expect("records lock").len())
+                {
+                    let started = std::time::Instant::now();
                     self.flush_records().await;
+                    self.pacer.spent(started.elapsed());
                 }
             })
             .await;

@@ -7,7 +7,7 @@
 mod apply;
 mod removals;
 
-pub(crate) use apply::{MEMBERS_PER_CALL, RECORD_BATCH};
+pub(crate) use apply::MEMBERS_PER_CALL;
 
 use std::collections::HashSet;
 
