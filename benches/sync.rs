@@ -26,6 +26,7 @@ use catalogsync::api::{
     CatalogApp, Counts, GroupRole, IdentityDomain, RunPhase, SyncPolicy, SyncPolicySpec, SyncRun,
     SyncRunStatus, catalog,
 };
+use catalogsync::controller::sync_run::job::MALLOC_MMAP_THRESHOLD;
 use catalogsync::engine::extract::{self, Rules};
 use catalogsync::engine::records::Records;
 use clap::Parser;
@@ -668,6 +669,8 @@ impl World {
             .env("RUST_LOG", "info")
             // JSON lines, so that the peak RSS the engine reports at the end can be read back.
             .env("CATALOGSYNC_LOG_FORMAT", "json")
+            // Large buffers returned to the system when freed, as in the Job.
+            .env(MALLOC_MMAP_THRESHOLD.0, MALLOC_MMAP_THRESHOLD.1)
             // Credentials as the Job passes them (Secret-backed environment variables), so
             // the engine reads no Secret through the API, as in the cluster.
             .env("CATALOGSYNC_DOMAIN_TOKEN", self.server.token("idp"))
