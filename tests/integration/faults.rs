@@ -217,6 +217,15 @@ async fn run_campaign(
     (tally, seed, scenarios - first.min(scenarios))
 }
 
+/// Whether a run ended in a final phase whose Ready condition gives a reason.
+fn ended_with_reason(status: &catalogsync::api::SyncRunStatus) -> bool {
+    status.phase.is_some_and(|p| p.is_finished())
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && !c.reason.is_empty())
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -820,12 +829,7 @@ pub(crate) mod campaign {
         };
         let (mut created, mut deleted, mut unknown) = (0, 0, 0);
         for (i, status) in statuses.iter().enumerate() {
-            let phase_ok = status.phase.is_some_and(|p| p.is_finished())
-                && status
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && !c.reason.is_empty());
-            if !phase_ok {
+            if !ended_with_reason(status) {
                 v.push(format!(
                     "run {i} did not end in a phase with a reason: {:?}",
                     status.phase
@@ -1206,12 +1210,7 @@ pub(crate) mod campaign {
                 .or_default() += 1;
             if plan {
                 // A Plan run writes nothing and counts what it would do: only its end counts.
-                let ended = first_status.phase.is_some_and(|p| p.is_finished())
-                    && first_status
-                        .conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && !c.reason.is_empty());
-                if !ended {
+                if !ended_with_reason(&first_status) {
                     v.push(format!(
                         "the Plan run {first} did not end in a phase with a reason: {:?}",
                         first_status.phase
