@@ -144,6 +144,7 @@ impl Records {
         self.user_names.push(user_name_span);
         self.external_ids.push(external_id);
         self.active.push(active);
+        let first_key = self.keys.len();
         for rule in 0..self.rules {
             for k in keys.get(rule).into_iter().flatten() {
                 // A userName rule's value is the userName itself: stored once.
@@ -157,7 +158,13 @@ impl Records {
             self.key_ends.push(self.keys.len() as u32);
         }
         for a in 0..self.attrs {
-            let s = self.text_span(attrs.get(a).map_or("", String::as_str));
+            let v = attrs.get(a).map_or("", String::as_str);
+            // An import attribute is mostly the userName or a matching value again (the
+            // e-mail): the text is kept once, 40 bytes an account at 100,000 accounts.
+            let held = std::iter::once(user_name_span)
+                .chain(self.keys[first_key..].iter().copied())
+                .find(|&s| self.str(s) == v);
+            let s = held.unwrap_or_else(|| self.text_span(v));
             self.attr_values.push(s);
         }
         Ok(())
@@ -382,6 +389,16 @@ mod tests {
             .map(|s| s.len())
             .sum();
         assert_eq!(r.text.len(), text);
+    }
+
+    #[test]
+    fn import_attributes_equal_to_held_text_are_stored_once() {
+        let mut a = account("a1", "alice", None, &[&["alice"], &["a@x"]]);
+        a.attrs = vec!["alice".into(), "Alice A".into(), "a@x".into(), "".into()];
+        let r = Records::of_accounts(2, 4, &[a]);
+        let got: Vec<_> = r.get(0).attrs().collect();
+        assert_eq!(got, ["alice", "Alice A", "a@x", ""]);
+        assert_eq!(r.text.len(), "a1aliceAlice Aa@x".len());
     }
 
     #[test]
