@@ -41,8 +41,21 @@ impl RecordPacer {
     }
 
     /// Counts a batch that took `took`.
-    pub(crate) fn spent(&self, took: Duration) {
+    fn spent(&self, took: Duration) {
         *self.spent.lock().expect("pacer lock") += took;
+    }
+
+    /// Runs `flush` when `pending` records are [due](Self::due), counting its time.
+    pub(crate) async fn flush_if_due<F: Future<Output = ()>>(
+        &self,
+        pending: usize,
+        flush: impl FnOnce() -> F,
+    ) {
+        if self.due(pending) {
+            let started = Instant::now();
+            flush().await;
+            self.spent(started.elapsed());
+        }
     }
 }
 
@@ -74,5 +87,22 @@ mod tests {
             !p.due(10 * RECORD_BATCH),
             "an hour of PATCH, a moment of apply"
         );
+    }
+
+    #[tokio::test]
+    async fn a_flush_runs_when_due_and_its_time_holds_back_the_next() {
+        let p = RecordPacer::new();
+        let ran = Mutex::new(0);
+        let flush = || async {
+            *ran.lock().unwrap() += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        p.flush_if_due(RECORD_BATCH - 1, flush).await;
+        assert_eq!(*ran.lock().unwrap(), 0, "not a full batch");
+        p.flush_if_due(RECORD_BATCH, flush).await;
+        assert_eq!(*ran.lock().unwrap(), 1);
+        // 100 ms of flush in ~100 ms of apply: the next waits until 2 s have passed.
+        p.flush_if_due(RECORD_BATCH, flush).await;
+        assert_eq!(*ran.lock().unwrap(), 1, "the share is spent");
     }
 }

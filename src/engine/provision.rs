@@ -228,10 +228,17 @@ struct Applier<'a> {
     removals: Mutex<Vec<(String, String)>>,
 }
 
+/// A create with its new account's body, built once: the userName goes into the journal,
+/// the body to the app.
+struct NewAccount<'p> {
+    create: &'p Create,
+    body: Value,
+}
+
 enum Work<'p> {
-    Create(&'p Create),
+    Create(NewAccount<'p>),
     /// Creates sent in Bulk requests.
-    Creates(&'p [Create]),
+    Creates(Vec<NewAccount<'p>>),
     Update(&'p provision_plan::Update),
     Deactivate(&'p Removal),
     Delete(&'p Removal),
@@ -249,18 +256,23 @@ impl Applier<'_> {
         } else {
             (&plan.creates, &[])
         };
+        // Bodies are built as the journal takes its chunks: a few hundred at a time.
+        let new = |create| NewAccount {
+            create,
+            body: self.run.mappings.new_account(self.user(create.user)),
+        };
         let work = batched
             .chunks(BULK_CREATES)
-            .map(Work::Creates)
-            .chain(single.iter().map(Work::Create))
+            .map(move |cs| Work::Creates(cs.iter().map(new).collect()))
+            .chain(single.iter().map(move |c| Work::Create(new(c))))
             .chain(plan.updates.iter().map(Work::Update))
             .chain(plan.deactivations.iter().map(Work::Deactivate))
             .chain(plan.deletions.iter().map(Work::Delete));
         // On record before they start (the journal): a retried pod settles what a killed
         // one had in flight.
         let entries = |w: &Work| match w {
-            Work::Create(c) => vec![self.entry(c)],
-            Work::Creates(cs) => cs.iter().map(|c| self.entry(c)).collect(),
+            Work::Create(n) => vec![self.entry(n)],
+            Work::Creates(ns) => ns.iter().map(|n| self.entry(n)).collect(),
             Work::Update(_) => Vec::new(),
             Work::Deactivate(r) => vec![self.removal_entry(r, self.run.deactivate_deletes)],
             Work::Delete(r) => vec![self.removal_entry(r, true)],
@@ -272,18 +284,15 @@ impl Applier<'_> {
                     return;
                 }
                 match work {
-                    Work::Create(c) => self.create(c).await,
-                    Work::Creates(cs) => self.create_batch(cs).await,
+                    Work::Create(n) => self.create(&n).await,
+                    Work::Creates(ns) => self.create_batch(&ns).await,
                     Work::Update(u) => self.update(u).await,
                     Work::Deactivate(r) => self.remove(r, self.run.deactivate_deletes).await,
                     Work::Delete(r) => self.remove(r, true).await,
                 }
                 // Records follow the writes in paced batches (see the Import's).
-                if pacer.due(self.records.lock().expect("records lock").len()) {
-                    let started = std::time::Instant::now();
-                    self.flush_records().await;
-                    pacer.spent(started.elapsed());
-                }
+                let pending = self.records.lock().expect("records lock").len();
+                pacer.flush_if_due(pending, || self.flush_records()).await;
             })
             .await;
         // Completing writes already made: also when stopping.
@@ -300,10 +309,9 @@ impl Applier<'_> {
     }
 
     /// A create's journal entry: looked up by the new account's userName.
-    fn entry(&self, c: &Create) -> InFlightWrite {
-        let body = self.run.mappings.new_account(self.user(c.user));
-        let name = body["userName"].as_str();
-        journal::entry(create_action(c), &self.user(c.user).id, name)
+    fn entry(&self, n: &NewAccount) -> InFlightWrite {
+        let name = n.body["userName"].as_str();
+        journal::entry(create_action(n.create), &self.user(n.create.user).id, name)
     }
 
     /// A deactivation's or deletion's journal entry, by the account's id.
@@ -322,47 +330,46 @@ impl Applier<'_> {
             });
     }
 
-    async fn create(&self, c: &Create) {
+    async fn create(&self, n: &NewAccount<'_>) {
         if !self.allowed.try_reserve(Kind::Create, 1) {
             return;
         }
-        let body = self.run.mappings.new_account(self.user(c.user));
-        let result = self.run.context.app.create(USERS, &body).await.map(drop);
-        self.settle_create(c, &body, result).await;
+        let result = self.run.context.app.create(USERS, &n.body).await.map(drop);
+        self.settle_create(n.create, &n.body, result).await;
     }
 
     /// Creates in Bulk requests: each create within its allowance, as one by one; each
     /// outcome settled as a single create's. A whole request that failed may have been
     /// applied in part: its creates are looked up, as a create whose answer was lost.
-    async fn create_batch(&self, cs: &[Create]) {
-        let mut sent = Vec::with_capacity(cs.len());
-        for c in cs {
+    async fn create_batch(&self, ns: &[NewAccount<'_>]) {
+        let mut sent = Vec::with_capacity(ns.len());
+        for n in ns {
             if self.writes.stopping() || !self.allowed.try_reserve(Kind::Create, 1) {
                 break;
             }
-            sent.push((c, self.run.mappings.new_account(self.user(c.user))));
+            sent.push(n);
         }
         if sent.is_empty() {
             return;
         }
-        let bodies = sent.iter().map(|(_, b)| b.clone()).collect();
+        let bodies = sent.iter().map(|n| n.body.clone()).collect();
         match self.run.context.app.create_many(USERS, bodies).await {
             Ok(results) => {
-                for ((c, body), r) in sent.iter().zip(results) {
-                    self.settle_create(c, body, r.map(drop)).await;
+                for (n, r) in sent.iter().zip(results) {
+                    self.settle_create(n.create, &n.body, r.map(drop)).await;
                 }
             }
             Err(e) => {
                 let lost = ScimError::Protocol(format!("a Bulk request failed: {e}"));
                 let whole = certainly_not_applied(&e);
-                for (c, body) in &sent {
+                for n in &sent {
                     if whole {
                         self.allowed.release(Kind::Create, 1);
-                        let user = &self.user(c.user).user_name;
+                        let user = &self.user(n.create.user).user_name;
                         self.writes.record_failed(1, "CreateAccount", user, &e);
                         self.writes.tracker.advance(1);
                     } else {
-                        self.create_conflict(c, body, &lost).await;
+                        self.create_conflict(n.create, &n.body, &lost).await;
                         self.writes.tracker.advance(1);
                     }
                 }

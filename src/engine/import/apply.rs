@@ -134,14 +134,10 @@ impl<'a> Applier<'a> {
                 }
                 // Records follow the creates in paced batches, not after the whole stage:
                 // a run killed mid-apply leaves few created users unrecorded.
-                if self
-                    .pacer
-                    .due(self.pending_records.lock().expect("records lock").len())
-                {
-                    let started = std::time::Instant::now();
-                    self.flush_records().await;
-                    self.pacer.spent(started.elapsed());
-                }
+                let pending = self.pending_records.lock().expect("records lock").len();
+                self.pacer
+                    .flush_if_due(pending, || self.flush_records())
+                    .await;
             })
             .await;
 
