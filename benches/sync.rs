@@ -423,32 +423,19 @@ impl World {
     }
 
     async fn measure_setup(&self, shape: Shape, setup: &Setup, runs: usize) -> Result<Measurement> {
-        let members = setup.granted_and_recorded();
         let load_before = loadavg();
         let mut engine = Vec::new();
         let mut lower = Vec::new();
-        for _ in 0..runs {
-            self.set_groups(&members).await?;
-            self.stats(true).await?;
-            let e = self.run_engine(setup).await?;
-            engine.push(e);
-            self.delete_created_users(setup).await?;
-            if self.engine_only {
-                continue;
+        for run in 0..runs {
+            // Odd runs go lower bound first: the first pass after seeding may meet a colder
+            // server, and neither side should always be the one that meets it.
+            if run % 2 == 1 && !self.engine_only {
+                lower.push(self.lower_bound_once(shape, setup).await?);
             }
-
-            self.set_groups(&members).await?;
-            self.stats(true).await?;
-            let started = Instant::now();
-            self.lower_bound(shape, setup).await?;
-            let wall_s = started.elapsed().as_secs_f64();
-            let (domain, app) = self.stats(true).await?;
-            lower.push(LowerBound {
-                wall_s,
-                domain,
-                app,
-            });
-            self.delete_created_users(setup).await?;
+            engine.push(self.engine_once(setup).await?);
+            if run % 2 == 0 && !self.engine_only {
+                lower.push(self.lower_bound_once(shape, setup).await?);
+            }
         }
         Ok(Measurement {
             accounts: self.accounts,
@@ -651,6 +638,31 @@ impl World {
 
     /// Creates a SyncRun and runs the release binary on it; wall time from spawn to exit,
     /// CPU and peak RSS of that process alone (wait4's rusage).
+    /// One engine run from the shape's state, and back to it.
+    async fn engine_once(&self, setup: &Setup) -> Result<EngineRun> {
+        self.set_groups(&setup.granted_and_recorded()).await?;
+        self.stats(true).await?;
+        let run = self.run_engine(setup).await?;
+        self.delete_created_users(setup).await?;
+        Ok(run)
+    }
+
+    /// One lower-bound pass from the shape's state, and back to it.
+    async fn lower_bound_once(&self, shape: Shape, setup: &Setup) -> Result<LowerBound> {
+        self.set_groups(&setup.granted_and_recorded()).await?;
+        self.stats(true).await?;
+        let started = Instant::now();
+        self.lower_bound(shape, setup).await?;
+        let wall_s = started.elapsed().as_secs_f64();
+        let (domain, app) = self.stats(true).await?;
+        self.delete_created_users(setup).await?;
+        Ok(LowerBound {
+            wall_s,
+            domain,
+            app,
+        })
+    }
+
     async fn run_engine(&self, setup: &Setup) -> Result<EngineRun> {
         let seq = self
             .run_seq

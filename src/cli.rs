@@ -279,7 +279,9 @@ fn run(cli: Cli) -> ExitCode {
     }
     match cli.command {
         Command::Sync { run } => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
+            // One thread: a run waits on its SCIM peers, and handing each answer to another
+            // worker cost more CPU (wake-ups, futexes) than the parsing it spread out.
+            let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
