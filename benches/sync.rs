@@ -427,8 +427,8 @@ impl World {
         let mut engine = Vec::new();
         let mut lower = Vec::new();
         for run in 0..runs {
-            // Odd runs go lower bound first: the first pass after seeding may meet a colder
-            // server, and neither side should always be the one that meets it.
+            // Odd runs go lower bound first: the server slows down over a benchmark, so the
+            // side that always ran first would always meet the faster server.
             if run % 2 == 1 && !self.engine_only {
                 lower.push(self.lower_bound_once(shape, setup).await?);
             }
@@ -636,8 +636,6 @@ impl World {
         Ok((domain, app))
     }
 
-    /// Creates a SyncRun and runs the release binary on it; wall time from spawn to exit,
-    /// CPU and peak RSS of that process alone (wait4's rusage).
     /// One engine run from the shape's state, and back to it.
     async fn engine_once(&self, setup: &Setup) -> Result<EngineRun> {
         self.set_groups(&setup.granted_and_recorded()).await?;
@@ -663,6 +661,8 @@ impl World {
         })
     }
 
+    /// Creates a SyncRun and runs the release binary on it; wall time from spawn to exit,
+    /// CPU and peak RSS of that process alone (wait4's rusage).
     async fn run_engine(&self, setup: &Setup) -> Result<EngineRun> {
         let seq = self
             .run_seq
